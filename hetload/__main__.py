@@ -1,0 +1,5 @@
+import sys
+
+from hetload.cli import main
+
+sys.exit(main())

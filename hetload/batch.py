@@ -1,0 +1,194 @@
+"""``HeteroBatch``: a batch of heterogeneous samples, one entry per field.
+
+Each field is one of:
+
+- a :class:`~hetload.Ragged` (packed values + offsets; index fields such as faces re-based to
+  global numbering);
+- a ``Tensor [B, *shape]`` (fixed-size fields, stacked);
+- a ``list`` of ``B`` Python objects (strings, paths, metadata).
+
+Fields are reached as ``batch.verts`` or ``batch["verts"]``; ``batch[i]`` (an int) and iteration
+give samples, so ``len(batch)`` is ``B``, the number of samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+
+from hetload.ragged import Ragged
+
+__all__ = ["HeteroBatch"]
+
+
+class HeteroBatch:
+    """A mapping from field name to ``Ragged`` / ``Tensor [B, ...]`` / ``list`` of ``B`` items."""
+
+    __slots__ = ("_batch_size", "_fields")
+
+    def __init__(self, fields: Mapping[str, Any], batch_size: int | None = None) -> None:
+        self._fields: dict[str, Any] = dict(fields)
+        if batch_size is None:
+            batch_size = _infer_batch_size(self._fields)
+        for name, value in self._fields.items():
+            size = len(value) if not isinstance(value, torch.Tensor) else value.shape[0]
+            if size != batch_size:
+                raise ValueError(f"field {name!r} has {size} items, the batch has {batch_size}")
+        self._batch_size = batch_size
+
+    # ------------------------------------------------------------------ mapping of fields
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            return self._fields[name]
+        except KeyError:
+            raise AttributeError(
+                f"the batch has no field {name!r} (fields: {', '.join(self._fields)})"
+            ) from None
+
+    def __getitem__(self, key: str | int) -> Any:
+        """``batch["verts"]`` is a field; ``batch[i]`` is sample ``i`` (see :meth:`sample`)."""
+        if isinstance(key, str):
+            if key not in self._fields:
+                raise KeyError(f"the batch has no field {key!r} (fields: {', '.join(self._fields)})")
+            return self._fields[key]
+        if isinstance(key, int):
+            return self.sample(key)
+        raise TypeError(f"index a batch with a field name or a sample number, not {type(key)}")
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._fields
+
+    def keys(self):
+        return self._fields.keys()
+
+    def values(self):
+        return self._fields.values()
+
+    def items(self):
+        return self._fields.items()
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._fields.get(name, default)
+
+    def __len__(self) -> int:
+        """``B``, the number of samples."""
+        return self._batch_size
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Iterate over samples (not field names: use :meth:`keys` for those)."""
+        return (self.sample(i) for i in range(self._batch_size))
+
+    # ------------------------------------------------------------------ samples
+    def sample(self, i: int) -> dict[str, Any]:
+        """Sample ``i`` as the dict it came from: ragged fields as views ``[N_i, *D]``, index
+        fields in the sample's own (local) numbering, fixed fields ``tensor[i]``, metadata as is.
+        """
+        b = self._batch_size
+        if not -b <= i < b:
+            raise IndexError(f"sample {i} out of range for a batch of {b}")
+        i %= b
+        out: dict[str, Any] = {}
+        for name, value in self._fields.items():
+            if isinstance(value, Ragged):
+                item = value[i]
+                if value.index_base is not None:
+                    item = item - int(value.index_base[i])
+                out[name] = item
+            else:
+                out[name] = value[i]
+        return out
+
+    # ------------------------------------------------------------------ movement
+    def to(self, *args: Any, non_blocking: bool = False, **kwargs: Any) -> HeteroBatch:
+        """Move every tensor like ``Tensor.to``; only packed bytes (and offsets) are copied.
+
+        Index fields reuse their target's moved offsets, so each offsets tensor crosses once.
+        A dtype argument casts data fields only; index fields keep their integer dtype.
+        """
+        moved: dict[str, Any] = {}
+        moved_offsets: dict[int, torch.Tensor] = {}
+        for name, value in self._fields.items():
+            if isinstance(value, Ragged) and value.index_base is None:
+                moved[name] = value.to(*args, non_blocking=non_blocking, **kwargs)
+                moved_offsets[id(value.offsets)] = moved[name].offsets
+        device_args, device_kwargs = _device_only(args, kwargs)
+        for name, value in self._fields.items():
+            if name in moved:
+                continue
+            if isinstance(value, Ragged):
+                values = value.values.to(*device_args, non_blocking=non_blocking, **device_kwargs)
+                moved[name] = Ragged(
+                    values,
+                    _move(value.offsets, moved_offsets, values.device, non_blocking),
+                    name=value.name,
+                    index_base=_move(value.index_base, moved_offsets, values.device, non_blocking),
+                    max_len=value.max_len,
+                    validate=False,
+                )
+            elif isinstance(value, torch.Tensor):
+                moved[name] = value.to(*args, non_blocking=non_blocking, **kwargs)
+            else:
+                moved[name] = value
+        return HeteroBatch({name: moved[name] for name in self._fields}, self._batch_size)
+
+    def pin_memory(self, device: Any = None) -> HeteroBatch:
+        """Page-locked copies of every tensor (called by ``DataLoader(pin_memory=True)``)."""
+        pinned: dict[str, Any] = {}
+        for name, value in self._fields.items():
+            if isinstance(value, (Ragged, torch.Tensor)):
+                pinned[name] = value.pin_memory()
+            else:
+                pinned[name] = value
+        return HeteroBatch(pinned, self._batch_size)
+
+    def __repr__(self) -> str:
+        lines = [f"HeteroBatch(B={self._batch_size}"]
+        for name, value in self._fields.items():
+            if isinstance(value, Ragged):
+                kind = "index" if value.index_base is not None else "ragged"
+                desc = f"{kind} {tuple(value.values.shape)} {value.values.dtype}"
+            elif isinstance(value, torch.Tensor):
+                desc = f"fixed {tuple(value.shape)} {value.dtype}"
+            else:
+                desc = f"list[{len(value)}]"
+            lines.append(f"  {name}: {desc}")
+        return "\n".join(lines) + "\n)"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"fields": self._fields, "batch_size": self._batch_size}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._fields = state["fields"]
+        self._batch_size = state["batch_size"]
+
+
+def _infer_batch_size(fields: Mapping[str, Any]) -> int:
+    for value in fields.values():
+        return len(value) if not isinstance(value, torch.Tensor) else value.shape[0]
+    raise ValueError("a HeteroBatch needs at least one field or an explicit batch_size")
+
+
+def _device_only(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Drop dtype arguments: an index field keeps its integer dtype when values are cast."""
+    kept = tuple(a for a in args if not isinstance(a, torch.dtype))
+    return kept, {k: v for k, v in kwargs.items() if k != "dtype"}
+
+
+def _move(
+    offsets: torch.Tensor, moved: dict[int, torch.Tensor], device: torch.device, non_blocking: bool
+) -> torch.Tensor:
+    """``offsets`` on ``device``, reusing a copy already made for another field."""
+    already = moved.get(id(offsets))
+    if already is not None and already.device == device:
+        return already
+    out = offsets.to(device, non_blocking=non_blocking)
+    moved[id(offsets)] = out
+    return out

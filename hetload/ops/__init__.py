@@ -1,0 +1,173 @@
+"""Device ops between the packed and padded layouts (``torch.ops.hetload.*`` underneath).
+
+- :func:`packed_to_padded`: ``values [sum N_i, *D]`` + ``offsets [B+1]`` -> ``[B, max_len, *D]``
+- :func:`padded_to_packed`: the inverse; its gradient is :func:`packed_to_padded`'s and vice versa
+- :func:`packed_to_padded_local`: for index fields (faces): global -> local indices, ``-1`` padding
+
+Every dtype torch stores data in is supported (the ops copy bytes), on every device. The compiled
+CPU / CUDA kernels from ``cuda/`` are used when built; :func:`backend` says which path serves.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from hetload.ops import library as _library
+from hetload.ops.validation import check_offsets, longest
+
+__all__ = [
+    "backend",
+    "packed_to_padded",
+    "packed_to_padded_local",
+    "padded_to_packed",
+]
+
+
+def _check_pair(tensor: torch.Tensor, offsets: torch.Tensor, name: str, what: str) -> None:
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"field {name!r}: {what} must be a torch.Tensor, got {type(tensor)}")
+    if isinstance(offsets, torch.Tensor) and offsets.device != tensor.device:
+        raise ValueError(
+            f"field {name!r}: {what} is on {tensor.device} but offsets on {offsets.device}"
+        )
+
+
+def _resolve_max_len(offsets: torch.Tensor, max_len: int | None, name: str, validate: bool) -> int:
+    if max_len is None:
+        return longest(offsets)
+    max_len = int(max_len)
+    if max_len < 0:
+        raise ValueError(f"field {name!r}: max_len must be >= 0, got {max_len}")
+    if validate:
+        needed = longest(offsets)
+        if max_len < needed:
+            # PyTorch3D silently overwrites the next item's rows here; we refuse.
+            raise ValueError(
+                f"field {name!r}: max_len={max_len} is shorter than the longest item ({needed})"
+            )
+    return max_len
+
+
+def packed_to_padded(
+    values: torch.Tensor,
+    offsets: torch.Tensor,
+    max_len: int | None = None,
+    fill: float = 0.0,
+    *,
+    name: str = "values",
+    validate: bool = True,
+) -> torch.Tensor:
+    """Pad packed rows into a dense batch.
+
+    Args:
+        values: ``[sum N_i, *D]``, any dtype, any device.
+        offsets: ``int64 [B+1]`` on the same device; item ``i`` is ``values[offsets[i]:offsets[i+1]]``.
+        max_len: rows of the output; ``None`` uses the longest item. Shorter than the longest
+            item is a ``ValueError``.
+        fill: the value of padding rows (cast to ``values.dtype``).
+        name: the field name used in error messages.
+        validate: check the offsets invariants first (a device sync for GPU offsets; structures
+            that validated at construction pass ``False``).
+
+    Returns:
+        ``[B, max_len, *D]`` of ``values.dtype``; differentiable w.r.t. ``values``.
+    """
+    _check_pair(values, offsets, name, "values")
+    if values.dim() == 0:
+        raise ValueError(f"field {name!r}: values must be [sum N_i, ...], got a scalar")
+    if validate:
+        check_offsets(offsets, values.shape[0], name)
+    max_len = _resolve_max_len(offsets, max_len, name, validate)
+    return torch.ops.hetload.packed_to_padded(values, offsets, max_len, float(fill))
+
+
+def packed_to_padded_local(
+    values: torch.Tensor,
+    offsets: torch.Tensor,
+    base: torch.Tensor,
+    max_len: int | None = None,
+    fill: float = -1,
+    *,
+    name: str = "faces",
+    validate: bool = True,
+) -> torch.Tensor:
+    """Pad an index field, turning global indices into local ones.
+
+    Args:
+        values: integer ``[sum F_i, *D]`` global row indices into another packed field.
+        offsets: ``int64 [B+1]`` offsets of ``values``.
+        base: ``int64 [B+1]`` offsets of the field indexed into; item ``i``'s indices have
+            ``base[i]`` subtracted.
+        max_len, fill: as in :func:`packed_to_padded`; ``fill`` defaults to ``-1``.
+
+    Returns:
+        ``[B, max_len, *D]`` of ``values.dtype``, local indices, ``fill`` where padding.
+    """
+    _check_pair(values, offsets, name, "values")
+    if values.is_floating_point() or values.is_complex() or values.dtype == torch.bool:
+        raise ValueError(f"field {name!r}: an index field must be integer, got {values.dtype}")
+    if validate:
+        check_offsets(offsets, values.shape[0], name)
+        check_offsets(base, None, f"{name} (base)")
+        if base.shape != offsets.shape:
+            raise ValueError(
+                f"field {name!r}: base has {base.numel() - 1} items, offsets {offsets.numel() - 1}"
+            )
+    max_len = _resolve_max_len(offsets, max_len, name, validate)
+    return torch.ops.hetload.packed_to_padded_local(
+        values, offsets, base.to(values.device), max_len, float(fill)
+    )
+
+
+def padded_to_packed(
+    padded: torch.Tensor,
+    offsets: torch.Tensor,
+    *,
+    total: int | None = None,
+    name: str = "values",
+    validate: bool = True,
+) -> torch.Tensor:
+    """Pack a dense batch: the first ``N_i`` rows of each item, back to back.
+
+    Args:
+        padded: ``[B, L, *D]``, any dtype, any device.
+        offsets: ``int64 [B+1]``; ``N_i = offsets[i+1] - offsets[i]`` must be ``<= L``.
+        total: ``sum N_i`` if known on the host (avoids reading ``offsets[-1]`` from a GPU).
+
+    Returns:
+        ``[sum N_i, *D]`` of ``padded.dtype``; differentiable w.r.t. ``padded``.
+    """
+    _check_pair(padded, offsets, name, "padded")
+    if padded.dim() < 2:
+        raise ValueError(f"field {name!r}: padded must be [B, L, ...], got {tuple(padded.shape)}")
+    if validate:
+        check_offsets(offsets, total, name)
+        if offsets.numel() - 1 != padded.shape[0]:
+            raise ValueError(
+                f"field {name!r}: offsets describe {offsets.numel() - 1} items, "
+                f"padded has {padded.shape[0]}"
+            )
+        needed = longest(offsets)
+        if needed > padded.shape[1]:
+            raise ValueError(
+                f"field {name!r}: an item has {needed} rows but padded holds only {padded.shape[1]}"
+            )
+    if total is None:
+        total = int(offsets[-1])
+    return torch.ops.hetload.padded_to_packed(padded.contiguous(), offsets, int(total))
+
+
+def backend(device: str | torch.device = "cpu") -> str:
+    """Which implementation serves ``device``: ``"compiled"`` (kernels from ``cuda/``) or
+    ``"torch"`` (the pure-torch fallback)."""
+    key = {"cpu": "CPU", "cuda": "CUDA"}.get(torch.device(device).type)
+    if key is not None and _library.has_kernel("packed_to_padded", key):
+        return "compiled"
+    return "torch"
+
+
+def extension_status() -> str:
+    """Where the compiled module was loaded from, or why it was not."""
+    if _library.EXTENSION_PATH is not None:
+        return f"loaded {_library.EXTENSION_PATH}"
+    return str(_library.EXTENSION_ERROR)

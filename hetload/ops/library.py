@@ -1,0 +1,108 @@
+"""Registration of the ``torch.ops.hetload`` operators.
+
+The schemas are defined here, in Python, once. Three kinds of implementation stand behind them:
+
+- the pure-torch one (:mod:`hetload.ops.torch_impl`), registered as ``CompositeExplicitAutograd``
+  so it serves every device;
+- the compiled CPU / CUDA kernels from ``cuda/`` (``hetload/_C*.so``), registered for the ``CPU``
+  and ``CUDA`` dispatch keys when that module is built; a backend kernel wins over the composite
+  one, so callers never choose;
+- a fake (meta) implementation for ``torch.compile`` and an autograd formula (each op's backward
+  is the other op).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import torch
+
+from hetload.ops import torch_impl
+
+__all__ = ["EXTENSION_ERROR", "EXTENSION_PATH", "has_kernel"]
+
+_LIB = torch.library.Library("hetload", "DEF")
+_LIB.define("packed_to_padded(Tensor values, Tensor offsets, SymInt max_len, float fill) -> Tensor")
+_LIB.define(
+    "packed_to_padded_local(Tensor values, Tensor offsets, Tensor base, SymInt max_len, "
+    "float fill) -> Tensor"
+)
+_LIB.define("padded_to_packed(Tensor padded, Tensor offsets, SymInt total) -> Tensor")
+
+_LIB.impl("packed_to_padded", torch_impl.packed_to_padded, "CompositeExplicitAutograd")
+_LIB.impl("packed_to_padded_local", torch_impl.packed_to_padded_local, "CompositeExplicitAutograd")
+_LIB.impl("padded_to_packed", torch_impl.padded_to_packed, "CompositeExplicitAutograd")
+
+
+@torch.library.register_fake("hetload::packed_to_padded")
+def _packed_to_padded_fake(values, offsets, max_len, fill):
+    return values.new_empty((offsets.shape[0] - 1, max_len, *values.shape[1:]))
+
+
+@torch.library.register_fake("hetload::packed_to_padded_local")
+def _packed_to_padded_local_fake(values, offsets, base, max_len, fill):
+    return values.new_empty((offsets.shape[0] - 1, max_len, *values.shape[1:]))
+
+
+@torch.library.register_fake("hetload::padded_to_packed")
+def _padded_to_packed_fake(padded, offsets, total):
+    return padded.new_empty((total, *padded.shape[2:]))
+
+
+def _p2p_setup(ctx, inputs, output):
+    values, offsets, _max_len, _fill = inputs
+    ctx.save_for_backward(offsets)
+    ctx.total = values.shape[0]
+
+
+def _p2p_backward(ctx, grad):
+    (offsets,) = ctx.saved_tensors
+    grad_values = torch.ops.hetload.padded_to_packed(grad.contiguous(), offsets, ctx.total)
+    return grad_values, None, None, None
+
+
+def _unpack_setup(ctx, inputs, output):
+    padded, offsets, _total = inputs
+    ctx.save_for_backward(offsets)
+    ctx.max_len = padded.shape[1]
+
+
+def _unpack_backward(ctx, grad):
+    (offsets,) = ctx.saved_tensors
+    grad_padded = torch.ops.hetload.packed_to_padded(grad.contiguous(), offsets, ctx.max_len, 0.0)
+    return grad_padded, None, None
+
+
+torch.library.register_autograd(
+    "hetload::packed_to_padded", _p2p_backward, setup_context=_p2p_setup
+)
+torch.library.register_autograd(
+    "hetload::padded_to_packed", _unpack_backward, setup_context=_unpack_setup
+)
+
+
+def _load_extension() -> tuple[str | None, str | None]:
+    """Load ``hetload._C`` (the compiled kernels) if it was built; never builds anything.
+
+    Returns ``(path, error)``: the loaded library's path, or why it could not be loaded.
+    ``HETLOAD_DISABLE_EXTENSION=1`` forces the pure-torch path (tests use it to cover both).
+    """
+    if os.environ.get("HETLOAD_DISABLE_EXTENSION", "") not in ("", "0"):
+        return None, "disabled by HETLOAD_DISABLE_EXTENSION"
+    spec = importlib.util.find_spec("hetload._C")
+    if spec is None or spec.origin is None:
+        return None, "hetload._C is not built (see README: building the kernels)"
+    try:
+        torch.ops.load_library(spec.origin)
+    except (OSError, RuntimeError) as exc:
+        return None, f"hetload._C failed to load: {exc}"
+    return spec.origin, None
+
+
+EXTENSION_PATH, EXTENSION_ERROR = _load_extension()
+
+
+def has_kernel(op: str, dispatch_key: str) -> bool:
+    """Whether ``torch.ops.hetload.<op>`` has a kernel registered for ``dispatch_key`` itself."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"hetload::{op}", dispatch_key)

@@ -1,0 +1,352 @@
+"""``Ragged``: one variable-length field of a batch, stored packed.
+
+A batch of ``B`` items, item ``i`` holding ``N_i`` rows of trailing shape ``D``, is stored as
+
+- ``values``:  ``[sum N_i, *D]``, the rows of every item back to back (the *packed* view);
+- ``offsets``: ``int64 [B+1]``, ``offsets[0] == 0``, item ``i`` is ``values[offsets[i]:offsets[i+1]]``
+  (the same meaning as ``torch.nested`` offsets and flash-attention's ``cu_seqlens``).
+
+Everything else (``lengths``, ``batch_idx``, ``max_len``, ``mask``, ``padded``) is derived on first
+use and cached. ``max_len`` is a host ``int`` computed while ``offsets`` is still on the CPU and
+carried along by :meth:`Ragged.to`, so asking for a padded view on a GPU never waits for the device.
+
+An *index field* (faces, edges) holds row indices into another field, re-based into that field's
+packed numbering (global indices). It carries the other field's ``offsets`` as ``index_base`` so its
+padded view can be returned in local numbering with ``-1`` as padding, PyTorch3D's convention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from hetload import ops
+from hetload.ops.validation import check_offsets
+
+__all__ = ["Ragged"]
+
+
+class Ragged:
+    """A packed ragged tensor with cached list / padded views.
+
+    Args:
+        values: ``[sum N_i, *D]`` packed rows, any dtype.
+        offsets: ``int64 [B+1]``, starts at 0, non-decreasing, ends at ``values.shape[0]``.
+        name: the field's name, used in every error message.
+        index_base: for index fields only: ``int64 [B+1]`` offsets of the field indexed into;
+            ``values`` then hold global row numbers into that field's packed values.
+        max_len: the longest item, if the caller already knows it (skips a pass over offsets).
+        validate: check the offsets invariants (on by default; costs one pass over ``B+1``
+            integers, a device sync if ``offsets`` is on a GPU).
+
+    Raises:
+        ValueError: naming ``name`` when the offsets invariants do not hold.
+    """
+
+    __slots__ = (
+        "_batch_idx",
+        "_lengths",
+        "_mask",
+        "_max_len",
+        "_padded",
+        "index_base",
+        "name",
+        "offsets",
+        "values",
+    )
+
+    def __init__(
+        self,
+        values: torch.Tensor,
+        offsets: torch.Tensor,
+        *,
+        name: str = "values",
+        index_base: torch.Tensor | None = None,
+        max_len: int | None = None,
+        validate: bool = True,
+    ) -> None:
+        if not isinstance(values, torch.Tensor):
+            raise TypeError(f"field {name!r}: values must be a torch.Tensor, got {type(values)}")
+        if not isinstance(offsets, torch.Tensor):
+            raise TypeError(f"field {name!r}: offsets must be a torch.Tensor, got {type(offsets)}")
+        if values.dim() == 0:
+            raise ValueError(f"field {name!r}: values must have at least one dimension (rows)")
+        if validate:
+            check_offsets(offsets, values.shape[0], name)
+            if index_base is not None:
+                check_offsets(index_base, None, f"{name} (index_base)")
+                if index_base.shape != offsets.shape:
+                    raise ValueError(
+                        f"field {name!r}: index_base has {index_base.numel() - 1} items, "
+                        f"offsets {offsets.numel() - 1}"
+                    )
+        self.values = values
+        self.offsets = offsets
+        self.name = name
+        self.index_base = index_base
+        self._max_len = max_len
+        self._lengths: torch.Tensor | None = None
+        self._batch_idx: torch.Tensor | None = None
+        self._mask: torch.Tensor | None = None
+        self._padded: dict[Any, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_list(
+        cls,
+        items: Sequence[torch.Tensor | np.ndarray],
+        *,
+        name: str = "values",
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> Ragged:
+        """Pack ``B`` tensors ``[N_i, *D]`` (same trailing shape and dtype) into one ``Ragged``.
+
+        An empty list needs ``dtype`` to be meaningful; it gives ``values [0]`` and ``offsets [0]``
+        (``B == 0``).
+        """
+        tensors = [torch.as_tensor(t) for t in items]
+        for i, t in enumerate(tensors):
+            if t.dim() == 0:
+                raise ValueError(f"field {name!r}: item {i} is a scalar, expected [N_i, ...]")
+            if t.shape[1:] != tensors[0].shape[1:]:
+                raise ValueError(
+                    f"field {name!r}: item {i} has trailing shape {tuple(t.shape[1:])}, "
+                    f"item 0 has {tuple(tensors[0].shape[1:])}"
+                )
+            if dtype is None and t.dtype != tensors[0].dtype:
+                raise ValueError(
+                    f"field {name!r}: item {i} has dtype {t.dtype}, item 0 has {tensors[0].dtype}"
+                )
+        lengths = [t.shape[0] for t in tensors]
+        offsets = torch.zeros(len(tensors) + 1, dtype=torch.int64)
+        if tensors:
+            torch.cumsum(torch.tensor(lengths, dtype=torch.int64), 0, out=offsets[1:])
+            values = torch.cat([t.to(dtype) if dtype is not None else t for t in tensors])
+        else:
+            values = torch.empty(0, dtype=dtype or torch.float32)
+        ragged = cls(values, offsets, name=name, max_len=max(lengths, default=0), validate=False)
+        return ragged.to(device) if device is not None else ragged
+
+    @classmethod
+    def from_padded(
+        cls,
+        padded: torch.Tensor,
+        lengths: torch.Tensor | Sequence[int],
+        *,
+        name: str = "values",
+    ) -> Ragged:
+        """Pack ``padded [B, L, *D]`` keeping the first ``lengths[i]`` rows of item ``i``."""
+        if padded.dim() < 2:
+            raise ValueError(f"field {name!r}: padded must be [B, L, ...], got {tuple(padded.shape)}")
+        lengths_t = torch.as_tensor(lengths, dtype=torch.int64).reshape(-1).cpu()
+        if lengths_t.numel() != padded.shape[0]:
+            raise ValueError(
+                f"field {name!r}: {lengths_t.numel()} lengths for a padded batch of {padded.shape[0]}"
+            )
+        if lengths_t.numel() and (lengths_t.min() < 0 or lengths_t.max() > padded.shape[1]):
+            raise ValueError(
+                f"field {name!r}: lengths must lie in [0, {padded.shape[1]}], "
+                f"got min {int(lengths_t.min())} max {int(lengths_t.max())}"
+            )
+        offsets = torch.zeros(lengths_t.numel() + 1, dtype=torch.int64)
+        torch.cumsum(lengths_t, 0, out=offsets[1:])
+        offsets = offsets.to(padded.device)
+        total = int(lengths_t.sum())
+        values = ops.padded_to_packed(padded, offsets, total=total, validate=False)
+        max_len = int(lengths_t.max()) if lengths_t.numel() else 0
+        return cls(values, offsets, name=name, max_len=max_len, validate=False)
+
+    # ------------------------------------------------------------------ derived views
+    @property
+    def batch_size(self) -> int:
+        """``B``, the number of items."""
+        return self.offsets.shape[0] - 1
+
+    def __len__(self) -> int:
+        return self.batch_size
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """``int64 [B]``: rows per item (``offsets[1:] - offsets[:-1]``)."""
+        if self._lengths is None:
+            self._lengths = self.offsets[1:] - self.offsets[:-1]
+        return self._lengths
+
+    @property
+    def max_len(self) -> int:
+        """Rows of the longest item, a host ``int`` (0 for an empty batch)."""
+        if self._max_len is None:
+            lengths = self.lengths
+            self._max_len = int(lengths.max()) if lengths.numel() else 0
+        return self._max_len
+
+    @property
+    def batch_idx(self) -> torch.Tensor:
+        """``int64 [sum N_i]``: the item each packed row belongs to (PyG's ``batch``)."""
+        if self._batch_idx is None:
+            self._batch_idx = torch.repeat_interleave(
+                torch.arange(self.batch_size, device=self.offsets.device),
+                self.lengths,
+                output_size=self.values.shape[0],
+            )
+        return self._batch_idx
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """``bool [B, max_len]``: True where the padded view holds a real row."""
+        if self._mask is None:
+            steps = torch.arange(self.max_len, device=self.offsets.device)
+            self._mask = steps.unsqueeze(0) < self.lengths.unsqueeze(1)
+        return self._mask
+
+    def padded(self, fill: float | None = None, *, local: bool = True) -> torch.Tensor:
+        """The padded view ``[B, max_len, *D]``, rows past ``N_i`` set to ``fill``; cached per fill.
+
+        For an index field, ``fill`` defaults to ``-1`` and the indices are local to each item
+        (``local=True``, PyTorch3D's convention); ``local=False`` keeps the global numbering.
+        For other fields ``fill`` defaults to ``0``.
+        """
+        is_index = self.index_base is not None
+        if fill is None:
+            fill = -1 if is_index else 0.0
+        key = (fill, local and is_index)
+        cached = self._padded.get(key)
+        if cached is not None:
+            return cached
+        if is_index and local:
+            out = ops.packed_to_padded_local(
+                self.values,
+                self.offsets,
+                self.index_base,
+                max_len=self.max_len,
+                fill=fill,
+                validate=False,
+            )
+        else:
+            out = ops.packed_to_padded(
+                self.values, self.offsets, max_len=self.max_len, fill=fill, validate=False
+            )
+        self._padded[key] = out
+        return out
+
+    def unbind(self, *, local: bool = False) -> list[torch.Tensor]:
+        """The list view: ``B`` tensors ``[N_i, *D]``, views into ``values`` (no copies).
+
+        For an index field, ``local=True`` returns each item's indices in its own numbering
+        (a new tensor per item, since the numbers change).
+        """
+        bounds = self.offsets.tolist()
+        items = [self.values[bounds[i] : bounds[i + 1]] for i in range(self.batch_size)]
+        if local and self.index_base is not None:
+            base = self.index_base.tolist()
+            items = [item - base[i] for i, item in enumerate(items)]
+        return items
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        """Item ``i`` as a view ``[N_i, *D]`` (global numbering for index fields)."""
+        b = self.batch_size
+        if not -b <= i < b:
+            raise IndexError(f"field {self.name!r}: item {i} out of range for a batch of {b}")
+        i %= b
+        start, end = self.offsets[i : i + 2].tolist()
+        return self.values[start:end]
+
+    # ------------------------------------------------------------------ movement
+    def to(self, *args: Any, non_blocking: bool = False, **kwargs: Any) -> Ragged:
+        """Move/cast like ``Tensor.to``; offsets keep int64. ``max_len`` travels as a host int.
+
+        A dtype argument applies to ``values`` only (index fields keep their integer dtype
+        unless the dtype is an integer type too).
+        """
+        values = self.values.to(*args, non_blocking=non_blocking, **kwargs)
+        if values.device == self.offsets.device:
+            offsets = self.offsets
+            base = self.index_base
+        else:
+            offsets = self.offsets.to(values.device, non_blocking=non_blocking)
+            base = (
+                None
+                if self.index_base is None
+                else self.index_base.to(values.device, non_blocking=non_blocking)
+            )
+        if values is self.values and offsets is self.offsets:
+            return self
+        return self._derive(values, offsets, base)
+
+    def pin_memory(self) -> Ragged:
+        """Copy values and offsets into page-locked memory (for ``non_blocking`` transfers)."""
+        base = None if self.index_base is None else self.index_base.pin_memory()
+        return self._derive(self.values.pin_memory(), self.offsets.pin_memory(), base)
+
+    def is_pinned(self) -> bool:
+        return self.values.is_pinned() and self.offsets.is_pinned()
+
+    def share_memory_(self) -> Ragged:
+        """Move the storages into shared memory in place (as ``Tensor.share_memory_``)."""
+        self.values.share_memory_()
+        self.offsets.share_memory_()
+        if self.index_base is not None:
+            self.index_base.share_memory_()
+        return self
+
+    def _derive(
+        self, values: torch.Tensor, offsets: torch.Tensor, base: torch.Tensor | None
+    ) -> Ragged:
+        out = Ragged(
+            values,
+            offsets,
+            name=self.name,
+            index_base=base,
+            max_len=self._max_len,
+            validate=False,
+        )
+        # the per-item structure did not change, so host-side facts carry over
+        if self._max_len is None and self.offsets.device.type == "cpu":
+            out._max_len = self.max_len
+        return out
+
+    @property
+    def device(self) -> torch.device:
+        return self.values.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.values.dtype
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(sum N_i, *D)``, the packed shape."""
+        return tuple(self.values.shape)
+
+    def __repr__(self) -> str:
+        kind = ", index" if self.index_base is not None else ""
+        return (
+            f"Ragged(name={self.name!r}, B={self.batch_size}, values={tuple(self.values.shape)}, "
+            f"dtype={self.values.dtype}, device={self.values.device}{kind})"
+        )
+
+    # Ragged travels between DataLoader workers and the main process; keep cached views out
+    # of the pickle so only the packed tensors cross the process boundary.
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "values": self.values,
+            "offsets": self.offsets,
+            "name": self.name,
+            "index_base": self.index_base,
+            "max_len": self._max_len,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.values = state["values"]
+        self.offsets = state["offsets"]
+        self.name = state["name"]
+        self.index_base = state["index_base"]
+        self._max_len = state["max_len"]
+        self._lengths = None
+        self._batch_idx = None
+        self._mask = None
+        self._padded = {}

@@ -1,0 +1,131 @@
+"""How each field of a sample is batched: the per-field schema.
+
+PyG decides per attribute which dimension to concatenate and what to add to index attributes
+(``__cat_dim__`` / ``__inc__``); our equivalent is a :class:`Field` per name:
+
+===========  ==============================================================================
+``ragged``   ``[N_i, *D]`` arrays of varying ``N_i``: packed into a :class:`~hetload.Ragged`
+``index``    ``[F_i, *D]`` integer rows indexing another ragged field (``index_of``), re-based
+             into that field's packed numbering: faces -> verts
+``fixed``    same shape in every sample: stacked into ``[B, *shape]`` as ``default_collate``
+``meta``     anything else (strings, paths, dicts): kept as a Python list of ``B`` entries
+===========  ==============================================================================
+
+Unknown names follow ``Schema.unknown``: ``"infer"`` (the default) treats arrays/tensors with at
+least one dimension as ``ragged`` along dim 0, numbers and 0-d arrays as ``fixed``, everything
+else as ``meta``; ``"error"`` refuses them. The rule looks at the name and the type only, never at
+sizes, so a field batches the same way in every batch.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+__all__ = ["DEFAULT_SCHEMA", "Field", "Schema"]
+
+Kind = Literal["ragged", "index", "fixed", "meta"]
+_KINDS = ("ragged", "index", "fixed", "meta")
+
+
+@dataclass(frozen=True)
+class Field:
+    """How one field batches. ``index_of`` names the field an ``index`` field points into."""
+
+    kind: Kind
+    index_of: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise ValueError(f"field kind must be one of {_KINDS}, got {self.kind!r}")
+        if (self.kind == "index") != (self.index_of is not None):
+            raise ValueError("an 'index' field needs index_of, and only an index field has one")
+
+    @classmethod
+    def parse(cls, spec: Field | str) -> Field:
+        """``Field`` from ``"ragged"``, ``"fixed"``, ``"meta"`` or ``"index:<target>"``."""
+        if isinstance(spec, Field):
+            return spec
+        if not isinstance(spec, str):
+            raise TypeError(f"a field spec is a Field or a string, got {type(spec)}")
+        if spec.startswith("index:"):
+            return cls("index", spec.split(":", 1)[1])
+        return cls(spec)  # type: ignore[arg-type]
+
+
+class Schema:
+    """A mapping from field name to :class:`Field`, plus the rule for unknown names.
+
+    >>> schema = Schema({"points": "ragged", "edges": "index:points", "label": "fixed"})
+    """
+
+    def __init__(
+        self,
+        fields: Mapping[str, Field | str] | None = None,
+        *,
+        unknown: Literal["infer", "error"] = "infer",
+    ) -> None:
+        if unknown not in ("infer", "error"):
+            raise ValueError(f"Schema(unknown=...) must be 'infer' or 'error', got {unknown!r}")
+        self.fields: dict[str, Field] = {
+            name: Field.parse(spec) for name, spec in (fields or {}).items()
+        }
+        self.unknown = unknown
+
+    def extend(self, fields: Mapping[str, Field | str]) -> Schema:
+        """A new schema with ``fields`` added or replaced."""
+        merged: dict[str, Field | str] = {**self.fields, **fields}
+        return Schema(merged, unknown=self.unknown)  # type: ignore[arg-type]
+
+    def field(self, name: str, value: Any) -> Field:
+        """The :class:`Field` for ``name``, inferring from ``value`` when the name is unknown."""
+        spec = self.fields.get(name)
+        if spec is not None:
+            return spec
+        if self.unknown == "error":
+            raise ValueError(
+                f"field {name!r} is not in the schema (known: {sorted(self.fields)}); "
+                "add it or use Schema(unknown='infer')"
+            )
+        return infer_field(value)
+
+    def __repr__(self) -> str:
+        body = ", ".join(
+            f"{k}={v.kind if v.index_of is None else 'index:' + v.index_of}"
+            for k, v in self.fields.items()
+        )
+        return f"Schema({body}, unknown={self.unknown!r})"
+
+
+def infer_field(value: Any) -> Field:
+    """The default rule for a name the schema does not know (see the module docstring)."""
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return Field("ragged") if value.ndim >= 1 else Field("fixed")
+    if isinstance(value, (bool, numbers.Number, np.generic)):
+        return Field("fixed")
+    return Field("meta")
+
+
+#: The names hetload's readers and transforms produce.
+DEFAULT_SCHEMA = Schema(
+    {
+        "verts": "ragged",  # f32 [N, 3]
+        "points": "ragged",  # f32 [N, 3] (point clouds)
+        "normals": "ragged",  # f32 [N, 3] per vertex (PLY) or [Nn, 3] (OBJ vn)
+        "colors": "ragged",  # [N, 3|4] uint8 or float
+        "uvs": "ragged",  # f32 [T, 2] (OBJ vt / PLY u,v)
+        "labels": "ragged",  # per-point labels [N]
+        "faces": "index:verts",  # i64 [F, 3] triangles into verts
+        "edges": "index:verts",  # i64 [E, 2]
+        "faces_uvs": "index:uvs",  # per-corner uv indices [F, 3]
+        "faces_normals": "index:normals",  # per-corner normal indices [F, 3]
+        "label": "fixed",  # one class label per sample
+        "path": "meta",
+        "key": "meta",
+    }
+)
