@@ -3,7 +3,7 @@
 The path from samples to a GPU batch, one hop each:
 
 - :func:`hetload.collate` (``collate.py``): sample dicts -> :class:`HeteroBatch` of packed fields
-- :class:`hetload.Ragged` (``ragged.py``): one packed field; ``.padded()`` / ``.mask`` / ``.unbind()``
+- :class:`hetload.Ragged` (``ragged.py``): one packed field; ``.padded()``, ``.mask``, ``.unbind()``
 - :mod:`hetload.ops` (``ops/``): ``packed_to_padded`` / ``padded_to_packed``, the device kernels
 """
 

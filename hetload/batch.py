@@ -53,7 +53,8 @@ class HeteroBatch:
         """``batch["verts"]`` is a field; ``batch[i]`` is sample ``i`` (see :meth:`sample`)."""
         if isinstance(key, str):
             if key not in self._fields:
-                raise KeyError(f"the batch has no field {key!r} (fields: {', '.join(self._fields)})")
+                fields = ", ".join(self._fields)
+                raise KeyError(f"the batch has no field {key!r} (fields: {fields})")
             return self._fields[key]
         if isinstance(key, int):
             return self.sample(key)

@@ -3,8 +3,9 @@
 A batch of ``B`` items, item ``i`` holding ``N_i`` rows of trailing shape ``D``, is stored as
 
 - ``values``:  ``[sum N_i, *D]``, the rows of every item back to back (the *packed* view);
-- ``offsets``: ``int64 [B+1]``, ``offsets[0] == 0``, item ``i`` is ``values[offsets[i]:offsets[i+1]]``
-  (the same meaning as ``torch.nested`` offsets and flash-attention's ``cu_seqlens``).
+- ``offsets``: ``int64 [B+1]``, ``offsets[0] == 0``, item ``i`` is
+  ``values[offsets[i]:offsets[i+1]]`` (the same meaning as ``torch.nested`` offsets and
+  flash-attention's ``cu_seqlens``).
 
 Everything else (``lengths``, ``batch_idx``, ``max_len``, ``mask``, ``padded``) is derived on first
 use and cached. ``max_len`` is a host ``int`` computed while ``offsets`` is still on the CPU and
@@ -141,11 +142,14 @@ class Ragged:
     ) -> Ragged:
         """Pack ``padded [B, L, *D]`` keeping the first ``lengths[i]`` rows of item ``i``."""
         if padded.dim() < 2:
-            raise ValueError(f"field {name!r}: padded must be [B, L, ...], got {tuple(padded.shape)}")
+            raise ValueError(
+                f"field {name!r}: padded must be [B, L, ...], got {tuple(padded.shape)}"
+            )
         lengths_t = torch.as_tensor(lengths, dtype=torch.int64).reshape(-1).cpu()
         if lengths_t.numel() != padded.shape[0]:
             raise ValueError(
-                f"field {name!r}: {lengths_t.numel()} lengths for a padded batch of {padded.shape[0]}"
+                f"field {name!r}: {lengths_t.numel()} lengths for a padded batch "
+                f"of {padded.shape[0]}"
             )
         if lengths_t.numel() and (lengths_t.min() < 0 or lengths_t.max() > padded.shape[1]):
             raise ValueError(

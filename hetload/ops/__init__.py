@@ -61,7 +61,8 @@ def packed_to_padded(
 
     Args:
         values: ``[sum N_i, *D]``, any dtype, any device.
-        offsets: ``int64 [B+1]`` on the same device; item ``i`` is ``values[offsets[i]:offsets[i+1]]``.
+        offsets: ``int64 [B+1]`` on the same device; item ``i`` is
+            ``values[offsets[i]:offsets[i+1]]``.
         max_len: rows of the output; ``None`` uses the longest item. Shorter than the longest
             item is a ``ValueError``.
         fill: the value of padding rows (cast to ``values.dtype``).
