@@ -34,7 +34,9 @@ def collate(samples: Sequence[Mapping[str, Any]], schema: Schema | None = None) 
     Args:
         samples: dicts from field name to a numpy array / tensor (``[N_i, *D]`` for ragged
             fields), a number, or any other object (kept as metadata). Every sample must have the
-            same field names.
+            same field names. ``None`` entries are samples a dataset dropped under
+            ``on_error="skip"`` (it recorded why): they are left out of the batch, and a batch
+            whose every sample was dropped is an empty ``HeteroBatch`` (``len(batch) == 0``).
         schema: how each field batches; ``None`` uses :data:`~hetload.schema.DEFAULT_SCHEMA`.
 
     Returns:
@@ -51,6 +53,9 @@ def collate(samples: Sequence[Mapping[str, Any]], schema: Schema | None = None) 
         raise TypeError(f"collate expects a list of sample dicts, got {type(samples).__name__}")
     if len(samples) == 0:
         raise ValueError("collate: cannot batch an empty list of samples")
+    samples = [sample for sample in samples if sample is not None]
+    if not samples:
+        return HeteroBatch({}, batch_size=0)
     for i, sample in enumerate(samples):
         if not isinstance(sample, Mapping):
             raise TypeError(f"collate: sample {i} is a {type(sample).__name__}, expected a dict")

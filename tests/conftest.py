@@ -1,0 +1,29 @@
+"""Shared test fixtures: the real meshes beside the checkout, hypothesis profiles."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+#: ../shared/data/meshes beside the checkout (CI has it there); tests skip where it is absent
+SHARED_MESHES = Path(__file__).resolve().parents[2] / "shared" / "data" / "meshes"
+
+# Deadlines off: these machines are noisy, and a slow example is not a wrong one.
+settings.register_profile(
+    "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "thorough", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(scope="session")
+def shared_meshes() -> Path:
+    """The folder of real OBJ/PLY files written by other tools; skips the test where absent."""
+    if not SHARED_MESHES.is_dir():
+        pytest.skip(f"real-file corpus not found at {SHARED_MESHES}")
+    return SHARED_MESHES
