@@ -4,7 +4,8 @@ Copies, counted (DESIGN: counts of copies are part of the design):
 
 - a ragged field: exactly one copy of each sample's bytes, into one preallocated buffer
   (``torch.cat(..., out=buffer)``); numpy inputs are wrapped, not copied, first;
-- an index field: the same single copy, then an in-place add of each sample's vertex offset;
+- an index field: the same single copy, written already re-based (``out = faces + offset`` in
+  one pass), its range checked on the copy while it is still in cache;
 - inside a DataLoader worker the buffers are allocated in shared memory, so sending the batch to
   the main process moves a file descriptor, not the bytes (as PyG and ``default_collate`` do).
 """
@@ -195,23 +196,27 @@ def _collate_index(
             f"got {tensors[0].dtype}"
         )
     counts = target.lengths.tolist()
+    bases = target.offsets.tolist()
+    lengths = [t.shape[0] for t in tensors]
+    values = _empty((sum(lengths), *tensors[0].shape[1:]), tensors[0].dtype, shared)
+    # numpy's integer add and min/max loops are faster than torch's single-threaded ones here
+    packed = values.numpy()
+    start = 0
     for i, t in enumerate(tensors):
-        if t.numel() == 0:
+        end = start + lengths[i]
+        if end == start:
             continue
-        low, high = (int(v) for v in torch.aminmax(t))
+        rows = packed[start:end]
+        # one pass writes the re-based copy; the range check then reads it while it is in cache
+        np.add(t.numpy(), bases[i], out=rows)
+        low, high = int(rows.min()) - bases[i], int(rows.max()) - bases[i]
         if low < 0 or high >= counts[i]:
             bad = low if low < 0 else high
             raise ValueError(
                 f"field {name!r}: sample {i} has index {bad}, outside [0, {counts[i]}) "
                 f"for its {counts[i]} rows of {spec.index_of!r}"
             )
-    values, lengths = _concat(tensors, shared)
-    bases = target.offsets.tolist()
-    start = 0
-    for i, length in enumerate(lengths):
-        if bases[i] and length:
-            values[start : start + length].add_(bases[i])
-        start += length
+        start = end
     return Ragged(
         values,
         _offsets_of(lengths, shared),

@@ -1,0 +1,202 @@
+"""Collate and packed->padded, hetload vs the alternatives, in one run.
+
+Setting: ``torch.set_num_threads(1)`` (as inside DataLoader workers); B meshes with log-normal
+vertex counts (median 10k) and about 2x as many triangles. Each contender builds the same batch;
+every time is the median of ``--repeats`` runs after a warm-up, and is compared with the floor of
+one ``memcpy`` of the same bytes (into a reused buffer, and into a freshly allocated one, since a
+collate must hand out new memory).
+
+    python scripts/bench_collate.py            # the BENCHMARKS.md table
+    python scripts/bench_collate.py --quick    # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch.nn.utils.rnn import pad_sequence
+from tqdm import tqdm
+
+import hetload as hl
+
+try:
+    from torch_geometric.data import Batch, Data
+    from torch_geometric.utils import to_dense_batch
+except ImportError:  # the peer is optional; its rows say so
+    Batch = Data = to_dense_batch = None
+
+
+def make_meshes(batch: int, median: int, seed: int) -> list[dict[str, torch.Tensor]]:
+    rng = np.random.default_rng(seed)
+    counts = np.clip(rng.lognormal(np.log(median), 0.8, size=batch), 100, 200_000).astype(int)
+    meshes = []
+    for n in counts:
+        meshes.append(
+            {
+                "verts": torch.from_numpy(rng.standard_normal((n, 3)).astype(np.float32)),
+                "faces": torch.from_numpy(rng.integers(0, n, size=(2 * n, 3))),
+            }
+        )
+    return meshes
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# ---------------------------------------------------------------------------- collate contenders
+def collate_hetload(meshes):
+    return hl.collate(meshes)
+
+
+def collate_handwritten(meshes):
+    """What users write today: cat, shift faces with temporaries, cumsum offsets."""
+    verts = torch.cat([m["verts"] for m in meshes])
+    counts = torch.tensor([len(m["verts"]) for m in meshes])
+    starts = torch.cumsum(counts, 0) - counts
+    faces = torch.cat([m["faces"] + s for m, s in zip(meshes, starts.tolist())])
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(counts, 0)])
+    return verts, faces, offsets
+
+
+def collate_padded(meshes):
+    """PyTorch3D's list_to_padded style: a dense [B, max, 3] per field, -1 padded faces."""
+    batch = len(meshes)
+    max_v = max(len(m["verts"]) for m in meshes)
+    max_f = max(len(m["faces"]) for m in meshes)
+    verts = torch.zeros(batch, max_v, 3)
+    faces = torch.full((batch, max_f, 3), -1, dtype=torch.int64)
+    for i, m in enumerate(meshes):
+        verts[i, : len(m["verts"])] = m["verts"]
+        faces[i, : len(m["faces"])] = m["faces"]
+    return verts, faces
+
+
+def pyg_inputs(meshes):
+    return [Data(pos=m["verts"], face=m["faces"].t().contiguous()) for m in meshes]
+
+
+# ---------------------------------------------------------------------------- the run
+def bench_collate(meshes, repeats: int) -> list[tuple[str, float]]:
+    nbytes = sum(m["verts"].nbytes + m["faces"].nbytes for m in meshes)
+    src = torch.empty(nbytes, dtype=torch.uint8)
+    dst = torch.empty(nbytes, dtype=torch.uint8)
+    rows = [
+        ("memcpy floor (reused buffer)", lambda: dst.copy_(src)),
+        ("memcpy floor (fresh buffer)", lambda: torch.empty_like(src).copy_(src)),
+        ("hetload collate", lambda: collate_hetload(meshes)),
+        ("hand-written torch.cat + offsets", lambda: collate_handwritten(meshes)),
+        ("per-sample padding (list_to_padded)", lambda: collate_padded(meshes)),
+    ]
+    if Batch is not None:
+        data = pyg_inputs(meshes)
+        rows.append(("PyG Batch.from_data_list", lambda: Batch.from_data_list(data)))
+    results = []
+    for name, fn in tqdm(rows, desc="collate", leave=False):
+        results.append((name, median_seconds(fn, repeats)))
+    return results
+
+
+def bench_padding(meshes, repeats: int, width: int) -> list[tuple[str, float]]:
+    batch = hl.collate(meshes)
+    ragged = batch.verts
+    if width != 3:
+        values = torch.randn(ragged.values.shape[0], width)
+        ragged = hl.Ragged(values, ragged.offsets, max_len=ragged.max_len, validate=False)
+    values, offsets, max_len = ragged.values, ragged.offsets, ragged.max_len
+    out_bytes = len(meshes) * max_len * width * values.element_size()
+    src = torch.empty(out_bytes, dtype=torch.uint8)
+    dst = torch.empty(out_bytes, dtype=torch.uint8)
+    items = ragged.unbind()
+    nested = torch.nested.nested_tensor_from_jagged(values, offsets, max_seqlen=max_len)
+    rows = [
+        ("memcpy floor (reused buffer)", lambda: dst.copy_(src)),
+        ("memcpy floor (fresh buffer)", lambda: torch.empty_like(src).copy_(src)),
+        (
+            f"hetload ops.packed_to_padded [{hl.ops.backend('cpu')}]",
+            lambda: hl.ops.packed_to_padded(values, offsets, max_len, validate=False),
+        ),
+        (
+            "torch.nested.to_padded_tensor",
+            lambda: torch.nested.to_padded_tensor(nested, 0.0),
+        ),
+        ("pad_sequence", lambda: pad_sequence(items, batch_first=True)),
+    ]
+    if to_dense_batch is not None:
+        batch_idx = ragged.batch_idx
+        rows.append(
+            (
+                "PyG to_dense_batch",
+                lambda: to_dense_batch(
+                    values, batch_idx, max_num_nodes=max_len, batch_size=len(meshes)
+                ),
+            )
+        )
+    results = []
+    for name, fn in tqdm(rows, desc=f"packed->padded D={width}", leave=False):
+        results.append((name, median_seconds(fn, repeats)))
+    return results
+
+
+def print_table(title: str, results: list[tuple[str, float]], nbytes: int, ours: str) -> None:
+    floor = results[0][1]
+    fresh = results[1][1]
+    our_time = next(t for name, t in results if name.startswith(ours))
+    print(f"\n{title}  ({nbytes / 1e6:.1f} MB)")
+    print(
+        f"| {'method':<44} | {'median ms':>9} | {'GB/s':>6} | {'/ floor':>7} | {'/ fresh':>7} | {'/ hetload':>9} |"
+    )
+    print(f"|{'-' * 46}|{'-' * 11}|{'-' * 8}|{'-' * 9}|{'-' * 9}|{'-' * 11}|")
+    for name, t in results:
+        print(
+            f"| {name:<44} | {t * 1e3:>9.3f} | {nbytes / t / 1e9:>6.2f} | {t / floor:>7.2f} | "
+            f"{t / fresh:>7.2f} | {t / our_time:>9.2f} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--median", type=int, default=10_000, help="median vertices per mesh")
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
+    args = parser.parse_args()
+    if args.quick:
+        args.median, args.repeats = 1000, 5
+    torch.set_num_threads(1)
+    meshes = make_meshes(args.batch, args.median, args.seed)
+    nverts = sum(len(m["verts"]) for m in meshes)
+    print(
+        f"hetload {hl.__version__}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"threads=1; B={args.batch}, vertices={nverts:,} (median/mesh {args.median:,}), "
+        f"faces={sum(len(m['faces']) for m in meshes):,}"
+    )
+    collate_bytes = sum(m["verts"].nbytes + m["faces"].nbytes for m in meshes)
+    print_table(
+        "collate (verts f32 [N,3] + faces i64 [F,3])",
+        bench_collate(meshes, args.repeats),
+        collate_bytes,
+        "hetload",
+    )
+    for width in (3, 32):
+        results = bench_padding(meshes, args.repeats, width)
+        max_len = max(len(m["verts"]) for m in meshes)
+        out_bytes = args.batch * max_len * width * 4
+        print_table(f"packed->padded f32 D={width}, output bytes", results, out_bytes, "hetload")
+
+
+if __name__ == "__main__":
+    main()
