@@ -156,7 +156,8 @@ def print_table(title: str, results: list[tuple[str, float]], nbytes: int, ours:
     our_time = next(t for name, t in results if name.startswith(ours))
     print(f"\n{title}  ({nbytes / 1e6:.1f} MB)")
     print(
-        f"| {'method':<44} | {'median ms':>9} | {'GB/s':>6} | {'/ floor':>7} | {'/ fresh':>7} | {'/ hetload':>9} |"
+        f"| {'method':<44} | {'median ms':>9} | {'GB/s':>6} | {'/ floor':>7} "
+        f"| {'/ fresh':>7} | {'/ hetload':>9} |"
     )
     print(f"|{'-' * 46}|{'-' * 11}|{'-' * 8}|{'-' * 9}|{'-' * 9}|{'-' * 11}|")
     for name, t in results:
@@ -180,7 +181,7 @@ def main() -> None:
     meshes = make_meshes(args.batch, args.median, args.seed)
     nverts = sum(len(m["verts"]) for m in meshes)
     print(
-        f"hetload {hl.__version__}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"hetload {hl.__version__}, torch {torch.__version__}, {platform.machine()}, "
         f"threads=1; B={args.batch}, vertices={nverts:,} (median/mesh {args.median:,}), "
         f"faces={sum(len(m['faces']) for m in meshes):,}"
     )
