@@ -27,3 +27,15 @@ def shared_meshes() -> Path:
     if not SHARED_MESHES.is_dir():
         pytest.skip(f"real-file corpus not found at {SHARED_MESHES}")
     return SHARED_MESHES
+
+
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.gpu`` tests run only where CUDA is available (``pytest -m gpu``)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
