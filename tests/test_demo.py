@@ -1,0 +1,160 @@
+"""The demo dataset generator: deterministic, the documented size spread, files any reader parses.
+
+Files are checked with references independent of hetload's readers: ``plyfile`` for PLY and a
+small OBJ line parser written here.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import plyfile
+import pytest
+
+from hetload import demo
+
+
+def _manifest(root: Path) -> list[dict[str, str]]:
+    with (root / "manifest.tsv").open(newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def _parse_obj(path: Path) -> tuple[np.ndarray, list[list[int]], int]:
+    """(verts [N, 3+], faces as 0-based vertex lists, number of vn lines)"""
+    verts, faces, normals = [], [], 0
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "v":
+            verts.append([float(x) for x in parts[1:]])
+        elif parts[0] == "vn":
+            normals += 1
+        elif parts[0] == "f":
+            faces.append([int(corner.split("/")[0]) - 1 for corner in parts[1:]])
+    return np.array(verts), faces, normals
+
+
+@pytest.fixture(scope="module")
+def demo_set(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("demo")
+    demo.generate(root, n=60, seed=3)
+    return root
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(demo_set: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    demo.generate(again, n=60, seed=3)
+    files = [row["file"] for row in _manifest(demo_set)]
+    assert files == [row["file"] for row in _manifest(again)]
+    for name in files:
+        assert (demo_set / name).read_bytes() == (again / name).read_bytes(), name
+    other = tmp_path / "other"
+    demo.generate(other, n=60, seed=4)
+    assert _manifest(other) != _manifest(demo_set)
+
+
+def test_every_shape_and_format_with_extras(demo_set: Path) -> None:
+    rows = _manifest(demo_set)
+    assert len(rows) == 60
+    assert set(Counter(r["shape"] for r in rows)) == set(demo.SHAPES)
+    assert set(Counter(r["format"] for r in rows)) == set(demo.FORMATS)
+    assert any(r["normals"] == "1" for r in rows) and any(r["normals"] == "0" for r in rows)
+    assert any(r["colors"] == "1" for r in rows) and any(r["colors"] == "0" for r in rows)
+    for r in rows:
+        assert (r["labels"] == "1") == (r["shape"] == "scan")
+        assert (r["n_faces"] == "0") == (r["shape"] == "scan")
+        assert r["file"].startswith(r["shape"] + "/")
+    assert not list(demo_set.rglob(".*tmp*")), "temporary files left behind"
+
+
+def test_files_parse_with_independent_readers(demo_set: Path) -> None:
+    for row in _manifest(demo_set):
+        path = demo_set / row["file"]
+        n_verts, n_faces = int(row["n_vertices"]), int(row["n_faces"])
+        if row["format"] == "obj":
+            verts, faces, normals = _parse_obj(path)
+            assert verts.shape == (n_verts, 6 if row["colors"] == "1" else 3)
+            assert normals == (n_verts if row["normals"] == "1" else 0)
+            corners = np.concatenate([np.array(f) for f in faces])
+        else:
+            encoding = {"ply-ascii": "ascii", "ply-le": "binary_little_endian"}.get(
+                row["format"], "binary_big_endian"
+            )
+            ply = plyfile.PlyData.read(str(path))
+            assert ply.text == (encoding == "ascii")
+            assert ply.byte_order == {"ascii": "=", "binary_little_endian": "<"}.get(encoding, ">")
+            vertex = ply["vertex"].data
+            names = set(vertex.dtype.names)
+            assert len(vertex) == n_verts
+            assert ("nx" in names) == (row["normals"] == "1")
+            assert ("red" in names) == (row["colors"] == "1")
+            assert ("label" in names) == (row["labels"] == "1")
+            verts = np.column_stack([vertex["x"], vertex["y"], vertex["z"]])
+            if n_faces:
+                faces = list(ply["face"].data["vertex_indices"])
+                corners = np.concatenate(faces)
+            else:
+                assert "face" not in ply
+                faces, corners = [], np.zeros(0, np.int64)
+            if "label" in names:
+                assert vertex["label"].min() >= 0 and len(np.unique(vertex["label"])) >= 2
+        assert np.isfinite(verts).all()
+        assert len(faces) == n_faces
+        if n_faces:
+            assert corners.min() >= 0 and corners.max() < n_verts
+            # every vertex is used by some face (boxes drop the vertices of their holes)
+            assert len(np.unique(corners)) == n_verts
+
+
+def _edge_use(faces: np.ndarray) -> np.ndarray:
+    k = faces.shape[1]
+    edges = np.concatenate([faces[:, [j, (j + 1) % k]] for j in range(k)])
+    _, counts = np.unique(np.sort(edges, axis=1), axis=0, return_counts=True)
+    return counts
+
+
+@pytest.mark.parametrize("shape", ["sphere", "torus", "blob"])
+def test_closed_shapes_are_closed_manifolds(demo_set: Path, shape: str) -> None:
+    rows = [r for r in _manifest(demo_set) if r["shape"] == shape and r["format"] != "obj"]
+    assert rows
+    for row in rows:
+        ply = plyfile.PlyData.read(str(demo_set / row["file"]))
+        faces = np.stack(ply["face"].data["vertex_indices"]).astype(np.int64)
+        assert (_edge_use(faces) == 2).all(), row["file"]
+
+
+def test_sizes_log_normal_in_documented_range() -> None:
+    sizes = demo.sample_sizes(20_000, seed=0)
+    assert sizes.min() >= demo.MIN_VERTICES and sizes.max() <= demo.MAX_VERTICES
+    log_sizes = np.log(sizes)
+    assert abs(np.median(log_sizes) - np.log(demo.MEDIAN_VERTICES)) < 0.05
+    # the quartiles are far from the clip points, so the IQR of a normal gives sigma back
+    q25, q75 = np.quantile(log_sizes, [0.25, 0.75])
+    assert abs((q75 - q25) / 1.349 - demo.SIGMA) < 0.05
+    assert np.array_equal(sizes, demo.sample_sizes(20_000, seed=0))
+    # the default set of 500 spans a few hundred to tens of thousands of vertices
+    default = demo.sample_sizes(500, seed=0)
+    assert default.min() < 500 and default.max() > 50_000
+
+
+def test_replaces_a_previous_demo_set_and_refuses_other_folders(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    demo.generate(root, n=12, seed=0)
+    first = {r["file"] for r in _manifest(root)}
+    demo.generate(root, n=4, seed=1)
+    second = {r["file"] for r in _manifest(root)}
+    on_disk = {str(p.relative_to(root)) for p in root.rglob("*.*") if p.name != "manifest.tsv"}
+    assert on_disk == second and len(second) == 4 and first != second
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "bunny.ply").write_text("ply\n")
+    with pytest.raises(ValueError, match="not a demo set"):
+        demo.generate(theirs, n=2)
+    assert [p.name for p in theirs.iterdir()] == ["bunny.ply"]
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
+        demo.generate(tmp_path / "x", n=0)
