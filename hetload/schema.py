@@ -124,6 +124,10 @@ DEFAULT_SCHEMA = Schema(
         "edges": "index:verts",  # i64 [E, 2]
         "faces_uvs": "index:uvs",  # per-corner uv indices [F, 3]
         "faces_normals": "index:normals",  # per-corner normal indices [F, 3]
+        "face_groups": "ragged",  # i64 [F] OBJ o/g group of each triangle
+        "face_colors": "ragged",  # [F, 3|4] PLY per-face colors, per triangle
+        "polygons": "index:verts",  # i64 [sum P_j] faces as written (load(polygons=True))
+        "polygon_sizes": "ragged",  # i64 [P] corners per polygon
         "label": "fixed",  # one class label per sample
         "path": "meta",
         "key": "meta",

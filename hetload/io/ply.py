@@ -1,0 +1,606 @@
+"""PLY (ascii, binary little- and big-endian): every element and property, read with numpy.
+
+Binary elements of fixed-size rows (all scalars, or lists whose count is the same in every row,
+e.g. all triangles) are one ``np.frombuffer`` view; rows of varying size (mixed arity) are walked
+once to find where each row starts, then gathered. ASCII bodies are parsed one element at a time
+in a single ``np.fromstring`` call, with one row per line (what every writer produces), so each
+row's token count is checked against the header and an error names the line.
+
+Every declared size is checked against the bytes that remain before anything is allocated.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hetload.io.options import LoadOptions
+from hetload.io.polygons import fan_triangles
+from hetload.io.read_error import ReadError, check_finite, check_fits
+from hetload.io.text import NotNumbers, parse_numbers, tokens_per_line
+
+__all__ = ["PlyHeader", "read_ply", "read_ply_header"]
+
+_TYPES = {
+    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
+    "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
+    "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
+    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
+}  # fmt: skip
+_FORMATS = {"ascii": None, "binary_little_endian": "<", "binary_big_endian": ">"}
+_EOL = re.compile(rb"\r\n|\r|\n")
+_MAX_HEADER = 1 << 20
+_FACE_LISTS = ("vertex_indices", "vertex_index")
+_UV_NAMES = (("u", "v"), ("s", "t"), ("texture_u", "texture_v"), ("texture_s", "texture_t"))
+
+
+@dataclass
+class Prop:
+    """One property: ``dtype`` of the values; ``count_dtype`` is set for a list property."""
+
+    name: str
+    dtype: np.dtype
+    count_dtype: np.dtype | None = None
+
+
+@dataclass
+class Element:
+    name: str
+    count: int
+    props: list[Prop] = field(default_factory=list)
+
+    @property
+    def fixed(self) -> bool:
+        return all(p.count_dtype is None for p in self.props)
+
+
+@dataclass
+class PlyHeader:
+    """The parsed header: ``fmt`` is ``"ascii"`` or a binary format; ``body`` its byte offset."""
+
+    fmt: str
+    elements: list[Element]
+    body: int
+    lines: int  # header lines, for ascii line numbers
+
+    def count(self, name: str) -> int:
+        return sum(e.count for e in self.elements if e.name == name)
+
+
+def read_ply_header(path: str | os.PathLike, data: bytes) -> PlyHeader:
+    """Parse the header at the start of ``data`` (which may be the first bytes of the file)."""
+    if not data:
+        raise ReadError(path, "the file is empty")
+    first = _EOL.search(data, 0, 16)
+    if not data.startswith(b"ply") or first is None or first.start() != 3:
+        raise ReadError(path, "not a PLY file: it does not start with a 'ply' line")
+    eol = first.group()
+    end = data.find(b"end_header", 0, _MAX_HEADER)
+    if end < 0:
+        raise ReadError(path, "no 'end_header' line in the first MiB: not a PLY header")
+    body = end + len(b"end_header")
+    while data[body : body + 1] in (b" ", b"\t"):
+        body += 1
+    # a CR-only header may be followed by binary data that starts with a \n byte: consume
+    # exactly the header's own line end
+    if data[body : body + len(eol)] == eol:
+        body += len(eol)
+    elif data[body : body + 1] == b"\n":
+        body += 1
+    elif body < len(data):
+        raise ReadError(path, "'end_header' is not followed by a line end")
+
+    lines = _EOL.split(data[:end])
+    fmt: str | None = None
+    elements: list[Element] = []
+    for number, raw in enumerate(lines[1:], start=2):
+        words = raw.decode("latin-1").split()
+        where = f"header line {number}"
+        if not words or words[0] in ("comment", "obj_info"):
+            continue
+        if words[0] == "format":
+            if len(words) != 3 or words[1] not in _FORMATS:
+                raise ReadError(path, f"unknown format line {' '.join(words)!r}", where)
+            fmt = words[1]
+        elif words[0] == "element":
+            if len(words) != 3 or not words[2].isdigit():
+                raise ReadError(path, f"bad element line {' '.join(words)!r}", where)
+            elements.append(Element(words[1], int(words[2])))
+        elif words[0] == "property":
+            if not elements:
+                raise ReadError(path, "a property before any element", where)
+            elements[-1].props.append(_prop(path, words, where))
+        else:
+            raise ReadError(path, f"unknown header keyword {words[0]!r}", where)
+    if fmt is None:
+        raise ReadError(path, "the header has no 'format' line")
+    return PlyHeader(fmt, elements, body, len(lines) + 1)
+
+
+def _prop(path: str | os.PathLike, words: list[str], where: str) -> Prop:
+    if len(words) == 5 and words[1] == "list":
+        count, item = _TYPES.get(words[2]), _TYPES.get(words[3])
+        if count is None or item is None or count[0] == "f":
+            raise ReadError(path, f"bad list property {' '.join(words)!r}", where)
+        return Prop(words[4], np.dtype(item), np.dtype(count))
+    if len(words) != 3 or words[1] not in _TYPES:
+        raise ReadError(path, f"bad property line {' '.join(words)!r}", where)
+    return Prop(words[2], np.dtype(_TYPES[words[1]]))
+
+
+# --------------------------------------------------------------------------------------- body
+# An element's values: scalar property -> [count] array; list property -> (flat values, sizes).
+Values = dict[str, "np.ndarray | tuple[np.ndarray, np.ndarray]"]
+
+
+def read_ply(path: str | os.PathLike, data: bytes, options: LoadOptions) -> dict[str, np.ndarray]:
+    """Parse PLY bytes into a sample (see :func:`hetload.io.load` for the fields)."""
+    header = read_ply_header(path, data)
+    if header.fmt == "ascii":
+        values = _read_ascii(path, data, header)
+    else:
+        values = _read_binary(path, data, header, _FORMATS[header.fmt])
+    return _assemble(path, header, values, options)
+
+
+def _read_binary(
+    path: str | os.PathLike, data: bytes, header: PlyHeader, order: str
+) -> list[Values]:
+    offset = header.body
+    out = []
+    for element in header.elements:
+        where = f"element {element.name!r} at byte {offset}"
+        if element.fixed:
+            dtype = np.dtype([(p.name, p.dtype.newbyteorder(order)) for p in element.props])
+            need = element.count * dtype.itemsize
+            check_fits(path, need, len(data) - offset, f"{element.count} rows", where)
+            rows = np.frombuffer(data, dtype=dtype, count=element.count, offset=offset)
+            out.append({p.name: rows[p.name] for p in element.props})
+            offset += need
+            continue
+        values, offset = _binary_lists(path, data, offset, element, order, where)
+        out.append(values)
+    if offset != len(data) and data[offset:].strip(b"\0\r\n \t"):
+        raise ReadError(
+            path,
+            f"{len(data) - offset} bytes follow the last element: the header does not "
+            "describe the whole file",
+            f"byte {offset}",
+        )
+    return out
+
+
+def _binary_lists(
+    path: str | os.PathLike, data: bytes, offset: int, element: Element, order: str, where: str
+) -> tuple[Values, int]:
+    """An element with list properties: one strided view if every row has the same counts,
+    else one pass over the rows to find where each starts."""
+    minimum = sum(
+        p.count_dtype.itemsize if p.count_dtype else p.dtype.itemsize for p in element.props
+    )  # type: ignore[union-attr]
+    check_fits(path, element.count * minimum, len(data) - offset, f"{element.count} rows", where)
+    if element.count == 0:
+        return {p.name: _empty(p) for p in element.props}, offset
+    # the first row's counts give a candidate fixed layout
+    layout = []
+    pos = offset
+    for p in element.props:
+        if p.count_dtype is None:
+            layout.append((p.name, p.dtype.newbyteorder(order)))
+            pos += p.dtype.itemsize
+            continue
+        check_fits(path, pos + p.count_dtype.itemsize, len(data), "a list count", where)
+        (n,) = struct.unpack_from(order + p.count_dtype.char, data, pos)
+        layout.append((p.name + "\0n", p.count_dtype.newbyteorder(order)))
+        layout.append((p.name, p.dtype.newbyteorder(order), (n,)))
+        pos += p.count_dtype.itemsize + n * p.dtype.itemsize
+    dtype = np.dtype(layout)
+    need = element.count * dtype.itemsize
+    if need <= len(data) - offset:
+        rows = np.frombuffer(data, dtype=dtype, count=element.count, offset=offset)
+        lists = [p for p in element.props if p.count_dtype is not None]
+        if all((rows[p.name + "\0n"] == rows.dtype[p.name].shape[0]).all() for p in lists):
+            values: Values = {}
+            for p in element.props:
+                if p.count_dtype is None:
+                    values[p.name] = rows[p.name]
+                else:
+                    width = rows.dtype[p.name].shape[0]
+                    sizes = np.full(element.count, width, dtype=np.int64)
+                    values[p.name] = (rows[p.name].reshape(-1), sizes)
+            return values, offset + need
+    return _walk_rows(path, data, offset, element, order)
+
+
+def _walk_rows(
+    path: str | os.PathLike, data: bytes, offset: int, element: Element, order: str
+) -> tuple[Values, int]:
+    """Rows of varying size (mixed arity): find each row's fields in one pass, then gather."""
+    starts: dict[str, list[int]] = {p.name: [] for p in element.props}
+    sizes: dict[str, list[int]] = {p.name: [] for p in element.props if p.count_dtype}
+    readers = [
+        (
+            p.name,
+            p.dtype.itemsize,
+            struct.Struct(order + p.count_dtype.char) if p.count_dtype else None,
+        )
+        for p in element.props
+    ]
+    pos, end = offset, len(data)
+    for row in range(element.count):
+        for name, itemsize, count in readers:
+            if count is None:
+                starts[name].append(pos)
+                pos += itemsize
+                continue
+            if pos + count.size > end:
+                break
+            (n,) = count.unpack_from(data, pos)
+            pos += count.size
+            starts[name].append(pos)
+            sizes[name].append(n)
+            pos += n * itemsize
+        if pos > end:
+            raise ReadError(
+                path,
+                f"row {row} of {element.count} runs past the end of the file: truncated",
+                f"element {element.name!r} at byte {min(pos, end)}",
+            )
+        if len(starts[readers[-1][0]]) != row + 1:
+            raise ReadError(
+                path,
+                f"row {row} of {element.count} runs past the end of the file: truncated",
+                f"element {element.name!r} at byte {pos}",
+            )
+    buf = np.frombuffer(data, dtype=np.uint8)
+    values: Values = {}
+    for p in element.props:
+        first = np.array(starts[p.name], dtype=np.int64)
+        dtype = p.dtype.newbyteorder(order)
+        if p.count_dtype is None:
+            values[p.name] = _gather(buf, first, np.ones(len(first), np.int64), dtype)
+        else:
+            n = np.array(sizes[p.name], dtype=np.int64)
+            values[p.name] = (_gather(buf, first, n, dtype), n)
+    return values, pos
+
+
+def _gather(buf: np.ndarray, starts: np.ndarray, counts: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``counts[i]`` items of ``dtype`` at byte ``starts[i]``, concatenated: ``[sum counts]``."""
+    width = dtype.itemsize
+    nbytes = counts * width
+    total = int(nbytes.sum())
+    first = np.repeat(starts - np.concatenate([[0], np.cumsum(nbytes)[:-1]]), nbytes)
+    index = first + np.arange(total, dtype=np.int64)
+    return buf[index].view(dtype).astype(dtype.newbyteorder("="))
+
+
+def _empty(p: Prop) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    if p.count_dtype is None:
+        return np.zeros(0, dtype=p.dtype)
+    return np.zeros(0, dtype=p.dtype), np.zeros(0, dtype=np.int64)
+
+
+def _read_ascii(path: str | os.PathLike, data: bytes, header: PlyHeader) -> list[Values]:
+    body = data[header.body :]
+    if b"\r" in body:
+        body = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    buf = np.frombuffer(body + b"\n", dtype=np.uint8)
+    newlines = np.flatnonzero(buf == 10)
+    line_starts = np.concatenate([[0], newlines[:-1] + 1])
+    token_starts, counts = tokens_per_line(buf, line_starts)
+    rows = np.flatnonzero(counts)  # one row per non-blank line
+    del token_starts
+    out = []
+    cursor = 0
+    for element in header.elements:
+        where = f"element {element.name!r}"
+        if element.count > len(rows) - cursor:
+            raise ReadError(
+                path,
+                f"the header declares {element.count} rows but only {len(rows) - cursor} "
+                "lines remain: the file is truncated or its header is wrong",
+                where,
+            )
+        lines = rows[cursor : cursor + element.count]
+        cursor += element.count
+        out.append(
+            _ascii_element(path, body, line_starts, newlines, counts, lines, element, header)
+        )
+    if cursor != len(rows):
+        line = int(rows[cursor]) + header.lines
+        raise ReadError(
+            path,
+            f"{len(rows) - cursor} lines follow the last element: the header does not describe "
+            "the whole file",
+            f"line {line}",
+        )
+    return out
+
+
+def _ascii_element(
+    path: str | os.PathLike,
+    body: bytes,
+    line_starts: np.ndarray,
+    newlines: np.ndarray,
+    counts: np.ndarray,
+    lines: np.ndarray,
+    element: Element,
+    header: PlyHeader,
+) -> Values:
+    if element.count == 0:
+        return {p.name: _empty(p) for p in element.props}
+
+    def where(i: int) -> str:
+        return f"line {int(lines[i]) + header.lines}"
+
+    tokens = counts[lines]
+    region = body[line_starts[lines[0]] : newlines[lines[-1]]]
+    try:
+        numbers = parse_numbers(region, np.float64, int(tokens.sum()))
+    except NotNumbers:
+        _raise_bad_token(path, body, line_starts, newlines, lines, where)
+    row_start = np.concatenate([[0], np.cumsum(tokens)[:-1]])
+    pos = row_start.copy()
+    values: Values = {}
+    for p in element.props:
+        if p.count_dtype is None:
+            _check_room(path, pos + 1, row_start + tokens, element, where)
+            values[p.name] = _cast(path, numbers[pos], p.dtype, p.name, pos, row_start, where)
+            pos = pos + 1
+            continue
+        _check_room(path, pos + 1, row_start + tokens, element, where)
+        n = _cast(path, numbers[pos], np.dtype(np.int64), p.name, pos, row_start, where)
+        if (n < 0).any():
+            raise ReadError(
+                path, f"negative list size for {p.name!r}", where(int(np.argmax(n < 0)))
+            )
+        _check_room(path, pos + 1 + n, row_start + tokens, element, where)
+        index = np.repeat(pos + 1 - np.concatenate([[0], np.cumsum(n)[:-1]]), n)
+        index += np.arange(len(index), dtype=np.int64)
+        values[p.name] = (_cast(path, numbers[index], p.dtype, p.name, index, row_start, where), n)
+        pos = pos + 1 + n
+    extra = np.flatnonzero(pos != row_start + tokens)
+    if len(extra):
+        i = int(extra[0])
+        raise ReadError(
+            path,
+            f"row {i} of element {element.name!r} has {int(tokens[i])} values, its properties "
+            f"take {int(pos[i] - row_start[i])}",
+            where(i),
+        )
+    return values
+
+
+def _check_room(
+    path: str | os.PathLike, need: np.ndarray, have: np.ndarray, element: Element, where
+) -> None:
+    short = np.flatnonzero(need > have)
+    if len(short):
+        i = int(short[0])
+        raise ReadError(
+            path,
+            f"row {i} of element {element.name!r} has fewer values than its properties take",
+            where(i),
+        )
+
+
+def _cast(
+    path: str | os.PathLike,
+    values: np.ndarray,
+    dtype: np.dtype,
+    name: str,
+    index: np.ndarray,
+    row_start: np.ndarray,
+    where,
+) -> np.ndarray:
+    """float64 tokens -> the declared type, refusing fractions and out-of-range integers."""
+    if dtype.kind == "f":
+        return values.astype(dtype)
+    info = np.iinfo(dtype)
+    bad = (values != np.floor(values)) | (values < info.min) | (values > info.max)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        row = int(np.searchsorted(row_start, index[k], side="right") - 1)
+        raise ReadError(
+            path, f"property {name!r}: {values[k]!r} is not a valid {dtype.name}", where(row)
+        )
+    return values.astype(dtype)
+
+
+def _raise_bad_token(path, body, line_starts, newlines, lines, where) -> None:
+    for i, line in enumerate(lines):
+        for token in body[line_starts[line] : newlines[line]].split():
+            try:
+                float(token)
+            except ValueError:
+                text = token.decode("utf-8", "replace")
+                raise ReadError(path, f"{text!r} is not a number", where(i)) from None
+    raise ReadError(path, "a value is not a number numpy can read", where(0))
+
+
+# ------------------------------------------------------------------------------------ sample
+def _assemble(
+    path: str | os.PathLike, header: PlyHeader, values: list[Values], options: LoadOptions
+) -> dict[str, np.ndarray]:
+    by_name = {e.name: (e, v) for e, v in zip(header.elements, values)}
+    sample: dict[str, np.ndarray] = {}
+    if "vertex" in by_name:
+        _vertex(path, *by_name["vertex"], sample, options)
+    else:
+        sample["verts"] = np.zeros((0, 3), dtype=options.dtype)
+    n_verts = len(sample["verts"])
+
+    flat = np.zeros(0, dtype=np.int64)
+    sizes = np.zeros(0, dtype=np.int64)
+    per_face: list[str] = []
+    if "face" in by_name:
+        flat, sizes, per_face = _face(path, *by_name["face"], sample, n_verts, options)
+    if "tristrips" in by_name:
+        strips = _tristrips(path, *by_name["tristrips"], n_verts)
+        if len(strips) and len(sizes):
+            raise ReadError(path, "both 'face' and 'tristrips' hold faces; expected one of them")
+        if len(strips):
+            flat, sizes = strips.reshape(-1), np.full(len(strips), 3, dtype=np.int64)
+    if len(sizes):
+        corners, owner = fan_triangles(sizes)
+        sample["faces"] = flat[corners].astype(options.index_dtype)
+        for key in per_face:
+            sample[key] = sample[key][owner]
+        if "faces_uvs" in sample:
+            sample["faces_uvs"] = sample["faces_uvs"][corners].astype(options.index_dtype)
+        if options.polygons:
+            sample["polygons"] = flat.astype(options.index_dtype)
+            sample["polygon_sizes"] = sizes
+    for element, vals in zip(header.elements, values):
+        if element.name in ("vertex", "face", "tristrips"):
+            continue
+        for p in element.props:
+            _put_extra(sample, f"{element.name}_{p.name}", vals[p.name])
+    return sample
+
+
+def _put_extra(sample: dict, key: str, value) -> None:
+    if isinstance(value, tuple):
+        sample[key] = value[0]
+        sample[key + "_sizes"] = value[1]
+    else:
+        sample[key] = np.ascontiguousarray(value)
+
+
+def _vertex(
+    path: str | os.PathLike, element: Element, vals: Values, sample: dict, options: LoadOptions
+) -> None:
+    names = {p.name for p in element.props}
+    if not {"x", "y", "z"} <= names:
+        raise ReadError(path, "element 'vertex' has no x, y, z properties", "header")
+    xyz = np.stack([np.asarray(vals[k], dtype=np.float64) for k in "xyz"], axis=1)
+    if not options.allow_nonfinite:
+        check_finite(path, "vertex", xyz, lambda row: f"element 'vertex' row {row}")
+    sample["verts"] = xyz.astype(options.dtype)
+    used = {"x", "y", "z"}
+    if {"nx", "ny", "nz"} <= names:
+        normals = np.stack([vals[k] for k in ("nx", "ny", "nz")], axis=1)
+        sample["normals"] = normals.astype(options.dtype)
+        used |= {"nx", "ny", "nz"}
+    channels = [c for c in ("red", "green", "blue", "alpha") if c in names]
+    if {"red", "green", "blue"} <= names:
+        colors = np.stack([vals[c] for c in channels], axis=1)
+        if colors.dtype.kind == "f":
+            colors = colors.astype(options.dtype)
+        sample["colors"] = np.ascontiguousarray(colors)
+        used |= set(channels)
+    for u, v in _UV_NAMES:
+        if {u, v} <= names:
+            sample["uvs"] = np.stack([vals[u], vals[v]], axis=1).astype(options.dtype)
+            used |= {u, v}
+            break
+    for p in element.props:
+        if p.name not in used:
+            clash = p.name in _RESERVED or p.name in sample
+            key = f"vertex_{p.name}" if clash else p.name
+            _put_extra(sample, key, vals[p.name])
+
+
+_RESERVED = {
+    "verts", "faces", "normals", "colors", "uvs", "faces_uvs", "faces_normals", "face_groups",
+    "polygons", "polygon_sizes", "points", "edges", "label", "path", "key",
+}  # fmt: skip
+
+
+def _face(
+    path: str | os.PathLike,
+    element: Element,
+    vals: Values,
+    sample: dict,
+    n_verts: int,
+    options: LoadOptions,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The polygons ``(flat int64, sizes int64)`` of the face element, and the names of the
+    per-face fields put into ``sample`` (to be repeated per triangle); nothing for 0 faces."""
+    index_name = next((n for n in _FACE_LISTS if isinstance(vals.get(n), tuple)), None)
+    if index_name is None:
+        raise ReadError(path, "element 'face' has no vertex_indices list", "header")
+    flat, sizes = vals[index_name]  # type: ignore[misc]
+    flat, sizes = flat.astype(np.int64), sizes.astype(np.int64)
+    if element.count == 0:
+        return flat, sizes, []
+    small = np.flatnonzero(sizes < 3)
+    if len(small):
+        raise ReadError(
+            path,
+            f"face {int(small[0])} has {int(sizes[small[0]])} corners; a face needs at least 3",
+            "element 'face'",
+        )
+    _check_indices(path, flat, sizes, n_verts, "face")
+    scalars = {p.name for p in element.props if p.count_dtype is None}
+    per_face: list[str] = []
+    used = {index_name}
+    channels = [c for c in ("red", "green", "blue", "alpha") if c in scalars]
+    if {"red", "green", "blue"} <= scalars:
+        sample["face_colors"] = np.stack([vals[c] for c in channels], axis=1)
+        per_face.append("face_colors")
+        used |= set(channels)
+    texcoord = vals.get("texcoord")
+    if isinstance(texcoord, tuple) and "uvs" not in sample and (texcoord[1] == 2 * sizes).all():
+        # per-corner uvs (MeshLab / VCG): one uv row per corner; faces_uvs index those rows
+        sample["uvs"] = texcoord[0].reshape(-1, 2).astype(options.dtype)
+        sample["faces_uvs"] = np.arange(len(flat), dtype=np.int64)
+        used.add("texcoord")
+    for p in element.props:
+        if p.name in used:
+            continue
+        key = f"face_{p.name}"
+        _put_extra(sample, key, vals[p.name])
+        if p.count_dtype is None:
+            per_face.append(key)
+    return flat, sizes, per_face
+
+
+def _check_indices(
+    path: str | os.PathLike, flat: np.ndarray, sizes: np.ndarray, n_verts: int, name: str
+) -> None:
+    bad = np.flatnonzero((flat < 0) | (flat >= n_verts))
+    if len(bad):
+        k = int(bad[0])
+        row = int(np.searchsorted(np.cumsum(sizes), k, side="right"))
+        raise ReadError(
+            path,
+            f"{name} {row} refers to vertex {int(flat[k])}, outside [0, {n_verts})",
+            f"element {name!r}",
+        )
+
+
+def _tristrips(path: str | os.PathLike, element: Element, vals: Values, n_verts: int) -> np.ndarray:
+    """Triangles ``[T, 3]`` of every strip (``-1`` restarts a strip), alternating winding,
+    without the degenerate triangles strips use as joints."""
+    index_name = next((n for n in _FACE_LISTS if isinstance(vals.get(n), tuple)), None)
+    if index_name is None:
+        raise ReadError(path, "element 'tristrips' has no vertex_indices list", "header")
+    flat = vals[index_name][0].astype(np.int64)  # type: ignore[index]
+    bad = np.flatnonzero((flat < -1) | (flat >= n_verts))
+    if len(bad):
+        raise ReadError(
+            path,
+            f"strip index {int(flat[bad[0]])} is outside [0, {n_verts})",
+            "element 'tristrips'",
+        )
+    triangles = []
+    for strip in np.split(flat, np.flatnonzero(flat == -1)):
+        strip = strip[strip >= 0]
+        if len(strip) < 3:
+            continue
+        k = np.arange(len(strip) - 2)
+        tri = np.stack([strip[k], strip[k + 1], strip[k + 2]], axis=1)
+        odd = k % 2 == 1
+        tri[odd, 0], tri[odd, 1] = tri[odd, 1], tri[odd, 0].copy()
+        triangles.append(tri)
+    if not triangles:
+        return np.zeros((0, 3), dtype=np.int64)
+    tri = np.concatenate(triangles)
+    keep = (tri[:, 0] != tri[:, 1]) & (tri[:, 1] != tri[:, 2]) & (tri[:, 0] != tri[:, 2])
+    return tri[keep]
