@@ -17,6 +17,7 @@ from hetload.ops.validation import check_offsets, longest
 
 __all__ = [
     "backend",
+    "extension_status",
     "packed_to_padded",
     "packed_to_padded_local",
     "padded_to_packed",
@@ -167,8 +168,9 @@ def backend(device: str | torch.device = "cpu") -> str:
     return "torch"
 
 
-def extension_status() -> str:
-    """Where the compiled module was loaded from, or why it was not."""
-    if _library.EXTENSION_PATH is not None:
-        return f"loaded {_library.EXTENSION_PATH}"
-    return str(_library.EXTENSION_ERROR)
+def extension_status() -> dict[str, str]:
+    """Per compiled module (``"cpu"``, ``"cuda"``): where it was loaded from, or why it was not."""
+    return {
+        key.lower(): f"loaded {path}" if path is not None else str(error)
+        for key, (path, error) in _library.EXTENSIONS.items()
+    }

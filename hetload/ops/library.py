@@ -4,9 +4,10 @@ The schemas are defined here, in Python, once. Three kinds of implementation sta
 
 - the pure-torch one (:mod:`hetload.ops.torch_impl`), registered as ``CompositeExplicitAutograd``
   so it serves every device;
-- the compiled CPU / CUDA kernels from ``cuda/`` (``hetload/_C*.so``), registered for the ``CPU``
-  and ``CUDA`` dispatch keys when that module is built; a backend kernel wins over the composite
-  one, so callers never choose;
+- the compiled kernels from ``cuda/``: ``hetload/_C*.so`` registers the ``CPU`` kernels,
+  ``hetload/_C_cuda*.so`` the ``CUDA`` ones, each loaded when it was built and loads (a CUDA
+  module that cannot load, e.g. under a CPU-only torch, leaves the CPU kernels in service); a
+  backend kernel wins over the composite one, so callers never choose;
 - a fake (meta) implementation for ``torch.compile`` and an autograd formula (each op's backward
   is the other op).
 """
@@ -20,7 +21,7 @@ import torch
 
 from hetload.ops import torch_impl
 
-__all__ = ["EXTENSION_ERROR", "EXTENSION_PATH", "has_kernel"]
+__all__ = ["EXTENSIONS", "EXTENSION_MODULES", "has_kernel"]
 
 _LIB = torch.library.Library("hetload", "DEF")
 _LIB.define("packed_to_padded(Tensor values, Tensor offsets, SymInt max_len, float fill) -> Tensor")
@@ -82,25 +83,33 @@ torch.library.register_autograd(
 )
 
 
-def _load_extension() -> tuple[str | None, str | None]:
-    """Load ``hetload._C`` (the compiled kernels) if it was built; never builds anything.
+#: compiled modules built from ``cuda/`` (setup.py), by the dispatch key their kernels serve
+EXTENSION_MODULES: dict[str, str] = {"CPU": "hetload._C", "CUDA": "hetload._C_cuda"}
+
+
+def _load_extension(module: str) -> tuple[str | None, str | None]:
+    """Load one compiled module if it was built; never builds anything.
 
     Returns ``(path, error)``: the loaded library's path, or why it could not be loaded.
     ``HETLOAD_DISABLE_EXTENSION=1`` forces the pure-torch path (tests use it to cover both).
     """
     if os.environ.get("HETLOAD_DISABLE_EXTENSION", "") not in ("", "0"):
         return None, "disabled by HETLOAD_DISABLE_EXTENSION"
-    spec = importlib.util.find_spec("hetload._C")
+    spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:
-        return None, "hetload._C is not built (see README: building the kernels)"
+        return None, f"{module} is not built (see README: building the kernels)"
     try:
+        # The module registers kernels for the ops defined above; it has no Python init.
         torch.ops.load_library(spec.origin)
     except (OSError, RuntimeError) as exc:
-        return None, f"hetload._C failed to load: {exc}"
+        return None, f"{module} failed to load: {exc}"
     return spec.origin, None
 
 
-EXTENSION_PATH, EXTENSION_ERROR = _load_extension()
+#: per dispatch key, ``(path, error)`` of its compiled module: one of the two is ``None``
+EXTENSIONS: dict[str, tuple[str | None, str | None]] = {
+    key: _load_extension(module) for key, module in EXTENSION_MODULES.items()
+}
 
 
 def has_kernel(op: str, dispatch_key: str) -> bool:
