@@ -159,7 +159,7 @@ def _read_binary(
             need = element.count * dtype.itemsize
             check_fits(path, need, len(data) - offset, f"{element.count} rows", where)
             rows = np.frombuffer(data, dtype=dtype, count=element.count, offset=offset)
-            out.append({p.name: rows[p.name] for p in element.props})
+            out.append({p.name: rows[p.name].astype(p.dtype) for p in element.props})
             offset += need
             continue
         values, offset = _binary_lists(path, data, offset, element, order, where)
@@ -207,11 +207,11 @@ def _binary_lists(
             values: Values = {}
             for p in element.props:
                 if p.count_dtype is None:
-                    values[p.name] = rows[p.name]
+                    values[p.name] = rows[p.name].astype(p.dtype)
                 else:
                     width = rows.dtype[p.name].shape[0]
                     sizes = np.full(element.count, width, dtype=np.int64)
-                    values[p.name] = (rows[p.name].reshape(-1), sizes)
+                    values[p.name] = (rows[p.name].reshape(-1).astype(p.dtype), sizes)
             return values, offset + need
     return _walk_rows(path, data, offset, element, order)
 
@@ -354,11 +354,8 @@ def _ascii_element(
             pos = pos + 1
             continue
         _check_room(path, pos + 1, row_start + tokens, element, where)
-        n = _cast(path, numbers[pos], np.dtype(np.int64), p.name, pos, row_start, where)
-        if (n < 0).any():
-            raise ReadError(
-                path, f"negative list size for {p.name!r}", where(int(np.argmax(n < 0)))
-            )
+        n = _cast(path, numbers[pos], p.count_dtype, p.name, pos, row_start, where)
+        n = n.astype(np.int64)
         _check_room(path, pos + 1 + n, row_start + tokens, element, where)
         index = np.repeat(pos + 1 - np.concatenate([[0], np.cumsum(n)[:-1]]), n)
         index += np.arange(len(index), dtype=np.int64)
@@ -466,10 +463,10 @@ def _assemble(
 
 def _put_extra(sample: dict, key: str, value) -> None:
     if isinstance(value, tuple):
-        sample[key] = value[0]
-        sample[key + "_sizes"] = value[1]
+        sample[key] = np.array(value[0])
+        sample[key + "_sizes"] = np.array(value[1], dtype=np.int64)
     else:
-        sample[key] = np.ascontiguousarray(value)
+        sample[key] = np.array(value)
 
 
 def _vertex(
