@@ -106,6 +106,18 @@ def _tolerant_build_ext():
                     raise
                 _log(f"building {ext.name} failed, the pure-torch ops will serve instead: {exc}")
 
+        def copy_file(self, infile, outfile, *args, **kwargs):
+            if not str(outfile).endswith(".so"):
+                return super().copy_file(infile, outfile, *args, **kwargs)
+            if not os.path.exists(infile):  # a part skipped above
+                return outfile, 0
+            # A running process maps the old library: replace it by rename (a new file), never
+            # rewrite it in place, which would crash that process (`hetload build-ext`).
+            partial = f"{outfile}.{os.getpid()}.tmp"
+            shutil.copy2(infile, partial)
+            os.replace(partial, outfile)
+            return outfile, 1
+
     return BuildKernels
 
 

@@ -370,3 +370,13 @@ def test_cuda_kernels_are_compiled_where_nvcc_exists():
     for kernel in (b"pad_kernel", b"pad_local_kernel", b"pack_kernel"):
         assert kernel in binary
     assert hl.ops.backend("cuda") == "compiled", hl.ops.extension_status()["cuda"]
+
+
+@pytest.mark.skipif(_extension_disabled(), reason="HETLOAD_DISABLE_EXTENSION is set")
+def test_build_ext_check_reports_the_backends():
+    done = subprocess.run(
+        [sys.executable, "-m", "hetload", "build-ext", "--check"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    cpu_row = next(line for line in done.stdout.splitlines() if line.startswith("cpu "))
+    assert cpu_row.split()[1] == hl.ops.backend("cpu")
