@@ -7,7 +7,7 @@ The path from samples to a GPU batch, one hop each:
 - :mod:`hetload.ops` (``ops/``): ``packed_to_padded`` / ``padded_to_packed``, the device kernels
 """
 
-from hetload import io, ops
+from hetload import io, ops, samplers
 from hetload.batch import HeteroBatch
 from hetload.collate import collate
 from hetload.errors import ErrorPolicy
@@ -27,4 +27,5 @@ __all__ = [
     "collate",
     "io",
     "ops",
+    "samplers",
 ]

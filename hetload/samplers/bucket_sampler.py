@@ -1,0 +1,294 @@
+"""``BucketBatchSampler``: size-bucketed batches under a hard budget for map-style datasets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+from hetload.samplers.cost import Budget, CostSpec, as_size_table, fingerprint
+from hetload.samplers.plan import EpochPlan, base_order, plan_epoch, sort_key
+from hetload.samplers.stats import SamplerStats, summarize
+
+__all__ = ["BucketBatchSampler", "ResumeError"]
+
+Oversize = Literal["error", "skip", "alone"]
+_OVERSIZE = ("error", "skip", "alone")
+_STATE_VERSION = 1
+#: a window holds at least this many batches' worth of samples; fewer windows on small data
+_MIN_WINDOW_BATCHES = 16
+
+
+class ResumeError(ValueError):
+    """A ``state_dict`` that does not belong to this sampler (other data, config or world)."""
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of dataset indices whose cost never exceeds ``max_tokens``; fresh every epoch,
+    the same number of steps on every rank, resumable.
+
+    >>> sampler = BucketBatchSampler(sizes, max_tokens=524_288)      # doctest: +SKIP
+    >>> loader = DataLoader(ds, batch_sampler=sampler, collate_fn=hetload.collate)  # doctest: +SKIP
+    >>> for epoch in range(epochs):                                  # doctest: +SKIP
+    ...     sampler.set_epoch(epoch)
+    ...     for batch in loader: ...
+
+    Each epoch the samples are dealt at random into ``windows`` windows, each window is sorted
+    by size and cut greedily into batches that fit, and the batches are shuffled (see
+    :mod:`hetload.samplers.plan`). All randomness comes from a generator seeded by
+    ``(seed, epoch)``: every rank computes the same global plan without communicating and takes
+    its own column of it.
+
+    Args:
+        sizes: per-sample sizes, metadata only (never ``dataset[i]``): an integer array ``[N]``,
+            ``[N, K]`` for ``K`` limits at once (e.g. vertices and faces), or a dict of ``K``
+            named ``[N]`` arrays. Viewed, not copied: a memory-mapped array stays on disk.
+        max_tokens: the budget: one limit for every column, a sequence of ``K`` limits, or a
+            dict keyed like ``sizes``.
+        cost: how a batch is charged per column: ``"padded"`` (``count * max``, the padded
+            tensor), ``"sum"`` (the packed tensor) or a callable ``cost(count, max, sum)`` on
+            int64 arrays that never decreases when an argument grows
+            (:class:`~hetload.samplers.cost.Budget`).
+        max_batch_size: also at most this many samples per batch.
+        shuffle: False gives one global size sort and batches in size order, identical every
+            epoch (the least padding; for evaluation).
+        seed: the seed shared by all ranks.
+        drop_last: how the number of batches is made a multiple of ``num_replicas``: False
+            splits the batches with the most samples in two (every sample exactly once; only
+            with fewer samples than ranks are some repeated, counted as ``duplicated``); True
+            drops the batches with the fewest samples (counted as ``dropped``).
+        num_replicas, rank: the DDP world; default from ``torch.distributed`` when it is
+            initialized, else 1 and 0.
+        oversize: a sample whose cost alone exceeds the budget: ``"error"`` refuses the sizes,
+            ``"skip"`` leaves it out of every epoch, ``"alone"`` gives it a batch of its own (the
+            one way a batch can exceed the budget). Counted in :meth:`stats`.
+        windows: how many windows an epoch is dealt into. A pair of samples batched together
+            meets again in the next epoch with probability about ``1 / windows``; fewer
+            windows pad less. Reduced on small data so that a window holds at least 16
+            batches.
+
+    Iterating yields lists of int indices, ``len(self)`` of them: the batches of this rank for
+    the current epoch from where it resumes. Call :meth:`set_epoch` before each epoch.
+
+    **Resuming.** :meth:`state_dict` records ``(seed, epoch, consumed, fingerprint)``; after
+    :meth:`load_state_dict` the next iteration yields exactly the batches after the first
+    ``consumed`` (computed, not replayed). ``consumed`` must count batches the training loop
+    has *used*. A ``DataLoader`` with workers draws batches from the sampler ahead of use
+    (``num_workers * prefetch_factor`` of them), so pass the loop's own count::
+
+        for step, batch in enumerate(loader, start=sampler.resume_step):
+            train(batch)
+            if checkpoint_due:
+                save({"sampler": sampler.state_dict(consumed=step + 1), ...})
+
+    Without an argument, ``state_dict()`` counts the batches this sampler has yielded, which is
+    the consumed count for a plain loop over the sampler or a ``DataLoader`` with
+    ``num_workers=0``.
+    """
+
+    def __init__(
+        self,
+        sizes: np.ndarray | Sequence[int] | Mapping[str, np.ndarray],
+        max_tokens: int | Sequence[int] | Mapping[str, int],
+        *,
+        cost: CostSpec = "padded",
+        max_batch_size: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        oversize: Oversize = "error",
+        windows: int = 20,
+    ) -> None:
+        table, columns = as_size_table(sizes)
+        self.budget = Budget.build(max_tokens, columns, cost, max_batch_size)
+        self.columns = columns
+        if oversize not in _OVERSIZE:
+            raise ValueError(f"oversize must be one of {_OVERSIZE}, got {oversize!r}")
+        if isinstance(windows, bool) or int(windows) != windows or windows < 1:
+            raise ValueError(f"windows must be a positive integer, got {windows!r}")
+        self.num_replicas, self.rank = _world(num_replicas, rank)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.drop_last = bool(drop_last)
+        self.oversize = oversize
+        self._table = table
+
+        over = np.flatnonzero(self.budget.oversize(table))
+        if over.size and oversize == "error":
+            shown = ", ".join(f"#{i} {table[i].tolist()}" for i in over[:5])
+            raise ValueError(
+                f"{over.size} of {table.shape[0]} samples exceed max_tokens="
+                f"{self.budget.limits.tolist()} alone ({shown}{', ...' if over.size > 5 else ''});"
+                ' pass oversize="skip" or "alone", or raise the budget'
+            )
+        self._oversize = over.astype(np.int64)
+        self._base = self._base_order()
+        ones = np.ones(table.shape[0], dtype=np.int64)
+        wide = table.astype(np.int64, copy=False)
+        estimated_batches = float(self.budget.load(ones, wide, wide)[self._base].sum())
+        self.n_windows = max(1, min(int(windows), int(estimated_batches // _MIN_WINDOW_BATCHES)))
+        self.fingerprint = fingerprint(
+            table,
+            self.budget.describe(),
+            f"oversize={oversize} windows={self.n_windows} shuffle={self.shuffle} "
+            f"drop_last={self.drop_last}",
+        )
+        self.epoch = 0
+        self._resume_at = 0
+        self._yielded = 0
+        self._cached: tuple[int, int, EpochPlan] | None = None
+
+    def _base_order(self) -> np.ndarray:
+        """The samples to batch (oversize ones left out), sorted by size, ties by the seed."""
+        base = base_order(sort_key(self._table, self.budget), self.seed if self.shuffle else None)
+        if self._oversize.size:
+            base = base[~np.isin(base, self._oversize)]
+        return base
+
+    # -- epochs ---------------------------------------------------------------------------
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch ``epoch``: its batches are a function of ``(seed, epoch)``."""
+        self.epoch = int(epoch)
+        self._resume_at = 0
+        self._yielded = 0
+
+    def plan(self) -> EpochPlan:
+        """The global plan of the current epoch (all ranks), computed once per epoch."""
+        if self._cached is None or self._cached[:2] != (self.seed, self.epoch):
+            alone = self._oversize if self.oversize == "alone" else None
+            plan = plan_epoch(
+                self._table,
+                self._base,
+                self.budget,
+                seed=self.seed,
+                epoch=self.epoch,
+                world_size=self.num_replicas,
+                n_windows=self.n_windows,
+                shuffle=self.shuffle,
+                drop_last=self.drop_last,
+                alone=alone,
+            )
+            self._cached = (self.seed, self.epoch, plan)
+        return self._cached[2]
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Batches per rank in a whole epoch (the same on every rank)."""
+        return int(self.plan().schedule.shape[0])
+
+    @property
+    def resume_step(self) -> int:
+        """The index in the epoch of the next batch the next iteration yields."""
+        return self._resume_at
+
+    def __len__(self) -> int:
+        """Batches the next iteration yields on this rank: the epoch's, less those already
+        consumed before a resume."""
+        return self.steps_per_epoch - self._resume_at
+
+    def __iter__(self) -> Iterator[list[int]]:
+        # A generator: nothing below runs until the first batch is asked for. DataLoader
+        # creates an iterator it never uses before the one it reads, so the resume point is
+        # taken on the first batch and cleared only once the epoch has been yielded to the end.
+        plan = self.plan()
+        start = self._resume_at
+        self._yielded = start
+        order, cuts = plan.order, plan.cuts
+        for b in plan.schedule[start:, self.rank].tolist():
+            self._yielded += 1
+            yield order[cuts[b] : cuts[b + 1]].tolist()
+        self._resume_at = 0
+
+    # -- resume ---------------------------------------------------------------------------
+
+    def state_dict(self, consumed: int | None = None) -> dict[str, Any]:
+        """Where this rank stands: ``consumed`` batches of the current epoch used by the loop
+        (default: the number this sampler has yielded; see the class doc for DataLoaders with
+        workers)."""
+        consumed = self._yielded if consumed is None else consumed
+        total = self.steps_per_epoch
+        if isinstance(consumed, bool) or int(consumed) != consumed or not 0 <= consumed <= total:
+            raise ValueError(f"consumed must be an integer in [0, {total}], got {consumed!r}")
+        return {
+            "version": _STATE_VERSION,
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "consumed": int(consumed),
+            "num_replicas": self.num_replicas,
+            "fingerprint": self.fingerprint,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume from :meth:`state_dict`: the next iteration yields the remaining batches of
+        the saved epoch. Refuses (``ResumeError``) another world size, data or configuration."""
+        missing = [
+            k
+            for k in ("version", "seed", "epoch", "consumed", "num_replicas", "fingerprint")
+            if k not in state
+        ]
+        if missing:
+            raise ResumeError(f"sampler state is missing {missing}")
+        if state["version"] != _STATE_VERSION:
+            raise ResumeError(f"sampler state version {state['version']} is not {_STATE_VERSION}")
+        if state["num_replicas"] != self.num_replicas:
+            raise ResumeError(
+                f"sampler state was saved with num_replicas={state['num_replicas']}, this run has "
+                f"{self.num_replicas}: the batches of a different world size are a different plan"
+            )
+        if state["fingerprint"] != self.fingerprint:
+            raise ResumeError(
+                "sampler state was saved for other sizes or another budget/configuration "
+                f"(fingerprint {state['fingerprint']} != {self.fingerprint})"
+            )
+        if int(state["seed"]) != self.seed:
+            self.seed = int(state["seed"])
+            self._base = self._base_order()
+        self.epoch = int(state["epoch"])
+        consumed = int(state["consumed"])
+        if not 0 <= consumed <= self.steps_per_epoch:
+            raise ResumeError(
+                f"sampler state has consumed={consumed}, the epoch has {self.steps_per_epoch}"
+            )
+        self._resume_at = consumed
+        self._yielded = consumed
+
+    # -- diagnostics ----------------------------------------------------------------------
+
+    def stats(self) -> SamplerStats:
+        """Diagnostics of the current epoch's plan (all ranks)."""
+        oversize = int(self._oversize.size)
+        return summarize(
+            self.plan(),
+            self.budget,
+            self.columns,
+            epoch=self.epoch,
+            oversize=oversize,
+            skipped=oversize if self.oversize == "skip" else 0,
+        )
+
+    def __repr__(self) -> str:
+        cost = self.budget.cost if isinstance(self.budget.cost, str) else "callable"
+        return (
+            f"BucketBatchSampler(n={self._table.shape[0]}, max_tokens="
+            f"{self.budget.limits.tolist()}, cost={cost!r}, windows={self.n_windows}, "
+            f"world={self.num_replicas}, rank={self.rank}, epoch={self.epoch})"
+        )
+
+
+def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
+    initialized = dist.is_available() and dist.is_initialized()
+    if num_replicas is None:
+        num_replicas = dist.get_world_size() if initialized else 1
+    if rank is None:
+        rank = dist.get_rank() if initialized else 0
+    if isinstance(num_replicas, bool) or int(num_replicas) != num_replicas or num_replicas < 1:
+        raise ValueError(f"num_replicas must be a positive integer, got {num_replicas!r}")
+    if isinstance(rank, bool) or int(rank) != rank or not 0 <= rank < num_replicas:
+        raise ValueError(f"rank must be an integer in [0, {num_replicas}), got {rank!r}")
+    return int(num_replicas), int(rank)

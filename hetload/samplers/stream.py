@@ -1,0 +1,218 @@
+"""Bucketing a stream of samples (an iterable dataset) under the same hard budget.
+
+A stream cannot be sorted as a whole, so samples wait in a bounded buffer. When it holds
+``buffer_size`` samples, the buffer is sorted by size and cut greedily into batches that fit
+(the cut of :mod:`hetload.samplers.plan`); batches picked at random are emitted, in random order,
+until half the buffer has left, and the rest waits for the next arrivals. The batch of the
+largest samples is always held back while the stream lasts: it is the only one the cut may have
+ended short because the buffer ran out, not because the budget was full. At the end of the
+stream everything left is cut and emitted; ``drop_last`` drops that last short batch.
+
+:class:`StreamBucketer` is a WebDataset-style stage, a picklable callable from an iterator of
+samples to an iterator of lists of samples::
+
+    pipeline = wds.DataPipeline(..., StreamBucketer(FieldSize("verts"), 524_288, seed=seed),
+                                wds.map(hetload.collate))
+
+A larger buffer pads less and mixes more, and holds more samples in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from hetload.samplers.cost import Budget, CostSpec
+from hetload.samplers.plan import cut_windows, sort_key
+
+__all__ = ["FieldSize", "StreamBucketer", "stream_batches"]
+
+log = logging.getLogger("hetload")
+_STREAM = 0x5EED2
+_OVERSIZE = ("error", "skip", "alone")
+
+
+@dataclass(frozen=True)
+class FieldSize:
+    """``size_fn`` for sample dicts: the number of rows of each named field (``len(x)``).
+
+    ``FieldSize("verts")`` gives one size; ``FieldSize("verts", "faces")`` gives two, for a budget
+    with two limits. Picklable, unlike a lambda, so it crosses into DataLoader workers.
+    """
+
+    fields: tuple[str, ...]
+
+    def __init__(self, *fields: str) -> None:
+        if not fields:
+            raise ValueError("FieldSize needs at least one field name")
+        object.__setattr__(self, "fields", tuple(fields))
+
+    def __call__(self, sample: Mapping[str, Any]) -> int | tuple[int, ...]:
+        sizes = []
+        for name in self.fields:
+            if name not in sample:
+                raise KeyError(f"FieldSize: sample {_name(sample)} has no field {name!r}")
+            sizes.append(len(sample[name]))
+        return sizes[0] if len(sizes) == 1 else tuple(sizes)
+
+
+@dataclass
+class StreamBucketer:
+    """A pipeline stage: ``stage(samples) -> iterator of lists of samples``.
+
+    Args:
+        size_fn: ``sample -> int`` (or a tuple of ``K`` ints for ``K`` limits), e.g.
+            :class:`FieldSize`.
+        max_tokens, cost, max_batch_size: the budget, as for
+            :class:`~hetload.samplers.BucketBatchSampler`.
+        buffer_size: samples held before a cut (at least 2).
+        seed: an int or a sequence of ints (e.g. ``(seed, epoch, worker_id)``); the only source
+            of randomness.
+        oversize: a sample over the budget alone: ``"error"`` raises ``ValueError`` naming it,
+            ``"skip"`` drops it (counted in ``oversize``, logged), ``"alone"`` emits it as a
+            batch of one.
+        drop_last: drop the stream's final batch when it may be short (see module doc).
+
+    Attributes updated as the stage runs (in the process that runs it): ``samples`` seen,
+    ``batches`` emitted, ``oversized`` samples over the budget alone.
+    """
+
+    size_fn: Callable[[Any], int | Sequence[int]]
+    max_tokens: int | Sequence[int]
+    cost: CostSpec = "padded"
+    max_batch_size: int | None = None
+    buffer_size: int = 2048
+    seed: int | Sequence[int] = 0
+    oversize: Literal["error", "skip", "alone"] = "error"
+    drop_last: bool = False
+    samples: int = field(default=0, init=False)
+    batches: int = field(default=0, init=False)
+    oversized: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if self.oversize not in _OVERSIZE:
+            raise ValueError(f"oversize must be one of {_OVERSIZE}, got {self.oversize!r}")
+        if (
+            isinstance(self.buffer_size, bool)
+            or int(self.buffer_size) != self.buffer_size
+            or (self.buffer_size < 2)
+        ):
+            raise ValueError(f"buffer_size must be an integer >= 2, got {self.buffer_size!r}")
+        seed = self.seed if isinstance(self.seed, Sequence) else (self.seed,)
+        self._entropy = [_STREAM, *(int(s) for s in seed)]
+        k = 1 if np.ndim(self.max_tokens) == 0 else len(self.max_tokens)
+        self._budget = Budget.build(
+            self.max_tokens, [str(i) for i in range(k)], self.cost, self.max_batch_size
+        )
+
+    def __call__(self, samples: Iterable[Any]) -> Iterator[list[Any]]:
+        rng = np.random.default_rng(self._entropy)
+        budget = self._budget
+        k = budget.limits.shape[0]
+        buffer: list[Any] = []
+        sizes: list[Sequence[int]] = []
+        for sample in samples:
+            self.samples += 1
+            row = _size_row(self.size_fn(sample), k, sample)
+            wide = np.asarray([row], dtype=np.int64)
+            if not budget.fits(np.ones(1, dtype=np.int64), wide, wide)[0]:
+                self.oversized += 1
+                if self.oversize == "error":
+                    raise ValueError(
+                        f"sample {_name(sample)} of size {list(row)} exceeds max_tokens="
+                        f"{budget.limits.tolist()} alone; pass oversize='skip' or 'alone'"
+                    )
+                if self.oversize == "alone":
+                    self.batches += 1
+                    yield [sample]
+                else:
+                    log.info("stream bucketer skipped oversize sample %s", _name(sample))
+                continue
+            buffer.append(sample)
+            sizes.append(row)
+            if len(buffer) >= self.buffer_size:
+                for batch in self._flush(buffer, sizes, rng, final=False):
+                    self.batches += 1
+                    yield batch
+        for batch in self._flush(buffer, sizes, rng, final=True):
+            self.batches += 1
+            yield batch
+
+    def _flush(
+        self, buffer: list[Any], sizes: list[Sequence[int]], rng: np.random.Generator, final: bool
+    ) -> list[list[Any]]:
+        """Cut the buffer; return the batches to emit and keep the rest in ``buffer``/``sizes``
+        (modified in place)."""
+        n = len(buffer)
+        if n == 0:
+            return []
+        table = np.asarray(sizes, dtype=np.int64).reshape(n, -1)
+        order = np.lexsort((rng.random(n), sort_key(table, self._budget)))
+        cuts = cut_windows(table[order], np.array([0, n], dtype=np.int64), self._budget)
+        n_batches = cuts.shape[0] - 1
+        if final:
+            chosen = rng.permutation(n_batches - 1 if self.drop_last else n_batches)
+        elif n_batches == 1:
+            # the whole buffer fits in one batch: emitting it keeps the buffer bounded
+            chosen = np.zeros(1, dtype=np.int64)
+        else:
+            # random batches until half the buffer leaves; the largest (last) one waits
+            candidates = rng.permutation(n_batches - 1)
+            leaving = np.cumsum(np.diff(cuts)[candidates])
+            chosen = candidates[: int(np.searchsorted(leaving, n // 2)) + 1]
+        emit = [[buffer[i] for i in order[cuts[b] : cuts[b + 1]].tolist()] for b in chosen.tolist()]
+        if final:
+            buffer.clear()
+            sizes.clear()
+        else:
+            stay = np.ones(n_batches, dtype=bool)
+            stay[chosen] = False
+            kept = [
+                i
+                for b in np.flatnonzero(stay).tolist()
+                for i in order[cuts[b] : cuts[b + 1]].tolist()
+            ]
+            buffer[:] = [buffer[i] for i in kept]
+            sizes[:] = [sizes[i] for i in kept]
+        return emit
+
+
+def stream_batches(
+    samples: Iterable[Any],
+    size_fn: Callable[[Any], int | Sequence[int]],
+    max_tokens: int | Sequence[int],
+    *,
+    buffer_size: int = 2048,
+    seed: int | Sequence[int] = 0,
+    cost: CostSpec = "padded",
+    max_batch_size: int | None = None,
+    oversize: Literal["error", "skip", "alone"] = "error",
+    drop_last: bool = False,
+) -> Iterator[list[Any]]:
+    """Batches (lists of samples) from ``samples``, each within ``max_tokens``; see
+    :class:`StreamBucketer` for the arguments and the module doc for the rule."""
+    stage = StreamBucketer(
+        size_fn, max_tokens, cost, max_batch_size, buffer_size, seed, oversize, drop_last
+    )
+    return stage(samples)
+
+
+def _size_row(size: int | Sequence[int], k: int, sample: Any) -> tuple[int, ...]:
+    row = (size,) if np.ndim(size) == 0 else tuple(size)
+    if len(row) != k or any(isinstance(s, bool) or not float(s).is_integer() or s < 0 for s in row):
+        raise ValueError(
+            f"size_fn gave {size!r} for sample {_name(sample)}: expected {k} integer size(s) >= 0"
+        )
+    return tuple(int(s) for s in row)
+
+
+def _name(sample: Any) -> str:
+    if isinstance(sample, Mapping):
+        for key in ("__key__", "path", "name"):
+            if key in sample:
+                return repr(sample[key])
+    return f"<{type(sample).__name__}>"
