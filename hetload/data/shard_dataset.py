@@ -1,0 +1,242 @@
+"""``ShardDataset``: map-style random access to preprocessed shards through their index.
+
+Reading sample ``i`` is one positioned read of its byte range ``[start, end)`` (all its tar
+members are adjacent), a check of each member's tar header name against the index, and a parse
+of each ``.npy`` header; the arrays are views into the one buffer read (no second copy). No tar
+is ever scanned, and ``sizes`` come from the index, so a sampler never opens a shard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from hetload.errors import ErrorPolicy, OnError
+from hetload.shards.format import BLOCK, ShardError, decode_meta, decode_sample, member_name
+from hetload.shards.index import ShardIndex, check_shards, is_url
+
+__all__ = ["ShardDataset"]
+
+
+class ShardDataset(Dataset):
+    """Samples of preprocessed shards, by position, as dicts of numpy arrays.
+
+    Args:
+        source: an ``index.json`` path, the directory holding it, an fsspec URL of one, or a
+            loaded :class:`~hetload.shards.ShardIndex`.
+        fields: the fields to return; ``None`` returns every field the sample was stored with.
+        size_field: the field whose row count is ``sizes[i]``; default ``"verts"``, else
+            ``"points"``, else the first stored field.
+        on_error: ``"raise"`` | ``"skip"`` | ``"warn"`` or an :class:`~hetload.ErrorPolicy`; a
+            skipped sample comes back as ``None`` (``collate`` leaves it out) and is recorded in
+            :attr:`report`.
+        check: compare each local shard's size with the index on construction (one ``stat``
+            each), so a truncated or replaced shard is reported before training starts.
+        max_open: file handles kept open per process (least recently used are closed).
+
+    Attributes:
+        sizes: ``int64 [N]``, rows of ``size_field`` per sample (0 where a sample lacks it).
+        index: the :class:`~hetload.shards.ShardIndex`.
+
+    Handles are opened lazily in the process that reads (checked by pid), so the dataset works in
+    DataLoader workers, forked or spawned.
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike | ShardIndex,
+        *,
+        fields: Sequence[str] | None = None,
+        size_field: str | None = None,
+        on_error: OnError | ErrorPolicy = "raise",
+        check: bool = True,
+        max_open: int = 64,
+    ) -> None:
+        self.index = source if isinstance(source, ShardIndex) else ShardIndex.load(source)
+        if check:
+            check_shards(self.index)
+        self.fields = None if fields is None else list(fields)
+        self.policy = ErrorPolicy(on_error)
+        self.max_open = max(1, int(max_open))
+        shards = self.index.shards
+        self._urls = [self.index.shard_url(i) for i in range(len(shards))]
+        counts = [shard.nsamples for shard in shards]
+        self._shard_of = np.repeat(np.arange(len(shards), dtype=np.int32), counts)
+        self._start = _column([shard.start for shard in shards])
+        self._end = _column([shard.end for shard in shards])
+        self._keys = [key for shard in shards for key in shard.keys]
+        suffixes = sorted({s for shard in shards for s in shard.offset})
+        self._offset = {
+            s: _column([shard.offset.get(s, [-1] * shard.nsamples) for shard in shards])
+            for s in suffixes
+        }
+        self._size = {
+            s: _column([shard.size.get(s, [-1] * shard.nsamples) for shard in shards])
+            for s in suffixes
+        }
+        names = self.index.field_names()
+        if size_field is None:
+            size_field = next((n for n in ("verts", "points") if n in names), None)
+            size_field = size_field if size_field is not None or not names else names[0]
+        self.size_field = size_field
+        rows = self.index.rows(size_field) if size_field else np.zeros(len(self._keys), np.int64)
+        self.sizes: np.ndarray = np.maximum(rows, 0)
+        self._pid: int | None = None
+        self._handles: OrderedDict[int, Any] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    @property
+    def report(self):
+        """Samples dropped under ``on_error="skip"|"warn"`` in this process, with reasons."""
+        return self.policy.report
+
+    def key(self, i: int) -> str:
+        """The key of sample ``i`` (its position in the sorted input file list)."""
+        return self._keys[self._position(i)]
+
+    def meta(self, i: int) -> dict[str, Any]:
+        """The ``.json`` metadata of sample ``i``: ``source`` path, ``counts`` as read, ..."""
+        i = self._position(i)
+        members = self._read_members(i)
+        return decode_meta(members.get("json"), self._urls[self._shard_of[i]], self._keys[i])
+
+    def __getitem__(self, i: int) -> dict[str, Any] | None:
+        i = self._position(i)
+        url = self._urls[self._shard_of[i]]
+        try:
+            members = self._read_members(i)
+            return decode_sample(members, url, self._keys[i], self.fields)
+        except (ShardError, OSError) as exc:
+            self.policy.handle(getattr(exc, "source", f"{url}:{self._keys[i]}"), exc)
+            return None
+
+    def _position(self, i: int) -> int:
+        n = len(self._keys)
+        if not isinstance(i, (int, np.integer)):
+            raise TypeError(f"ShardDataset indices are ints, got {type(i).__name__}")
+        if not -n <= i < n:
+            raise IndexError(f"sample {i} out of range for a dataset of {n}")
+        return int(i) % n
+
+    def _read_members(self, i: int) -> dict[str, memoryview]:
+        shard = int(self._shard_of[i])
+        url, key = self._urls[shard], self._keys[i]
+        start, end = int(self._start[i]), int(self._end[i])
+        buffer = self._read_range(shard, start, end)
+        if len(buffer) != end - start:
+            raise ShardError(
+                url,
+                member_name(key, "json"),
+                f"sample {key} needs bytes [{start}, {end}) but the shard ends at "
+                f"{start + len(buffer)}: truncated",
+            )
+        view = memoryview(buffer)
+        members: dict[str, memoryview] = {}
+        for suffix, offsets in self._offset.items():
+            offset = int(offsets[i])
+            if offset < 0:
+                continue
+            size = int(self._size[suffix][i])
+            name = member_name(key, suffix)
+            rel = offset - start
+            if rel < BLOCK or rel + size > len(view):
+                raise ShardError(url, name, "index offsets lie outside the sample's bytes")
+            found = _header_mismatch(view[rel - BLOCK : rel], name, size)
+            if found is not None:
+                raise ShardError(
+                    url,
+                    name,
+                    f"the tar header at byte {offset - BLOCK} holds {found}: the index does not "
+                    "match this shard (rebuilt or replaced?)",
+                )
+            members[suffix] = view[rel : rel + size]
+        return members
+
+    def _read_range(self, shard: int, start: int, end: int) -> bytearray:
+        url = self._urls[shard]
+        if is_url(url):
+            return bytearray(_fsspec_range(url, start, end))
+        buffer = bytearray(end - start)
+        fd = self._fd(shard)
+        got = os.preadv(fd, [buffer], start)
+        return buffer if got == len(buffer) else buffer[:got]
+
+    def _fd(self, shard: int) -> int:
+        pid = os.getpid()
+        if self._pid != pid:
+            # handles inherited through fork share file offsets with the parent: never reuse them
+            self._handles = OrderedDict()
+            self._pid = pid
+        fd = self._handles.get(shard)
+        if fd is not None:
+            self._handles.move_to_end(shard)
+            return fd
+        try:
+            fd = os.open(self._urls[shard], os.O_RDONLY)
+        except FileNotFoundError:
+            raise ShardError(self._urls[shard], None, "listed in the index but missing") from None
+        self._handles[shard] = fd
+        if len(self._handles) > self.max_open:
+            _, old = self._handles.popitem(last=False)
+            os.close(old)
+        return fd
+
+    def close(self) -> None:
+        """Close this process's file handles (they reopen on the next read)."""
+        if self._pid == os.getpid():
+            for fd in self._handles.values():
+                os.close(fd)
+        self._handles = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_handles"] = OrderedDict()
+        state["_pid"] = None
+        return state
+
+    def __del__(self) -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"ShardDataset({len(self)} samples in {len(self._urls)} shards at "
+            f"{self.index.root!r}, size_field={self.size_field!r})"
+        )
+
+
+def _column(lists: list[list[int]]) -> np.ndarray:
+    if not lists:
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate([np.asarray(c, dtype=np.int64) for c in lists])
+
+
+def _header_mismatch(header: memoryview, name: str, size: int) -> str | None:
+    """``None`` when the ustar header describes member ``name`` of ``size`` bytes, else what
+    it describes instead."""
+    stored_name = bytes(header[:100]).split(b"\0", 1)[0].decode(errors="replace")
+    field = bytes(header[124:136]).split(b"\0", 1)[0].strip()
+    try:
+        stored_size = int(field, 8)
+    except ValueError:
+        stored_size = -1
+    if stored_name == name and stored_size == size:
+        return None
+    return f"member {stored_name!r} of {stored_size} bytes"
+
+
+def _fsspec_range(url: str, start: int, end: int) -> bytes:
+    try:
+        import fsspec
+    except ImportError:
+        raise ImportError(f"random access to {url} needs fsspec (pip install fsspec)") from None
+    fs, path = fsspec.core.url_to_fs(url)
+    return fs.cat_file(path, start=start, end=end)

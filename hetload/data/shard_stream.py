@@ -1,0 +1,371 @@
+"""``ShardStream``: preprocessed shards streamed through WebDataset, batched, collated.
+
+Each epoch every process computes the same global plan from the index alone, without
+communicating:
+
+1. the shards are permuted by ``(seed, epoch)`` (or kept in order when ``shuffle=False``);
+2. shard ``k`` of that order goes to rank ``k % world_size``; a rank's shards go round-robin to
+   its DataLoader workers (every rank is assumed to run the same ``num_workers``);
+3. each (rank, worker) stream reads its shards in order with WebDataset's tar reader and feeds
+   the samples to the batching stage, seeded by ``(seed, epoch, rank, worker)``;
+4. **equal batch counts** (the webdataset trap: a rank with fewer batches leaves the others
+   waiting in an all-reduce forever): the batching stage is deterministic given the sample sizes,
+   which the index holds, so every process dry-runs it on the sizes of every stream and knows
+   how many batches each will yield. With ``even="truncate"`` (default) every rank yields the
+   smallest rank's total, with ``even="pad"`` the largest's; the difference is taken from (or
+   added to) the rank's workers with the most (fewest) batches, a padded stream repeating its
+   batches from its start. A sample that fails to decode (``on_error="skip"``) shortens its
+   stream, which is then padded the same way, so the counts hold even then.
+
+Every rank must hold at least one shard: make ``--shard-size`` / ``--max-count`` small enough
+that there are at least ``world_size`` shards, preferably ``world_size * num_workers`` or more
+(a worker without a shard yields nothing, and truncation then costs more).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch.distributed as dist
+from torch.utils.data import IterableDataset, get_worker_info
+
+from hetload.collate import collate
+from hetload.errors import ErrorPolicy, OnError
+from hetload.shards.format import ShardError, decode_sample
+from hetload.shards.index import ShardIndex, is_url
+
+__all__ = ["Batcher", "ShardStream", "StreamPlan", "fixed_batches"]
+
+#: ``batcher(items, size_fn, seed) -> iterator of lists of items``; must depend only on the
+#: sequence of ``size_fn(item)`` values and ``seed`` (ShardStream dry-runs it on sizes)
+Batcher = Callable[[Iterable[Any], Callable[[Any], int], int], Iterator[list[Any]]]
+
+
+def fixed_batches(batch_size: int) -> Batcher:
+    """A batcher of ``batch_size`` samples per batch (the last one shorter), in stream order."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+    def batcher(items: Iterable[Any], size_fn: Callable[[Any], int], seed: int):
+        batch: list[Any] = []
+        for item in items:
+            batch.append(item)
+            if len(batch) == batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    return batcher
+
+
+def token_batches(max_tokens: int, buffer_size: int) -> Batcher:
+    """The streaming bucketer of :mod:`hetload.samplers` with a token budget."""
+    from hetload.samplers import stream_batches
+
+    def batcher(items: Iterable[Any], size_fn: Callable[[Any], int], seed: int):
+        return stream_batches(items, size_fn, max_tokens, buffer_size=buffer_size, seed=seed)
+
+    return batcher
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """One epoch: ``shards[r][w]`` (shard numbers read by worker ``w`` of rank ``r``, in order),
+    ``counts[r][w]`` (batches its stream yields), ``quota[r][w]`` (batches it must yield)."""
+
+    shards: list[list[list[int]]]
+    counts: list[list[int]]
+    quota: list[list[int]]
+
+    def batches_per_rank(self) -> int:
+        return sum(self.quota[0])
+
+
+class ShardStream(IterableDataset):
+    """Stream batches from preprocessed shards: local paths, ``pipe:`` commands or fsspec URLs.
+
+    >>> stream = ShardStream("dst/index.json", max_tokens=200_000, seed=0)   # doctest: +SKIP
+    >>> loader = DataLoader(stream, batch_size=None, num_workers=4)          # doctest: +SKIP
+    >>> for epoch in range(epochs):                                          # doctest: +SKIP
+    ...     stream.set_epoch(epoch)
+    ...     for batch in loader: ...                                          # HeteroBatch
+
+    Args:
+        source: the index (``index.json`` path, its folder, an fsspec URL of it, or a
+            :class:`~hetload.shards.ShardIndex`), or shard URLs (a list, or one string with
+            WebDataset brace notation ``shard-{000000..000099}.tar``) listed in index order,
+            when the shards are read from somewhere else than the index's folder.
+        index: the index, when ``source`` is a list of URLs (the plan needs its sizes).
+        shuffle: permute the shards every epoch by ``(seed, epoch)``.
+        seed: shared by every rank.
+        rank, world_size: this process's place in the job; both given, or both from
+            ``torch.distributed`` when initialized (else 0 and 1).
+        batch_size: fixed-size batches (in stream order), or
+        max_tokens: token-budget batches from :mod:`hetload.samplers`' streaming bucketer, or
+        batcher: any :data:`Batcher`.
+        buffer_size: the bucketer's look-ahead, in samples.
+        size_field: the field whose rows are a sample's size (default as ``ShardDataset``).
+        fields: the fields to decode; ``None`` for all.
+        collate_fn: turns a list of samples into a batch (``None`` yields the lists).
+        even: ``"truncate"`` or ``"pad"`` (see the module docstring).
+        on_error: a shard or sample that cannot be read: ``"raise"``, or skip it (``"skip"``,
+            ``"warn"``) and record it in :attr:`report` of the process that read it.
+
+    Use it with ``DataLoader(stream, batch_size=None, ...)``: it yields whole batches.
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike | Sequence[str] | ShardIndex,
+        *,
+        index: str | os.PathLike | ShardIndex | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        batch_size: int | None = None,
+        max_tokens: int | None = None,
+        batcher: Batcher | None = None,
+        buffer_size: int = 1024,
+        size_field: str | None = None,
+        fields: Sequence[str] | None = None,
+        collate_fn: Callable[[list[dict[str, Any]]], Any] | None = collate,
+        even: Literal["truncate", "pad"] = "truncate",
+        on_error: OnError | ErrorPolicy = "raise",
+    ) -> None:
+        super().__init__()
+        urls: list[str] | None = None
+        if isinstance(source, str) and "{" in source and "}" in source:
+            import braceexpand
+
+            urls = list(braceexpand.braceexpand(source))
+        elif isinstance(source, (list, tuple)):
+            urls = [str(url) for url in source]
+        elif index is None:
+            index = source  # type: ignore[assignment]
+        if index is None:
+            raise ValueError(
+                "ShardStream needs the shard index (index=...): every rank computes the same "
+                "number of batches from its per-shard sizes, so a job never hangs"
+            )
+        self.index = index if isinstance(index, ShardIndex) else ShardIndex.load(index)
+        count = len(self.index.shards)
+        if urls is not None and len(urls) != count:
+            raise ValueError(f"ShardStream: {len(urls)} URLs given, the index lists {count} shards")
+        self.urls = urls if urls is not None else [self.index.shard_url(k) for k in range(count)]
+        self.rank, self.world_size = _world(rank, world_size)
+        chosen = [x is not None for x in (batch_size, max_tokens, batcher)]
+        if sum(chosen) != 1:
+            raise ValueError("ShardStream: give exactly one of batch_size, max_tokens, batcher")
+        if batcher is None:
+            batcher = (
+                fixed_batches(batch_size)
+                if batch_size is not None
+                else token_batches(int(max_tokens), buffer_size)  # type: ignore[arg-type]
+            )
+        self.batcher = batcher
+        if even not in ("truncate", "pad"):
+            raise ValueError(f"even must be 'truncate' or 'pad', got {even!r}")
+        self.even = even
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.epoch = 0
+        self.fields = None if fields is None else list(fields)
+        self.collate_fn = collate_fn
+        self.policy = ErrorPolicy(on_error)
+        names = self.index.field_names()
+        if size_field is None:
+            size_field = next(
+                (n for n in ("verts", "points") if n in names), names[0] if names else None
+            )
+        self.size_field = size_field
+        self._sizes = [
+            np.maximum(np.asarray(shard.rows.get(size_field, [0] * shard.nsamples)), 0).tolist()
+            for shard in self.index.shards
+        ]
+        self._plans: dict[tuple[int, int], StreamPlan] = {}
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the shard order and batching seed of ``epoch`` (call before iterating)."""
+        self.epoch = int(epoch)
+
+    @property
+    def report(self):
+        """Shards and samples skipped in this process, with reasons."""
+        return self.policy.report
+
+    def num_batches(self, num_workers: int = 0) -> int:
+        """Batches this rank yields this epoch with ``num_workers`` DataLoader workers."""
+        return self.plan(num_workers).batches_per_rank()
+
+    def plan(self, num_workers: int = 0) -> StreamPlan:
+        """The epoch's plan for every rank and worker (the same in every process)."""
+        workers = max(1, int(num_workers))
+        key = (self.epoch, workers)
+        if key not in self._plans:
+            self._plans = {key: self._make_plan(workers)}
+        return self._plans[key]
+
+    def _make_plan(self, workers: int) -> StreamPlan:
+        count, world = len(self.urls), self.world_size
+        if count < world:
+            raise ValueError(
+                f"ShardStream: {count} shards cannot feed {world} ranks; preprocess with a "
+                f"smaller --shard-size or --max-count so there are at least {world} "
+                f"(better {world} x num_workers)"
+            )
+        order = (
+            np.random.default_rng([0x5EED5, self.seed, self.epoch]).permutation(count)
+            if self.shuffle
+            else np.arange(count)
+        ).tolist()
+        shards = [[order[r::world][w::workers] for w in range(workers)] for r in range(world)]
+        counts = [
+            [self._count(shards[r][w], self._stream_seed(r, w)) for w in range(workers)]
+            for r in range(world)
+        ]
+        totals = [sum(row) for row in counts]
+        target = min(totals) if self.even == "truncate" else max(totals)
+        quota = [_share(row, target) for row in counts]
+        return StreamPlan(shards, counts, quota)
+
+    def _stream_seed(self, rank: int, worker: int) -> int:
+        state = np.random.SeedSequence([0x5EED6, self.seed, self.epoch, rank, worker])
+        return int(state.generate_state(1)[0])
+
+    def _count(self, shards: list[int], seed: int) -> int:
+        sizes = (size for k in shards for size in self._sizes[k])
+        return sum(1 for _ in self.batcher(sizes, int, seed))
+
+    def __iter__(self) -> Iterator[Any]:
+        info = get_worker_info()
+        workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
+        plan = self.plan(workers)
+        shards = plan.shards[self.rank][worker]
+        quota = plan.quota[self.rank][worker]
+        seed = self._stream_seed(self.rank, worker)
+        produced = 0
+        while produced < quota:
+            before = produced
+            for batch in self.batcher(self._samples(shards), self._size_of, seed):
+                yield batch if self.collate_fn is None else self.collate_fn(batch)
+                produced += 1
+                if produced == quota:
+                    return
+            if produced == before:
+                names = ", ".join(self.urls[k] for k in shards)
+                raise ShardError(
+                    names, None, f"no batch could be read, but this worker owes {quota}"
+                )
+
+    def _size_of(self, sample: dict[str, Any]) -> int:
+        value = sample.get(self.size_field) if self.size_field else None
+        return int(value.shape[0]) if isinstance(value, np.ndarray) and value.ndim else 0
+
+    def _samples(self, shards: list[int]) -> Iterator[dict[str, Any]]:
+        for k in shards:
+            url = self.urls[k]
+            for raw in self._read_shard(url):
+                key = raw["__key__"]
+                members = {name: data for name, data in raw.items() if not name.startswith("__")}
+                try:
+                    yield decode_sample(members, url, key, self.fields)
+                except ShardError as exc:
+                    self.policy.handle(exc.source, exc)
+
+    def _read_shard(self, url: str) -> Iterator[dict[str, Any]]:
+        from webdataset.tariterators import group_by_keys, tar_file_expander
+
+        last_member: list[str | None] = [None]
+        seen: list[BaseException | None] = [None]
+
+        def handler(exn: BaseException) -> bool:
+            if exn is seen[0]:  # wds reports one failure at each level it passes through
+                return True
+            seen[0] = exn
+            after = f"after {last_member[0]}" if last_member[0] else "at the start"
+            reason = str(exn.args[0]) if exn.args else type(exn).__name__
+            error = ShardError(url, None, f"unreadable {after}: {reason.split(' @ ')[0]}")
+            self.policy.handle(error.source, error)
+            return True
+
+        def tracked(files: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+            for item in files:
+                if "fname" in item:
+                    last_member[0] = item["fname"]
+                yield item
+
+        try:
+            stream = _open(url)
+        except (OSError, ValueError) as exc:
+            self.policy.handle(url, ShardError(url, None, f"cannot open: {exc}"))
+            return
+        try:
+            files = tar_file_expander([{"url": url, "stream": stream}], handler=handler)
+            yield from group_by_keys(tracked(files), lcase=False, handler=handler)
+        finally:
+            try:
+                stream.close()  # a pipe: command's exit status is checked here
+            except Exception as exc:
+                self.policy.handle(url, ShardError(url, None, f"closing failed: {exc}"))
+
+    def __repr__(self) -> str:
+        return (
+            f"ShardStream({len(self.urls)} shards, rank {self.rank}/{self.world_size}, "
+            f"epoch {self.epoch}, even={self.even!r})"
+        )
+
+
+def _share(counts: list[int], target: int) -> list[int]:
+    """Per-worker quotas summing to ``target``: cut from the largest / add to the smallest
+    non-empty streams first, so the workers of a rank stay as even as possible."""
+    quota = list(counts)
+    total = sum(quota)
+    if total > target:
+        while total > target:
+            w = max(range(len(quota)), key=lambda j: (quota[j], j))
+            quota[w] -= 1
+            total -= 1
+    elif total < target:
+        live = [w for w, c in enumerate(counts) if c > 0]
+        if not live:
+            raise ValueError("ShardStream: a rank has no batches to pad from")
+        while total < target:
+            w = min(live, key=lambda j: (quota[j], j))
+            quota[w] += 1
+            total += 1
+    return quota
+
+
+def _world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    if (rank is None) != (world_size is None):
+        raise ValueError("ShardStream: pass both rank and world_size, or neither")
+    if rank is None:
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+    if not 0 <= rank < world_size:  # type: ignore[operator]
+        raise ValueError(f"ShardStream: rank {rank} is outside [0, {world_size})")
+    return int(rank), int(world_size)  # type: ignore[arg-type]
+
+
+def _open(url: str):
+    """A binary stream of ``url``: local paths and ``pipe:`` through WebDataset's ``gopen``,
+    other schemes through fsspec when installed (else ``gopen``'s curl/gsutil handlers)."""
+    from webdataset.gopen import gopen
+
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme and scheme != "file" and not url.startswith("pipe:"):
+        try:
+            import fsspec
+        except ImportError:
+            return gopen(url, "rb")
+        return fsspec.open(url, "rb").open()
+    if not is_url(url) and not os.path.exists(url.removeprefix("file://")):
+        raise FileNotFoundError(f"no shard at {url}")
+    return gopen(url, "rb")

@@ -1,0 +1,25 @@
+"""Preprocessed shards: WebDataset tar files of ``.npy`` members plus a per-sample index.
+
+- ``format.py``: member names, ``.npy`` / ``.json`` encoding of one sample
+- ``writer.py``: :class:`ShardWriter`, one deterministic tar written atomically
+- ``index.py``: :class:`ShardIndex` (``index.json``, a wids shard list with per-sample columns),
+  :func:`merge_indexes`, :func:`check_shards`
+- ``preprocess.py``: :func:`preprocess`, the parallel, resumable OBJ/PLY -> shards driver
+
+Readers over shards are :class:`hetload.data.ShardDataset` and :class:`hetload.data.ShardStream`.
+"""
+
+from hetload.shards.format import ShardError, decode_sample, encode_sample
+from hetload.shards.index import ShardEntry, ShardIndex, check_shards, merge_indexes
+from hetload.shards.writer import ShardWriter
+
+__all__ = [
+    "ShardEntry",
+    "ShardError",
+    "ShardIndex",
+    "ShardWriter",
+    "check_shards",
+    "decode_sample",
+    "encode_sample",
+    "merge_indexes",
+]
