@@ -98,6 +98,14 @@ def _tolerant_build_ext():
     from torch.utils.cpp_extension import BuildExtension
 
     class BuildKernels(BuildExtension):
+        def build_extensions(self) -> None:
+            try:
+                super().build_extensions()
+            except Exception as exc:  # e.g. torch's compiler check on a broken toolchain
+                if _require():
+                    raise
+                _log(f"the C++ toolchain is unusable, the pure-torch ops will serve: {exc}")
+
         def build_extension(self, ext) -> None:
             try:
                 super().build_extension(ext)
