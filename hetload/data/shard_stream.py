@@ -38,7 +38,7 @@ from hetload.errors import ErrorPolicy, OnError
 from hetload.shards.format import ShardError, decode_sample
 from hetload.shards.index import ShardIndex, is_url
 
-__all__ = ["Batcher", "ShardStream", "StreamPlan", "fixed_batches"]
+__all__ = ["Batcher", "ShardStream", "StreamPlan", "fixed_batches", "token_batches"]
 
 #: ``batcher(items, size_fn, seed) -> iterator of lists of items``; must depend only on the
 #: sequence of ``size_fn(item)`` values and ``seed`` (ShardStream dry-runs it on sizes)
@@ -63,12 +63,16 @@ def fixed_batches(batch_size: int) -> Batcher:
     return batcher
 
 
-def token_batches(max_tokens: int, buffer_size: int) -> Batcher:
-    """The streaming bucketer of :mod:`hetload.samplers` with a token budget."""
+def token_batches(max_tokens: int, buffer_size: int = 2048, **options: Any) -> Batcher:
+    """:func:`hetload.samplers.stream_batches` (a bounded buffer, sorted and cut under the
+    budget) as a :data:`Batcher`; ``options`` are its ``cost``, ``max_batch_size``, ``oversize``.
+    """
     from hetload.samplers import stream_batches
 
     def batcher(items: Iterable[Any], size_fn: Callable[[Any], int], seed: int):
-        return stream_batches(items, size_fn, max_tokens, buffer_size=buffer_size, seed=seed)
+        return stream_batches(
+            items, size_fn, max_tokens, buffer_size=buffer_size, seed=seed, **options
+        )
 
     return batcher
 
@@ -106,9 +110,11 @@ class ShardStream(IterableDataset):
         rank, world_size: this process's place in the job; both given, or both from
             ``torch.distributed`` when initialized (else 0 and 1).
         batch_size: fixed-size batches (in stream order), or
-        max_tokens: token-budget batches from :mod:`hetload.samplers`' streaming bucketer, or
-        batcher: any :data:`Batcher`.
-        buffer_size: the bucketer's look-ahead, in samples.
+        max_tokens: batches within a token budget from
+            :func:`hetload.samplers.stream_batches` (``cost`` ``"padded"`` by default:
+            ``B * max N_i <= max_tokens``), or
+        batcher: any :data:`Batcher` (e.g. :func:`token_batches` with more options).
+        buffer_size: the bucketer's buffer, in samples (more pads less, holds more memory).
         size_field: the field whose rows are a sample's size (default as ``ShardDataset``).
         fields: the fields to decode; ``None`` for all.
         collate_fn: turns a list of samples into a batch (``None`` yields the lists).
@@ -131,7 +137,7 @@ class ShardStream(IterableDataset):
         batch_size: int | None = None,
         max_tokens: int | None = None,
         batcher: Batcher | None = None,
-        buffer_size: int = 1024,
+        buffer_size: int = 2048,
         size_field: str | None = None,
         fields: Sequence[str] | None = None,
         collate_fn: Callable[[list[dict[str, Any]]], Any] | None = collate,
@@ -240,7 +246,11 @@ class ShardStream(IterableDataset):
 
     def _count(self, shards: list[int], seed: int) -> int:
         sizes = (size for k in shards for size in self._sizes[k])
-        return sum(1 for _ in self.batcher(sizes, int, seed))
+        try:
+            return sum(1 for _ in self.batcher(sizes, int, seed))
+        except ValueError as exc:
+            names = ", ".join(self.urls[k] for k in shards)
+            raise ValueError(f"ShardStream: planning the batches of {names}: {exc}") from None
 
     def __iter__(self) -> Iterator[Any]:
         info = get_worker_info()
@@ -270,7 +280,7 @@ class ShardStream(IterableDataset):
     def _samples(self, shards: list[int]) -> Iterator[dict[str, Any]]:
         for k in shards:
             url = self.urls[k]
-            for raw in self._read_shard(url):
+            for raw in self._read_shard(k):
                 key = raw["__key__"]
                 members = {name: data for name, data in raw.items() if not name.startswith("__")}
                 try:
@@ -278,9 +288,10 @@ class ShardStream(IterableDataset):
                 except ShardError as exc:
                     self.policy.handle(exc.source, exc)
 
-    def _read_shard(self, url: str) -> Iterator[dict[str, Any]]:
+    def _read_shard(self, k: int) -> Iterator[dict[str, Any]]:
         from webdataset.tariterators import group_by_keys, tar_file_expander
 
+        url = self.urls[k]
         last_member: list[str | None] = [None]
         seen: list[BaseException | None] = [None]
 
@@ -290,7 +301,8 @@ class ShardStream(IterableDataset):
             seen[0] = exn
             after = f"after {last_member[0]}" if last_member[0] else "at the start"
             reason = str(exn.args[0]) if exn.args else type(exn).__name__
-            error = ShardError(url, None, f"unreadable {after}: {reason.split(' @ ')[0]}")
+            reason = reason.split(" @ ")[0] + _size_hint(url, self.index.shards[k].filesize)
+            error = ShardError(url, None, f"unreadable {after}: {reason}")
             self.policy.handle(error.source, error)
             return True
 
@@ -352,6 +364,16 @@ def _world(rank: int | None, world_size: int | None) -> tuple[int, int]:
     if not 0 <= rank < world_size:  # type: ignore[operator]
         raise ValueError(f"ShardStream: rank {rank} is outside [0, {world_size})")
     return int(rank), int(world_size)  # type: ignore[arg-type]
+
+
+def _size_hint(url: str, expected: int) -> str:
+    """For a local shard whose size differs from the index: say so (the likely cause)."""
+    if is_url(url) or not os.path.exists(url) or expected < 0:
+        return ""
+    size = os.path.getsize(url)
+    if size == expected:
+        return ""
+    return f" (the file has {size} bytes, the index says {expected}: truncated or replaced)"
 
 
 def _open(url: str):
