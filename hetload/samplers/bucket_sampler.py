@@ -128,9 +128,7 @@ class BucketBatchSampler(Sampler[list[int]]):
             )
         self._oversize = over.astype(np.int64)
         self._base = self._base_order()
-        ones = np.ones(table.shape[0], dtype=np.int64)
-        wide = table.astype(np.int64, copy=False)
-        estimated_batches = float(self.budget.load(ones, wide, wide)[self._base].sum())
+        estimated_batches = self.budget.total_load(table, self._base)
         self.n_windows = max(1, min(int(windows), int(estimated_batches // _MIN_WINDOW_BATCHES)))
         self.fingerprint = fingerprint(
             table,
@@ -147,7 +145,9 @@ class BucketBatchSampler(Sampler[list[int]]):
         """The samples to batch (oversize ones left out), sorted by size, ties by the seed."""
         base = base_order(sort_key(self._table, self.budget), self.seed if self.shuffle else None)
         if self._oversize.size:
-            base = base[~np.isin(base, self._oversize)]
+            over = np.zeros(self._table.shape[0], dtype=bool)
+            over[self._oversize] = True
+            base = base[~over[base]]
         return base
 
     # -- epochs ---------------------------------------------------------------------------

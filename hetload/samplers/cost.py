@@ -32,6 +32,8 @@ __all__ = ["Budget", "CostFn", "as_size_table", "fingerprint"]
 CostFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 CostSpec = Literal["padded", "sum"] | CostFn
 _NAMED = ("padded", "sum")
+# rows handled at once where a whole-table int64 temporary would cost tens of bytes per sample
+_CHUNK = 1 << 18
 
 
 def as_size_table(
@@ -153,9 +155,20 @@ class Budget:
 
     def oversize(self, table: np.ndarray) -> np.ndarray:
         """bool ``[N]``: samples of the size table ``[N, K]`` that exceed the budget alone."""
-        ones = np.ones(table.shape[0], dtype=np.int64)
-        wide = table.astype(np.int64, copy=False)
-        return ~self.fits(ones, wide, wide)
+        out = np.zeros(table.shape[0], dtype=bool)
+        for lo in range(0, table.shape[0], _CHUNK):
+            wide = table[lo : lo + _CHUNK].astype(np.int64)
+            out[lo : lo + _CHUNK] = ~self.fits(np.ones(wide.shape[0], np.int64), wide, wide)
+        return out
+
+    def total_load(self, table: np.ndarray, index: np.ndarray) -> float:
+        """Sum over the samples ``index`` of the budget fraction each takes alone: about the
+        number of batches they fill."""
+        total = 0.0
+        for lo in range(0, index.shape[0], _CHUNK):
+            wide = table[index[lo : lo + _CHUNK]].astype(np.int64)
+            total += float(self.load(np.ones(wide.shape[0], np.int64), wide, wide).sum())
+        return total
 
     def load(self, count: np.ndarray, maxes: np.ndarray, sums: np.ndarray) -> np.ndarray:
         """float64 ``[B]``: each batch's largest cost as a fraction of its limit (1.0 = full)."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -63,7 +64,8 @@ def base_order(key: np.ndarray, seed: int | None) -> np.ndarray:
     if seed is None:
         return np.argsort(key, kind="stable").astype(index_dtype(n), copy=False)
     rng = np.random.default_rng([_BASE_STREAM, int(seed)])
-    shuffled = rng.permutation(n).astype(index_dtype(n), copy=False)
+    shuffled = np.arange(n, dtype=index_dtype(n))
+    rng.shuffle(shuffled)
     return shuffled[np.argsort(key[shuffled], kind="stable")]
 
 
@@ -79,10 +81,13 @@ def deal_windows(
         return base, np.array([0, base.shape[0]], dtype=np.int64)
     dtype = np.uint16 if n_windows <= 2**16 else np.uint32
     window = rng.integers(n_windows, size=base.shape[0], dtype=dtype)
-    # a stable sort of small integers is a radix sort in numpy: linear time
-    order = base[np.argsort(window, kind="stable")]
     starts = np.zeros(n_windows + 1, dtype=np.int64)
     np.cumsum(np.bincount(window, minlength=n_windows), out=starts[1:])
+    # one masked pass per window rather than an argsort: no int64 permutation of N entries,
+    # so the epoch never holds more than a few bytes per sample
+    order = np.empty_like(base)
+    for w in range(n_windows):
+        order[starts[w] : starts[w + 1]] = base[window == w]
     return order, starts
 
 
@@ -152,7 +157,7 @@ def _left_limit(
 def _recut_overfull(sizes: np.ndarray, cuts: np.ndarray, budget: Budget) -> np.ndarray:
     """Exact check of every batch; each one over a limit is re-cut greedily with its true
     running maximum. Returns the new cuts."""
-    count, maxes, sums = batch_summary(sizes, cuts)
+    count, maxes, sums = _summary(sizes, cuts)
     bad = np.flatnonzero(~budget.fits(count, maxes, sums))
     if bad.size == 0:
         return cuts
@@ -170,18 +175,34 @@ def _recut_overfull(sizes: np.ndarray, cuts: np.ndarray, budget: Budget) -> np.n
     return np.union1d(cuts, np.asarray(extra, dtype=np.int64))
 
 
-def batch_summary(sizes: np.ndarray, cuts: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Per batch: ``count`` int64 ``[B]``, ``maxes`` and ``sums`` int64 ``[B, K]``."""
-    count = np.diff(cuts)
-    if count.size == 0:
-        empty = np.zeros((0, sizes.shape[1]), dtype=np.int64)
-        return count, empty, empty
+def _summary(sizes: np.ndarray, cuts: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per batch of ``sizes`` (``[N, K]``, in order): ``count`` int64 ``[B]``, ``maxes`` and
+    ``sums`` int64 ``[B, K]``."""
     wide = sizes.astype(np.int64, copy=False)
     return (
-        count,
+        np.diff(cuts),
         np.maximum.reduceat(wide, cuts[:-1], axis=0),
         np.add.reduceat(wide, cuts[:-1], axis=0),
     )
+
+
+def batch_summary(
+    table: np.ndarray, order: np.ndarray, cuts: np.ndarray, chunk: int = 1 << 18
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per batch: ``count`` int64 ``[B]``, ``maxes`` and ``sums`` int64 ``[B, K]``, where batch
+    ``b`` is ``table[order[cuts[b]:cuts[b + 1]]]``. Works ``chunk`` samples at a time, so the
+    int64 copies of the sizes stay small."""
+    count = np.diff(cuts)
+    maxes = np.zeros((count.size, table.shape[1]), dtype=np.int64)
+    sums = np.zeros_like(maxes)
+    if count.size == 0:
+        return count, maxes, sums
+    firsts = np.searchsorted(cuts, np.arange(0, int(cuts[-1]), chunk), side="right") - 1
+    bounds = np.append(np.unique(firsts), count.size).tolist()
+    for b0, b1 in pairwise(bounds):
+        lo, hi = int(cuts[b0]), int(cuts[b1])
+        _, maxes[b0:b1], sums[b0:b1] = _summary(table[order[lo:hi]], cuts[b0 : b1 + 1] - lo)
+    return count, maxes, sums
 
 
 @dataclass(frozen=True)
@@ -244,13 +265,17 @@ def plan_epoch(
     """
     rng = epoch_rng(seed, epoch)
     order, starts = deal_windows(base, n_windows if shuffle else 1, rng)
-    cuts = cut_windows(table[order], starts, budget)
+    pieces = [np.zeros(1, dtype=np.int64)]
+    # window by window: the int64 work arrays of the cut cover one window, not the dataset
+    for lo, hi in pairwise(starts.tolist()):
+        if hi > lo:
+            window = np.array([0, hi - lo], dtype=np.int64)
+            pieces.append(cut_windows(table[order[lo:hi]], window, budget)[1:] + lo)
     if alone is not None and alone.size:
+        pieces.append(order.shape[0] + np.arange(1, alone.size + 1, dtype=np.int64))
         order = np.concatenate([order, alone.astype(order.dtype, copy=False)])
-        cuts = np.concatenate([cuts, cuts[-1] + np.arange(1, alone.size + 1)])
-    sizes = table[order]
-    cuts, keep, duplicated, dropped = _equalize(cuts, world_size, drop_last, rng)
-    count, maxes, sums = batch_summary(sizes, cuts)
+    cuts, keep, duplicated, dropped = _equalize(np.concatenate(pieces), world_size, drop_last, rng)
+    count, maxes, sums = batch_summary(table, order, cuts)
     schedule = _schedule(keep, budget.load(count, maxes, sums), world_size, shuffle, rng)
     return EpochPlan(order, cuts, schedule, count, maxes, sums, duplicated, dropped, n_windows)
 
