@@ -7,7 +7,7 @@ The path from samples to a GPU batch, one hop each:
 - :mod:`hetload.ops` (``ops/``): ``packed_to_padded`` / ``padded_to_packed``, the device kernels
 """
 
-from hetload import io, ops, samplers
+from hetload import data, io, ops, samplers
 from hetload.batch import HeteroBatch
 from hetload.collate import collate
 from hetload.errors import ErrorPolicy
@@ -25,6 +25,7 @@ __all__ = [
     "Schema",
     "__version__",
     "collate",
+    "data",
     "io",
     "ops",
     "samplers",
