@@ -7,9 +7,10 @@ The path from samples to a GPU batch, one hop each:
 - :mod:`hetload.ops` (``ops/``): ``packed_to_padded`` / ``padded_to_packed``, the device kernels
 """
 
-from hetload import data, io, ops, samplers
+from hetload import data, interop, io, ops, samplers
 from hetload.batch import HeteroBatch
 from hetload.collate import collate
+from hetload.config import build_loader
 from hetload.errors import ErrorPolicy
 from hetload.ragged import Ragged
 from hetload.schema import DEFAULT_SCHEMA, Field, Schema
@@ -24,8 +25,10 @@ __all__ = [
     "Ragged",
     "Schema",
     "__version__",
+    "build_loader",
     "collate",
     "data",
+    "interop",
     "io",
     "ops",
     "samplers",

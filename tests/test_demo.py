@@ -130,11 +130,19 @@ def test_closed_shapes_are_closed_manifolds(demo_set: Path, shape: str) -> None:
 def test_sizes_log_normal_in_documented_range() -> None:
     sizes = demo.sample_sizes(20_000, seed=0)
     assert sizes.min() >= demo.MIN_VERTICES and sizes.max() <= demo.MAX_VERTICES
-    log_sizes = np.log(sizes)
-    assert abs(np.median(log_sizes) - np.log(demo.MEDIAN_VERTICES)) < 0.05
-    # the quartiles are far from the clip points, so the IQR of a normal gives sigma back
-    q25, q75 = np.quantile(log_sizes, [0.25, 0.75])
-    assert abs((q75 - q25) / 1.349 - demo.SIGMA) < 0.05
+    # a normal truncated at z = (log 300 - log 2000) / 1.4 = -1.36 and z = +4.9: compare the
+    # sample quantiles with the truncated normal's, computed here by inverting its CDF
+    from statistics import NormalDist
+
+    unit = NormalDist()
+    low = unit.cdf((np.log(demo.MIN_VERTICES) - np.log(demo.MEDIAN_VERTICES)) / demo.SIGMA)
+    high = unit.cdf((np.log(demo.MAX_VERTICES) - np.log(demo.MEDIAN_VERTICES)) / demo.SIGMA)
+    for q in (0.1, 0.25, 0.5, 0.75, 0.9):
+        z = unit.inv_cdf(low + q * (high - low))
+        expected = np.log(demo.MEDIAN_VERTICES) + demo.SIGMA * z
+        assert abs(np.quantile(np.log(sizes), q) - expected) < 0.05, q
+    # no pile-up at the bounds (a clipped distribution would put ~9% of samples at 300)
+    assert (sizes == demo.MIN_VERTICES).mean() < 0.002
     assert np.array_equal(sizes, demo.sample_sizes(20_000, seed=0))
     # the default set of 500 spans a few hundred to tens of thousands of vertices
     default = demo.sample_sizes(500, seed=0)

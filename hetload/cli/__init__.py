@@ -15,7 +15,15 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 #: subcommand modules, in the order ``--help`` lists them
-_COMMAND_MODULES: tuple[str, ...] = ("build_ext", "demo_data", "preprocess", "merge_index")
+_COMMAND_MODULES: tuple[str, ...] = (
+    "build_ext",
+    "demo_data",
+    "check",
+    "stats",
+    "bench",
+    "preprocess",
+    "merge_index",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,247 @@
+"""Every section and key a loader config may hold: type, default, meaning.
+
+This table is the single source of truth: the validator checks configs against it, and
+:func:`reference` renders it as the README's config reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hetload.config.types import (
+    AnyMap,
+    Bool,
+    Choice,
+    CodeRef,
+    Either,
+    Float,
+    FsPath,
+    Int,
+    ListOf,
+    MapOf,
+    Str,
+    Type,
+    Urls,
+)
+
+__all__ = ["DATASET_TYPES", "REQUIRED", "SCHEMA", "SECTION_DOCS", "Key", "reference"]
+
+REQUIRED = object()
+DATASET_TYPES = ("MeshFolder", "ShardDataset", "ShardStream")
+ON_ERROR = Choice(("raise", "skip", "warn"))
+_FIELD_SPEC = Str()  # "ragged" | "fixed" | "meta" | "index:<field>", checked by Field.parse
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key: its type, its default (``REQUIRED`` when it has none) and what it does.
+
+    ``only``: the dataset types (or sampler types) the key applies to; setting it for another type
+    is an error, since it would be silently ignored. ``required_for``: types that need it.
+    """
+
+    type: Type
+    default: Any
+    doc: str
+    only: tuple[str, ...] = ()
+    required_for: tuple[str, ...] = ()
+
+
+SECTION_DOCS = {
+    "dataset": "where samples come from",
+    "transforms": "per-sample transforms, applied in order after reading",
+    "sampler": "how samples are grouped into batches",
+    "collate": "how a batch is assembled from samples",
+    "loader": "torch DataLoader options",
+    "distributed": "which part of the data this process reads",
+    "device": "where batches go and what is done to them there",
+}
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "dataset": {
+        "type": Key(Choice(DATASET_TYPES), REQUIRED, "the dataset class"),
+        "root": Key(
+            FsPath(kind="dir"),
+            None,
+            "folder of OBJ/PLY files",
+            only=("MeshFolder",),
+            required_for=("MeshFolder",),
+        ),
+        "path": Key(
+            FsPath(),
+            None,
+            "a shard index (index.json) or the folder holding it",
+            only=("ShardDataset",),
+            required_for=("ShardDataset",),
+        ),
+        "urls": Key(
+            Urls(),
+            None,
+            "the shard index (index.json, its folder or URL), or shard URLs / paths in index "
+            "order (a list, or one brace pattern shard-{000000..000009}.tar) with `index`",
+            only=("ShardStream",),
+            required_for=("ShardStream",),
+        ),
+        "index": Key(
+            Urls(single=True),
+            None,
+            "the shard index, when `urls` lists the shards themselves",
+            only=("ShardStream",),
+        ),
+        "fields": Key(
+            Either((ListOf(Str()),), nullable=True),
+            None,
+            "fields each sample keeps (null: every field the source has)",
+        ),
+        "on_error": Key(ON_ERROR, "raise", "what a bad file or sample does: stop, drop, drop+warn"),
+        "options": Key(
+            AnyMap(),
+            {},
+            "further keyword arguments of the dataset class, checked against its signature",
+        ),
+    },
+    "sampler": {
+        "type": Key(
+            Choice(("bucket", "fixed")),
+            "bucket",
+            "bucket: batches under a size budget; fixed: batch_size samples per batch",
+        ),
+        "max_tokens": Key(
+            Int(min=1),
+            262_144,
+            "budget per batch, in points (padded points with cost=padded)",
+            only=("bucket",),
+        ),
+        "cost": Key(
+            Either((Choice(("padded", "sum")), CodeRef())),
+            "padded",
+            "batch cost: padded = B x longest, sum = total points, or 'module:function'",
+            only=("bucket",),
+        ),
+        "max_batch_size": Key(
+            Either((Int(min=1),), nullable=True),
+            None,
+            "at most this many samples per batch",
+            only=("bucket",),
+        ),
+        "oversize": Key(
+            Choice(("error", "skip", "alone")),
+            "error",
+            "a sample larger than max_tokens: stop, drop it, or give it a batch of its own",
+            only=("bucket",),
+        ),
+        "buffer_size": Key(
+            Int(min=1),
+            1024,
+            "look-ahead of the streaming bucketer, in samples (ShardStream only)",
+            only=("bucket",),
+        ),
+        "batch_size": Key(Int(min=1), 32, "samples per batch", only=("fixed",)),
+        "shuffle": Key(Bool(), True, "fresh random batches every epoch"),
+        "seed": Key(Int(min=0), 0, "seed of all sampling randomness (with the epoch)"),
+        "windows": Key(
+            Int(min=1),
+            32,
+            "windows an epoch is dealt into: more = fresher batches, fewer = less padding",
+            only=("bucket",),
+        ),
+        "drop_last": Key(
+            Bool(),
+            False,
+            "bucket: make the batch count a multiple of the world size by dropping the smallest "
+            "batches (false: by splitting the largest); fixed: drop a last incomplete batch",
+        ),
+    },
+    "collate": {
+        "schema": Key(
+            MapOf(_FIELD_SPEC),
+            {},
+            "field -> ragged | fixed | meta | index:<field>, added to the default schema",
+        ),
+        "unknown": Key(
+            Choice(("infer", "error")),
+            "infer",
+            "fields not in the schema: infer their kind, or refuse them",
+        ),
+    },
+    "loader": {
+        "num_workers": Key(Int(min=0), 0, "DataLoader worker processes"),
+        "pin_memory": Key(
+            Either((Bool(), Choice(("auto",)))),
+            "auto",
+            "page-locked batches for fast copies (auto: when the device is CUDA)",
+        ),
+        "prefetch_factor": Key(
+            Either((Int(min=1),), nullable=True),
+            None,
+            "batches prefetched per worker (null: torch's default, 2)",
+        ),
+        "persistent_workers": Key(Bool(), False, "keep workers alive between epochs"),
+        "timeout": Key(Float(min=0), 0.0, "seconds to wait for a batch from a worker (0: forever)"),
+    },
+    "distributed": {
+        "world_size": Key(
+            Either((Int(min=1), Choice(("auto",)))),
+            "auto",
+            "number of ranks (auto: $WORLD_SIZE, else 1)",
+        ),
+        "rank": Key(
+            Either((Int(min=0), Choice(("auto",)))),
+            "auto",
+            "this process's rank (auto: $RANK, else 0)",
+        ),
+        "even": Key(
+            Choice(("truncate", "pad")),
+            "truncate",
+            "equal batch counts on every rank (ShardStream only): cut every rank to the "
+            "smallest rank's count, or repeat batches up to the largest's",
+        ),
+    },
+    "device": {
+        "type": Key(
+            Either((Choice(("auto", "cpu", "cuda")), Str())),
+            "auto",
+            "auto: cuda when available, else cpu; or a torch device string such as cuda:1",
+        ),
+        "non_blocking": Key(Bool(), True, "asynchronous host-to-device copies"),
+        "pad": Key(
+            ListOf(Str()),
+            [],
+            "fields whose padded view is built on the device as each batch arrives",
+        ),
+    },
+}
+
+
+def _default_text(key: Key) -> str:
+    if key.default is REQUIRED:
+        return "required"
+    if key.required_for:
+        return "required for " + ", ".join(key.required_for)
+    if key.default is None:
+        return "null"
+    if isinstance(key.default, bool):
+        return str(key.default).lower()
+    if key.default == {} or key.default == []:
+        return "{}" if isinstance(key.default, dict) else "[]"
+    return str(key.default)
+
+
+def reference() -> str:
+    """The config reference as Markdown: one table per section (key, type, default, meaning)."""
+    lines = [
+        "Paths relative to the config file's folder; `--set`/overrides relative to the current "
+        "directory. `transforms` is a list of `Name` or `{Name: {arg: value}}` "
+        "(`module:function` names need custom code allowed).",
+        "",
+    ]
+    for section, keys in SCHEMA.items():
+        lines += [f"**`{section}`**: {SECTION_DOCS[section]}", ""]
+        lines += ["| key | type | default | meaning |", "|---|---|---|---|"]
+        for name, key in keys.items():
+            doc = key.doc + (f" ({', '.join(key.only)} only)" if key.only else "")
+            row = [f"`{name}`", key.type.describe(), f"`{_default_text(key)}`", doc]
+            lines.append("| " + " | ".join(v.replace("|", "\\|") for v in row) + " |")
+        lines.append("")
+    return "\n".join(lines)
