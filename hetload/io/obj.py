@@ -24,7 +24,7 @@ import numpy as np
 from hetload.io.options import LoadOptions
 from hetload.io.polygons import fan_triangles
 from hetload.io.read_error import ReadError, check_finite
-from hetload.io.text import NotNumbers, parse_numbers, tokens_per_line
+from hetload.io.text import NotNumbers, parse_lines, parse_table
 
 __all__ = ["count_obj", "read_obj"]
 
@@ -82,7 +82,7 @@ def count_obj(data: bytes) -> tuple[int, int]:
 
 
 def _normalize(path: str | os.PathLike, data: bytes) -> bytes:
-    if not data.strip():
+    if not data or data.isspace():
         raise ReadError(path, "the file is empty")
     if b"\0" in data:
         raise ReadError(path, "the file holds NUL bytes: binary data, not a text OBJ")
@@ -105,8 +105,12 @@ def _line_table(text: bytes) -> tuple[bytes, np.ndarray, np.ndarray, np.ndarray]
     if np.isin(arr[starts], (_SPACE, _TAB)).any():
         text = _LEADING_SPACE.sub(b"", text)
         return _line_table(text)
-    padded = np.concatenate([arr, np.full(3, _NL, dtype=np.uint8)])
-    heads = np.stack([padded[starts], padded[starts + 1], padded[starts + 2]], axis=1)
+    # text ends with a newline, so clamping only touches bytes of blank (or 1-byte) lines
+    last = len(arr) - 1
+    heads = np.stack(
+        [arr[starts], arr[np.minimum(starts + 1, last)], arr[np.minimum(starts + 2, last)]],
+        axis=1,
+    )
     return text, starts, ends, heads
 
 
@@ -144,16 +148,12 @@ def _rows(
     """Parse ``lines`` that must all hold the same number of numbers: ``(float64 [L, k], k)``."""
     if len(lines) == 0:
         return np.zeros((0, 0)), 0
-    buf, line_starts = _gather(text, starts, ends, lines, keyword)
-    _, counts = tokens_per_line(buf, line_starts)
-    width = int(counts[0])
-    if (counts != width).any():
-        raise _Irregular
+    buf, _ = _gather(text, starts, ends, lines, keyword)
     try:
-        values = parse_numbers(buf, np.float64, width * len(lines))
+        table = parse_table(buf.tobytes(), np.float64, len(lines))
     except NotNumbers as exc:
         raise _Irregular from exc
-    return values.reshape(len(lines), width), width
+    return table, table.shape[1]
 
 
 def _parse_fast(text: bytes) -> _Parsed:
@@ -179,16 +179,7 @@ def _parse_fast(text: bytes) -> _Parsed:
         raise _Irregular
 
     face_line = lines["f"]
-    buf, line_starts = _gather(text, starts, ends, face_line, 1)
-    token_starts, arity = tokens_per_line(buf, line_starts)
-    per_corner, has_t, has_n = _corner_format(buf, token_starts)
-    buf[buf == _SLASH] = _SPACE
-    try:
-        ints = parse_numbers(buf, np.int64, per_corner * len(token_starts))
-    except NotNumbers as exc:
-        raise _Irregular from exc
-    corners = ints.reshape(-1, per_corner)
-
+    arity, corners, has_t, has_n = _faces(text, starts, ends, face_line)
     before = {
         name: np.searchsorted(lines[name], face_line).astype(np.int64) for name in ("v", "vt", "vn")
     }
@@ -201,7 +192,7 @@ def _parse_fast(text: bytes) -> _Parsed:
         vt=vt[:, :2].reshape(-1, 2),
         vn=vn.reshape(-1, 3),
         face_line=face_line,
-        arity=arity.astype(np.int64),
+        arity=arity,
         cv=corners[:, 0],
         ct=corners[:, 1] if has_t else None,
         cn=corners[:, -1] if has_n else None,
@@ -211,22 +202,39 @@ def _parse_fast(text: bytes) -> _Parsed:
     )
 
 
-def _corner_format(buf: np.ndarray, token_starts: np.ndarray) -> tuple[int, bool, bool]:
-    """The one corner format (``v``, ``v/t``, ``v//n``, ``v/t/n``) all corners share."""
-    if len(token_starts) == 0:
-        return 1, False, False
-    slashes = np.flatnonzero(buf == _SLASH)
-    owner = np.searchsorted(token_starts, slashes, side="right") - 1
-    per_corner = np.bincount(owner, minlength=len(token_starts))
-    pairs = slashes[:-1][np.diff(slashes) == 1]
-    pair_owner = np.searchsorted(token_starts, pairs, side="right") - 1
-    pairs_per_corner = np.bincount(pair_owner, minlength=len(token_starts))
-    key = (int(per_corner[0]), int(pairs_per_corner[0]))
+def _faces(
+    text: bytes, starts: np.ndarray, ends: np.ndarray, face_line: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, bool, bool]:
+    """``(arity int64 [F], corners int64 [C, k], has_uv, has_normal)`` of the ``f`` lines.
+
+    The corner format (``v``, ``v/t``, ``v//n``, ``v/t/n``) is read from the first corner; the
+    slash and ``//`` totals and every line's number count must then agree with it exactly.
+    """
+    if len(face_line) == 0:
+        return np.zeros(0, np.int64), np.zeros((0, 1), np.int64), False, False
+    buf, _ = _gather(text, starts, ends, face_line, 1)
+    first = bytes(buf[: int(np.argmax(buf == _NL))]).split()
+    if not first:
+        raise _Irregular
+    key = (first[0].count(b"/"), first[0].count(b"//"))
     if key not in _CORNER_FORMATS:
         raise _Irregular
-    if (per_corner != key[0]).any() or (pairs_per_corner != key[1]).any():
+    per_corner, has_t, has_n = _CORNER_FORMATS[key]
+    raw = buf.tobytes()
+    slashes, pairs = raw.count(b"/"), raw.count(b"//")
+    buf[buf == _SLASH] = _SPACE
+    try:
+        # 0 is no OBJ index, so it can mark line ends (a 0 in the file is refused later)
+        values, _, counts = parse_lines(buf.tobytes(), np.int64, len(face_line), b"0")
+    except NotNumbers as exc:
+        raise _Irregular from exc
+    arity = counts // per_corner
+    n_corners = int(arity.sum())
+    if (counts % per_corner).any() or (slashes, pairs) != (key[0] * n_corners, key[1] * n_corners):
         raise _Irregular
-    return _CORNER_FORMATS[key]
+    keep = np.ones(len(values), dtype=bool)
+    keep[np.cumsum(counts + 1) - 1] = False
+    return arity, values[keep].reshape(-1, per_corner), has_t, has_n
 
 
 def _parse_lines(path: str | os.PathLike, text: bytes) -> _Parsed:
@@ -248,6 +256,9 @@ def _parse_lines(path: str | os.PathLike, text: bytes) -> _Parsed:
         parts = raw.split()
         if not parts:
             continue
+        comment = next((i for i, p in enumerate(parts) if p.startswith(b"#")), None)
+        if comment is not None and parts[0] in (b"v", b"vt", b"vn", b"f"):
+            parts = parts[:comment]  # a trailing comment ('1.#IND' is no comment)
         keyword, values = parts[0], parts[1:]
         where = f"line {number + 1}"
         if keyword == b"v":
@@ -339,6 +350,8 @@ def _resolve(
     parsed: _Parsed,
 ) -> np.ndarray:
     """1-based / negative (relative) OBJ indices -> 0-based, every one checked."""
+    if len(raw) and raw.min() > 0 and raw.max() <= total:
+        return raw - 1
     base = np.repeat(before, parsed.arity)
     index = np.where(raw > 0, raw - 1, base + raw)
     bad = (raw == 0) | (index < 0) | (index >= total)
@@ -380,19 +393,28 @@ def _assemble(
             f"line {int(parsed.face_line[face]) + 1}",
         )
     index_dtype = options.index_dtype
-    corners, owner = fan_triangles(parsed.arity)
+    if (parsed.arity == 3).all():
+        corners, owner = None, None
+    else:
+        corners, owner = fan_triangles(parsed.arity)
+
+    def triangles(per_corner: np.ndarray) -> np.ndarray:
+        tri = per_corner.reshape(-1, 3) if corners is None else per_corner[corners]
+        return tri.astype(index_dtype, copy=False)
+
     cv = _resolve(path, parsed.cv, parsed.before["v"], len(parsed.v), "vertex", parsed)
-    sample["faces"] = cv[corners].astype(index_dtype)
+    sample["faces"] = triangles(cv)
     # corners that name uv / normal lines a file does not have (some exporters write
     # 'f 1//1' with no 'vn' at all) carry no attribute: the geometry is still exact
     if parsed.ct is not None and len(parsed.vt):
         ct = _resolve(path, parsed.ct, parsed.before["vt"], len(parsed.vt), "uv", parsed)
-        sample["faces_uvs"] = ct[corners].astype(index_dtype)
+        sample["faces_uvs"] = triangles(ct)
     if parsed.cn is not None and len(parsed.vn):
         cn = _resolve(path, parsed.cn, parsed.before["vn"], len(parsed.vn), "normal", parsed)
-        sample["faces_normals"] = cn[corners].astype(index_dtype)
+        sample["faces_normals"] = triangles(cn)
     if len(parsed.group_line):
-        sample["face_groups"] = _face_groups(parsed)[owner]
+        groups = _face_groups(parsed)
+        sample["face_groups"] = groups if owner is None else groups[owner]
     if options.polygons:
         sample["polygons"] = cv.astype(index_dtype)
         sample["polygon_sizes"] = parsed.arity.astype(np.int64)

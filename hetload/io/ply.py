@@ -21,7 +21,7 @@ import numpy as np
 from hetload.io.options import LoadOptions
 from hetload.io.polygons import fan_triangles
 from hetload.io.read_error import ReadError, check_finite, check_fits
-from hetload.io.text import NotNumbers, parse_numbers, tokens_per_line
+from hetload.io.text import NotNumbers, parse_lines, parse_numbers, parse_table, tokens_per_line
 
 __all__ = ["PlyHeader", "read_ply", "read_ply_header"]
 
@@ -159,7 +159,8 @@ def _read_binary(
             need = element.count * dtype.itemsize
             check_fits(path, need, len(data) - offset, f"{element.count} rows", where)
             rows = np.frombuffer(data, dtype=dtype, count=element.count, offset=offset)
-            out.append({p.name: rows[p.name].astype(p.dtype) for p in element.props})
+            # views into the file's bytes (maybe big-endian); converted once, when assembled
+            out.append({p.name: rows[p.name] for p in element.props})
             offset += need
             continue
         values, offset = _binary_lists(path, data, offset, element, order, where)
@@ -207,11 +208,11 @@ def _binary_lists(
             values: Values = {}
             for p in element.props:
                 if p.count_dtype is None:
-                    values[p.name] = rows[p.name].astype(p.dtype)
+                    values[p.name] = rows[p.name]
                 else:
                     width = rows.dtype[p.name].shape[0]
                     sizes = np.full(element.count, width, dtype=np.int64)
-                    values[p.name] = (rows[p.name].reshape(-1).astype(p.dtype), sizes)
+                    values[p.name] = (rows[p.name], sizes)  # [count, width] view
             return values, offset + need
     return _walk_rows(path, data, offset, element, order)
 
@@ -285,83 +286,158 @@ def _empty(p: Prop) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     return np.zeros(0, dtype=p.dtype), np.zeros(0, dtype=np.int64)
 
 
+class _Irregular(Exception):
+    """The ASCII fast path does not apply (blank lines, a sentinel value in the data, a bad
+    token); the general path re-reads the body and names the line of any error."""
+
+
 def _read_ascii(path: str | os.PathLike, data: bytes, header: PlyHeader) -> list[Values]:
     body = data[header.body :]
     if b"\r" in body:
         body = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    buf = np.frombuffer(body + b"\n", dtype=np.uint8)
-    newlines = np.flatnonzero(buf == 10)
-    line_starts = np.concatenate([[0], newlines[:-1] + 1])
-    token_starts, counts = tokens_per_line(buf, line_starts)
-    rows = np.flatnonzero(counts)  # one row per non-blank line
-    del token_starts
+    if not body.endswith(b"\n"):
+        body += b"\n"
+    try:
+        return _ascii_fast(path, body, header)
+    except _Irregular:
+        return _ascii_general(path, body, header)
+
+
+def _all_int(element: Element) -> bool:
+    return all(p.dtype.kind in "iu" for p in element.props)
+
+
+def _ascii_fast(path: str | os.PathLike, body: bytes, header: PlyHeader) -> list[Values]:
+    """One row per line and no blank lines: each element is one slice of the body, parsed in
+    one call, its line structure checked by ``loadtxt`` or by line-end sentinels."""
+    newlines = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == 10)
     out = []
     cursor = 0
     for element in header.elements:
-        where = f"element {element.name!r}"
+        if element.count == 0:
+            out.append({p.name: _empty(p) for p in element.props})
+            continue
+        if cursor + element.count > len(newlines):
+            raise _Irregular
+        start = 0 if cursor == 0 else int(newlines[cursor - 1]) + 1
+        region = body[start : int(newlines[cursor + element.count - 1]) + 1]
+        first_line = cursor + header.lines
+
+        def where(i: int, first_line: int = first_line) -> str:
+            return f"line {first_line + i}"
+
+        dtype = np.int64 if _all_int(element) else np.float64
+        try:
+            if element.fixed:
+                table = parse_table(region, dtype, element.count)
+                tokens = np.full(element.count, table.shape[1], dtype=np.int64)
+                numbers, row_start = table.reshape(-1), np.arange(element.count) * table.shape[1]
+            else:
+                # a count or an index is never -1... except in tristrips, which then take the
+                # general path; floats use nan, which a mesh file does not hold in a list row
+                sentinel = b"-1" if dtype is np.int64 else b"nan"
+                numbers, row_start, tokens = parse_lines(region, dtype, element.count, sentinel)
+        except NotNumbers as exc:
+            raise _Irregular from exc
+        if (tokens == 0).any():
+            raise _Irregular
+        out.append(_decode_rows(path, numbers, row_start, tokens, element, where))
+        cursor += element.count
+    if body[int(newlines[cursor - 1]) + 1 if cursor else 0 :].strip():
+        raise _Irregular
+    return out
+
+
+def _ascii_general(path: str | os.PathLike, body: bytes, header: PlyHeader) -> list[Values]:
+    """Any layout the fast path declines: blank lines allowed, every error with its line."""
+    buf = np.frombuffer(body, dtype=np.uint8)
+    newlines = np.flatnonzero(buf == 10)
+    line_starts = np.concatenate([[0], newlines[:-1] + 1])
+    _, counts = tokens_per_line(buf, line_starts)
+    rows = np.flatnonzero(counts)  # one row per non-blank line
+    out = []
+    cursor = 0
+    for element in header.elements:
         if element.count > len(rows) - cursor:
             raise ReadError(
                 path,
                 f"the header declares {element.count} rows but only {len(rows) - cursor} "
                 "lines remain: the file is truncated or its header is wrong",
-                where,
+                f"element {element.name!r}",
             )
         lines = rows[cursor : cursor + element.count]
         cursor += element.count
-        out.append(
-            _ascii_element(path, body, line_starts, newlines, counts, lines, element, header)
-        )
+        if element.count == 0:
+            out.append({p.name: _empty(p) for p in element.props})
+            continue
+
+        def where(i: int, lines: np.ndarray = lines) -> str:
+            return f"line {int(lines[i]) + header.lines}"
+
+        tokens = counts[lines]
+        numbers = np.empty(int(tokens.sum()), dtype=np.float64)
+        row_start = np.concatenate([[0], np.cumsum(tokens)[:-1]])
+        try:
+            # rows of one element may be split by blank lines: parse each run of lines
+            for run in np.split(np.arange(len(lines)), np.flatnonzero(np.diff(lines) != 1) + 1):
+                a, b = lines[run[0]], lines[run[-1]]
+                chunk = body[line_starts[a] : newlines[b]]
+                n = int(tokens[run].sum())
+                numbers[row_start[run[0]] : row_start[run[0]] + n] = parse_numbers(
+                    chunk, np.float64, n
+                )
+        except NotNumbers:
+            _raise_bad_token(path, body, line_starts, newlines, lines, where)
+        out.append(_decode_rows(path, numbers, row_start, tokens, element, where))
     if cursor != len(rows):
-        line = int(rows[cursor]) + header.lines
         raise ReadError(
             path,
             f"{len(rows) - cursor} lines follow the last element: the header does not describe "
             "the whole file",
-            f"line {line}",
+            f"line {int(rows[cursor]) + header.lines}",
         )
     return out
 
 
-def _ascii_element(
+def _decode_rows(
     path: str | os.PathLike,
-    body: bytes,
-    line_starts: np.ndarray,
-    newlines: np.ndarray,
-    counts: np.ndarray,
-    lines: np.ndarray,
+    numbers: np.ndarray,
+    row_start: np.ndarray,
+    tokens: np.ndarray,
     element: Element,
-    header: PlyHeader,
+    where,
 ) -> Values:
-    if element.count == 0:
-        return {p.name: _empty(p) for p in element.props}
+    """Split each row's numbers among the element's properties, vectorized over rows.
 
-    def where(i: int) -> str:
-        return f"line {int(lines[i]) + header.lines}"
-
-    tokens = counts[lines]
-    region = body[line_starts[lines[0]] : newlines[lines[-1]]]
-    try:
-        numbers = parse_numbers(region, np.float64, int(tokens.sum()))
-    except NotNumbers:
-        _raise_bad_token(path, body, line_starts, newlines, lines, where)
-    row_start = np.concatenate([[0], np.cumsum(tokens)[:-1]])
+    Row ``i``'s numbers are ``numbers[row_start[i] : row_start[i] + tokens[i]]``; every row
+    must be used up exactly (else the header does not describe the row).
+    """
+    if (tokens == tokens[0]).all() and element.count:
+        values = _decode_uniform(path, numbers, row_start, int(tokens[0]), element, where)
+        if values is not None:
+            return values
     pos = row_start.copy()
+    row_end = row_start + tokens
+
+    def row_of(index: np.ndarray):
+        return lambda k: int(np.searchsorted(row_start, index[k], side="right") - 1)
+
     values: Values = {}
     for p in element.props:
+        _check_room(path, pos + 1, row_end, element, where)
         if p.count_dtype is None:
-            _check_room(path, pos + 1, row_start + tokens, element, where)
-            values[p.name] = _cast(path, numbers[pos], p.dtype, p.name, pos, row_start, where)
+            values[p.name] = _cast(path, numbers[pos], p.dtype, p.name, row_of(pos), where)
             pos = pos + 1
             continue
-        _check_room(path, pos + 1, row_start + tokens, element, where)
-        n = _cast(path, numbers[pos], p.count_dtype, p.name, pos, row_start, where)
+        n = _cast(path, numbers[pos], p.count_dtype, p.name, row_of(pos), where)
         n = n.astype(np.int64)
-        _check_room(path, pos + 1 + n, row_start + tokens, element, where)
+        _check_room(path, pos + 1 + n, row_end, element, where)
         index = np.repeat(pos + 1 - np.concatenate([[0], np.cumsum(n)[:-1]]), n)
         index += np.arange(len(index), dtype=np.int64)
-        values[p.name] = (_cast(path, numbers[index], p.dtype, p.name, index, row_start, where), n)
+        items = _cast(path, numbers[index], p.dtype, p.name, row_of(index), where)
+        values[p.name] = (items, n)
         pos = pos + 1 + n
-    extra = np.flatnonzero(pos != row_start + tokens)
+    extra = np.flatnonzero(pos != row_end)
     if len(extra):
         i = int(extra[0])
         raise ReadError(
@@ -371,6 +447,39 @@ def _ascii_element(
             where(i),
         )
     return values
+
+
+def _decode_uniform(
+    path: str | os.PathLike,
+    numbers: np.ndarray,
+    row_start: np.ndarray,
+    width: int,
+    element: Element,
+    where,
+) -> Values | None:
+    """Rows that all hold ``width`` numbers and, if lists, the same list sizes: column slices.
+    ``None`` when the list sizes differ between rows (the general walk takes over)."""
+    # rows are evenly spaced (a line-end sentinel may follow each): a strided view
+    table = numbers.reshape(len(row_start), -1)[:, :width]
+    values: Values = {}
+    col = 0
+    for p in element.props:
+        if col >= width:
+            return None
+        if p.count_dtype is None:
+            column = table[:, col]
+            values[p.name] = _cast(path, column, p.dtype, p.name, lambda k: k, where)
+            col += 1
+            continue
+        n = int(table[0, col])
+        if n < 0 or col + 1 + n > width or (table[:, col] != n).any():
+            return None
+        _cast(path, table[:1, col], p.count_dtype, p.name, lambda k: k, where)
+        items = table[:, col + 1 : col + 1 + n].reshape(-1)
+        flat = _cast(path, items, p.dtype, p.name, lambda k, n=n: k // n, where)
+        values[p.name] = (flat, np.full(len(table), n, dtype=np.int64))
+        col += 1 + n
+    return values if col == width else None
 
 
 def _check_room(
@@ -387,24 +496,23 @@ def _check_room(
 
 
 def _cast(
-    path: str | os.PathLike,
-    values: np.ndarray,
-    dtype: np.dtype,
-    name: str,
-    index: np.ndarray,
-    row_start: np.ndarray,
-    where,
+    path: str | os.PathLike, values: np.ndarray, dtype: np.dtype, name: str, row_of, where
 ) -> np.ndarray:
-    """float64 tokens -> the declared type, refusing fractions and out-of-range integers."""
-    if dtype.kind == "f":
+    """Parsed numbers -> the declared type, refusing fractions and out-of-range integers.
+
+    ``row_of(k)`` is the row of ``values[k]``, for the error message.
+    """
+    if dtype.kind == "f" or len(values) == 0:
         return values.astype(dtype)
     info = np.iinfo(dtype)
-    bad = (values != np.floor(values)) | (values < info.min) | (values > info.max)
-    if bad.any():
+    fraction = values.dtype.kind == "f" and (values != np.floor(values)).any()
+    if fraction or values.min() < info.min or values.max() > info.max:
+        bad = (values < info.min) | (values > info.max)
+        if values.dtype.kind == "f":
+            bad |= values != np.floor(values)
         k = int(np.flatnonzero(bad)[0])
-        row = int(np.searchsorted(row_start, index[k], side="right") - 1)
         raise ReadError(
-            path, f"property {name!r}: {values[k]!r} is not a valid {dtype.name}", where(row)
+            path, f"property {name!r}: {values[k]!r} is not a valid {dtype.name}", where(row_of(k))
         )
     return values.astype(dtype)
 
@@ -443,16 +551,20 @@ def _assemble(
             raise ReadError(path, "both 'face' and 'tristrips' hold faces; expected one of them")
         if len(strips):
             flat, sizes = strips.reshape(-1), np.full(len(strips), 3, dtype=np.int64)
-    if len(sizes):
+    if len(sizes) and (sizes == 3).all():
+        sample["faces"] = flat.reshape(-1, 3).astype(options.index_dtype, copy=False)
+        if "faces_uvs" in sample:
+            sample["faces_uvs"] = sample["faces_uvs"].reshape(-1, 3).astype(options.index_dtype)
+    elif len(sizes):
         corners, owner = fan_triangles(sizes)
         sample["faces"] = flat[corners].astype(options.index_dtype)
         for key in per_face:
             sample[key] = sample[key][owner]
         if "faces_uvs" in sample:
             sample["faces_uvs"] = sample["faces_uvs"][corners].astype(options.index_dtype)
-        if options.polygons:
-            sample["polygons"] = flat.astype(options.index_dtype)
-            sample["polygon_sizes"] = sizes
+    if len(sizes) and options.polygons:
+        sample["polygons"] = flat.astype(options.index_dtype)
+        sample["polygon_sizes"] = sizes
     for element, vals in zip(header.elements, values):
         if element.name in ("vertex", "face", "tristrips"):
             continue
@@ -461,12 +573,26 @@ def _assemble(
     return sample
 
 
+def _native(values: np.ndarray) -> np.ndarray:
+    """A writable copy in native byte order (file views may be big-endian and read-only)."""
+    return np.array(values, dtype=values.dtype.newbyteorder("="))
+
+
+def _columns(vals: Values, names: tuple[str, ...] | list[str], dtype) -> np.ndarray:
+    """Scalar properties side by side, ``[count, len(names)]``, converted in one pass each."""
+    first = vals[names[0]]
+    out = np.empty((len(first), len(names)), dtype=dtype)
+    for i, name in enumerate(names):
+        out[:, i] = vals[name]
+    return out
+
+
 def _put_extra(sample: dict, key: str, value) -> None:
     if isinstance(value, tuple):
-        sample[key] = np.array(value[0])
-        sample[key + "_sizes"] = np.array(value[1], dtype=np.int64)
+        sample[key] = _native(value[0]).reshape(-1)
+        sample[key + "_sizes"] = np.asarray(value[1], dtype=np.int64)
     else:
-        sample[key] = np.array(value)
+        sample[key] = _native(value)
 
 
 def _vertex(
@@ -475,25 +601,23 @@ def _vertex(
     names = {p.name for p in element.props}
     if not {"x", "y", "z"} <= names:
         raise ReadError(path, "element 'vertex' has no x, y, z properties", "header")
-    xyz = np.stack([np.asarray(vals[k], dtype=np.float64) for k in "xyz"], axis=1)
+    xyz = _columns(vals, "xyz", options.dtype)
     if not options.allow_nonfinite:
         check_finite(path, "vertex", xyz, lambda row: f"element 'vertex' row {row}")
-    sample["verts"] = xyz.astype(options.dtype)
+    sample["verts"] = xyz
     used = {"x", "y", "z"}
     if {"nx", "ny", "nz"} <= names:
-        normals = np.stack([vals[k] for k in ("nx", "ny", "nz")], axis=1)
-        sample["normals"] = normals.astype(options.dtype)
+        sample["normals"] = _columns(vals, ("nx", "ny", "nz"), options.dtype)
         used |= {"nx", "ny", "nz"}
     channels = [c for c in ("red", "green", "blue", "alpha") if c in names]
     if {"red", "green", "blue"} <= names:
-        colors = np.stack([vals[c] for c in channels], axis=1)
-        if colors.dtype.kind == "f":
-            colors = colors.astype(options.dtype)
-        sample["colors"] = np.ascontiguousarray(colors)
+        kind = np.result_type(*(vals[c].dtype for c in channels))
+        dtype = options.dtype if kind.kind == "f" else kind.newbyteorder("=")
+        sample["colors"] = _columns(vals, channels, dtype)
         used |= set(channels)
     for u, v in _UV_NAMES:
         if {u, v} <= names:
-            sample["uvs"] = np.stack([vals[u], vals[v]], axis=1).astype(options.dtype)
+            sample["uvs"] = _columns(vals, (u, v), options.dtype)
             used |= {u, v}
             break
     for p in element.props:
@@ -523,7 +647,7 @@ def _face(
     if index_name is None:
         raise ReadError(path, "element 'face' has no vertex_indices list", "header")
     flat, sizes = vals[index_name]  # type: ignore[misc]
-    flat, sizes = flat.astype(np.int64), sizes.astype(np.int64)
+    flat, sizes = flat.astype(np.int64).reshape(-1), sizes.astype(np.int64)
     if element.count == 0:
         return flat, sizes, []
     small = np.flatnonzero(sizes < 3)
@@ -539,13 +663,14 @@ def _face(
     used = {index_name}
     channels = [c for c in ("red", "green", "blue", "alpha") if c in scalars]
     if {"red", "green", "blue"} <= scalars:
-        sample["face_colors"] = np.stack([vals[c] for c in channels], axis=1)
+        kind = np.result_type(*(vals[c].dtype for c in channels)).newbyteorder("=")
+        sample["face_colors"] = _columns(vals, channels, kind)
         per_face.append("face_colors")
         used |= set(channels)
     texcoord = vals.get("texcoord")
     if isinstance(texcoord, tuple) and "uvs" not in sample and (texcoord[1] == 2 * sizes).all():
         # per-corner uvs (MeshLab / VCG): one uv row per corner; faces_uvs index those rows
-        sample["uvs"] = texcoord[0].reshape(-1, 2).astype(options.dtype)
+        sample["uvs"] = texcoord[0].astype(options.dtype).reshape(-1, 2)
         sample["faces_uvs"] = np.arange(len(flat), dtype=np.int64)
         used.add("texcoord")
     for p in element.props:
@@ -561,6 +686,8 @@ def _face(
 def _check_indices(
     path: str | os.PathLike, flat: np.ndarray, sizes: np.ndarray, n_verts: int, name: str
 ) -> None:
+    if len(flat) == 0 or (flat.min() >= 0 and flat.max() < n_verts):
+        return
     bad = np.flatnonzero((flat < 0) | (flat >= n_verts))
     if len(bad):
         k = int(bad[0])
@@ -578,7 +705,7 @@ def _tristrips(path: str | os.PathLike, element: Element, vals: Values, n_verts:
     index_name = next((n for n in _FACE_LISTS if isinstance(vals.get(n), tuple)), None)
     if index_name is None:
         raise ReadError(path, "element 'tristrips' has no vertex_indices list", "header")
-    flat = vals[index_name][0].astype(np.int64)  # type: ignore[index]
+    flat = vals[index_name][0].astype(np.int64).reshape(-1)  # type: ignore[index]
     bad = np.flatnonzero((flat < -1) | (flat >= n_verts))
     if len(bad):
         raise ReadError(
