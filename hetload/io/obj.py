@@ -69,15 +69,25 @@ def read_obj(path: str | os.PathLike, data: bytes, options: LoadOptions) -> dict
     return _assemble(path, parsed, options)
 
 
-def count_obj(data: bytes) -> tuple[int, int]:
+def count_obj(data: bytes | memoryview) -> tuple[int, int]:
     """``(vertices, faces)``: the ``v`` and ``f`` lines, counted without parsing a number."""
-    if b"\r" in data:
-        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    if b"\n " in data or b"\n\t" in data or data[:1] in (b" ", b"\t"):
-        data = _LEADING_SPACE.sub(b"", data)
-    data = b"\n" + data
-    verts = data.count(b"\nv ") + data.count(b"\nv\t")
-    faces = data.count(b"\nf ") + data.count(b"\nf\t")
+    arr = np.frombuffer(data, dtype=np.uint8)
+    if len(arr) < 2:
+        return 0, 0
+    breaks = arr[:-1] == _NL
+    if 13 in arr:
+        breaks |= arr[:-1] == 13
+    starts = np.flatnonzero(breaks) + 1
+    if arr[0] != _NL:
+        starts = np.concatenate([[0], starts])
+    starts = starts[starts < len(arr) - 1]
+    first, second = arr[starts], arr[starts + 1]
+    if ((first == _SPACE) | (first == _TAB)).any():
+        text = bytes(data).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        return count_obj(_LEADING_SPACE.sub(b"", text))
+    spaced = (second == _SPACE) | (second == _TAB)
+    verts = int(np.count_nonzero(spaced & (first == ord("v"))))
+    faces = int(np.count_nonzero(spaced & (first == ord("f"))))
     return verts, faces
 
 
