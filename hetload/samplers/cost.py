@@ -33,7 +33,7 @@ CostFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 CostSpec = Literal["padded", "sum"] | CostFn
 _NAMED = ("padded", "sum")
 # rows handled at once where a whole-table int64 temporary would cost tens of bytes per sample
-_CHUNK = 1 << 18
+_CHUNK = 1 << 14
 
 
 def as_size_table(

@@ -187,7 +187,7 @@ def _summary(sizes: np.ndarray, cuts: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 def batch_summary(
-    table: np.ndarray, order: np.ndarray, cuts: np.ndarray, chunk: int = 1 << 18
+    table: np.ndarray, order: np.ndarray, cuts: np.ndarray, chunk: int = 1 << 14
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per batch: ``count`` int64 ``[B]``, ``maxes`` and ``sums`` int64 ``[B, K]``, where batch
     ``b`` is ``table[order[cuts[b]:cuts[b + 1]]]``. Works ``chunk`` samples at a time, so the
