@@ -302,8 +302,33 @@ def _world(config: LoaderConfig) -> tuple[int, int]:
     return world, rank
 
 
+#: constructor arguments the config sets through its own keys, never through dataset.options
+_MANAGED = {
+    "on_error": "dataset.on_error",
+    "fields": "dataset.fields",
+    "transform": "transforms",
+    "index": "dataset.index",
+    "shuffle": "sampler.shuffle",
+    "seed": "sampler.seed",
+    "batch_size": "sampler.batch_size",
+    "max_tokens": "sampler.max_tokens",
+    "buffer_size": "sampler.buffer_size",
+    "rank": "distributed.rank",
+    "world_size": "distributed.world_size",
+    "even": "distributed.even",
+    "collate_fn": "collate",
+}
+
+
+def _check_options(config: LoaderConfig) -> None:
+    for name in config.dataset["options"]:
+        if name in _MANAGED:
+            raise config.error(f"dataset.options.{name}", f"set it with {_MANAGED[name]} instead")
+
+
 def _dataset(config: LoaderConfig, transform: Callable | None) -> Any:
     """A map-style dataset whose samples are transformed and trimmed to ``dataset.fields``."""
+    _check_options(config)
     ds = config.dataset
     data = _require("hetload.data", "dataset", config)
     cls = _attr(data, ds["type"], "dataset.type", config)
@@ -348,6 +373,7 @@ def _stream(
             raise config.error(
                 f"sampler.{key}", "applies to map-style datasets; ShardStream cannot honour it"
             )
+    _check_options(config)
     data = _require("hetload.data", "dataset", config)
     cls = _attr(data, "ShardStream", "dataset.type", config)
     ds, sampler = config.dataset, config.sampler
