@@ -110,6 +110,15 @@ def test_epochs_reshuffle_shards_deterministically(tmp_path):
     assert orders[0][0] == orders[0][1]
     assert orders[0][0] != orders[1][0]
     assert sorted(itertools.chain(*orders[1][0])) == list(range(40))
+    # without set_epoch, each new iteration is the next epoch (persistent workers rely on it)
+    stream.set_epoch(0)
+    assert [b["label"].tolist() for b in stream] == orders[0][0]
+    assert [b["label"].tolist() for b in stream] == orders[1][0]
+    loader = DataLoader(stream, batch_size=None, num_workers=2, persistent_workers=True)
+    stream.set_epoch(0)
+    first, second = [[b["label"].tolist() for b in loader] for _ in range(2)]
+    assert first != second
+    assert sorted(itertools.chain(*first)) == sorted(itertools.chain(*second)) == list(range(40))
 
 
 def test_pipe_and_fsspec_sources(tmp_path):

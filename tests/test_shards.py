@@ -81,6 +81,17 @@ def test_npy_member_round_trip_matches_np_load(dtype, shape, seed):
     assert decoded.flags.writeable  # decoded from a bytearray: usable by in-place transforms
 
 
+def test_npy_fortran_order_and_structured_dtypes():
+    for array in (
+        np.asfortranarray(np.arange(12, dtype=np.int32).reshape(3, 4)),
+        np.zeros(3, dtype=[("a", "<f4"), ("b", "<i8", (2,))]),
+    ):
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=False)
+        decoded = decode_npy(buffer.getvalue(), "s.tar", "k.x.npy")
+        assert decoded.dtype == array.dtype and np.array_equal(decoded, array)
+
+
 def test_npy_refuses_objects_and_names_the_member_when_corrupt():
     with pytest.raises(ValueError, match="objects"):
         encode_npy(np.array([{"a": 1}], dtype=object))

@@ -80,6 +80,9 @@ class ShardDataset(Dataset):
             s: _column([shard.size.get(s, [-1] * shard.nsamples) for shard in shards])
             for s in suffixes
         }
+        # the members a read looks at: all, or the selected fields' and the metadata
+        wanted = None if fields is None else {f"{name}.npy" for name in fields} | {"json"}
+        self._suffixes = [s for s in suffixes if wanted is None or s in wanted]
         names = self.index.field_names()
         if size_field is None:
             size_field = next((n for n in ("verts", "points") if n in names), None)
@@ -140,8 +143,8 @@ class ShardDataset(Dataset):
             )
         view = memoryview(buffer)
         members: dict[str, memoryview] = {}
-        for suffix, offsets in self._offset.items():
-            offset = int(offsets[i])
+        for suffix in self._suffixes:
+            offset = int(self._offset[suffix][i])
             if offset < 0:
                 continue
             size = int(self._size[suffix][i])
@@ -149,7 +152,14 @@ class ShardDataset(Dataset):
             rel = offset - start
             if rel < BLOCK or rel + size > len(view):
                 raise ShardError(url, name, "index offsets lie outside the sample's bytes")
-            found = _header_mismatch(view[rel - BLOCK : rel], name, size)
+            header = view[rel - BLOCK : rel]
+            # the writer's exact name and size fields, compared as bytes (the fast path)
+            if header[:100] == name.encode().ljust(100, b"\0") and header[124:135] == (
+                b"%011o" % size
+            ):
+                members[suffix] = view[rel : rel + size]
+                continue
+            found = _header_mismatch(header, name, size)
             if found is not None:
                 raise ShardError(
                     url,
@@ -160,13 +170,14 @@ class ShardDataset(Dataset):
             members[suffix] = view[rel : rel + size]
         return members
 
-    def _read_range(self, shard: int, start: int, end: int) -> bytearray:
+    def _read_range(self, shard: int, start: int, end: int) -> np.ndarray:
+        """``uint8 [end - start]`` (fewer where the file ends early), one positioned read; the
+        sample's arrays are views into it, so it is not zero-filled first."""
         url = self._urls[shard]
         if is_url(url):
-            return bytearray(_fsspec_range(url, start, end))
-        buffer = bytearray(end - start)
-        fd = self._fd(shard)
-        got = os.preadv(fd, [buffer], start)
+            return np.frombuffer(bytearray(_fsspec_range(url, start, end)), dtype=np.uint8)
+        buffer = np.empty(end - start, dtype=np.uint8)
+        got = os.preadv(self._fd(shard), [buffer], start)
         return buffer if got == len(buffer) else buffer[:got]
 
     def _fd(self, shard: int) -> int:

@@ -181,6 +181,7 @@ class ShardStream(IterableDataset):
         self.shuffle = shuffle
         self.seed = int(seed)
         self.epoch = 0
+        self._started = 0  # iterations begun since set_epoch (see set_epoch)
         self.fields = None if fields is None else list(fields)
         self.collate_fn = collate_fn
         self.policy = ErrorPolicy(on_error)
@@ -197,8 +198,14 @@ class ShardStream(IterableDataset):
         self._plans: dict[tuple[int, int], StreamPlan] = {}
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the shard order and batching seed of ``epoch`` (call before iterating)."""
+        """Select the shard order and batching seed of ``epoch`` (call before iterating).
+
+        Each iteration started afterwards in the same object advances the epoch by one, so a
+        stream iterated again without ``set_epoch`` (in the main process, or in the copies
+        ``persistent_workers=True`` keeps, which ``set_epoch`` cannot reach) still reshuffles.
+        """
         self.epoch = int(epoch)
+        self._started = 0
 
     @property
     def report(self):
@@ -206,18 +213,19 @@ class ShardStream(IterableDataset):
         return self.policy.report
 
     def num_batches(self, num_workers: int = 0) -> int:
-        """Batches this rank yields this epoch with ``num_workers`` DataLoader workers."""
+        """Batches this rank yields in the next epoch with ``num_workers`` DataLoader workers."""
         return self.plan(num_workers).batches_per_rank()
 
-    def plan(self, num_workers: int = 0) -> StreamPlan:
-        """The epoch's plan for every rank and worker (the same in every process)."""
+    def plan(self, num_workers: int = 0, epoch: int | None = None) -> StreamPlan:
+        """The plan of ``epoch`` (default: the next one) for every rank and worker; the same in
+        every process."""
         workers = max(1, int(num_workers))
-        key = (self.epoch, workers)
+        key = (self.epoch + self._started if epoch is None else int(epoch), workers)
         if key not in self._plans:
-            self._plans = {key: self._make_plan(workers)}
+            self._plans = {key: self._make_plan(*key)}
         return self._plans[key]
 
-    def _make_plan(self, workers: int) -> StreamPlan:
+    def _make_plan(self, epoch: int, workers: int) -> StreamPlan:
         count, world = len(self.urls), self.world_size
         if count < world:
             raise ValueError(
@@ -226,13 +234,13 @@ class ShardStream(IterableDataset):
                 f"(better {world} x num_workers)"
             )
         order = (
-            np.random.default_rng([0x5EED5, self.seed, self.epoch]).permutation(count)
+            np.random.default_rng([0x5EED5, self.seed, epoch]).permutation(count)
             if self.shuffle
             else np.arange(count)
         ).tolist()
         shards = [[order[r::world][w::workers] for w in range(workers)] for r in range(world)]
         counts = [
-            [self._count(shards[r][w], self._stream_seed(r, w)) for w in range(workers)]
+            [self._count(shards[r][w], self._stream_seed(epoch, r, w)) for w in range(workers)]
             for r in range(world)
         ]
         totals = [sum(row) for row in counts]
@@ -240,8 +248,8 @@ class ShardStream(IterableDataset):
         quota = [_share(row, target) for row in counts]
         return StreamPlan(shards, counts, quota)
 
-    def _stream_seed(self, rank: int, worker: int) -> int:
-        state = np.random.SeedSequence([0x5EED6, self.seed, self.epoch, rank, worker])
+    def _stream_seed(self, epoch: int, rank: int, worker: int) -> int:
+        state = np.random.SeedSequence([0x5EED6, self.seed, epoch, rank, worker])
         return int(state.generate_state(1)[0])
 
     def _count(self, shards: list[int], seed: int) -> int:
@@ -255,10 +263,12 @@ class ShardStream(IterableDataset):
     def __iter__(self) -> Iterator[Any]:
         info = get_worker_info()
         workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
-        plan = self.plan(workers)
+        epoch = self.epoch + self._started
+        self._started += 1
+        plan = self.plan(workers, epoch)
         shards = plan.shards[self.rank][worker]
         quota = plan.quota[self.rank][worker]
-        seed = self._stream_seed(self.rank, worker)
+        seed = self._stream_seed(epoch, self.rank, worker)
         produced = 0
         while produced < quota:
             before = produced

@@ -45,6 +45,11 @@ __all__ = [
 BLOCK = 512
 _FIELD_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 _NPY_MAGIC = b"\x93NUMPY"
+# the header numpy writes for plain dtypes; anything else goes through ast.literal_eval
+_NPY_HEADER = re.compile(
+    r"^\{'descr': '([<>|=]?[a-zA-Z]\d*)', 'fortran_order': (True|False), "
+    r"'shape': \(((?:\d+, ?)*\d*)\), \}\s*$"
+)
 
 
 class ShardError(ValueError):
@@ -114,8 +119,14 @@ def decode_npy(data: bytes | bytearray | memoryview, shard: str, member: str) ->
     if end > len(view):
         raise ShardError(shard, member, "truncated .npy header")
     try:
-        header = ast.literal_eval(bytes(view[start:end]).decode("latin1"))
-        descr, fortran, shape = header["descr"], header["fortran_order"], header["shape"]
+        text = bytes(view[start:end]).decode("latin1")
+        match = _NPY_HEADER.match(text)
+        if match:
+            descr, fortran = match.group(1), match.group(2) == "True"
+            shape = tuple(int(n) for n in match.group(3).split(",") if n.strip())
+        else:
+            header = ast.literal_eval(text)
+            descr, fortran, shape = header["descr"], header["fortran_order"], header["shape"]
         dtype = np.dtype(np.lib.format.descr_to_dtype(descr))
     except (ValueError, SyntaxError, KeyError, TypeError) as exc:
         raise ShardError(shard, member, f"bad .npy header ({exc})") from None
