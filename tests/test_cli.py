@@ -228,3 +228,22 @@ def test_entry_points_and_help() -> None:
         done.stderr.strip() == "hetload bench: error: /no/such/config.yaml: config file not found"
     )
     assert main([]) == 2
+
+
+def test_worker_errors_are_one_line(capsys, tmp_path: Path, shards: Path, monkeypatch) -> None:
+    (tmp_path / "failing_plugin_for_cli.py").write_text(
+        "def explode(sample):\n    raise ValueError('boom in the transform')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = tmp_path / "w.yaml"
+    cfg.write_text(
+        f"dataset: {{type: ShardDataset, path: {shards}, fields: [verts]}}\n"
+        "transforms: ['failing_plugin_for_cli:explode']\n"
+        "loader: {num_workers: 1}\n"
+    )
+    code, _, err = _run(capsys, "bench", str(cfg), "--quiet")
+    assert code == 2 and "would import and run code" in _one_line_error(err, "bench")
+    code, _, err = _run(capsys, "bench", str(cfg), "--allow-custom-code", "--quiet")
+    line = _one_line_error(err, "bench")
+    assert code == 2
+    assert line.endswith("in a DataLoader worker: ValueError: boom in the transform")

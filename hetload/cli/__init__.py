@@ -52,5 +52,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError, TypeError, KeyError, ImportError, RuntimeError) as exc:
         if args.debug:
             raise
-        print(f"hetload {args.command}: error: {exc}", file=sys.stderr)
+        print(f"hetload {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error as one line. An exception re-raised from a DataLoader worker carries the
+    worker's whole traceback in its message; its last line is the original error."""
+    text = str(exc) if not isinstance(exc, KeyError) else str(exc.args[0] if exc.args else exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if "Original Traceback" in text:
+        return f"in a DataLoader worker: {lines[-1]}"
+    return " ".join(lines)

@@ -143,14 +143,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"(points: rows of {field!r}; padding efficiency: real / (B x longest) {field})")
     gpu = loader.device.type == "cuda"
     where = f"{cfg.loader['num_workers']} workers" if cfg.loader["num_workers"] else "main"
-    device_steps = times.transfer + times.pad
-    waiting = max(0.0, (ended - started) - device_steps)
+    # after the first batch, so worker start-up (reported above) does not count as waiting
+    device_steps = (times.transfer + times.pad) * counted / batches
+    waiting = max(0.0, steady - device_steps)
     split = [
         ["read", times.read / batches * 1e3, where],
         ["collate", times.collate / batches * 1e3, where],
         ["transfer", times.transfer / batches * 1e3 if gpu else "n/a (no GPU)", "main"],
         ["pad", times.pad / batches * 1e3 if gpu else "n/a (no GPU)", "main"],
-        ["waiting for data", waiting / batches * 1e3, "main"],
+        ["waiting for data", waiting / counted * 1e3, "main"],
     ]
     print(format_table(["stage", "ms/batch", "where"], split))
     return 0
