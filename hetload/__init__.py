@@ -7,7 +7,7 @@ The path from samples to a GPU batch, one hop each:
 - :mod:`hetload.ops` (``ops/``): ``packed_to_padded`` / ``padded_to_packed``, the device kernels
 """
 
-from hetload import data, interop, io, ops, samplers
+from hetload import data, interop, io, ops, samplers, transforms
 from hetload.batch import HeteroBatch
 from hetload.collate import collate
 from hetload.config import build_loader
@@ -32,4 +32,5 @@ __all__ = [
     "io",
     "ops",
     "samplers",
+    "transforms",
 ]

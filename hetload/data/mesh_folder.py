@@ -1,0 +1,307 @@
+"""``MeshFolder``: a map-style dataset over a folder of OBJ / PLY files.
+
+Sizes come from :func:`hetload.io.scan` (headers and line prefixes, no float parsing), run in
+parallel threads and cached in an index file beside the data (``.hetload-index.json``), so a
+sampler can bucket by size before a single sample is read. An entry is trusted only while its
+file keeps the same size and mtime. The index is written under a temporary name and renamed;
+where the data folder is read-only it goes to the user cache directory instead, and where that
+fails too, it lives in memory for this process.
+
+Bad files follow ``on_error`` (:class:`hetload.ErrorPolicy`): ``"raise"``, or ``"skip"`` /
+``"warn"``, where ``__getitem__`` returns ``None`` (``hetload.collate`` leaves it out) and the
+file and reason are appended to a JSON-lines report file. Appends are atomic, so DataLoader
+worker processes all write into the same report, and :attr:`MeshFolder.report` in the main
+process lists every file any worker skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import uuid
+import weakref
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from hetload.errors import ErrorPolicy, OnError, Skipped
+from hetload.io import ReadError, load, scan
+from hetload.transforms import Transform, sample_rng, seeded
+
+__all__ = ["MeshFolder"]
+
+log = logging.getLogger("hetload")
+INDEX_NAME = ".hetload-index.json"
+_INDEX_VERSION = 1
+
+
+class MeshFolder(Dataset):
+    """Every OBJ / PLY file under ``root`` as one sample dict (``hetload.io.load``).
+
+    Args:
+        root: the folder.
+        pattern: a glob relative to ``root`` (``"**/*"``: every file below it), filtered by
+            ``extensions`` (compared case-insensitively). Files are sorted by relative path.
+        extensions: file suffixes to keep.
+        transform: applied to each loaded sample; a :class:`hetload.transforms.Transform` (or
+            any callable wrapping them) draws from the sample's generator (see ``seed``).
+        on_error: ``"raise"`` | ``"skip"`` | ``"warn"``, or an :class:`~hetload.ErrorPolicy`.
+            Under skip / warn an unreadable file (``ReadError``), a missing field and a
+            transform's ``ValueError`` make ``__getitem__`` return ``None`` and add a line to
+            :attr:`report`.
+        fields: keep only these fields (every sample must have them: a file without one is a
+            bad file), so files with different optional fields batch together. ``None``: all.
+        load_options: keyword arguments of :func:`hetload.io.load` (``dtype``, ``polygons``...).
+        seed: the base seed; sample ``i`` of epoch ``e`` gets ``sample_rng(seed, e, i)``.
+        index: the size cache: ``"auto"`` (``root/.hetload-index.json``, else the user cache
+            directory, else memory), a file path, or ``None`` for no file at all.
+        report_path: the JSON-lines report file; ``None`` makes a temporary one, removed when
+            the dataset is garbage collected in the process that made it.
+        scan_workers: threads for the size scan (default: 8).
+        progress: show a progress bar while scanning more than a few hundred files.
+
+    Attributes:
+        files: ``list[Path]``, one per sample.
+        sizes: ``np.int64 [len]``: vertex count of each file (0 for a file that failed to scan
+            under skip / warn).
+        field_sizes: ``{"verts": ..., "faces": ...}``, each ``np.int64 [len]``; faces are
+            counted as stored (polygons; PLY tristrips as 1), a lower bound of the triangles.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        pattern: str = "**/*",
+        *,
+        extensions: Sequence[str] = (".obj", ".ply"),
+        transform: Callable | None = None,
+        on_error: OnError | ErrorPolicy = "raise",
+        fields: Sequence[str] | None = None,
+        load_options: dict[str, Any] | None = None,
+        seed: int = 0,
+        index: str | os.PathLike | None = "auto",
+        report_path: str | os.PathLike | None = None,
+        scan_workers: int = 8,
+        progress: bool = True,
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ValueError(f"MeshFolder: {self.root} is not a directory")
+        suffixes = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
+        self.files = sorted(
+            (p for p in self.root.glob(pattern) if p.suffix.lower() in suffixes and p.is_file()),
+            key=lambda p: p.relative_to(self.root).as_posix(),
+        )
+        self.transform = transform
+        self.policy = ErrorPolicy(on_error)
+        self.fields = None if fields is None else tuple(fields)
+        self.load_options = dict(load_options or {})
+        self.seed = int(seed)
+        # shared memory: set_epoch in the main process reaches (even persistent) workers
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        if report_path is None:
+            name = f"hetload-report-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+            report_path = Path(tempfile.gettempdir()) / name
+            weakref.finalize(self, _remove_if_owner, str(report_path), os.getpid())
+        self.report_path = Path(report_path)
+
+        counts, errors = _SizeIndex(self.root, index).counts(
+            self.files, scan_workers, progress and len(self.files) > 200
+        )
+        self._scan_errors: dict[int, ReadError] = {}
+        for i, exc in errors.items():
+            self._skip(self.files[i], exc)  # raises under "raise"
+            self._scan_errors[i] = exc
+        self.field_sizes = {"verts": counts[:, 0].copy(), "faces": counts[:, 1].copy()}
+        self.sizes = self.field_sizes["verts"]
+
+    # ------------------------------------------------------------------ dataset protocol
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        """Sample ``index`` (after ``fields`` and ``transform``), or ``None`` when it was
+        skipped under ``on_error="skip"|"warn"`` (see :attr:`report`)."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"MeshFolder: index {index} out of range for {len(self)} files")
+        index %= len(self)
+        path = self.files[index]
+        if index in self._scan_errors:
+            return None
+        try:
+            sample = load(path, **self.load_options)
+            if self.fields is not None:
+                sample = self._select(path, sample)
+            if self.transform is not None:
+                sample = self._transform(sample, index)
+        except ValueError as exc:  # ReadError, or a transform refusing this sample
+            self._skip(path, exc)
+            return None
+        return sample
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reseed the transforms for ``epoch`` (workers see it: the epoch is in shared memory)."""
+        self._epoch.fill_(int(epoch))
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    def rng(self, index: int) -> np.random.Generator:
+        """The generator sample ``index``'s transform draws from in the current epoch."""
+        return sample_rng(self.seed, self.epoch, index)
+
+    # ------------------------------------------------------------------ report
+    @property
+    def report(self) -> list[Skipped]:
+        """Every file skipped so far, by any process, once per (file, reason), in order."""
+        seen: dict[tuple[str, str], Skipped] = {}
+        try:
+            text = self.report_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            text = ""
+        for line in text.splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a crashed writer
+            skipped = Skipped(entry["source"], entry["reason"])
+            seen.setdefault((skipped.source, skipped.reason), skipped)
+        for skipped in self.policy.report:
+            seen.setdefault((skipped.source, skipped.reason), skipped)
+        return list(seen.values())
+
+    def __repr__(self) -> str:
+        return (
+            f"MeshFolder({str(self.root)!r}, files={len(self)}, on_error={self.policy.mode!r}, "
+            f"skipped={len(self.report)})"
+        )
+
+    # ------------------------------------------------------------------ internals
+    def _select(self, path: Path, sample: dict[str, Any]) -> dict[str, Any]:
+        missing = [f for f in self.fields if f not in sample]
+        if missing:
+            raise ReadError(path, f"has no {missing[0]!r} field (MeshFolder fields={self.fields})")
+        return {f: sample[f] for f in self.fields}
+
+    def _transform(self, sample: dict[str, Any], index: int) -> dict[str, Any]:
+        rng = self.rng(index)
+        with seeded(rng):
+            if isinstance(self.transform, Transform):
+                return self.transform(sample, rng)
+            return self.transform(sample)
+
+    def _skip(self, path: Path, exc: BaseException) -> None:
+        self.policy.handle(str(path), exc)  # raises under "raise"
+        entry = {"source": str(path), "reason": self.policy.report[-1].reason, "pid": os.getpid()}
+        line = (json.dumps(entry) + "\n").encode("utf-8")
+        try:
+            # one write() of an O_APPEND file: lines from several workers never interleave
+            fd = os.open(self.report_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            log.warning("hetload: cannot append to the report %s: %s", self.report_path, err)
+
+
+def _remove_if_owner(path: str, owner: int) -> None:
+    # a forked worker holds a copy of the dataset; only the process that made the file removes it
+    if os.getpid() == owner:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+class _SizeIndex:
+    """Per-file ``(n_verts, n_faces)`` cached on disk, keyed by relative path, size and mtime."""
+
+    def __init__(self, root: Path, index: str | os.PathLike | None) -> None:
+        self.root = root
+        if index is None:
+            self.candidates: list[Path] = []
+        elif index == "auto":
+            key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16]
+            cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hetload"
+            self.candidates = [root / INDEX_NAME, cache / f"index-{key}.json"]
+        else:
+            self.candidates = [Path(index)]
+
+    def counts(
+        self, files: list[Path], workers: int, progress: bool
+    ) -> tuple[np.ndarray, dict[int, ReadError]]:
+        """``(counts int64 [len(files), 2], {file number: scan error})``."""
+        cached = self._read()
+        counts = np.zeros((len(files), 2), dtype=np.int64)
+        errors: dict[int, ReadError] = {}
+        stale: list[int] = []
+        stats: list[tuple[int, int]] = []
+        for i, path in enumerate(files):
+            st = path.stat()
+            stats.append((st.st_size, st.st_mtime_ns))
+            entry = cached.get(path.relative_to(self.root).as_posix())
+            if entry is None or tuple(entry[:2]) != stats[-1]:
+                stale.append(i)
+                continue
+            counts[i] = entry[2:4]
+            if entry[4] is not None:
+                errors[i] = ReadError(path, entry[4])
+        if stale:
+            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                results = pool.map(_scan_one, [files[i] for i in stale])
+                bar = tqdm(results, total=len(stale), desc="scanning sizes", disable=not progress)
+                for i, (n_verts, n_faces, error) in zip(stale, bar):
+                    counts[i] = n_verts, n_faces
+                    if error is not None:
+                        errors[i] = error
+                    entry = [*stats[i], n_verts, n_faces, None if error is None else error.reason]
+                    cached[files[i].relative_to(self.root).as_posix()] = entry
+            self._write(cached)
+        return counts, errors
+
+    def _read(self) -> dict[str, list]:
+        for path in self.candidates:
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict) and data.get("version") == _INDEX_VERSION:
+                return dict(data.get("files", {}))
+        return {}
+
+    def _write(self, entries: dict[str, list]) -> None:
+        body = json.dumps({"version": _INDEX_VERSION, "files": entries}, separators=(",", ":"))
+        for path in self.candidates:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
+                try:
+                    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                        fh.write(body)
+                    os.replace(tmp, path)
+                except BaseException:
+                    os.unlink(tmp)
+                    raise
+                return
+            except OSError as err:
+                log.info("hetload: cannot write the size index %s (%s)", path, err)
+        if self.candidates:
+            log.info("hetload: keeping the size index of %s in memory", self.root)
+
+
+def _scan_one(path: Path) -> tuple[int, int, ReadError | None]:
+    try:
+        info = scan(path)
+    except ReadError as exc:
+        return 0, 0, exc
+    return info.n_verts, info.n_faces, None
