@@ -18,6 +18,7 @@ import pytest
 
 import hetload
 from hetload import io as hio
+from hetload import transforms
 from hetload.cli import main
 from hetload.data import ShardDataset
 from hetload.shards.preprocess import merge_parts, parse_part, parse_size, preprocess
@@ -126,6 +127,30 @@ def test_workers_and_reruns_do_not_change_a_byte(src, tmp_path):
     assert again.already_complete and tree_bytes(tmp_path / "one") == one
     with pytest.raises(ValueError, match="other inputs or settings"):
         run(src, tmp_path / "one", max_count=4)
+
+
+def test_random_transforms_are_seeded_per_file(src, tmp_path):
+    config = tmp_path / "transforms.yaml"
+    config.write_text("transforms:\n  - Center\n  - RandomRotation\n  - Subsample: {n: 20}\n")
+    run(src, tmp_path / "one", max_count=4, transform=config, seed=5)
+    run(src, tmp_path / "two", max_count=4, transform=config, seed=5, workers=2)
+    assert tree_bytes(tmp_path / "one") == tree_bytes(tmp_path / "two")
+    ds = ShardDataset(tmp_path / "one")
+    chain = transforms.build(["Center", "RandomRotation", {"Subsample": {"n": 20}}])
+    for i in (0, 17):
+        meta = ds.meta(i)
+        rng = transforms.sample_rng(5, 0, int(ds.key(i)))
+        expected = chain(hio.load(src / meta["source"]), rng)
+        assert meta["counts"]["verts"] == len(hio.load(src / meta["source"])["verts"])
+        assert ds[i].keys() == expected.keys()
+        assert all(ds[i][k].tobytes() == expected[k].tobytes() for k in expected)
+    other_seed = run(src, tmp_path / "three", max_count=4, transform=config, seed=6)
+    assert other_seed.samples == 30
+    assert ShardDataset(tmp_path / "three")[0]["verts"].tobytes() != ds[0]["verts"].tobytes()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- NoSuchTransform\n")
+    with pytest.raises(KeyError, match="NoSuchTransform"):
+        run(src, tmp_path / "four", transform=bad)
 
 
 def test_on_error_raise_names_the_file_and_a_rerun_resumes(src, tmp_path):

@@ -28,7 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     limit.add_argument("--max-count", type=int, default=None, help="samples per shard")
     parser.add_argument(
-        "--transform", type=Path, default=None, help="YAML list of transforms applied after reading"
+        "--transform",
+        type=Path,
+        default=None,
+        help="YAML list of transforms applied after reading (e.g. '- Center' lines)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of random transforms (per file; default 0)"
     )
     parser.add_argument(
         "--cast",
@@ -73,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         casts=casts,
         on_error=args.on_error,
         part=args.part,
+        seed=args.seed,
         progress=not args.quiet,
     )
     print(result)

@@ -184,6 +184,7 @@ def _cast(sample: dict[str, Any], casts: Mapping[str, str]) -> dict[str, Any]:
 class _Setup:
     transform_specs: list[Any] | None
     casts: dict[str, str]
+    seed: int
 
 
 _WORKER: dict[str, Any] = {}
@@ -195,11 +196,14 @@ def _init_worker(setup: _Setup) -> None:
     _WORKER["load"] = io.load
     _WORKER["transform"] = _build_transform(setup.transform_specs)
     _WORKER["casts"] = setup.casts
+    _WORKER["seed"] = setup.seed
 
 
 def _work(task: tuple[int, str, str]) -> tuple[int, int, EncodedSample | None, Exception | None]:
-    """Read, transform and encode one file: ``(position, bytes read, sample, error)``."""
+    """Read, transform and encode one file: ``(position, bytes read, sample, error)``; sample
+    and error both ``None`` when the transforms dropped the sample."""
     from hetload.io import ReadError
+    from hetload.transforms import sample_rng
 
     position, rel, path = task
     nbytes = 0
@@ -209,7 +213,11 @@ def _work(task: tuple[int, str, str]) -> tuple[int, int, EncodedSample | None, E
         counts = {k: v.shape[0] for k, v in sample.items() if isinstance(v, np.ndarray) and v.ndim}
         transform = _WORKER["transform"]
         if transform is not None:
-            sample = transform(sample)
+            # a generator per input position: random transforms give the same bytes whatever
+            # the workers, parts or restarts
+            sample = transform(sample, sample_rng(_WORKER["seed"], 0, position))
+            if sample is None:
+                return position, nbytes, None, None
         sample = _cast(dict(sample), _WORKER["casts"])
         return (
             position,
@@ -306,6 +314,7 @@ def preprocess(
     casts: Mapping[str, str] | None = None,
     on_error: OnError | ErrorPolicy = "raise",
     part: tuple[int, int] | str = (0, 1),
+    seed: int = 0,
     progress: bool = True,
 ) -> PreprocessResult:
     """Preprocess every OBJ/PLY under ``src`` into shards in ``dst`` (see the module docstring).
@@ -317,10 +326,13 @@ def preprocess(
         workers: reader processes (1 reads in this process).
         shard_size: byte budget of one shard (``"256MB"``, ``"1GiB"`` or an int).
         max_count: sample budget of one shard (``None``: bytes only).
-        transform: a YAML config path or a list of transform specs, applied after reading.
+        transform: a YAML config path or a list of :func:`hetload.transforms.build` specs
+            (``"Center"``, ``{"SamplePoints": {"n": 4096}}``), applied after reading; random
+            ones draw from ``hetload.transforms.sample_rng(seed, 0, position)``.
         casts: ``{field: dtype}`` casts after the transforms (integer casts are range-checked).
         on_error: what a file that cannot be read does; skipped files go to ``errors.jsonl``.
         part: ``(i, n)`` or ``"i/n"``: process the ``i``-th of ``n`` contiguous slices.
+        seed: the seed of random transforms.
         progress: show a tqdm bar (files/s, MB/s).
 
     Returns:
@@ -340,7 +352,7 @@ def preprocess(
         raise ValueError(f"workers must be >= 1, got {workers}")
     policy = ErrorPolicy(on_error)
     specs = load_transform_specs(transform)
-    setup = _Setup(specs, _check_casts(casts))
+    setup = _Setup(specs, _check_casts(casts), int(seed))
     _build_transform(specs)  # fail on a bad config here, not once per worker
 
     inputs = list_inputs(src)
@@ -355,6 +367,7 @@ def preprocess(
         "settings": {
             "casts": setup.casts,
             "max_count": max_count,
+            "seed": setup.seed,
             "shard_size": size_budget,
             "transforms": specs,
         },
@@ -383,6 +396,10 @@ def preprocess(
                 if error is not None:
                     policy.handle(inputs[position][0], error)
                     skipped.append(policy.report[-1].as_dict())
+                elif sample is None:
+                    skipped.append(
+                        {"reason": "dropped by the transforms", "source": inputs[position][0]}
+                    )
                 else:
                     closed = sequence.add(sample)
                     if closed is not None:
