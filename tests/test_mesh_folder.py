@@ -254,3 +254,15 @@ def test_real_corpus_sizes_and_report(shared_meshes, tmp_path):
     skipped = {s.source for s in ds.report}
     assert skipped == {str(p) for p, s in zip(ds.files, loaded) if s is None}
     assert len(skipped) == 10  # tests/test_io_real_files.py names each and why
+
+
+def test_raise_inside_a_worker_reaches_the_main_process_as_read_error(folder):
+    (folder / "truncated.ply").unlink()
+    ds = MeshFolder(folder)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=2, num_workers=1, collate_fn=hl.collate, multiprocessing_context="fork"
+    )
+    with pytest.raises(ReadError) as info:
+        list(loader)
+    assert info.value.path == str(folder / "bad_index.obj")
+    assert info.value.where == "line 4" and "out of range" in info.value.reason

@@ -28,7 +28,7 @@ from hetload.io.text import NotNumbers, parse_lines, parse_table
 
 __all__ = ["count_obj", "read_obj"]
 
-_SPACE, _TAB, _NL, _SLASH = 32, 9, 10, 47
+_SPACE, _TAB, _NL = 32, 9, 10
 # corner formats as (slashes, '//' pairs) per corner -> integers per corner, has uv, has normal
 _CORNER_FORMATS = {(0, 0): (1, False, False), (1, 0): (2, True, False), (2, 1): (2, False, True)}
 _CORNER_FORMATS[(2, 0)] = (3, True, True)
@@ -129,38 +129,31 @@ def _blank(c: np.ndarray) -> np.ndarray:
 
 
 def _gather(
-    text: bytes, starts: np.ndarray, ends: np.ndarray, lines: np.ndarray, keyword: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The bytes of ``lines`` (in order, ``\\n``-separated) with their keyword blanked out.
+    text: bytes, starts: np.ndarray, ends: np.ndarray, lines: np.ndarray, keyword: bytes
+) -> bytes:
+    """The bytes of ``lines`` (each ending with ``\\n``) with their ``keyword`` blanked out.
 
-    Returns ``(buffer uint8, line_starts int64 [L])``. Consecutive lines are one slice of the
-    file, so a file written kind by kind costs one copy per kind.
+    Every gathered line starts with ``keyword`` (leading blanks were removed), so replacing
+    ``\\n<keyword>`` touches line starts only. Consecutive lines are one slice of the file, so a
+    file written kind by kind costs one copy per kind.
     """
-    if len(lines) == 0:
-        return np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.int64)
     breaks = np.flatnonzero(np.diff(lines) != 1) + 1
     run_first = np.concatenate([[0], breaks])
     run_last = np.concatenate([breaks - 1, [len(lines) - 1]])
     pieces = [text[starts[lines[a]] : ends[lines[b]] + 1] for a, b in zip(run_first, run_last)]
-    buf = np.frombuffer(b"".join(pieces), dtype=np.uint8).copy()
-    run_len = np.array([len(p) for p in pieces], dtype=np.int64)
-    run_base = np.concatenate([[0], np.cumsum(run_len)[:-1]])
-    run_of_line = np.repeat(np.arange(len(pieces)), run_last - run_first + 1)
-    line_starts = starts[lines] - starts[lines[run_first]][run_of_line] + run_base[run_of_line]
-    for k in range(keyword):
-        buf[line_starts + k] = _SPACE
-    return buf, line_starts
+    region = b"\n" + b"".join(pieces)
+    return region.replace(b"\n" + keyword, b"\n" + b" " * len(keyword))[1:]
 
 
 def _rows(
-    text: bytes, starts: np.ndarray, ends: np.ndarray, lines: np.ndarray, keyword: int
+    text: bytes, starts: np.ndarray, ends: np.ndarray, lines: np.ndarray, keyword: bytes
 ) -> tuple[np.ndarray, int]:
     """Parse ``lines`` that must all hold the same number of numbers: ``(float64 [L, k], k)``."""
     if len(lines) == 0:
         return np.zeros((0, 0)), 0
-    buf, _ = _gather(text, starts, ends, lines, keyword)
+    region = _gather(text, starts, ends, lines, keyword)
     try:
-        table = parse_table(buf.tobytes(), np.float64, len(lines))
+        table = parse_table(region, np.float64, len(lines))
     except NotNumbers as exc:
         raise _Irregular from exc
     return table, table.shape[1]
@@ -178,13 +171,13 @@ def _parse_fast(text: bytes) -> _Parsed:
     }
     lines = {name: np.flatnonzero(mask) for name, mask in kinds.items()}
 
-    v, width = _rows(text, starts, ends, lines["v"], 1)
+    v, width = _rows(text, starts, ends, lines["v"], b"v")
     if width not in (0, 3, 4, 6):
         raise _Irregular
-    vt, t_width = _rows(text, starts, ends, lines["vt"], 2)
+    vt, t_width = _rows(text, starts, ends, lines["vt"], b"vt")
     if t_width not in (0, 2, 3):
         raise _Irregular
-    vn, n_width = _rows(text, starts, ends, lines["vn"], 2)
+    vn, n_width = _rows(text, starts, ends, lines["vn"], b"vn")
     if n_width not in (0, 3):
         raise _Irregular
 
@@ -222,20 +215,22 @@ def _faces(
     """
     if len(face_line) == 0:
         return np.zeros(0, np.int64), np.zeros((0, 1), np.int64), False, False
-    buf, _ = _gather(text, starts, ends, face_line, 1)
-    first = bytes(buf[: int(np.argmax(buf == _NL))]).split()
+    region = _gather(text, starts, ends, face_line, b"f")
+    first = region[: region.index(b"\n")].split()
     if not first:
         raise _Irregular
     key = (first[0].count(b"/"), first[0].count(b"//"))
     if key not in _CORNER_FORMATS:
         raise _Irregular
     per_corner, has_t, has_n = _CORNER_FORMATS[key]
-    raw = buf.tobytes()
-    slashes, pairs = raw.count(b"/"), raw.count(b"//")
-    buf[buf == _SLASH] = _SPACE
+    if key == (0, 0):
+        slashes = pairs = 1 if b"/" in region else 0
+    else:
+        slashes, pairs = region.count(b"/"), region.count(b"//")
+        region = region.replace(b"/", b" ")
     try:
         # 0 is no OBJ index, so it can mark line ends (a 0 in the file is refused later)
-        values, _, counts = parse_lines(buf.tobytes(), np.int64, len(face_line), b"0")
+        values, _, counts = parse_lines(region, np.int64, len(face_line), b"0")
     except NotNumbers as exc:
         raise _Irregular from exc
     arity = counts // per_corner

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 
 import numpy as np
 
 __all__ = ["ReadError", "check_finite", "check_fits"]
+
+_MESSAGE = re.compile(r"ReadError: (?P<path>.+?)(?: \((?P<where>[^()]*)\))?: (?P<reason>.*?)\s*\Z")
 
 
 class ReadError(ValueError):
@@ -22,7 +25,18 @@ class ReadError(ValueError):
         where: ``"line 12"``, ``"element 'face' at byte 912"`` or ``None``.
     """
 
-    def __init__(self, path: str | os.PathLike, reason: str, where: str | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike, reason: str | None = None, where: str | None = None
+    ) -> None:
+        if reason is None:
+            # one argument: a whole message, as DataLoader builds when it re-raises a worker's
+            # ReadError ("Caught ReadError in DataLoader worker ... ReadError: <path>: <reason>")
+            super().__init__(str(path))
+            found = _MESSAGE.search(str(path))
+            self.path = found["path"] if found else ""
+            self.reason = found["reason"] if found else str(path)
+            self.where = found["where"] if found else None
+            return
         self.path = os.fspath(path)
         self.reason = reason
         self.where = where
