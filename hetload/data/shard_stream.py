@@ -122,7 +122,9 @@ class ShardStream(IterableDataset):
         on_error: a shard or sample that cannot be read: ``"raise"``, or skip it (``"skip"``,
             ``"warn"``) and record it in :attr:`report` of the process that read it.
 
-    Use it with ``DataLoader(stream, batch_size=None, ...)``: it yields whole batches.
+    Use it with ``DataLoader(stream, batch_size=None, ...)``: it yields whole batches. The
+    arrays of streamed samples are read-only views of the bytes WebDataset read (``collate``
+    copies them once into the batch); a transform must not modify them in place.
     """
 
     def __init__(

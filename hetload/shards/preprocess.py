@@ -471,6 +471,7 @@ def _finished(out_dir: Path, header: dict[str, Any]) -> PreprocessResult | None:
     if not path.exists():
         return None
     index = ShardIndex.load(path)
+    check_shards(index)
     stored = {k: index.info.get(k) for k in header}
     if stored != header:
         raise ValueError(
