@@ -266,3 +266,14 @@ def test_raise_inside_a_worker_reaches_the_main_process_as_read_error(folder):
         list(loader)
     assert info.value.path == str(folder / "bad_index.obj")
     assert info.value.where == "line 4" and "out of range" in info.value.reason
+
+
+def test_a_folder_without_write_bits_is_left_alone_even_by_root(folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder.chmod(0o555)
+    try:
+        MeshFolder(folder, on_error="skip")
+    finally:
+        folder.chmod(0o755)
+    assert not (folder / mesh_folder.INDEX_NAME).exists()
+    assert len(list((tmp_path / "cache" / "hetload").glob("index-*.json"))) == 1

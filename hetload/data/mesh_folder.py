@@ -234,6 +234,9 @@ class _SizeIndex:
             key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16]
             cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hetload"
             self.candidates = [root / INDEX_NAME, cache / f"index-{key}.json"]
+            if not root.stat().st_mode & 0o222:
+                # a folder nobody may write to is meant read-only, even for root (who could)
+                self.candidates.pop(0)
         else:
             self.candidates = [Path(index)]
 
