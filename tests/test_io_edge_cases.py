@@ -298,3 +298,11 @@ def test_other_formats_go_through_trimesh(tmp_path):
     sample = load(write(tmp_path, "x.off", data))
     assert sample["verts"].shape == (3, 3) and sample["faces"].tolist() == [[0, 1, 2]]
     raises(write(tmp_path, "bad.off", "OFF\n3 1 0\n0 0 0\n"), "trimesh could not read it")
+
+
+def test_ascii_ply_blank_lines_and_trailing_spaces(tmp_path):
+    data = ply_header("ascii", 3, 2) + b"0 0 0 \n\n1 0 0\n  0 1 0\n\n3 0 1 2\n4 0 1 2 0\n\n"
+    sample = load(write(tmp_path, "x.ply", data), polygons=True)
+    np.testing.assert_array_equal(sample["verts"], [[0, 0, 0], [1, 0, 0], [0, 1, 0]])
+    np.testing.assert_array_equal(sample["polygon_sizes"], [3, 4])
+    np.testing.assert_array_equal(sample["faces"], [[0, 1, 2], [0, 1, 2], [0, 2, 0]])

@@ -647,10 +647,11 @@ def _face(
     if index_name is None:
         raise ReadError(path, "element 'face' has no vertex_indices list", "header")
     flat, sizes = vals[index_name]  # type: ignore[misc]
-    flat, sizes = flat.astype(np.int64).reshape(-1), sizes.astype(np.int64)
+    flat = flat.astype(np.int64).reshape(-1)
+    sizes = sizes.astype(np.int64, copy=False)
     if element.count == 0:
         return flat, sizes, []
-    small = np.flatnonzero(sizes < 3)
+    small = np.flatnonzero(sizes < 3) if sizes.min() < 3 else ()
     if len(small):
         raise ReadError(
             path,
