@@ -7,10 +7,11 @@ something honest to chew on without a download:
   to ``[MIN_VERTICES, MAX_VERTICES]`` (300 .. 200,000 vertices). With the default ``n = 500`` the
   set holds ~3 million vertices in ~150 MB and takes ~15-30 s to write on a 2-core machine; the
   cap keeps one unlucky draw from producing a multi-GB file;
-- five shape classes, one folder each (ModelNet-style, the folder is the class): ``sphere``,
-  ``torus``, ``blob`` (a sphere displaced by random low-frequency waves), ``box`` (a box of quads
-  with circular holes cut in its sides, seam vertices duplicated, as CAD exports do) and ``scan``
-  (point clouds of a few primitives with a per-point ``label``);
+- four mesh classes under ``meshes/``, one folder each (ModelNet-style, the folder is the
+  class): ``sphere``, ``torus``, ``blob`` (a sphere displaced by random low-frequency waves) and
+  ``box`` (a box of quads with circular holes cut in its sides, seam vertices duplicated, as CAD
+  exports do); and point clouds under ``scans/`` (a few primitives each, with a per-point
+  ``label``);
 - four encodings: OBJ, ASCII PLY, binary little-endian and big-endian PLY (scans are PLY only:
   OBJ cannot carry labels); normals on about a third of the files, colors on about a third.
 
@@ -171,7 +172,8 @@ def _write_one(root: Path, seed: int, index: int, n_vertices: int) -> DemoFile:
         mesh.normals = _vertex_normals(mesh.verts, mesh.faces)
     if mesh.colors is None and rng.random() < 0.35:
         mesh.colors = _colors(mesh.verts, rng)
-    name = f"{shape}/{shape}_{index:05d}.{'obj' if fmt == 'obj' else 'ply'}"
+    folder = "scans" if shape == "scan" else f"meshes/{shape}"
+    name = f"{folder}/{shape}_{index:05d}.{'obj' if fmt == 'obj' else 'ply'}"
     path = root / name
     path.parent.mkdir(parents=True, exist_ok=True)
     body = _obj_bytes(mesh) if fmt == "obj" else _ply_bytes(mesh, fmt)

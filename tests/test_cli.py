@@ -153,6 +153,18 @@ def test_stats_takes_the_budget_from_a_config(capsys, demo_dir: Path, tmp_path: 
     assert code == 0 and "bucket max_tokens=33,333" in out
 
 
+def test_stats_reports_unscannable_files(capsys, demo_dir: Path, tmp_path: Path) -> None:
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for path in sorted(demo_dir.rglob("*.ply"))[:5]:
+        (mixed / path.name).write_bytes(path.read_bytes())
+    (mixed / "broken.ply").write_bytes(b"ply\nformat ascii 1.0\nelement vertex x\nend_header\n")
+    code, out, _ = _run(capsys, "stats", str(mixed), "--quiet")
+    assert code == 0
+    assert out.splitlines()[0] == f"{mixed}: 5 samples (sizes from OBJ/PLY headers)"
+    assert f"1 files could not be scanned (see `hetload check {mixed}`)" in out
+
+
 def test_stats_errors(capsys, demo_dir: Path, tmp_path: Path) -> None:
     code, _, err = _run(capsys, "stats", str(tmp_path / "nope"))
     assert code == 2 and "no such file or folder" in _one_line_error(err, "stats")

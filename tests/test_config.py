@@ -105,8 +105,8 @@ def test_transform_overrides_and_dict_configs(folder: Path) -> None:
         "dataset": {"type": "MeshFolder", "root": str(folder)},
         "transforms": ["Center", {"SamplePoints": {"n": 1024}}],
     }
-    cfg = load_config(raw, ["transforms.0.axis=1", "transforms.1.n=2048"])
-    assert cfg.transforms == [("Center", {"axis": 1}), ("SamplePoints", {"n": 2048})]
+    cfg = load_config(raw, ["transforms.0.center=bbox", "transforms.1.n=2048"])
+    assert cfg.transforms == [("Center", {"center": "bbox"}), ("SamplePoints", {"n": 2048})]
     assert raw["transforms"][1] == {"SamplePoints": {"n": 1024}}  # the caller's dict is untouched
     with pytest.raises(ConfigError, match=r"transforms\.<i>\.<argument> with i < 2"):
         load_config(raw, ["transforms.5.n=1"])
@@ -185,6 +185,21 @@ def test_unknown_keys_list_valid_keys_and_suggest(tmp_path: Path, folder: Path) 
         ("device:\n  type: gpu0\n", "device.type: 'gpu0' is not a torch device"),
         ("device:\n  pad: verts\n", "device.pad: expected a list of strings, got 'verts' (str)"),
         ("transforms: Center\n", "transforms: expected a list of 'Name' or {Name: {arg: value}}"),
+        (
+            "transforms: [Normalize]\n",
+            "transforms[0]: unknown transform 'Normalize'; did you mean 'NormalizeUnitSphere'? "
+            "Known: Center, Jitter,",
+        ),
+        (
+            "transforms:\n  - SamplePoints: {n: 3, with_normal: true}\n",
+            "transforms[0]: SamplePoints has no argument 'with_normal'; "
+            "did you mean 'with_normals'? Valid: n, with_normals",
+        ),
+        (
+            "transforms:\n  - SamplePoints: {n: 0}\n",
+            "transforms[0]: SamplePoints: SamplePoints needs n >= 1, got 0",
+        ),
+        ("transforms:\n  - SamplePoints\n", "transforms[0]: SamplePoints: "),
         (
             "transforms:\n  - {Center: 3}\n",
             "transforms[0]: the arguments of 'Center' must be a mapping",

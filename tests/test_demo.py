@@ -67,7 +67,8 @@ def test_every_shape_and_format_with_extras(demo_set: Path) -> None:
     for r in rows:
         assert (r["labels"] == "1") == (r["shape"] == "scan")
         assert (r["n_faces"] == "0") == (r["shape"] == "scan")
-        assert r["file"].startswith(r["shape"] + "/")
+        folder = "scans/" if r["shape"] == "scan" else f"meshes/{r['shape']}/"
+        assert r["file"].startswith(folder)
     assert not list(demo_set.rglob(".*tmp*")), "temporary files left behind"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -49,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hetload: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # whoever read our output stopped (`hetload stats DIR | head`): not an error to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, OSError, TypeError, KeyError, ImportError, RuntimeError) as exc:
         if args.debug:
             raise

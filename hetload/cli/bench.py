@@ -86,11 +86,13 @@ def run(args: argparse.Namespace) -> int:
     except TypeError:
         planned = args.batches
     sampler = cfg.sampler
-    budget = (
-        f"bucket max_tokens={sampler['max_tokens']:,}"
-        if sampler["type"] == "bucket"
-        else f"fixed batch_size={sampler['batch_size']}"
-    )
+    if sampler["type"] == "fixed":
+        budget = f"fixed batch_size={sampler['batch_size']}"
+    elif isinstance(sampler["max_tokens"], dict):
+        limits = ", ".join(f"{k} {v:,}" for k, v in sampler["max_tokens"].items())
+        budget = f"bucket max_tokens=({limits})"
+    else:
+        budget = f"bucket max_tokens={sampler['max_tokens']:,}"
     print(
         f"bench {args.config}: {cfg.dataset['type']}, {budget}, "
         f"{cfg.loader['num_workers']} workers, device {loader.device}"
@@ -147,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     device_steps = (times.transfer + times.pad) * counted / batches
     waiting = max(0.0, steady - device_steps)
     split = [
-        ["read", times.read / batches * 1e3, where],
+        ["read + transforms", times.read / batches * 1e3, where],
         ["collate", times.collate / batches * 1e3, where],
         ["transfer", times.transfer / batches * 1e3 if gpu else "n/a (no GPU)", "main"],
         ["pad", times.pad / batches * 1e3 if gpu else "n/a (no GPU)", "main"],

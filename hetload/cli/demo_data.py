@@ -13,7 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write a generated heterogeneous OBJ/PLY dataset (the embedded default)",
         description=(
             "Write N meshes and point clouds (300..200k vertices, log-normal) as OBJ, ASCII PLY "
-            "and binary PLY (little/big endian) under DST/<shape>/, plus DST/manifest.tsv. "
+            "and binary PLY (little/big endian): meshes under DST/meshes/<class>/ (sphere, "
+            "torus, blob, box), labelled point clouds under DST/scans/, and DST/manifest.tsv. "
             "Deterministic by --seed. The default N=500 is ~130 MB and takes seconds."
         ),
     )

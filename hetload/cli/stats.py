@@ -1,14 +1,13 @@
 """``hetload stats PATH``: sizes of a dataset and what batching it costs.
 
-PATH is a folder of OBJ/PLY files (sizes from :func:`hetload.io.scan`: headers and line
-prefixes, no full parse) or a shard index (``index.json`` or its folder; sizes from the index).
+PATH is a folder of OBJ/PLY files (sizes from :class:`~hetload.data.MeshFolder`'s scan of
+headers and line prefixes, cached beside the data) or a shard index (``index.json`` or its
+folder; sizes from the index).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -46,56 +45,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--field", default=None, help="the field the budget counts (default verts)")
     parser.add_argument("--seed", type=int, default=None, help="seed of both strategies")
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG: histogram + bars")
-    parser.add_argument(
-        "--workers", type=int, default=min(4, os.cpu_count() or 1), help="scan processes"
-    )
+    parser.add_argument("--workers", type=int, default=8, help="scan threads (default 8)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
-def _scan(path: Path) -> tuple[int, int]:
-    from hetload import io
-
-    info = io.scan(path)
-    return info.n_verts, info.n_faces
-
-
 def folder_sizes(root: Path, workers: int, quiet: bool) -> tuple[dict[str, np.ndarray], list[str]]:
-    """``({"verts": int64 [N], "faces": int64 [N]}, unreadable files)`` from scanning ``root``."""
-    from tqdm import tqdm
+    """``({"verts": int64 [N], "faces": int64 [N]}, unreadable files)`` from
+    :class:`~hetload.data.MeshFolder`'s size scan (cached beside the data)."""
+    from hetload.data import MeshFolder
 
-    from hetload import io
-    from hetload.cli.check import list_mesh_files
-
-    files = list_mesh_files(root)
-    counts: list[tuple[int, int]] = []
-    bad: list[str] = []
-    bar = tqdm(total=len(files), desc="scan", unit="file", disable=quiet)
-
-    def keep(path: Path, result: tuple[int, int] | Exception) -> None:
-        if isinstance(result, Exception):
-            bad.append(f"{path}: {result}")
-        else:
-            counts.append(result)
-        bar.update()
-
-    if workers <= 1:
-        for path in files:
-            try:
-                keep(path, _scan(path))
-            except io.ReadError as exc:
-                keep(path, exc)
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            futures = [(p, pool.submit(_scan, p)) for p in files]
-            for path, future in futures:
-                exc = future.exception()
-                if exc is not None and not isinstance(exc, io.ReadError):
-                    raise exc
-                keep(path, exc if exc is not None else future.result())
-    bar.close()
-    table = np.array(counts, dtype=np.int64).reshape(-1, 2)
-    return {"verts": table[:, 0], "faces": table[:, 1]}, bad
+    folder = MeshFolder(root, on_error="skip", scan_workers=workers, progress=not quiet)
+    if len(folder) == 0:
+        raise ValueError(f"{root} holds no .obj or .ply files")
+    bad = {skipped.source for skipped in folder.report}
+    keep = np.array([str(path) not in bad for path in folder.files], dtype=bool)
+    sizes = {name: np.asarray(column)[keep] for name, column in folder.field_sizes.items()}
+    return sizes, sorted(bad)
 
 
 def index_sizes(path: Path) -> tuple[dict[str, np.ndarray], dict[str, int]]:
@@ -136,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config)
         sampler = cfg.sampler
         if max_tokens is None and sampler["type"] == "bucket":
-            max_tokens = sampler["max_tokens"]
+            budget = sampler["max_tokens"]
+            # one budget per field: compare at the size field's
+            max_tokens = budget if isinstance(budget, int) else budget.get(args.field or "verts")
         if batch_size is None and sampler["type"] == "fixed":
             batch_size = sampler["batch_size"]
         seed = sampler["seed"] if seed is None else seed

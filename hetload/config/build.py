@@ -13,8 +13,10 @@ import inspect
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, IterableDataset
 
@@ -261,30 +263,112 @@ def _transform(config: LoaderConfig) -> Callable | None:
             steps.append(functools.partial(fn, **kwargs) if kwargs else fn)
         else:
             try:
-                steps.append(build([{name: kwargs}]))
+                steps.extend(build([{name: kwargs}]).transforms)
             except (TypeError, ValueError, KeyError) as exc:
                 raise config.error(where, str(exc).strip("'\"")) from None
+    # hetload transforms inside the chain draw from the generator the dataset seeds per sample
     return _Chain(steps) if steps else None
 
 
 class _Mapped(torch.utils.data.Dataset):
-    """A map-style dataset with ``fn`` applied to each sample (for sources without a
-    ``transform`` argument); ``sizes`` and ``report`` pass through."""
+    """A map-style dataset with ``fn`` applied to each sample, for sources without a
+    ``transform`` argument. Transforms draw from the generator of ``(seed, epoch, index)``, as
+    in MeshFolder; the epoch lives in shared memory so that workers see :meth:`set_epoch`.
+    ``sizes``, ``report`` and the rest pass through."""
 
-    def __init__(self, dataset: Any, fn: Callable) -> None:
+    def __init__(self, dataset: Any, fn: Callable, seed: int) -> None:
         self.dataset = dataset
         self.fn = fn
+        self.seed = seed
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.fill_(int(epoch))
+        setter = getattr(self.dataset, "set_epoch", None)
+        if setter is not None:
+            setter(epoch)
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, i: int) -> Any:
-        return self.fn(self.dataset[i])
+        from hetload.transforms import sample_rng, seeded
+
+        with seeded(sample_rng(self.seed, int(self._epoch), i)):
+            return self.fn(self.dataset[i])
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("dataset", "fn") or name.startswith("__"):
+        if name in ("dataset", "fn", "seed", "_epoch") or name.startswith("__"):
             raise AttributeError(name)
         return getattr(self.dataset, name)
+
+
+class _FolderLabels(torch.utils.data.Dataset):
+    """Adds ``label``: the index of each file's top folder under ``root`` among the sorted
+    folder names (:attr:`classes`), as ModelNet-style layouts encode the class."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+        root = Path(dataset.root)
+        tops = [Path(f).relative_to(root).parts[0] for f in dataset.files]
+        nested = [
+            Path(f).relative_to(root)
+            for f in dataset.files
+            if len(Path(f).relative_to(root).parts) < 2
+        ]
+        if nested:
+            raise ValueError(
+                f"dataset.labels: folder needs every file in a class folder under {root}; "
+                f"{nested[0]} is not"
+            )
+        self.classes = sorted(set(tops))
+        lookup = {name: i for i, name in enumerate(self.classes)}
+        self.labels = np.array([lookup[t] for t in tops], dtype=np.int64)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> Any:
+        sample = self.dataset[i]
+        if sample is None:
+            return None
+        return {**sample, "label": int(self.labels[i])}
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("dataset", "classes", "labels") or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+def _field_sizes(config: LoaderConfig, dataset: Any, name: str) -> np.ndarray:
+    """``int64 [N]`` rows of field ``name`` per sample, from the dataset's metadata."""
+    table = getattr(dataset, "field_sizes", None)
+    if isinstance(table, Mapping) and name in table:
+        return np.asarray(table[name], dtype=np.int64)
+    index = getattr(dataset, "index", None)
+    if index is not None and hasattr(index, "rows") and name in index.field_names():
+        return np.maximum(index.rows(name), 0)
+    raise config.error(
+        "sampler.max_tokens", f"{type(dataset).__name__} has no size metadata for field {name!r}"
+    )
+
+
+def _planned_sizes(config: LoaderConfig, name: str, sizes: np.ndarray) -> np.ndarray:
+    """The rows a field will have after the configured transforms, as far as they say:
+    ``SamplePoints(n)`` makes ``n`` points (and drops the mesh's other fields), ``Subsample(n)``
+    and ``SphereCrop(n)`` keep at most ``n``. The sampler budgets what the batch will hold."""
+    for transform, kwargs in config.transforms:
+        if transform == "SamplePoints":
+            sizes = np.full_like(sizes, int(kwargs["n"]) if name in _POINT_FIELDS else 0)
+        elif transform in ("Subsample", "SphereCrop") and name in _POINT_FIELDS:
+            sizes = np.minimum(sizes, int(kwargs["n"]))
+    return sizes
+
+
+_POINT_FIELDS = ("verts", "points")
 
 
 def _world(config: LoaderConfig) -> tuple[int, int]:
@@ -338,14 +422,28 @@ def _dataset(config: LoaderConfig, transform: Callable | None) -> Any:
     if ds["fields"] and "fields" in params:
         options["fields"] = ds["fields"]
         keep = None
+    if "seed" in params:  # MeshFolder: the seed of its per-sample transform generators
+        options["seed"] = config.sampler["seed"]
     steps = [s for s in (transform, keep) if s is not None]
     source = ds["root"] if ds["type"] == "MeshFolder" else ds["path"]
     if steps and "transform" in params:
-        return _construct(
+        made = _construct(
             cls, (source,), {"transform": _Chain(steps), **options}, "dataset", config
         )
+        return _labelled(config, made)
     made = _construct(cls, (source,), options, "dataset", config)
-    return _Mapped(made, _Chain(steps)) if steps else made
+    return _labelled(
+        config, _Mapped(made, _Chain(steps), config.sampler["seed"]) if steps else made
+    )
+
+
+def _labelled(config: LoaderConfig, dataset: Any) -> Any:
+    if config.dataset["labels"] != "folder":
+        return dataset
+    try:
+        return _FolderLabels(dataset)
+    except ValueError as exc:
+        raise config.error("dataset.labels", str(exc).split(": ", 1)[-1]) from None
 
 
 def _params(cls: Any) -> Mapping[str, inspect.Parameter]:
@@ -392,6 +490,10 @@ def _stream(
     if sampler["type"] == "fixed":
         kwargs["batch_size"] = sampler["batch_size"]
     else:
+        if isinstance(sampler["max_tokens"], dict):
+            raise config.error(
+                "sampler.max_tokens", "ShardStream takes one budget (an integer), not one per field"
+            )
         kwargs["max_tokens"] = sampler["max_tokens"]
         kwargs["buffer_size"] = sampler["buffer_size"]
     kwargs.update(ds["options"])
@@ -426,19 +528,27 @@ def _batch_sampler(config: LoaderConfig, dataset: Any, world: int, rank: int) ->
             drop_last=sampler["drop_last"],
         )
         return BatchSampler(order, sampler["batch_size"], sampler["drop_last"])
-    sizes = getattr(dataset, "sizes", None)
-    if sizes is None:
-        raise config.error(
-            "sampler.type",
-            f"bucket batching needs per-sample sizes, which {type(dataset).__name__} does not "
-            "provide; use sampler.type: fixed",
-        )
+    budget = sampler["max_tokens"]
+    if isinstance(budget, dict):
+        sizes = {
+            name: _planned_sizes(config, name, _field_sizes(config, dataset, name))
+            for name in budget
+        }
+    else:
+        sizes = getattr(dataset, "sizes", None)
+        if sizes is None:
+            raise config.error(
+                "sampler.type",
+                f"bucket batching needs per-sample sizes, which {type(dataset).__name__} does "
+                "not provide; use sampler.type: fixed",
+            )
+        sizes = _planned_sizes(config, "verts", np.asarray(sizes, dtype=np.int64))
     samplers = _require("hetload.samplers", "sampler", config)
     return _construct(
         samplers.BucketBatchSampler,
         (sizes,),
         {
-            "max_tokens": sampler["max_tokens"],
+            "max_tokens": budget,
             "cost": _cost(config),
             "max_batch_size": sampler["max_batch_size"],
             "shuffle": sampler["shuffle"],

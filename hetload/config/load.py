@@ -257,9 +257,44 @@ def _check_transforms(
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{where}: a transform name must be a string, got {name!r}")
         if ":" in name:
-            _check_code(f"{where}", name, allow_custom_code)
+            _check_code(where, name, allow_custom_code)
+        else:
+            _check_transform(where, name, kwargs)
         out.append((name, dict(kwargs)))
     return out
+
+
+def _check_transform(where: str, name: str, kwargs: dict[str, Any]) -> None:
+    """The name is a hetload transform and it accepts ``kwargs`` (built once to check values)."""
+    import inspect
+
+    from hetload import transforms
+
+    known = {
+        n: obj
+        for n in dir(transforms)
+        if isinstance(obj := getattr(transforms, n), type)
+        and issubclass(obj, transforms.Transform)
+        and obj not in (transforms.Transform, transforms.Compose)
+    }
+    if name not in known:
+        guess = closest(name, list(known))
+        hint = f"; did you mean {guess!r}?" if guess else ""
+        raise ConfigError(
+            f"{where}: unknown transform {name!r}{hint} Known: {', '.join(sorted(known))}"
+        )
+    params = inspect.signature(known[name]).parameters
+    for arg in kwargs:
+        if arg not in params:
+            guess = closest(arg, list(params))
+            hint = f"; did you mean {guess!r}?" if guess else ""
+            raise ConfigError(
+                f"{where}: {name} has no argument {arg!r}{hint} Valid: {', '.join(params)}"
+            )
+    try:
+        known[name](**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {name}: {exc}") from None
 
 
 def _check_code(where: str, ref: str, allow_custom_code: bool) -> None:

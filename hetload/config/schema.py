@@ -89,6 +89,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "the shard index, when `urls` lists the shards themselves",
             only=("ShardStream",),
         ),
+        "labels": Key(
+            Either((Choice(("folder",)),), nullable=True),
+            None,
+            "folder: add `label`, the index of the file's top folder under root in sorted "
+            "order (ModelNet layout: one folder per class)",
+            only=("MeshFolder",),
+        ),
         "fields": Key(
             Either((ListOf(Str()),), nullable=True),
             None,
@@ -108,9 +115,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "bucket: batches under a size budget; fixed: batch_size samples per batch",
         ),
         "max_tokens": Key(
-            Int(min=1),
+            Either((Int(min=1), MapOf(Int(min=1)))),
             262_144,
-            "budget per batch, in points (padded points with cost=padded)",
+            "budget per batch in points of the size field (padded points with cost=padded), "
+            "or one budget per field, all held at once: {verts: 200000, faces: 400000}",
             only=("bucket",),
         ),
         "cost": Key(
