@@ -24,7 +24,7 @@ import numpy as np
 from hetload.io.options import LoadOptions
 from hetload.io.polygons import fan_triangles
 from hetload.io.read_error import ReadError, check_finite
-from hetload.io.text import NotNumbers, parse_lines, parse_table
+from hetload.io.text import NotNumbers, parse_numbers, parse_table
 
 __all__ = ["count_obj", "read_obj"]
 
@@ -129,20 +129,28 @@ def _blank(c: np.ndarray) -> np.ndarray:
 
 
 def _gather(
-    text: bytes, starts: np.ndarray, ends: np.ndarray, lines: np.ndarray, keyword: bytes
+    text: bytes,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    lines: np.ndarray,
+    keyword: bytes,
+    replacement: bytes,
 ) -> bytes:
-    """The bytes of ``lines`` (each ending with ``\\n``) with their ``keyword`` blanked out.
+    """The bytes of ``lines``, each preceded by ``\\n``, with ``\\n<keyword>`` replaced.
 
-    Every gathered line starts with ``keyword`` (leading blanks were removed), so replacing
-    ``\\n<keyword>`` touches line starts only. Consecutive lines are one slice of the file, so a
-    file written kind by kind costs one copy per kind.
+    Every gathered line starts with ``keyword`` (leading blanks were removed), so the
+    replacement touches line starts only. Consecutive lines are one slice of the file, so a file
+    written kind by kind costs one slice and one replace per kind.
     """
     breaks = np.flatnonzero(np.diff(lines) != 1) + 1
     run_first = np.concatenate([[0], breaks])
     run_last = np.concatenate([breaks - 1, [len(lines) - 1]])
-    pieces = [text[starts[lines[a]] : ends[lines[b]] + 1] for a, b in zip(run_first, run_last)]
-    region = b"\n" + b"".join(pieces)
-    return region.replace(b"\n" + keyword, b"\n" + b" " * len(keyword))[1:]
+    # starts[i] - 1 is the newline ending the line before (the file's first line has none)
+    pieces = [text[starts[lines[a]] - 1 : ends[lines[b]]] for a, b in zip(run_first, run_last)]
+    if starts[lines[0]] == 0:
+        pieces[0] = b"\n" + text[: ends[lines[run_last[0]]]]
+    region = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    return region.replace(b"\n" + keyword, replacement)
 
 
 def _rows(
@@ -151,7 +159,8 @@ def _rows(
     """Parse ``lines`` that must all hold the same number of numbers: ``(float64 [L, k], k)``."""
     if len(lines) == 0:
         return np.zeros((0, 0)), 0
-    region = _gather(text, starts, ends, lines, keyword)
+    # a leading blank line is skipped by the table parser
+    region = _gather(text, starts, ends, lines, keyword, b"\n" + b" " * len(keyword))
     try:
         table = parse_table(region, np.float64, len(lines))
     except NotNumbers as exc:
@@ -215,8 +224,10 @@ def _faces(
     """
     if len(face_line) == 0:
         return np.zeros(0, np.int64), np.zeros((0, 1), np.int64), False, False
-    region = _gather(text, starts, ends, face_line, b"f")
-    first = region[: region.index(b"\n")].split()
+    # 0 is no OBJ index, so it can mark line ends (a 0 in the file is refused later): each
+    # line becomes "0 <numbers>", and one more 0 closes the last
+    region = _gather(text, starts, ends, face_line, b"f", b" 0\n ") + b" 0"
+    first = region[4 : region.find(b"\n", 4)].split()
     if not first:
         raise _Irregular
     key = (first[0].count(b"/"), first[0].count(b"//"))
@@ -229,17 +240,25 @@ def _faces(
         slashes, pairs = region.count(b"/"), region.count(b"//")
         region = region.replace(b"/", b" ")
     try:
-        # 0 is no OBJ index, so it can mark line ends (a 0 in the file is refused later)
-        values, _, counts = parse_lines(region, np.int64, len(face_line), b"0")
+        values = parse_numbers(region, np.int64, None)
     except NotNumbers as exc:
         raise _Irregular from exc
+    marks = np.flatnonzero(values == 0)
+    if len(marks) != len(face_line) + 1 or marks[0] != 0 or marks[-1] != len(values) - 1:
+        raise _Irregular
+    counts = np.diff(marks) - 1
     arity = counts // per_corner
     n_corners = int(arity.sum())
     if (counts % per_corner).any() or (slashes, pairs) != (key[0] * n_corners, key[1] * n_corners):
         raise _Irregular
-    keep = np.ones(len(values), dtype=bool)
-    keep[np.cumsum(counts + 1) - 1] = False
-    return arity, values[keep].reshape(-1, per_corner), has_t, has_n
+    width = int(counts[0])
+    if (counts == width).all():
+        numbers = values[1:].reshape(len(face_line), width + 1)[:, :width]
+    else:
+        keep = np.ones(len(values), dtype=bool)
+        keep[marks] = False
+        numbers = values[keep]
+    return arity, numbers.reshape(-1, per_corner), has_t, has_n
 
 
 def _parse_lines(path: str | os.PathLike, text: bytes) -> _Parsed:
