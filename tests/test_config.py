@@ -164,6 +164,10 @@ def test_unknown_keys_list_valid_keys_and_suggest(tmp_path: Path, folder: Path) 
             "sampler.type: expected one of: bucket, fixed, got 'buckets' (str); "
             "did you mean 'bucket'?",
         ),
+        (
+            "sampler:\n  max_tokens: {verts: 0}\n",
+            "sampler.max_tokens: 'verts': expected an integer >= 1, got 0",
+        ),
         ("loader:\n  num_workers: -1\n", "loader.num_workers: expected an integer >= 0, got -1"),
         ("loader:\n  timeout: .nan\n", "loader.timeout: expected a number >= 0"),
         (

@@ -266,9 +266,15 @@ class Either(Type):
             try:
                 return option.check(value, ctx)
             except Invalid as exc:
-                reasons.append(exc.reason)
-        if len(self.options) == 1:
-            raise Invalid(reasons[0] + (" or null" if self.nullable else ""))
+                reasons.append((option, exc.reason))
+        # the alternative of the value's own shape (a mapping, or not) says best what is wrong
+        same_shape = [
+            reason
+            for option, reason in reasons
+            if isinstance(option, (MapOf, AnyMap)) == isinstance(value, dict)
+        ]
+        if len(same_shape) == 1:
+            raise Invalid(same_shape[0])
         raise Invalid(f"expected {self.describe()}, {_got(value)}")
 
     def describe(self) -> str:
