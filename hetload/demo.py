@@ -132,6 +132,10 @@ def generate(
     written = [_write_one(root, seed, i, int(sizes[i])) for i in indices]
     for stale in previous - {f.file for f in written}:
         (root / stale).unlink(missing_ok=True)
+        for folder in (root / stale).parents:
+            if folder == root or any(folder.iterdir()):
+                break
+            folder.rmdir()
     _write_manifest(root, written)
     return written
 

@@ -158,6 +158,8 @@ def test_replaces_a_previous_demo_set_and_refuses_other_folders(tmp_path: Path) 
     second = {r["file"] for r in _manifest(root)}
     on_disk = {str(p.relative_to(root)) for p in root.rglob("*.*") if p.name != "manifest.tsv"}
     assert on_disk == second and len(second) == 4 and first != second
+    folders = {p for p in root.rglob("*") if p.is_dir()}
+    assert all(any(f.iterdir()) for f in folders), "emptied folders are removed"
 
     theirs = tmp_path / "theirs"
     theirs.mkdir()
