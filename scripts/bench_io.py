@@ -1,0 +1,154 @@
+"""Reader speed: hetload.io vs trimesh.load(process=False) vs plyfile vs the read+frombuffer floor.
+
+Run:  .venv/bin/python scripts/bench_io.py [--repeat 5] [--verts 100000]
+
+Cases: a generated grid mesh (~100k vertices, ~200k triangles) written as OBJ, ASCII PLY and
+binary little / big-endian PLY, and the largest files of ../shared/data/meshes. Prints medians
+(ms) and ratios; `scan` is compared with a full hetload load of the same file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import plyfile
+import trimesh
+from tqdm import tqdm
+
+import hetload as hl
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "meshes"
+REAL_FILES = [
+    "google__draco/testdata/bun_zipper.ply",
+    "mikedh__trimesh/models/cycloidal.ply",
+    "NVIDIAGameWorks__kaolin/sample_data/meshes/armchair.obj",
+    "NVIDIAGameWorks__kaolin/sample_data/meshes/fox.obj",
+]
+
+
+def grid_mesh(n_verts: int) -> tuple[np.ndarray, np.ndarray]:
+    """A wavy square grid: ``verts f32 [side^2, 3]``, ``faces i64 [2 (side-1)^2, 3]``."""
+    side = round(n_verts**0.5)
+    u, v = np.meshgrid(np.linspace(0, 1, side), np.linspace(0, 1, side), indexing="ij")
+    w = 0.1 * np.sin(8 * u) * np.cos(6 * v)
+    verts = np.stack([u, v, w], axis=-1).reshape(-1, 3).astype(np.float32)
+    ids = np.arange(side * side).reshape(side, side)
+    a, b, c, d = ids[:-1, :-1], ids[1:, :-1], ids[1:, 1:], ids[:-1, 1:]
+    faces = np.concatenate([np.stack([a, b, c], -1), np.stack([a, c, d], -1)]).reshape(-1, 3)
+    return verts, faces.astype(np.int64)
+
+
+def write_files(folder: Path, verts: np.ndarray, faces: np.ndarray) -> dict[str, Path]:
+    out = {}
+    v_text = "".join(f"v {x:.6f} {y:.6f} {z:.6f}\n" for x, y, z in verts.tolist())
+    f_text = "".join(f"f {a} {b} {c}\n" for a, b, c in (faces + 1).tolist())
+    out["OBJ"] = folder / "grid.obj"
+    out["OBJ"].write_text(v_text + f_text)
+    for name, fmt in (
+        ("PLY ascii", "ascii"),
+        ("PLY binary LE", "binary_little_endian"),
+        ("PLY binary BE", "binary_big_endian"),
+    ):
+        path = folder / f"grid_{fmt}.ply"
+        vertex = np.empty(len(verts), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4")])
+        vertex["x"], vertex["y"], vertex["z"] = verts.T
+        face = np.empty(len(faces), dtype=[("vertex_indices", "i4", (3,))])
+        face["vertex_indices"] = faces
+        data = plyfile.PlyData(
+            [
+                plyfile.PlyElement.describe(vertex, "vertex"),
+                plyfile.PlyElement.describe(face, "face"),
+            ],
+            text=fmt == "ascii",
+            byte_order="<" if fmt.endswith("little_endian") else ">" if fmt != "ascii" else "=",
+        )
+        data.write(str(path))
+        out[name] = path
+    return out
+
+
+def medians_ms(fns: dict[str, object], repeat: int) -> dict[str, float]:
+    """Median ms of each function, run round-robin so that load from other processes on this
+    shared machine hits every competitor alike."""
+    for fn in fns.values():
+        fn()  # warm: page cache, imports
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1000 * statistics.median(t) for name, t in times.items()}
+
+
+def binary_floor(path: Path) -> float:
+    """Read the bytes and view both elements with frombuffer (fixed-size triangle rows)."""
+    header = hl.io.ply.read_ply_header(path, path.read_bytes()[:4096])
+    order = "<" if header.fmt == "binary_little_endian" else ">"
+    n_v, n_f = header.count("vertex"), header.count("face")
+    vdt = np.dtype([("xyz", order + "f4", (3,))])
+    fdt = np.dtype([("n", "u1"), ("idx", order + "i4", (3,))])
+
+    def run():
+        data = path.read_bytes()
+        v = np.frombuffer(data, vdt, n_v, header.body)
+        f = np.frombuffer(data, fdt, n_f, header.body + n_v * vdt.itemsize)
+        return v["xyz"].astype(np.float32), f["idx"].astype(np.int64)
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--verts", type=int, default=100_000)
+    args = parser.parse_args()
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        verts, faces = grid_mesh(args.verts)
+        files = write_files(Path(tmp), verts, faces)
+        cases = [(f"generated {name}", path) for name, path in files.items()]
+        cases += [(p.split("/")[-1], SHARED / p) for p in REAL_FILES if (SHARED / p).exists()]
+        for label, path in tqdm(cases, desc="bench_io", unit="file"):
+            fns = {
+                "hetload": lambda p=path: hl.io.load(p),
+                "scan": lambda p=path: hl.io.scan(p),
+                "trimesh": lambda p=path: trimesh.load(p, process=False),
+            }
+            if path.suffix == ".ply":
+                fns["plyfile"] = lambda p=path: plyfile.PlyData.read(str(p))
+            if label.startswith("generated PLY binary"):
+                fns["floor"] = binary_floor(path)
+            row = {"plyfile": float("nan"), "floor": float("nan")}
+            row.update(medians_ms(fns, args.repeat))
+            row.update(case=label, MB=path.stat().st_size / 2**20)
+            rows.append(row)
+
+    head = (
+        f"{'case':<26}{'MB':>6}{'hetload':>9}{'trimesh':>9}{'plyfile':>9}{'floor':>7}"
+        f"{'scan':>8}  {'vs trimesh':>10}{'vs plyfile':>11}{'vs floor':>9}{'load/scan':>10}"
+    )
+    print(f"\nmedian ms over {args.repeat} round-robin runs")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(
+            f"{r['case']:<26}{r['MB']:>6.1f}{r['hetload']:>9.1f}{r['trimesh']:>9.1f}"
+            f"{r['plyfile']:>9.1f}{r['floor']:>7.1f}{r['scan']:>8.2f}  "
+            f"{r['trimesh'] / r['hetload']:>9.1f}x{r['plyfile'] / r['hetload']:>10.1f}x"
+            f"{r['hetload'] / r['floor']:>8.2f}x{r['hetload'] / r['scan']:>9.0f}x"
+        )
+    print(
+        "\n'vs trimesh' / 'vs plyfile': how many times faster hetload is; 'vs floor': hetload's "
+        "time over read+frombuffer (1.00x = the floor); 'load/scan': full load over scan."
+    )
+
+
+if __name__ == "__main__":
+    main()
