@@ -211,7 +211,8 @@ def _binary_lists(
                     values[p.name] = rows[p.name]
                 else:
                     width = rows.dtype[p.name].shape[0]
-                    sizes = np.full(element.count, width, dtype=np.int64)
+                    # a read-only broadcast: no [count] array for a size every row shares
+                    sizes = np.broadcast_to(np.int64(width), (element.count,))
                     values[p.name] = (rows[p.name], sizes)  # [count, width] view
             return values, offset + need
     return _walk_rows(path, data, offset, element, order)
@@ -564,7 +565,7 @@ def _assemble(
             sample["faces_uvs"] = sample["faces_uvs"][corners].astype(options.index_dtype)
     if len(sizes) and options.polygons:
         sample["polygons"] = flat.astype(options.index_dtype)
-        sample["polygon_sizes"] = sizes
+        sample["polygon_sizes"] = np.array(sizes, dtype=np.int64)
     for element, vals in zip(header.elements, values):
         if element.name in ("vertex", "face", "tristrips"):
             continue
@@ -590,7 +591,7 @@ def _columns(vals: Values, names: tuple[str, ...] | list[str], dtype) -> np.ndar
 def _put_extra(sample: dict, key: str, value) -> None:
     if isinstance(value, tuple):
         sample[key] = _native(value[0]).reshape(-1)
-        sample[key + "_sizes"] = np.asarray(value[1], dtype=np.int64)
+        sample[key + "_sizes"] = np.array(value[1], dtype=np.int64)
     else:
         sample[key] = _native(value)
 
@@ -687,7 +688,8 @@ def _face(
 def _check_indices(
     path: str | os.PathLike, flat: np.ndarray, sizes: np.ndarray, n_verts: int, name: str
 ) -> None:
-    if len(flat) == 0 or (flat.min() >= 0 and flat.max() < n_verts):
+    # as unsigned, a negative index is huge: one max() checks both bounds
+    if len(flat) == 0 or flat.view(np.uint64).max() < n_verts:
         return
     bad = np.flatnonzero((flat < 0) | (flat >= n_verts))
     if len(bad):
