@@ -142,7 +142,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "buffer_size": Key(
             Int(min=1),
             1024,
-            "look-ahead of the streaming bucketer, in samples (ShardStream only)",
+            "look-ahead of the streaming bucketer, in samples (ShardStream)",
             only=("bucket",),
         ),
         "batch_size": Key(Int(min=1), 32, "samples per batch", only=("fixed",)),
@@ -239,9 +239,11 @@ def _default_text(key: Key) -> str:
 def reference() -> str:
     """The config reference as Markdown: one table per section (key, type, default, meaning)."""
     lines = [
-        "Paths relative to the config file's folder; `--set`/overrides relative to the current "
-        "directory. `transforms` is a list of `Name` or `{Name: {arg: value}}` "
-        "(`module:function` names need custom code allowed).",
+        "Only `dataset` is required. Relative paths start at the config file's folder; in "
+        "overrides (`section.key=value`, typed as YAML) at the current directory. `transforms` "
+        "is a list of `Name` or `{Name: {arg: value}}` of `hetload.transforms`, applied in "
+        "order; a `module:function` name is custom code, refused unless allowed "
+        "(`allow_custom_code=True`, `--allow-custom-code`).",
         "",
     ]
     for section, keys in SCHEMA.items():
