@@ -25,8 +25,10 @@ Transformers' length grouping (``LengthGroupedSampler``: random mega-batches of 
 length, longest first; re-implemented here from its documented rule because transformers is not
 a dependency); Lhotse's real ``DynamicBucketingSampler`` (30 buckets) through durations
 (1 s = 1,000 points); and global size sorting with shuffled batch order (fairseq's
-``batch_by_size``; run as hetload with ``windows=1``). PyG's sampler re-slices its index list for
-every batch (quadratic: minutes per epoch at 1M), so it runs only up to ``--pyg-max``.
+``batch_by_size``; run as hetload with ``windows=1``). hetload's streaming bucketer runs on the
+same sizes as a stream of indices in a fresh order each epoch (as shuffled shards deliver
+them). PyG's sampler re-slices its index list for every batch (quadratic: minutes per epoch at
+1M), so it runs only up to ``--pyg-max``.
 
     .venv/bin/python scripts/bench_sampler.py --sizes 100000 1000000 10000000
 """
@@ -43,7 +45,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hetload.samplers import BucketBatchSampler
+from hetload.samplers import BucketBatchSampler, stream_batches
 
 BUDGET = 524_288
 
@@ -82,6 +84,22 @@ class GlobalSort(Hetload):
 
     def __init__(self, sizes: np.ndarray) -> None:
         super().__init__(sizes, windows=1)
+
+
+class Stream:
+    name = "hetload stream_batches, buffer 2048"
+    input_only = True
+
+    def __init__(self, sizes: np.ndarray) -> None:
+        self.sizes = sizes.tolist()
+
+    def epoch(self, e: int) -> Iterator[list[int]]:
+        # The samples are their indices (a real stream carries the data), arriving in a new
+        # order every epoch as a stream with shuffled shards delivers them.
+        arrival = np.random.default_rng([1, e]).permutation(len(self.sizes)).tolist()
+        return stream_batches(
+            arrival, self.sizes.__getitem__, BUDGET, buffer_size=2048, seed=(0, e)
+        )
 
 
 class Random32:
@@ -354,6 +372,10 @@ def main(argv: Iterable[str] | None = None) -> None:
         plan: list[tuple[type, str | None]] = [
             (Hetload, None),
             (GlobalSort, None),
+            (
+                Stream,
+                None if n <= args.hf_max else f"N > --hf-max={args.hf_max} (per-sample Python)",
+            ),
             (Random32, None),
             (HFLengthGrouped, None if n <= args.hf_max else f"N > --hf-max={args.hf_max}"),
             (

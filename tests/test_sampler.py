@@ -81,25 +81,37 @@ def test_drop_last_drops_whole_batches_only(sizes, budget, world):
 @given(
     sizes=st.lists(st.tuples(st.integers(0, 300), st.integers(0, 600)), max_size=150),
     limits=st.tuples(st.integers(300, 2000), st.integers(600, 4000)),
-    cost=st.sampled_from(["padded", "sum"]),
+    cost=st.sampled_from(["padded", "sum", "count*max+sum"]),
     max_batch_size=st.one_of(st.none(), st.integers(1, 12)),
 )
 def test_several_limits_each_kept(sizes, limits, cost, max_batch_size):
+    def mixed(count, largest, total):  # padded plus packed, a callable cost
+        return count * largest + total
+
+    rules = {
+        "padded": lambda column: padded_cost(column),
+        "sum": sum,
+        "count*max+sum": lambda column: padded_cost(column) + sum(column),
+    }
     table = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
     sampler = BucketBatchSampler(
         {"verts": table[:, 0], "faces": table[:, 1]},
         {"verts": limits[0], "faces": limits[1]},
-        cost=cost,
+        cost=mixed if cost == "count*max+sum" else cost,
         max_batch_size=max_batch_size,
         windows=2,
+        oversize="skip",
     )
     batches = list(sampler)
-    assert sorted(i for b in batches for i in b) == list(range(len(sizes)))
+    fits_alone = [
+        i
+        for i, row in enumerate(sizes)
+        if all(rules[cost]([row[k]]) <= limits[k] for k in range(2))
+    ]
+    assert sorted(i for b in batches for i in b) == fits_alone
     for batch in batches:
         for k in range(2):
-            column = [sizes[i][k] for i in batch]
-            charged = padded_cost(column) if cost == "padded" else sum(column)
-            assert charged <= limits[k]
+            assert rules[cost]([sizes[i][k] for i in batch]) <= limits[k]
         if max_batch_size is not None:
             assert len(batch) <= max_batch_size
 

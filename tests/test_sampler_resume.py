@@ -124,3 +124,44 @@ def test_same_sizes_in_another_dtype_resume():
     resumed = BucketBatchSampler(sizes, 524_288)
     resumed.load_state_dict(state)
     assert resumed.resume_step == 3
+
+
+def test_stateful_dataloader_resumes_exactly():
+    stateful = pytest.importorskip("torchdata.stateful_dataloader")
+    sizes = lognormal_sizes(3000, seed=6)
+
+    def loader():
+        sampler = BucketBatchSampler(sizes, 524_288, seed=2, num_replicas=3, rank=2)
+        sampler.set_epoch(1)
+        return stateful.StatefulDataLoader(
+            IndexDataset(),
+            batch_sampler=sampler,
+            collate_fn=as_list,
+            num_workers=2,
+            prefetch_factor=2,
+        )
+
+    expected = list(loader())
+    first = loader()
+    got = []
+    for batch in first:
+        got.append(batch)
+        if len(got) == 11:
+            state = first.state_dict()
+            break
+    resumed = loader()
+    resumed.load_state_dict(state)
+    assert got + list(resumed) == expected
+
+
+def test_set_epoch_keeps_a_loaded_resume_point():
+    sizes = lognormal_sizes(800)
+    full = BucketBatchSampler(sizes, 524_288)
+    full.set_epoch(5)
+    expected = list(full)
+    resumed = BucketBatchSampler(sizes, 524_288)
+    resumed.load_state_dict({**full.state_dict(), "consumed": 4})
+    resumed.set_epoch(5)  # the top of the usual epoch loop
+    assert list(resumed) == expected[4:]
+    resumed.set_epoch(5)
+    assert list(resumed) == expected, "once yielded to the end, the epoch is whole again"

@@ -108,6 +108,14 @@ class StreamBucketer:
         self._budget = Budget.build(
             self.max_tokens, [str(i) for i in range(k)], self.cost, self.max_batch_size
         )
+        self._limits = self._budget.limits.tolist()
+
+    def _fits_alone(self, row: tuple[int, ...]) -> bool:
+        if isinstance(self.cost, str):
+            # one sample costs its own size under "padded" and "sum": no numpy per sample
+            return all(s <= limit for s, limit in zip(row, self._limits))
+        wide = np.asarray([row], dtype=np.int64)
+        return bool(self._budget.fits(np.ones(1, dtype=np.int64), wide, wide)[0])
 
     def __call__(self, samples: Iterable[Any]) -> Iterator[list[Any]]:
         rng = np.random.default_rng(self._entropy)
@@ -118,8 +126,7 @@ class StreamBucketer:
         for sample in samples:
             self.samples += 1
             row = _size_row(self.size_fn(sample), k, sample)
-            wide = np.asarray([row], dtype=np.int64)
-            if not budget.fits(np.ones(1, dtype=np.int64), wide, wide)[0]:
+            if not self._fits_alone(row):
                 self.oversized += 1
                 if self.oversize == "error":
                     raise ValueError(
@@ -202,6 +209,8 @@ def stream_batches(
 
 
 def _size_row(size: int | Sequence[int], k: int, sample: Any) -> tuple[int, ...]:
+    if type(size) is int and k == 1 and size >= 0:  # the common case, checked cheaply
+        return (size,)
     row = (size,) if np.ndim(size) == 0 else tuple(size)
     if len(row) != k or any(isinstance(s, bool) or not float(s).is_integer() or s < 0 for s in row):
         raise ValueError(
