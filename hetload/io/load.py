@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import mmap
 import os
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -118,15 +117,15 @@ def scan(path: str | os.PathLike) -> MeshInfo:
                         break
                     head += more
             elif fmt == "obj":
-                # map, not read: the count looks at each byte once, straight from the page cache
-                size = path.stat().st_size
-                if size == 0 or (not head.strip() and size <= len(head)):
-                    raise ReadError(path, "the file is empty")
-                with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                    return MeshInfo("obj", *count_obj(memoryview(mapped)))
+                fh.seek(0)
+                head = fh.read()
         size = path.stat().st_size
     except OSError as exc:
         raise ReadError(path, f"cannot read the file: {exc.strerror or exc}") from exc
+    if fmt == "obj":
+        if not head or head.isspace():
+            raise ReadError(path, "the file is empty")
+        return MeshInfo("obj", *count_obj(head))
     if fmt == "ply":
         header = read_ply_header(path, head)
         if header.fmt != "ascii":

@@ -69,13 +69,13 @@ def read_obj(path: str | os.PathLike, data: bytes, options: LoadOptions) -> dict
     return _assemble(path, parsed, options)
 
 
-def count_obj(data: bytes | memoryview) -> tuple[int, int]:
+def count_obj(data: bytes) -> tuple[int, int]:
     """``(vertices, faces)``: the ``v`` and ``f`` lines, counted without parsing a number."""
     arr = np.frombuffer(data, dtype=np.uint8)
     if len(arr) < 2:
         return 0, 0
     breaks = arr[:-1] == _NL
-    if 13 in arr:
+    if data.find(b"\r") >= 0:
         breaks |= arr[:-1] == 13
     starts = np.flatnonzero(breaks) + 1
     if arr[0] != _NL:
@@ -83,7 +83,7 @@ def count_obj(data: bytes | memoryview) -> tuple[int, int]:
     starts = starts[starts < len(arr) - 1]
     first, second = arr[starts], arr[starts + 1]
     if ((first == _SPACE) | (first == _TAB)).any():
-        text = bytes(data).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        text = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         return count_obj(_LEADING_SPACE.sub(b"", text))
     spaced = (second == _SPACE) | (second == _TAB)
     verts = int(np.count_nonzero(spaced & (first == ord("v"))))
