@@ -1,6 +1,7 @@
 """Builds hetload's compiled packed<->padded kernels from ``cuda/`` (metadata is in pyproject.toml).
 
-- ``hetload/_C``: the CPU kernels, whenever torch and a C++ compiler exist at build time;
+- ``hetload/_C``: the CPU kernels (packed<->padded, and collate's re-based index copy),
+  whenever torch and a C++ compiler exist at build time;
 - ``hetload/_C_cuda``: the CUDA kernels, when torch has CUDA and ``nvcc`` is found.
 
 Both are written against libtorch's stable ABI (``TORCH_TARGET_VERSION`` 2.10, ``abi3``), so one
@@ -66,7 +67,7 @@ def _extensions() -> tuple[list, dict]:
     extensions = [
         CppExtension(
             "hetload._C",
-            [str(KERNELS / "pad_cpu.cpp")],
+            [str(KERNELS / "pad_cpu.cpp"), str(KERNELS / "index_cpu.cpp")],
             depends=headers,
             extra_compile_args={"cxx": CXX_FLAGS},
             py_limited_api=True,

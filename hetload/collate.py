@@ -4,8 +4,8 @@ Copies, counted (DESIGN: counts of copies are part of the design):
 
 - a ragged field: exactly one copy of each sample's bytes, into one preallocated buffer
   (``torch.cat(..., out=buffer)``); numpy inputs are wrapped, not copied, first;
-- an index field: the same single copy, written already re-based (``out = faces + offset`` in
-  one pass), its range checked on the copy while it is still in cache;
+- an index field: the same single copy, written already re-based (``out = faces + offset``) and
+  range checked in the same pass (:func:`hetload.ops.rebase_index_`);
 - inside a DataLoader worker the buffers are allocated in shared memory, so sending the batch to
   the main process moves a file descriptor, not the bytes (as PyG and ``default_collate`` do).
 """
@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import get_worker_info
 
 from hetload.batch import HeteroBatch
+from hetload.ops import rebase_index_
 from hetload.ragged import Ragged
 from hetload.schema import DEFAULT_SCHEMA, Field, Schema
 
@@ -197,26 +198,23 @@ def _collate_index(
         )
     counts = target.lengths.tolist()
     bases = target.offsets.tolist()
+    top = torch.iinfo(tensors[0].dtype).max
+    if bases[-1] - 1 > top:
+        raise ValueError(
+            f"field {name!r}: {tensors[0].dtype} cannot hold indices into the {bases[-1]} packed "
+            f"rows of {spec.index_of!r} (at most {top + 1}); store it as a wider integer dtype"
+        )
     lengths = [t.shape[0] for t in tensors]
     values = _empty((sum(lengths), *tensors[0].shape[1:]), tensors[0].dtype, shared)
-    # numpy's integer add and min/max loops are faster than torch's single-threaded ones here
-    packed = values.numpy()
-    start = 0
-    for i, t in enumerate(tensors):
-        end = start + lengths[i]
-        if end == start:
-            continue
-        rows = packed[start:end]
-        # one pass writes the re-based copy; the range check then reads it while it is in cache
-        np.add(t.numpy(), bases[i], out=rows)
-        low, high = int(rows.min()) - bases[i], int(rows.max()) - bases[i]
-        if low < 0 or high >= counts[i]:
-            bad = low if low < 0 else high
-            raise ValueError(
-                f"field {name!r}: sample {i} has index {bad}, outside [0, {counts[i]}) "
-                f"for its {counts[i]} rows of {spec.index_of!r}"
-            )
-        start = end
+    # one pass per sample writes the re-based copy and checks the range (hetload.ops)
+    bad = rebase_index_(tensors, values, bases[:-1], counts)
+    if bad >= 0:
+        source = tensors[bad].numpy()
+        low, high = int(source.min()), int(source.max())
+        raise ValueError(
+            f"field {name!r}: sample {bad} has index {low if low < 0 else high}, outside "
+            f"[0, {counts[bad]}) for its {counts[bad]} rows of {spec.index_of!r}"
+        )
     return Ragged(
         values,
         _offsets_of(lengths, shared),

@@ -3,12 +3,16 @@
 - :func:`packed_to_padded`: ``values [sum N_i, *D]`` + ``offsets [B+1]`` -> ``[B, max_len, *D]``
 - :func:`padded_to_packed`: the inverse; its gradient is :func:`packed_to_padded`'s and vice versa
 - :func:`packed_to_padded_local`: for index fields (faces): global -> local indices, ``-1`` padding
+- :func:`rebase_index_`: the other way, as ``collate`` packs an index field: local -> global
+  indices, range checked, in one copy
 
 Every dtype torch stores data in is supported (the ops copy bytes), on every device. The compiled
 CPU / CUDA kernels from ``cuda/`` are used when built; :func:`backend` says which path serves.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
@@ -21,6 +25,7 @@ __all__ = [
     "packed_to_padded",
     "packed_to_padded_local",
     "padded_to_packed",
+    "rebase_index_",
 ]
 
 
@@ -157,6 +162,31 @@ def padded_to_packed(
     if total is None:
         total = int(offsets[-1])
     return torch.ops.hetload.padded_to_packed(padded.contiguous(), offsets, int(total))
+
+
+def rebase_index_(
+    samples: Sequence[torch.Tensor],
+    out: torch.Tensor,
+    bases: Sequence[int],
+    counts: Sequence[int],
+) -> int:
+    """Pack an index field: write ``samples[i] + bases[i]`` into consecutive rows of ``out``,
+    checking in the same pass that every index of sample ``i`` lies in ``[0, counts[i])``.
+
+    Args:
+        samples: ``B`` integer tensors ``[N_i, *D]`` (local indices), of ``out``'s dtype and
+            device; non-contiguous ones are made contiguous first.
+        out: ``[sum N_i, *D]``, contiguous; written in place (e.g. a shared-memory buffer).
+        bases: ``B`` ints ``>= 0``, sample ``i``'s first row in the packed field it indexes;
+            ``bases[i] + counts[i] - 1`` must fit ``out.dtype``.
+        counts: ``B`` ints ``>= 0``, the rows sample ``i`` may index.
+
+    Returns:
+        ``-1`` when every index is in range (``out`` is then complete), else the first sample
+        ``i`` holding one outside ``[0, counts[i])`` (``out``'s content is then unspecified).
+        Malformed arguments raise ``RuntimeError``.
+    """
+    return torch.ops.hetload.rebase_index_(list(samples), out, list(bases), list(counts))
 
 
 def backend(device: str | torch.device = "cpu") -> str:

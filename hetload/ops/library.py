@@ -2,8 +2,8 @@
 
 The schemas are defined here, in Python, once. Three kinds of implementation stand behind them:
 
-- the pure-torch one (:mod:`hetload.ops.torch_impl`), registered as ``CompositeExplicitAutograd``
-  so it serves every device;
+- the pure-torch one (:mod:`hetload.ops.torch_impl`, :mod:`hetload.ops.index_impl`), registered
+  as ``CompositeExplicitAutograd`` so it serves every device;
 - the compiled kernels from ``cuda/``: ``hetload/_C*.so`` registers the ``CPU`` kernels,
   ``hetload/_C_cuda*.so`` the ``CUDA`` ones, each loaded when it was built and loads (a CUDA
   module that cannot load, e.g. under a CPU-only torch, leaves the CPU kernels in service); a
@@ -19,7 +19,7 @@ import os
 
 import torch
 
-from hetload.ops import torch_impl
+from hetload.ops import index_impl, torch_impl
 
 __all__ = ["EXTENSIONS", "EXTENSION_MODULES", "has_kernel"]
 
@@ -30,10 +30,14 @@ _LIB.define(
     "float fill) -> Tensor"
 )
 _LIB.define("padded_to_packed(Tensor padded, Tensor offsets, SymInt total) -> Tensor")
+# collate's copy of an index field: samples[i] + bases[i] into consecutive rows of `out`, range
+# checked against [0, counts[i]); returns the first offending sample or -1
+_LIB.define("rebase_index_(Tensor[] samples, Tensor(a!) out, int[] bases, int[] counts) -> int")
 
 _LIB.impl("packed_to_padded", torch_impl.packed_to_padded, "CompositeExplicitAutograd")
 _LIB.impl("packed_to_padded_local", torch_impl.packed_to_padded_local, "CompositeExplicitAutograd")
 _LIB.impl("padded_to_packed", torch_impl.padded_to_packed, "CompositeExplicitAutograd")
+_LIB.impl("rebase_index_", index_impl.rebase_index_, "CompositeExplicitAutograd")
 
 
 @torch.library.register_fake("hetload::packed_to_padded")

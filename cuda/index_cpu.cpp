@@ -1,0 +1,162 @@
+// The CPU kernel of torch.ops.hetload.rebase_index_: the copy that packs an index field (faces,
+// edges) re-bases each sample's indices and checks their range in the same pass, so the bytes
+// are read once and written once, as a plain copy would.
+#include <algorithm>
+#include <limits>
+#include <type_traits>
+
+#include "pad_host.h"
+
+namespace hetload {
+namespace {
+
+constexpr const char* kRebase = "hetload::rebase_index_";
+
+// dst = src + base over n elements; true when some src is outside [0, lim], lim >= -1.
+// Signed: v is in range exactly when neither v nor lim - v is negative (when v < 0 the wrapped
+// lim - v may be anything, v's own sign bit already flags it), so OR-ing both into one word and
+// testing its sign bit at the end is the whole check: add, sub, or, no compare or branch per
+// element, which gcc vectorizes on baseline SSE2 for every width (SSE2 has no 64-bit compare).
+// The arithmetic is done on the unsigned twin of T, where wrapping is defined.
+template <class T>
+bool rebase_signed(const T* __restrict__ src, T* __restrict__ dst, int64_t n, T base, T lim) {
+  using U = std::make_unsigned_t<T>;
+  const U ubase = static_cast<U>(base);
+  const U ulim = static_cast<U>(lim);
+  U acc = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const U v = static_cast<U>(src[i]);
+    dst[i] = static_cast<T>(static_cast<U>(v + ubase));
+    acc |= static_cast<U>(v | static_cast<U>(ulim - v));
+  }
+  return static_cast<T>(acc) < 0;
+}
+
+// Unsigned dtypes (uint8..uint64) have no negative values; one compare per element.
+template <class T>
+bool rebase_unsigned(const T* __restrict__ src, T* __restrict__ dst, int64_t n, T base, T lim) {
+  T acc = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const T v = src[i];
+    dst[i] = static_cast<T>(v + base);
+    acc |= static_cast<T>(v > lim);
+  }
+  return acc != 0;
+}
+
+template <class T>
+bool rebase_one(const T* src, T* dst, int64_t n, int64_t base, int64_t count) {
+  if (n == 0) return false;
+  if constexpr (std::is_signed_v<T>) {
+    const int64_t lim = std::min<int64_t>(count - 1, std::numeric_limits<T>::max());
+    return rebase_signed<T>(src, dst, n, static_cast<T>(base), static_cast<T>(lim));
+  } else {
+    if (count == 0) return true;
+    const uint64_t lim =
+        std::min<uint64_t>(static_cast<uint64_t>(count - 1), std::numeric_limits<T>::max());
+    return rebase_unsigned<T>(src, dst, n, static_cast<T>(base), static_cast<T>(lim));
+  }
+}
+
+// The largest packed index representable in `dtype` (the indices after re-basing must fit).
+int64_t index_max(ScalarType dtype) {
+  switch (dtype) {
+    case ScalarType::Char: return std::numeric_limits<int8_t>::max();
+    case ScalarType::Short: return std::numeric_limits<int16_t>::max();
+    case ScalarType::Int: return std::numeric_limits<int32_t>::max();
+    case ScalarType::Byte: return std::numeric_limits<uint8_t>::max();
+    case ScalarType::UInt16: return std::numeric_limits<uint16_t>::max();
+    case ScalarType::UInt32: return std::numeric_limits<uint32_t>::max();
+    default: return std::numeric_limits<int64_t>::max();
+  }
+}
+
+// Calls f(T{}) with T the C++ integer of an index dtype.
+template <class F>
+void with_index_type(ScalarType dtype, F&& f) {
+  switch (dtype) {
+    case ScalarType::Char: f(int8_t{}); break;
+    case ScalarType::Short: f(int16_t{}); break;
+    case ScalarType::Int: f(int32_t{}); break;
+    case ScalarType::Long: f(int64_t{}); break;
+    case ScalarType::Byte: f(uint8_t{}); break;
+    case ScalarType::UInt16: f(uint16_t{}); break;
+    case ScalarType::UInt32: f(uint32_t{}); break;
+    default: f(uint64_t{}); break;
+  }
+}
+
+// Samples per parallel task: about 256 KiB of output each (one task when single-threaded, as
+// in DataLoader workers).
+int64_t grain(int64_t total_bytes, int64_t batch) {
+  const int64_t mean = std::max<int64_t>(1, total_bytes / std::max<int64_t>(1, batch));
+  return std::max<int64_t>(1, (int64_t{1} << 18) / mean);
+}
+
+// out's rows, in order, are samples[i] + bases[i]; returns the first i whose sample holds an
+// index outside [0, counts[i]), or -1 (then out is complete; else its content is unspecified).
+int64_t rebase_index_(std::vector<Tensor> samples, Tensor out, std::vector<int64_t> bases,
+                      std::vector<int64_t> counts) {
+  const int64_t batch = static_cast<int64_t>(samples.size());
+  STD_TORCH_CHECK(static_cast<int64_t>(bases.size()) == batch &&
+                      static_cast<int64_t>(counts.size()) == batch,
+                  kRebase, ": ", batch, " samples but ", bases.size(), " bases and ",
+                  counts.size(), " counts");
+  const ScalarType dtype = out.scalar_type();
+  STD_TORCH_CHECK(is_index_dtype(dtype), kRebase, ": an index field must be integer, got ",
+                  torch::headeronly::toString(dtype));
+  STD_TORCH_CHECK(out.dim() >= 1 && out.is_contiguous(), kRebase,
+                  ": out must be a contiguous [sum N_i, ...] tensor");
+  const int64_t top = index_max(dtype);
+  std::vector<Tensor> sources;
+  std::vector<int64_t> starts(batch + 1, 0);
+  sources.reserve(batch);
+  for (int64_t i = 0; i < batch; ++i) {
+    const Tensor& s = samples[i];
+    STD_TORCH_CHECK(s.scalar_type() == dtype, kRebase, ": sample ", i, " has dtype ",
+                    torch::headeronly::toString(s.scalar_type()), ", out has ",
+                    torch::headeronly::toString(dtype));
+    STD_TORCH_CHECK(s.device() == out.device(), kRebase, ": sample ", i,
+                    " is not on out's device");
+    STD_TORCH_CHECK(s.dim() == out.dim(), kRebase, ": sample ", i, " has ", s.dim(),
+                    " dims, out has ", out.dim());
+    for (int64_t d = 1; d < s.dim(); ++d) {
+      STD_TORCH_CHECK(s.size(d) == out.size(d), kRebase, ": sample ", i,
+                      "'s trailing shape does not match out's");
+    }
+    STD_TORCH_CHECK(counts[i] >= 0 && bases[i] >= 0, kRebase, ": sample ", i, " has base ",
+                    bases[i], " and count ", counts[i], "; both must be >= 0");
+    STD_TORCH_CHECK(counts[i] == 0 || bases[i] <= top - (counts[i] - 1), kRebase, ": sample ",
+                    i, "'s packed indices reach ", bases[i], " + ", counts[i] - 1,
+                    ", more than ", torch::headeronly::toString(dtype), " holds");
+    starts[i + 1] = starts[i] + s.numel();
+    sources.push_back(s.is_contiguous() ? s : torch::stable::contiguous(s));
+  }
+  STD_TORCH_CHECK(starts[batch] == out.numel(), kRebase, ": the samples hold ", starts[batch],
+                  " elements, out ", out.numel());
+  std::vector<unsigned char> bad(batch, 0);
+  with_index_type(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    T* dst = static_cast<T*>(out.mutable_data_ptr());
+    const int64_t total_bytes = out.numel() * static_cast<int64_t>(sizeof(T));
+    torch::stable::parallel_for(0, batch, grain(total_bytes, batch), [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) {
+        const T* src = static_cast<const T*>(sources[i].const_data_ptr());
+        bad[i] = rebase_one<T>(src, dst + starts[i], starts[i + 1] - starts[i], bases[i],
+                               counts[i]);
+      }
+    });
+  });
+  for (int64_t i = 0; i < batch; ++i) {
+    if (bad[i]) return i;
+  }
+  return -1;
+}
+
+}  // namespace
+
+STABLE_TORCH_LIBRARY_IMPL(hetload, CPU, m) {
+  m.impl("rebase_index_", TORCH_BOX(&rebase_index_));
+}
+
+}  // namespace hetload
