@@ -107,13 +107,21 @@ def read_ply_header(path: str | os.PathLike, data: bytes) -> PlyHeader:
                 raise ReadError(path, f"unknown format line {' '.join(words)!r}", where)
             fmt = words[1]
         elif words[0] == "element":
-            if len(words) != 3 or not words[2].isdigit():
+            # isdigit() alone takes digits such as '²' that int() refuses
+            if len(words) != 3 or not (words[2].isascii() and words[2].isdigit()):
                 raise ReadError(path, f"bad element line {' '.join(words)!r}", where)
             elements.append(Element(words[1], int(words[2])))
         elif words[0] == "property":
             if not elements:
                 raise ReadError(path, "a property before any element", where)
-            elements[-1].props.append(_prop(path, words, where))
+            prop = _prop(path, words, where)
+            if any(p.name == prop.name for p in elements[-1].props):
+                raise ReadError(
+                    path,
+                    f"property {prop.name!r} is declared twice in element {elements[-1].name!r}",
+                    where,
+                )
+            elements[-1].props.append(prop)
         else:
             raise ReadError(path, f"unknown header keyword {words[0]!r}", where)
     if fmt is None:
@@ -196,6 +204,14 @@ def _binary_lists(
             continue
         check_fits(path, pos + p.count_dtype.itemsize, len(data), "a list count", where)
         (n,) = struct.unpack_from(order + p.count_dtype.char, data, pos)
+        _check_list_count(path, n, where)
+        check_fits(
+            path,
+            p.count_dtype.itemsize + n * p.dtype.itemsize,
+            len(data) - pos,
+            f"a list of {n} items",
+            where,
+        )
         layout.append((p.name + "\0n", p.count_dtype.newbyteorder(order)))
         layout.append((p.name, p.dtype.newbyteorder(order), (n,)))
         pos += p.count_dtype.itemsize + n * p.dtype.itemsize
@@ -242,6 +258,7 @@ def _walk_rows(
             if pos + count.size > end:
                 break
             (n,) = count.unpack_from(data, pos)
+            _check_list_count(path, n, f"element {element.name!r} row {row} at byte {pos}")
             pos += count.size
             starts[name].append(pos)
             sizes[name].append(n)
@@ -269,6 +286,11 @@ def _walk_rows(
             n = np.array(sizes[p.name], dtype=np.int64)
             values[p.name] = (_gather(buf, first, n, dtype), n)
     return values, pos
+
+
+def _check_list_count(path: str | os.PathLike, n: int, where: str) -> None:
+    if n < 0:
+        raise ReadError(path, f"a list count is negative ({n})", where)
 
 
 def _gather(buf: np.ndarray, starts: np.ndarray, counts: np.ndarray, dtype: np.dtype) -> np.ndarray:
