@@ -358,11 +358,14 @@ def _is_float(token: bytes) -> bool:
 
 def _int(path: str | os.PathLike, token: bytes, where: str) -> int:
     try:
-        return int(token)
+        value = int(token)
     except ValueError:
         raise ReadError(
             path, f"{token.decode('utf-8', 'replace')!r} is not an integer index", where
         ) from None
+    if not -(2**63) <= value < 2**63:
+        raise ReadError(path, f"index {value} is out of any array's range", where)
+    return value
 
 
 def _resolve(
@@ -396,9 +399,12 @@ def _assemble(
     path: str | os.PathLike, parsed: _Parsed, options: LoadOptions
 ) -> dict[str, np.ndarray]:
     sample: dict[str, np.ndarray] = {}
+    with np.errstate(over="ignore"):
+        verts = parsed.v.astype(options.dtype)
     if not options.allow_nonfinite:
-        check_finite(path, "vertex", parsed.v, lambda row: f"line {parsed.v_line[row] + 1}")
-    sample["verts"] = parsed.v.astype(options.dtype)
+        # after the cast: a finite double beyond float32's range becomes an infinity
+        check_finite(path, "vertex", verts, lambda row: f"line {parsed.v_line[row] + 1}")
+    sample["verts"] = verts
     if parsed.colors is not None:
         sample["colors"] = parsed.colors.astype(options.dtype)
     if len(parsed.vn):
