@@ -354,8 +354,8 @@ def main(argv: Iterable[str] | None = None) -> None:
     parser.add_argument(
         "--memory-max",
         type=int,
-        default=1_000_000,
-        help="peers' memory is traced only up to this N (tracemalloc is slow)",
+        default=100_000,
+        help="peers' memory is traced only up to this N (tracemalloc slows Lhotse for minutes)",
     )
     args = parser.parse_args(argv)
 

@@ -126,6 +126,7 @@ def test_same_sizes_in_another_dtype_resume():
     assert resumed.resume_step == 3
 
 
+@pytest.mark.filterwarnings("ignore:'set_vital' is deprecated")
 def test_stateful_dataloader_resumes_exactly():
     stateful = pytest.importorskip("torchdata.stateful_dataloader")
     sizes = lognormal_sizes(3000, seed=6)
