@@ -129,40 +129,34 @@ def _blank(c: np.ndarray) -> np.ndarray:
 
 
 def _gather(
-    text: bytes,
-    starts: np.ndarray,
-    ends: np.ndarray,
-    lines: np.ndarray,
-    keyword: bytes,
-    replacement: bytes,
-) -> bytes:
-    """The bytes of ``lines``, each preceded by ``\\n``, with ``\\n<keyword>`` replaced.
-
-    Every gathered line starts with ``keyword`` (leading blanks were removed), so the
-    replacement touches line starts only. Consecutive lines are one slice of the file, so a file
-    written kind by kind costs one slice and one replace per kind.
-    """
+    text: bytes, starts: np.ndarray, ends: np.ndarray, lines: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The bytes of ``lines``, each ending with ``\\n``, as a writable uint8 array, and where
+    each line starts in it (int64 ``[L]``). Consecutive lines are one slice of the file, so a
+    file written kind by kind costs one copy per kind."""
     breaks = np.flatnonzero(np.diff(lines) != 1) + 1
     run_first = np.concatenate([[0], breaks])
     run_last = np.concatenate([breaks - 1, [len(lines) - 1]])
-    # starts[i] - 1 is the newline ending the line before (the file's first line has none)
-    pieces = [text[starts[lines[a]] - 1 : ends[lines[b]]] for a, b in zip(run_first, run_last)]
-    if starts[lines[0]] == 0:
-        pieces[0] = b"\n" + text[: ends[lines[run_last[0]]]]
-    region = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-    return region.replace(b"\n" + keyword, replacement)
+    pieces = [text[starts[lines[a]] : ends[lines[b]] + 1] for a, b in zip(run_first, run_last)]
+    buf = np.frombuffer(bytearray().join(pieces), dtype=np.uint8)
+    run_len = np.array([len(p) for p in pieces], dtype=np.int64)
+    run_base = np.concatenate([[0], np.cumsum(run_len)[:-1]])
+    run_of_line = np.repeat(np.arange(len(pieces)), run_last - run_first + 1)
+    line_starts = starts[lines] - starts[lines[run_first]][run_of_line] + run_base[run_of_line]
+    return buf, line_starts
 
 
 def _rows(
-    text: bytes, starts: np.ndarray, ends: np.ndarray, lines: np.ndarray, keyword: bytes
+    text: bytes, starts: np.ndarray, ends: np.ndarray, lines: np.ndarray, keyword: int
 ) -> tuple[np.ndarray, int]:
     """Parse ``lines`` that must all hold the same number of numbers: ``(float64 [L, k], k)``."""
     if len(lines) == 0:
         return np.zeros((0, 0)), 0
-    # a leading blank line is skipped by the table parser
-    region = _gather(text, starts, ends, lines, keyword, b"\n" + b" " * len(keyword))
+    buf, line_starts = _gather(text, starts, ends, lines)
+    for k in range(keyword):  # blank the keyword ('v', 'vt', 'vn') out of every line
+        buf[line_starts + k] = _SPACE
     try:
-        table = parse_table(region, np.float64, len(lines))
+        table = parse_table(buf.tobytes(), np.float64, len(lines))
     except NotNumbers as exc:
         raise _Irregular from exc
     return table, table.shape[1]
@@ -180,13 +174,13 @@ def _parse_fast(text: bytes) -> _Parsed:
     }
     lines = {name: np.flatnonzero(mask) for name, mask in kinds.items()}
 
-    v, width = _rows(text, starts, ends, lines["v"], b"v")
+    v, width = _rows(text, starts, ends, lines["v"], 1)
     if width not in (0, 3, 4, 6):
         raise _Irregular
-    vt, t_width = _rows(text, starts, ends, lines["vt"], b"vt")
+    vt, t_width = _rows(text, starts, ends, lines["vt"], 2)
     if t_width not in (0, 2, 3):
         raise _Irregular
-    vn, n_width = _rows(text, starts, ends, lines["vn"], b"vn")
+    vn, n_width = _rows(text, starts, ends, lines["vn"], 2)
     if n_width not in (0, 3):
         raise _Irregular
 
@@ -224,36 +218,37 @@ def _faces(
     """
     if len(face_line) == 0:
         return np.zeros(0, np.int64), np.zeros((0, 1), np.int64), False, False
-    # 0 is no OBJ index, so it can mark line ends (a 0 in the file is refused later): each
-    # line becomes "0 <numbers>", and one more 0 closes the last
-    region = _gather(text, starts, ends, face_line, b"f", b" 0\n ") + b" 0"
-    first = region[4 : region.find(b"\n", 4)].split()
-    if not first:
+    buf, line_starts = _gather(text, starts, ends, face_line)
+    first = bytes(buf[line_starts[0] + 1 : line_starts[1] if len(line_starts) > 1 else None])
+    corner = first.split()[:1]
+    if not corner:
         raise _Irregular
-    key = (first[0].count(b"/"), first[0].count(b"//"))
+    key = (corner[0].count(b"/"), corner[0].count(b"//"))
     if key not in _CORNER_FORMATS:
         raise _Irregular
     per_corner, has_t, has_n = _CORNER_FORMATS[key]
-    if key == (0, 0):
-        slashes = pairs = 1 if b"/" in region else 0
-    else:
-        slashes, pairs = region.count(b"/"), region.count(b"//")
-        region = region.replace(b"/", b" ")
+    slash = buf == ord("/")
+    slashes = int(np.count_nonzero(slash))
+    pairs = int(np.count_nonzero(slash[:-1] & slash[1:])) if slashes else 0
+    buf[slash] = _SPACE
+    # 0 is no OBJ index, so it can mark lines: the keyword 'f' becomes a 0 (a 0 in the file
+    # makes the marks disagree, and the per-line parser refuses it)
+    buf[line_starts] = ord("0")
     try:
-        values = parse_numbers(region, np.int64, None)
+        values = parse_numbers(buf.tobytes(), np.int64, None)
     except NotNumbers as exc:
         raise _Irregular from exc
     marks = np.flatnonzero(values == 0)
-    if len(marks) != len(face_line) + 1 or marks[0] != 0 or marks[-1] != len(values) - 1:
+    if len(marks) != len(face_line) or marks[0] != 0:
         raise _Irregular
-    counts = np.diff(marks) - 1
+    counts = np.diff(marks, append=len(values)) - 1
     arity = counts // per_corner
     n_corners = int(arity.sum())
     if (counts % per_corner).any() or (slashes, pairs) != (key[0] * n_corners, key[1] * n_corners):
         raise _Irregular
     width = int(counts[0])
     if (counts == width).all():
-        numbers = values[1:].reshape(len(face_line), width + 1)[:, :width]
+        numbers = values.reshape(len(face_line), width + 1)[:, 1:]
     else:
         keep = np.ones(len(values), dtype=bool)
         keep[marks] = False
