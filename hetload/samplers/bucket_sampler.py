@@ -57,9 +57,11 @@ class BucketBatchSampler(Sampler[list[int]]):
             epoch (the least padding; for evaluation).
         seed: the seed shared by all ranks.
         drop_last: how the number of batches is made a multiple of ``num_replicas``: False
-            splits the batches with the most samples in two (every sample exactly once; only
-            with fewer samples than ranks are some repeated, counted as ``duplicated``); True
-            drops the batches with the fewest samples (counted as ``dropped``).
+            splits the batches with the most samples in two (every sample exactly once), and
+            only when even batches of one sample cannot fill whole steps (fewer samples than
+            ranks; 6 samples that need 5 batches on 4 ranks) repeats a few single samples,
+            counted as ``duplicated``; True drops the batches with the fewest samples
+            (counted as ``dropped``).
         num_replicas, rank: the DDP world; default from ``torch.distributed`` when it is
             initialized, else 1 and 0.
         oversize: a sample whose cost alone exceeds the budget: ``"error"`` refuses the sizes,

@@ -213,7 +213,8 @@ class EpochPlan:
         order: ``[M]`` sample indices, each batch contiguous.
         cuts: int64 ``[B + 1]``; batch ``b`` is ``order[cuts[b]:cuts[b + 1]]``.
         schedule: int64 ``[S, W]``: the batch rank ``r`` runs at step ``s``. A batch id appears
-            twice only when there were fewer samples than ranks (``duplicated``).
+            twice only when even batches of one sample could not fill whole steps
+            (``duplicated``).
         count, maxes, sums: per batch, ``[B]`` and ``[B, K]`` (see :func:`batch_summary`).
         duplicated: samples scheduled a second time so that every rank has a batch.
         dropped: samples left out by ``drop_last`` to make the steps equal.
