@@ -238,6 +238,9 @@ def _walk_rows(
     path: str | os.PathLike, data: bytes, offset: int, element: Element, order: str
 ) -> tuple[Values, int]:
     """Rows of varying size (mixed arity): find each row's fields in one pass, then gather."""
+    lists = [p for p in element.props if p.count_dtype is not None]
+    if len(lists) == 1 and lists[0].count_dtype == np.uint8:
+        return _walk_byte_counted(path, data, offset, element, order)
     starts: dict[str, list[int]] = {p.name: [] for p in element.props}
     sizes: dict[str, list[int]] = {p.name: [] for p in element.props if p.count_dtype}
     readers = [
@@ -285,6 +288,51 @@ def _walk_rows(
         else:
             n = np.array(sizes[p.name], dtype=np.int64)
             values[p.name] = (_gather(buf, first, n, dtype), n)
+    return values, pos
+
+
+def _walk_byte_counted(
+    path: str | os.PathLike, data: bytes, offset: int, element: Element, order: str
+) -> tuple[Values, int]:
+    """The common mixed-arity layout (one list with a uchar count, as Blender writes faces):
+    the loop only reads one byte per row; every field is then gathered with numpy."""
+    index = next(i for i, p in enumerate(element.props) if p.count_dtype is not None)
+    item = element.props[index].dtype.itemsize
+    before = sum(p.dtype.itemsize for p in element.props[:index])
+    after = sum(p.dtype.itemsize for p in element.props[index + 1 :])
+    row_starts = np.empty(element.count, dtype=np.int64)
+    counts = np.empty(element.count, dtype=np.int64)
+    pos, end, fixed = offset, len(data), before + 1 + after
+    for row in range(element.count):
+        if pos + before >= end:
+            raise ReadError(
+                path,
+                f"row {row} of {element.count} runs past the end of the file: truncated",
+                f"element {element.name!r} at byte {min(pos, end)}",
+            )
+        n = data[pos + before]
+        row_starts[row] = pos
+        counts[row] = n
+        pos += fixed + n * item
+    if pos > end:
+        row = int(np.flatnonzero(row_starts + fixed + counts * item > end)[0])
+        raise ReadError(
+            path,
+            f"row {row} of {element.count} runs past the end of the file: truncated",
+            f"element {element.name!r} at byte {int(row_starts[row])}",
+        )
+    buf = np.frombuffer(data, dtype=np.uint8)
+    ones = np.ones(element.count, dtype=np.int64)
+    values: Values = {}
+    field = row_starts.copy()
+    for i, p in enumerate(element.props):
+        dtype = p.dtype.newbyteorder(order)
+        if i == index:
+            values[p.name] = (_gather(buf, field + 1, counts, dtype), counts)
+            field = field + 1 + counts * item
+        else:
+            values[p.name] = _gather(buf, field, ones, dtype)
+            field = field + p.dtype.itemsize
     return values, pos
 
 
