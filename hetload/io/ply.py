@@ -162,6 +162,11 @@ def _read_binary(
     out = []
     for element in header.elements:
         where = f"element {element.name!r} at byte {offset}"
+        if not element.props:
+            # rows of no bytes: nothing to read, whatever the count (np.frombuffer would take
+            # a count past ssize_t)
+            out.append({})
+            continue
         if element.fixed:
             dtype = np.dtype([(p.name, p.dtype.newbyteorder(order)) for p in element.props])
             need = element.count * dtype.itemsize
@@ -542,6 +547,8 @@ def _decode_uniform(
             values[p.name] = _cast(path, column, p.dtype, p.name, lambda k: k, where)
             col += 1
             continue
+        if not np.isfinite(table[0, col]):
+            return None  # the general walk names the row
         n = int(table[0, col])
         if n < 0 or col + 1 + n > width or (table[:, col] != n).any():
             return None
