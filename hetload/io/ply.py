@@ -507,6 +507,10 @@ def _decode_rows(
             continue
         n = _cast(path, numbers[pos], p.count_dtype, p.name, row_of(pos), where)
         n = n.astype(np.int64)
+        negative = np.flatnonzero(n < 0)
+        if len(negative):  # a signed count type ('list char int')
+            row = int(negative[0])
+            _check_list_count(path, int(n[row]), where(row))
         _check_room(path, pos + 1 + n, row_end, element, where)
         index = np.repeat(pos + 1 - np.concatenate([[0], np.cumsum(n)[:-1]]), n)
         index += np.arange(len(index), dtype=np.int64)
