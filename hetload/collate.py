@@ -191,10 +191,9 @@ def _collate_index(
             "as a ragged field"
         )
     tensors = _ragged_column(name, column)
-    if tensors[0].is_floating_point() or tensors[0].dtype in (torch.bool, torch.uint8):
+    if tensors[0].is_floating_point() or tensors[0].is_complex() or tensors[0].dtype == torch.bool:
         raise ValueError(
-            f"field {name!r}: an index field must have a signed integer dtype, "
-            f"got {tensors[0].dtype}"
+            f"field {name!r}: an index field must have an integer dtype, got {tensors[0].dtype}"
         )
     counts = target.lengths.tolist()
     bases = target.offsets.tolist()

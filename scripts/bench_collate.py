@@ -91,7 +91,8 @@ def pyg_inputs(meshes):
 # ---------------------------------------------------------------------------- the run
 def bench_collate(meshes, repeats: int) -> list[tuple[str, float]]:
     nbytes = sum(m["verts"].nbytes + m["faces"].nbytes for m in meshes)
-    src = torch.empty(nbytes, dtype=torch.uint8)
+    # written, so reads hit real pages (an untouched buffer reads the shared zero page)
+    src = torch.ones(nbytes, dtype=torch.uint8)
     dst = torch.empty(nbytes, dtype=torch.uint8)
     rows = [
         ("memcpy floor (reused buffer)", lambda: dst.copy_(src)),
@@ -117,7 +118,7 @@ def bench_padding(meshes, repeats: int, width: int) -> list[tuple[str, float]]:
         ragged = hl.Ragged(values, ragged.offsets, max_len=ragged.max_len, validate=False)
     values, offsets, max_len = ragged.values, ragged.offsets, ragged.max_len
     out_bytes = len(meshes) * max_len * width * values.element_size()
-    src = torch.empty(out_bytes, dtype=torch.uint8)
+    src = torch.ones(out_bytes, dtype=torch.uint8)
     dst = torch.empty(out_bytes, dtype=torch.uint8)
     items = ragged.unbind()
     nested = torch.nested.nested_tensor_from_jagged(values, offsets, max_seqlen=max_len)

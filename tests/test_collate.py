@@ -149,7 +149,7 @@ def _two(**changes):
         (_two(verts=np.zeros((4, 2), np.float32)), "'verts': sample 1 has shape"),
         (_two(faces=np.array([[0, 1, 4]])), "'faces': sample 1 has index 4, outside"),
         (_two(faces=np.array([[0, -1, 2]])), "'faces': sample 1 has index -1"),
-        ([{"verts": np.zeros((3, 3)), "faces": np.array([[0.0, 1.0, 2.0]])}], "signed integer"),
+        ([{"verts": np.zeros((3, 3)), "faces": np.array([[0.0, 1.0, 2.0]])}], "integer dtype"),
         ([{"faces": np.array([[0, 1, 2]])}], "indexes into 'verts'"),
         ([{"verts": np.array(["a", "b"])}], "cannot be batched as numbers"),
         ([{"verts": [1, 2, 3]}], "expected a numpy array"),
