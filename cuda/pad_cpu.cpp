@@ -58,13 +58,7 @@ Tensor packed_to_padded(Tensor values, Tensor offsets, int64_t max_len, double f
 
 Tensor packed_to_padded_local(Tensor values, Tensor offsets, Tensor base, int64_t max_len,
                               double fill) {
-  Geometry g = check_pad(values, offsets, max_len, kPadLocal);
-  STD_TORCH_CHECK(is_index_dtype(values.scalar_type()), kPadLocal,
-                  ": an index field must be integer, got ",
-                  torch::headeronly::toString(values.scalar_type()));
-  check_index_tensor(base, values, kPadLocal, "base");
-  STD_TORCH_CHECK(base.numel() == offsets.numel(), kPadLocal, ": base has ", base.numel(),
-                  " entries, offsets ", offsets.numel());
+  Geometry g = check_pad_local(values, offsets, base, max_len, kPadLocal);
   const int64_t* o = offsets.const_data_ptr<int64_t>();
   const int64_t* bases = base.const_data_ptr<int64_t>();
   check_offsets(o, g.batch, g.rows, g.max_len, kPadLocal);

@@ -109,13 +109,7 @@ Tensor packed_to_padded(Tensor values, Tensor offsets, int64_t max_len, double f
 
 Tensor packed_to_padded_local(Tensor values, Tensor offsets, Tensor base, int64_t max_len,
                               double fill) {
-  Geometry g = check_pad(values, offsets, max_len, kPadLocal);
-  STD_TORCH_CHECK(is_index_dtype(values.scalar_type()), kPadLocal,
-                  ": an index field must be integer, got ",
-                  torch::headeronly::toString(values.scalar_type()));
-  check_index_tensor(base, values, kPadLocal, "base");
-  STD_TORCH_CHECK(base.numel() == offsets.numel(), kPadLocal, ": base has ", base.numel(),
-                  " entries, offsets ", offsets.numel());
+  Geometry g = check_pad_local(values, offsets, base, max_len, kPadLocal);
   torch::stable::accelerator::DeviceGuard guard(values.get_device_index());
   const Tensor src = torch::stable::contiguous(values);
   Tensor out = torch::stable::new_empty(src, padded_shape(src, g.batch, g.max_len));

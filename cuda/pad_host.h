@@ -168,6 +168,19 @@ inline Geometry check_pad(const Tensor& values, const Tensor& offsets, int64_t m
   return g;
 }
 
+// check_pad plus the index-field checks of packed_to_padded_local (integer values, base [B+1]).
+inline Geometry check_pad_local(const Tensor& values, const Tensor& offsets, const Tensor& base,
+                                int64_t max_len, const char* op) {
+  Geometry g = check_pad(values, offsets, max_len, op);
+  STD_TORCH_CHECK(is_index_dtype(values.scalar_type()), op,
+                  ": an index field must be integer, got ",
+                  torch::headeronly::toString(values.scalar_type()));
+  check_index_tensor(base, values, op, "base");
+  STD_TORCH_CHECK(base.numel() == offsets.numel(), op, ": base has ", base.numel(),
+                  " entries, offsets ", offsets.numel());
+  return g;
+}
+
 inline Geometry check_pack(const Tensor& padded, const Tensor& offsets, int64_t total,
                            const char* op) {
   STD_TORCH_CHECK(padded.dim() >= 2, op, ": padded must be [B, L, ...], got ", padded.dim(),
