@@ -377,6 +377,8 @@ def preprocess(
         finished = _finished(out_dir, header)
         if finished is not None:
             return finished
+        if not (out_dir / JOURNAL).exists():
+            _refuse_stray_shards(out_dir)
         journal = Journal(out_dir / JOURNAL, header)
         done, shard_count = _resume_point(out_dir, journal, lo)
         _remove_leftovers(out_dir, shard_count)
@@ -502,6 +504,18 @@ def _read_errors(path: Path) -> list[dict[str, str]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _refuse_stray_shards(out_dir: Path) -> None:
+    """Before a run creates its journal: shards there are another run's, never to be deleted.
+    (Once the journal exists, even holding only its header after a kill between the first
+    shard's rename and its journal line, shards past the journal are this run's leftovers.)"""
+    stray = sorted(out_dir.glob("shard-*.tar"))
+    if stray:
+        raise ValueError(
+            f"{out_dir} holds {stray[0].name} but no journal of the run that wrote it; "
+            "use an empty output folder"
+        )
+
+
 def _resume_point(out_dir: Path, journal: Journal, lo: int) -> tuple[int, int]:
     """``(next input position, shards already done)``, after checking the journaled shards."""
     shard_count = 0
@@ -518,13 +532,6 @@ def _resume_point(out_dir: Path, journal: Journal, lo: int) -> tuple[int, int]:
                 "delete the folder to start again"
             )
         shard_count += 1
-    if shard_count == 0 and not journal.records:
-        stray = sorted(out_dir.glob("shard-*.tar"))
-        if stray:
-            raise ValueError(
-                f"{out_dir} holds {stray[0].name} but no journal of the run that wrote it; "
-                "use an empty output folder"
-            )
     done = journal.records[-1]["done"] if journal.records else lo
     return done, shard_count
 
