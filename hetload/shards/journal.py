@@ -84,7 +84,11 @@ class Journal:
         flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT | os.O_TRUNC if create else 0)
         fd = os.open(path, flags, 0o644)
         try:
-            os.write(fd, line)
+            # a nearly full disk may take part of the line and return the count: a torn line
+            # followed by whole ones would make the journal unreadable
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
