@@ -9,6 +9,7 @@ and a restarted run byte-identical to an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tarfile
@@ -112,7 +113,9 @@ class ShardWriter:
     def abort(self) -> None:
         """Drop the unfinished shard."""
         if not self._file.closed:
-            self._file.close()
+            # on a full disk the flush of the dropped bytes fails too; the file closes anyway
+            with contextlib.suppress(OSError):
+                self._file.close()
         self.partial.unlink(missing_ok=True)
 
     def __enter__(self) -> ShardWriter:
