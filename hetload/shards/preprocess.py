@@ -19,6 +19,8 @@ The run is a pure function of (sorted input list, settings):
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -373,7 +375,7 @@ def preprocess(
         },
     }
     header = json.loads(json.dumps(header))  # the form it has once read back from JSON
-    with _exclusive(out_dir):
+    with _exclusive(out_dir), _full_disk_hint(out_dir):
         finished = _finished(out_dir, header)
         if finished is not None:
             return finished
@@ -442,6 +444,22 @@ def _tick(bar, result: PreprocessResult, started: float) -> None:
     elapsed = time.perf_counter() - started
     if elapsed > 0 and result.read_files % 16 == 1:
         bar.set_postfix_str(f"{result.read_bytes / 1e6 / elapsed:.1f} MB/s", refresh=False)
+
+
+@contextlib.contextmanager
+def _full_disk_hint(out_dir: Path) -> Iterator[None]:
+    """A full disk or quota: name the output folder and say that a rerun resumes (the bare
+    ``[Errno 28] No space left on device`` of a buffered write names neither)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise OSError(
+            exc.errno,
+            f"{out_dir}: {exc.strerror or os.strerror(exc.errno)}; the shards finished so far "
+            "are kept: free some space and rerun the same command to resume",
+        ) from exc
 
 
 class _exclusive:
