@@ -99,13 +99,20 @@ class ShardWriter:
                     column.append(-1)
 
     def close(self) -> ShardEntry:
-        """Write the end-of-archive blocks, fsync, rename to the final name; return the entry."""
+        """Write the end-of-archive blocks, fsync, rename to the final name; return the entry.
+
+        If any of that fails (a full disk), the partial file is dropped before the error goes
+        on: the caller no longer holds this writer to abort it."""
         end = self._pos + 2 * BLOCK
-        self._write(_ZEROS[: 2 * BLOCK + (-end % _RECORD)])
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        os.replace(self.partial, self.path)
+        try:
+            self._write(_ZEROS[: 2 * BLOCK + (-end % _RECORD)])
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self.partial, self.path)
+        except BaseException:
+            self.abort()
+            raise
         self.entry.filesize = self._pos
         self.entry.sha256 = self._digest.hexdigest()
         return self.entry
