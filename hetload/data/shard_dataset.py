@@ -12,6 +12,7 @@ import contextlib
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,8 @@ class ShardDataset(Dataset):
             skipped sample comes back as ``None`` (``collate`` leaves it out) and is recorded in
             :attr:`report`.
         check: compare each local shard's size with the index on construction (one ``stat``
-            each), so a truncated or replaced shard is reported before training starts.
+            each), so a truncated or replaced shard is reported before training starts: raised
+            under ``on_error="raise"``, else recorded in :attr:`report`.
         max_open: file handles kept open per process (least recently used are closed).
 
     Attributes:
@@ -59,10 +61,17 @@ class ShardDataset(Dataset):
         max_open: int = 64,
     ) -> None:
         self.index = source if isinstance(source, ShardIndex) else ShardIndex.load(source)
-        if check:
-            check_shards(self.index)
         self.fields = None if fields is None else list(fields)
         self.policy = ErrorPolicy(on_error)
+        if check:
+            # shard by shard, through the policy: under "skip" / "warn" every truncated or
+            # missing shard is named in this process's report (DataLoader workers keep their
+            # own reports), and its readable samples are still served
+            for shard in self.index.shards:
+                try:
+                    check_shards(replace(self.index, shards=[shard]))
+                except ShardError as exc:
+                    self.policy.handle(exc.source, exc)
         self.max_open = max(1, int(max_open))
         shards = self.index.shards
         self._urls = [self.index.shard_url(i) for i in range(len(shards))]
