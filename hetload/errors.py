@@ -8,9 +8,16 @@ handler, it keeps a report of what was dropped, so a shortened epoch is never si
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
+import tempfile
+import uuid
 import warnings
+import weakref
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 __all__ = ["ErrorPolicy", "HetloadWarning", "OnError", "Skipped"]
@@ -38,6 +45,11 @@ class Skipped:
 class ErrorPolicy:
     """Decide what a bad input does, and remember every input that was dropped.
 
+    The report lives in this process; :meth:`share` also appends each entry to a JSON-lines file
+    (one ``write`` of an ``O_APPEND`` file per entry, so lines from several processes never
+    interleave), which makes skips in DataLoader worker processes visible in the main process's
+    :attr:`report`. Datasets used with workers share their policy.
+
     >>> policy = ErrorPolicy("skip")
     >>> try:
     ...     raise ValueError("bad header")
@@ -47,23 +59,58 @@ class ErrorPolicy:
     [Skipped(source='a.ply', reason='ValueError: bad header')]
     """
 
-    def __init__(self, mode: OnError | ErrorPolicy = "raise") -> None:
+    def __init__(
+        self,
+        mode: OnError | ErrorPolicy = "raise",
+        *,
+        report_path: str | os.PathLike | None = None,
+    ) -> None:
         if isinstance(mode, ErrorPolicy):
+            report_path = report_path if report_path is not None else mode.report_path
             mode = mode.mode
         if mode not in _MODES:
             raise ValueError(f"on_error must be one of {_MODES}, got {mode!r}")
         self.mode: OnError = mode
-        self.report: list[Skipped] = []
+        self.report_path: Path | None = None if report_path is None else Path(report_path)
+        self._local: list[Skipped] = []
+
+    def share(self) -> ErrorPolicy:
+        """Keep the report in a file every process appends to (a temporary file unless
+        ``report_path`` was given; removed when the policy that made it is collected).
+        Returns ``self``."""
+        if self.report_path is None:
+            name = f"hetload-report-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+            self.report_path = Path(tempfile.gettempdir()) / name
+            weakref.finalize(self, _remove_if_owner, str(self.report_path), os.getpid())
+        return self
 
     def handle(self, source: str, exc: BaseException) -> None:
         """Re-raise ``exc`` under ``"raise"``; otherwise record ``(source, reason)`` and return."""
         if self.mode == "raise":
             raise exc
-        reason = f"{type(exc).__name__}: {exc}"
-        self.report.append(Skipped(str(source), reason))
-        log.info("skipped %s: %s", source, reason)
+        skipped = Skipped(str(source), f"{type(exc).__name__}: {exc}")
+        self._local.append(skipped)
+        if self.report_path is not None:
+            self._append(skipped)
+        log.info("skipped %s: %s", skipped.source, skipped.reason)
         if self.mode == "warn":
-            warnings.warn(f"hetload skipped {source}: {reason}", HetloadWarning, stacklevel=3)
+            warnings.warn(
+                f"hetload skipped {skipped.source}: {skipped.reason}", HetloadWarning, stacklevel=3
+            )
+
+    @property
+    def report(self) -> list[Skipped]:
+        """Every input dropped so far (by any process when shared), once per (source, reason),
+        in the order they were first recorded."""
+        seen: dict[tuple[str, str], Skipped] = {}
+        for skipped in [*self._read_shared(), *self._local]:
+            seen.setdefault((skipped.source, skipped.reason), skipped)
+        return list(seen.values())
+
+    @property
+    def last(self) -> Skipped | None:
+        """The entry this process recorded last."""
+        return self._local[-1] if self._local else None
 
     def as_handler(self, source: str = "<stream>"):
         """A WebDataset-style ``handler(exn) -> bool``: True to continue, raising under
@@ -75,5 +122,40 @@ class ErrorPolicy:
 
         return handler
 
+    def _append(self, skipped: Skipped) -> None:
+        entry = {**skipped.as_dict(), "pid": os.getpid()}
+        line = (json.dumps(entry) + "\n").encode("utf-8")
+        try:
+            fd = os.open(self.report_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+        except OSError as err:  # the in-process report still has the entry
+            log.warning("hetload: cannot append to the report %s: %s", self.report_path, err)
+
+    def _read_shared(self) -> list[Skipped]:
+        if self.report_path is None:
+            return []
+        try:
+            text = self.report_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        entries = []
+        for line in text.splitlines():
+            try:
+                entry = json.loads(line)
+                entries.append(Skipped(entry["source"], entry["reason"]))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue  # a line cut short by a killed writer
+        return entries
+
     def __repr__(self) -> str:
         return f"ErrorPolicy({self.mode!r}, skipped={len(self.report)})"
+
+
+def _remove_if_owner(path: str, owner: int) -> None:
+    # a forked worker holds a copy of the policy; only the process that made the file removes it
+    if os.getpid() == owner:
+        with contextlib.suppress(OSError):
+            os.unlink(path)

@@ -198,6 +198,9 @@ def test_shard_dataset_skip_serves_everything_that_survived_once_per_epoch(trunc
     for epoch in range(2):
         sampler.set_epoch(epoch)
         assert epoch_of(loader) == alive, f"epoch {epoch}"
+    # the workers' skips reach this process's report (the policy is shared)
+    from_workers = [s for s in ds.report[1:] if s.source.startswith(str(path))]
+    assert len(from_workers) == len(lost)
     # in this process too, each sample lost with the cut is skipped with its reason
     first = sum(s.nsamples for s in ds.index.shards[:7])
     for i in range(first, first + ds.index.shards[7].nsamples):

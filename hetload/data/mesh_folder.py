@@ -16,14 +16,11 @@ process lists every file any worker skipped.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import tempfile
-import uuid
-import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -103,17 +100,14 @@ class MeshFolder(Dataset):
             key=lambda p: p.relative_to(self.root).as_posix(),
         )
         self.transform = transform
-        self.policy = ErrorPolicy(on_error)
+        # shared: skips in DataLoader workers reach this process's report
+        self.policy = ErrorPolicy(on_error, report_path=report_path).share()
+        self.report_path = self.policy.report_path
         self.fields = None if fields is None else tuple(fields)
         self.load_options = dict(load_options or {})
         self.seed = int(seed)
         # shared memory: set_epoch in the main process reaches (even persistent) workers
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
-        if report_path is None:
-            name = f"hetload-report-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
-            report_path = Path(tempfile.gettempdir()) / name
-            weakref.finalize(self, _remove_if_owner, str(report_path), os.getpid())
-        self.report_path = Path(report_path)
 
         counts, errors = _SizeIndex(self.root, index).counts(
             self.files, scan_workers, progress and len(self.files) > 200
@@ -165,21 +159,7 @@ class MeshFolder(Dataset):
     @property
     def report(self) -> list[Skipped]:
         """Every file skipped so far, by any process, once per (file, reason), in order."""
-        seen: dict[tuple[str, str], Skipped] = {}
-        try:
-            text = self.report_path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            text = ""
-        for line in text.splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crashed writer
-            skipped = Skipped(entry["source"], entry["reason"])
-            seen.setdefault((skipped.source, skipped.reason), skipped)
-        for skipped in self.policy.report:
-            seen.setdefault((skipped.source, skipped.reason), skipped)
-        return list(seen.values())
+        return self.policy.report
 
     def __repr__(self) -> str:
         return (
@@ -203,24 +183,6 @@ class MeshFolder(Dataset):
 
     def _skip(self, path: Path, exc: BaseException) -> None:
         self.policy.handle(str(path), exc)  # raises under "raise"
-        entry = {"source": str(path), "reason": self.policy.report[-1].reason, "pid": os.getpid()}
-        line = (json.dumps(entry) + "\n").encode("utf-8")
-        try:
-            # one write() of an O_APPEND file: lines from several workers never interleave
-            fd = os.open(self.report_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, line)
-            finally:
-                os.close(fd)
-        except OSError as err:
-            log.warning("hetload: cannot append to the report %s: %s", self.report_path, err)
-
-
-def _remove_if_owner(path: str, owner: int) -> None:
-    # a forked worker holds a copy of the dataset; only the process that made the file removes it
-    if os.getpid() == owner:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
 
 
 class _SizeIndex:

@@ -62,11 +62,11 @@ class ShardDataset(Dataset):
     ) -> None:
         self.index = source if isinstance(source, ShardIndex) else ShardIndex.load(source)
         self.fields = None if fields is None else list(fields)
-        self.policy = ErrorPolicy(on_error)
+        # shared: skips in DataLoader workers reach this process's report
+        self.policy = ErrorPolicy(on_error).share()
         if check:
             # shard by shard, through the policy: under "skip" / "warn" every truncated or
-            # missing shard is named in this process's report (DataLoader workers keep their
-            # own reports), and its readable samples are still served
+            # missing shard is named in the report, and its readable samples are still served
             for shard in self.index.shards:
                 try:
                     check_shards(replace(self.index, shards=[shard]))
@@ -107,7 +107,7 @@ class ShardDataset(Dataset):
 
     @property
     def report(self):
-        """Samples dropped under ``on_error="skip"|"warn"`` in this process, with reasons."""
+        """Samples dropped under ``on_error="skip"|"warn"`` by any process, with reasons."""
         return self.policy.report
 
     def key(self, i: int) -> str:

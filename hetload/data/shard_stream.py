@@ -120,7 +120,7 @@ class ShardStream(IterableDataset):
         collate_fn: turns a list of samples into a batch (``None`` yields the lists).
         even: ``"truncate"`` or ``"pad"`` (see the module docstring).
         on_error: a shard or sample that cannot be read: ``"raise"``, or skip it (``"skip"``,
-            ``"warn"``) and record it in :attr:`report` of the process that read it.
+            ``"warn"``) and record it in :attr:`report` (shared by the DataLoader workers).
 
     Use it with ``DataLoader(stream, batch_size=None, ...)``: it yields whole batches. The
     arrays of streamed samples are read-only views of the bytes WebDataset read (``collate``
@@ -186,7 +186,8 @@ class ShardStream(IterableDataset):
         self._started = 0  # iterations begun since set_epoch (see set_epoch)
         self.fields = None if fields is None else list(fields)
         self.collate_fn = collate_fn
-        self.policy = ErrorPolicy(on_error)
+        # shared: skips in DataLoader workers reach this process's report
+        self.policy = ErrorPolicy(on_error).share()
         names = self.index.field_names()
         if size_field is None:
             size_field = next(
@@ -211,7 +212,7 @@ class ShardStream(IterableDataset):
 
     @property
     def report(self):
-        """Shards and samples skipped in this process, with reasons."""
+        """Shards and samples skipped by any process (DataLoader workers included), with reasons."""
         return self.policy.report
 
     def num_batches(self, num_workers: int = 0) -> int:

@@ -399,7 +399,7 @@ def preprocess(
                 result.read_bytes += nbytes
                 if error is not None:
                     policy.handle(inputs[position][0], error)
-                    skipped.append(policy.report[-1].as_dict())
+                    skipped.append(policy.last.as_dict())
                 elif sample is None:
                     skipped.append(
                         {"reason": "dropped by the transforms", "source": inputs[position][0]}
