@@ -175,3 +175,34 @@ def test_not_enough_shards_or_no_index_is_a_clear_error(tmp_path):
         ShardStream(tmp_path, batch_size=2, max_tokens=100)
     with pytest.raises(ValueError, match="both rank and world_size"):
         ShardStream(tmp_path, batch_size=2, rank=1)
+
+
+def _jittered(stream: ShardStream, num_workers: int) -> dict[int, bytes]:
+    loader = DataLoader(stream, batch_size=None, num_workers=num_workers)
+    out = {}
+    for batch in loader:
+        for sample in batch:
+            out[int(sample["label"])] = sample["verts"].numpy().tobytes()
+    return out
+
+
+def test_transforms_are_seeded_per_sample_whatever_the_workers(tmp_path):
+    from hetload.transforms import Jitter
+
+    samples = make_samples(24)
+    write_shards(samples, tmp_path, max_count=6)
+
+    def stream(seed: int) -> ShardStream:
+        return ShardStream(tmp_path, batch_size=4, seed=seed, transform=Jitter(0.1, 0.5))
+
+    first = _jittered(stream(0), num_workers=0)
+    assert len(first) == 24
+    # the same (seed, epoch, sample) gives the same augmentation in any worker layout
+    assert _jittered(stream(0), num_workers=2) == first
+    moved = [i for i in first if len(samples[i]["verts"])]
+    assert all(first[i] != samples[i]["verts"].tobytes() for i in moved)
+    other_seed = _jittered(stream(1), num_workers=0)
+    assert all(other_seed[i] != first[i] for i in moved)
+    next_epoch = stream(0)
+    next_epoch.set_epoch(1)
+    assert all(_jittered(next_epoch, num_workers=0)[i] != first[i] for i in moved)

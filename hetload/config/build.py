@@ -465,7 +465,8 @@ def _stream(
     rank: int,
 ) -> Any:
     """A ``ShardStream`` yielding collated batches; transforms run on each sample of a batch
-    just before collating (the batch was formed on the sizes stored in the index)."""
+    just before collating (the batch was formed on the sizes stored in the index), seeded by
+    ``(seed, epoch, sample position)``."""
     for key in _MAP_STYLE_ONLY:
         if f"sampler.{key}" in config.given:
             raise config.error(
@@ -483,7 +484,8 @@ def _stream(
         "fields": ds["fields"],
         "on_error": ds["on_error"],
         "even": config.distributed["even"],
-        "collate_fn": _TransformThenCollate(transform, collate_fn) if transform else collate_fn,
+        "collate_fn": collate_fn,
+        "transform": transform,
     }
     if ds["index"] is not None:
         kwargs["index"] = ds["index"]
@@ -498,17 +500,6 @@ def _stream(
         kwargs["buffer_size"] = sampler["buffer_size"]
     kwargs.update(ds["options"])
     return _construct(cls, (ds["urls"],), kwargs, "dataset", config)
-
-
-class _TransformThenCollate:
-    """Transform every sample of a streamed batch, then collate (picklable)."""
-
-    def __init__(self, transform: Callable, collate_fn: Callable) -> None:
-        self.transform = transform
-        self.collate_fn = collate_fn
-
-    def __call__(self, samples: list[dict[str, Any]]) -> Any:
-        return self.collate_fn([self.transform(s) for s in samples])
 
 
 def _cost(config: LoaderConfig) -> Any:

@@ -25,6 +25,7 @@ that there are at least ``world_size`` shards, preferably ``world_size * num_wor
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -90,6 +91,10 @@ class StreamPlan:
         return sum(self.quota[0])
 
 
+#: where a streamed sample carries its key between decoding and its transform
+_KEY = "__key__"
+
+
 class ShardStream(IterableDataset):
     """Stream batches from preprocessed shards: local paths, ``pipe:`` commands or fsspec URLs.
 
@@ -118,6 +123,10 @@ class ShardStream(IterableDataset):
         size_field: the field whose rows are a sample's size (default as ``ShardDataset``).
         fields: the fields to decode; ``None`` for all.
         collate_fn: turns a list of samples into a batch (``None`` yields the lists).
+        transform: applied to each sample of a batch just before ``collate_fn`` (batches are
+            formed on the sizes stored in the shards), drawing from the generator of
+            ``(seed, epoch, sample position)`` (:func:`hetload.transforms.sample_rng`, the sample
+            position being its key): the same augmentation on any rank, worker count or rerun.
         even: ``"truncate"`` or ``"pad"`` (see the module docstring).
         on_error: a shard or sample that cannot be read: ``"raise"``, or skip it (``"skip"``,
             ``"warn"``) and record it in :attr:`report` (shared by the DataLoader workers).
@@ -143,6 +152,7 @@ class ShardStream(IterableDataset):
         size_field: str | None = None,
         fields: Sequence[str] | None = None,
         collate_fn: Callable[[list[dict[str, Any]]], Any] | None = collate,
+        transform: Callable[..., Any] | None = None,
         even: Literal["truncate", "pad"] = "truncate",
         on_error: OnError | ErrorPolicy = "raise",
     ) -> None:
@@ -186,6 +196,7 @@ class ShardStream(IterableDataset):
         self._started = 0  # iterations begun since set_epoch (see set_epoch)
         self.fields = None if fields is None else list(fields)
         self.collate_fn = collate_fn
+        self.transform = transform
         # shared: skips in DataLoader workers reach this process's report
         self.policy = ErrorPolicy(on_error).share()
         names = self.index.field_names()
@@ -276,6 +287,8 @@ class ShardStream(IterableDataset):
         while produced < quota:
             before = produced
             for batch in self.batcher(self._samples(shards), self._size_of, seed):
+                if self.transform is not None:
+                    batch = [self._transformed(sample, epoch) for sample in batch]
                 yield batch if self.collate_fn is None else self.collate_fn(batch)
                 produced += 1
                 if produced == quota:
@@ -297,9 +310,25 @@ class ShardStream(IterableDataset):
                 key = raw["__key__"]
                 members = {name: data for name, data in raw.items() if not name.startswith("__")}
                 try:
-                    yield decode_sample(members, url, key, self.fields)
+                    sample = decode_sample(members, url, key, self.fields)
                 except ShardError as exc:
                     self.policy.handle(exc.source, exc)
+                    continue
+                if self.transform is not None:
+                    sample[_KEY] = key  # seeds the sample's transform; removed before collate
+                yield sample
+
+    def _transformed(self, sample: dict[str, Any], epoch: int) -> Any:
+        from hetload.transforms import Transform, sample_rng, seeded
+
+        key = sample.pop(_KEY)
+        # keys written by `hetload preprocess` are positions; others are hashed stably
+        position = int(key) if key.isdigit() else zlib.crc32(key.encode("utf-8"))
+        rng = sample_rng(self.seed, epoch, position)
+        if isinstance(self.transform, Transform):
+            return self.transform(sample, rng)
+        with seeded(rng):
+            return self.transform(sample)
 
     def _read_shard(self, k: int) -> Iterator[dict[str, Any]]:
         from webdataset.tariterators import group_by_keys, tar_file_expander
