@@ -1,7 +1,8 @@
 """``MeshFolder``: a map-style dataset over a folder of OBJ / PLY files.
 
-Sizes come from :func:`hetload.io.scan` (headers and line prefixes, no float parsing), run in
-parallel threads and cached in an index file beside the data (``.hetload-index.json``), so a
+Sizes come from :func:`hetload.io.scan` (headers and line prefixes, no float parsing; a file
+whose triangle count that cannot tell, such as an ASCII PLY, is loaded once), run in parallel
+threads and cached in an index file beside the data (``.hetload-index.json``), so a
 sampler can bucket by size before a single sample is read. An entry is trusted only while its
 file keeps the same size and mtime. The index is written under a temporary name and renamed;
 where the data folder is read-only it goes to the user cache directory instead, and where that
@@ -39,7 +40,7 @@ __all__ = ["MeshFolder"]
 
 log = logging.getLogger("hetload")
 INDEX_NAME = ".hetload-index.json"
-_INDEX_VERSION = 1
+_INDEX_VERSION = 2  # 2: faces count the triangles load returns
 
 
 class MeshFolder(Dataset):
@@ -71,8 +72,10 @@ class MeshFolder(Dataset):
         files: ``list[Path]``, one per sample.
         sizes: ``np.int64 [len]``: vertex count of each file (0 for a file that failed to scan
             under skip / warn).
-        field_sizes: ``{"verts": ..., "faces": ...}``, each ``np.int64 [len]``; faces are
-            counted as stored (polygons; PLY tristrips as 1), a lower bound of the triangles.
+        field_sizes: ``{"verts": ..., "faces": ...}``, each ``np.int64 [len]``; faces are the
+            rows of the loaded ``faces`` field (polygons fan-triangulated), exact for a hard
+            per-batch budget: from :func:`hetload.io.scan` where it knows them
+            (``MeshInfo.n_triangles``), else from loading the file once while scanning.
     """
 
     def __init__(
@@ -186,7 +189,7 @@ class MeshFolder(Dataset):
 
 
 class _SizeIndex:
-    """Per-file ``(n_verts, n_faces)`` cached on disk, keyed by relative path, size and mtime."""
+    """Per-file ``(n_verts, n_triangles)`` cached on disk, keyed by path, size and mtime."""
 
     def __init__(self, root: Path, index: str | os.PathLike | None) -> None:
         self.root = root
@@ -269,4 +272,12 @@ def _scan_one(path: Path) -> tuple[int, int, ReadError | None]:
         info = scan(path)
     except ReadError as exc:
         return 0, 0, exc
-    return info.n_verts, info.n_faces, None
+    if info.n_triangles is not None:
+        return info.n_verts, info.n_triangles, None
+    # the header does not tell the triangles (ASCII PLY, tristrips...): a budget needs the
+    # exact count, so the file is read once here and the count cached with the other sizes
+    try:
+        sample = load(path, allow_nonfinite=True)
+    except ReadError as exc:
+        return info.n_verts, 0, exc
+    return info.n_verts, len(sample.get("faces", ())), None

@@ -11,7 +11,7 @@ import numpy as np
 from hetload.io.fallback import read_with_trimesh
 from hetload.io.obj import count_obj, read_obj
 from hetload.io.options import LoadOptions
-from hetload.io.ply import read_ply, read_ply_header
+from hetload.io.ply import FACE_LISTS, PlyHeader, read_ply, read_ply_header
 from hetload.io.read_error import ReadError
 
 __all__ = ["MeshInfo", "load", "scan"]
@@ -19,16 +19,40 @@ __all__ = ["MeshInfo", "load", "scan"]
 _HEADER_CHUNK = 1 << 16
 
 
-class MeshInfo(NamedTuple):
+class _Counts(NamedTuple):
+    format: str
+    n_verts: int
+    n_faces: int
+
+
+class MeshInfo(_Counts):
     """What :func:`scan` learns from a file without parsing its numbers.
 
     ``n_faces`` counts faces as the file stores them: OBJ ``f`` lines and PLY ``face`` rows
     (polygons, before triangulation), plus one per PLY ``tristrips`` row.
+
+    ``n_triangles`` is the number of rows ``load(path)["faces"]`` has (polygons fan-triangulated)
+    where the file tells it cheaply: OBJ (corners per ``f`` line), binary PLY whose face element
+    is a vertex-index list beside fixed-size properties, other formats; ``None`` where it does
+    not (ASCII PLY, tristrips, extra list properties, an OBJ face line with a comment), and a
+    size budget must then load the file. It is an attribute, not a tuple item, so a
+    ``MeshInfo`` still compares and unpacks as ``(format, n_verts, n_faces)``.
     """
 
-    format: str
-    n_verts: int
-    n_faces: int
+    n_triangles: int | None
+
+    def __new__(
+        cls, format: str, n_verts: int, n_faces: int, n_triangles: int | None = None
+    ) -> MeshInfo:
+        info = super().__new__(cls, format, n_verts, n_faces)
+        info.n_triangles = n_triangles
+        return info
+
+    def __repr__(self) -> str:
+        return (
+            f"MeshInfo(format={self.format!r}, n_verts={self.n_verts}, n_faces={self.n_faces}, "
+            f"n_triangles={self.n_triangles})"
+        )
 
 
 def _format(path: Path, head: bytes) -> str:
@@ -99,8 +123,9 @@ def scan(path: str | os.PathLike) -> MeshInfo:
     """Vertex and face counts of a file without parsing a number.
 
     PLY: from the header alone (the body is not read), and a binary file shorter than its
-    header's declared rows is refused here already. OBJ: the ``v`` and ``f`` lines, counted by
-    prefix. Other formats are loaded through trimesh.
+    header's declared rows is refused here already; the triangles of a binary face element
+    follow from its byte size. OBJ: the ``v`` and ``f`` lines, counted by prefix, and the
+    corners of each ``f`` line. Other formats are loaded through trimesh.
 
     Raises:
         ReadError: the file cannot be read, or its header is broken.
@@ -144,7 +169,45 @@ def scan(path: str | os.PathLike) -> MeshInfo:
                     f"byte {header.body}",
                 )
         return MeshInfo(
-            "ply", header.count("vertex"), header.count("face") + header.count("tristrips")
+            "ply",
+            header.count("vertex"),
+            header.count("face") + header.count("tristrips"),
+            _ply_triangles(header, size),
         )
     sample = read_with_trimesh(path, LoadOptions(allow_nonfinite=True))
-    return MeshInfo(fmt, len(sample["verts"]), len(sample.get("faces", ())))
+    n_faces = len(sample.get("faces", ()))
+    return MeshInfo(fmt, len(sample["verts"]), n_faces, n_faces)
+
+
+def _ply_triangles(header: PlyHeader, size: int) -> int | None:
+    """The triangles ``load`` makes of a PLY face element, or ``None`` where the header and the
+    file size do not tell them.
+
+    In a binary file whose every other element has fixed-size rows, the face element's bytes are
+    what the body leaves over; with one list (the vertex indices) beside fixed properties, they
+    are ``F * (count + fixed) + corners * index`` bytes, so ``corners - 2 F`` are the triangles.
+    A reader-tolerated padding after the body would show as extra corners: a remainder refuses,
+    and a padding of whole indices can only raise the count, never lower it.
+    """
+    if any(e.name == "tristrips" and e.count for e in header.elements):
+        return None
+    faces = [e for e in header.elements if e.name == "face"]
+    if not faces or all(e.count == 0 for e in faces):
+        return 0
+    if len(faces) != 1 or header.fmt == "ascii":
+        return None
+    face = faces[0]
+    lists = [p for p in face.props if p.count_dtype is not None]
+    if len(lists) != 1 or lists[0].name not in FACE_LISTS:
+        return None
+    others = [e for e in header.elements if e is not face]
+    if not all(e.fixed for e in others):
+        return None
+    fixed = sum(e.count * sum(p.dtype.itemsize for p in e.props) for e in others)
+    row = sum(p.dtype.itemsize for p in face.props if p.count_dtype is None)
+    row += lists[0].count_dtype.itemsize
+    index_bytes = size - header.body - fixed - face.count * row
+    corners, remainder = divmod(index_bytes, lists[0].dtype.itemsize)
+    if remainder or corners < 3 * face.count:
+        return None
+    return corners - 2 * face.count

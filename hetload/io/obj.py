@@ -71,26 +71,47 @@ def read_obj(path: str | os.PathLike, data: bytes, options: LoadOptions) -> dict
     return _assemble(path, parsed, options)
 
 
-def count_obj(data: bytes) -> tuple[int, int]:
-    """``(vertices, faces)``: the ``v`` and ``f`` lines, counted without parsing a number."""
+def count_obj(data: bytes) -> tuple[int, int, int | None]:
+    """``(vertices, faces, triangles)``: the ``v`` and ``f`` lines, and the triangles ``load``
+    makes of the faces (corners - 2 per ``f`` line), counted without parsing a number.
+
+    ``triangles`` is ``None`` where a face line holds a comment (the reader drops it, so the
+    token count is no corner count).
+    """
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if b"\\" in data:
+        data = _CONTINUATION.sub(b" ", data)
     arr = np.frombuffer(data, dtype=np.uint8)
     if len(arr) < 2:
-        return 0, 0
-    breaks = arr[:-1] == _NL
-    if data.find(b"\r") >= 0:
-        breaks |= arr[:-1] == 13
-    starts = np.flatnonzero(breaks) + 1
+        return 0, 0, 0
+    starts = np.flatnonzero(arr[:-1] == _NL) + 1
     if arr[0] != _NL:
         starts = np.concatenate([[0], starts])
     starts = starts[starts < len(arr) - 1]
     first, second = arr[starts], arr[starts + 1]
     if ((first == _SPACE) | (first == _TAB)).any():
-        text = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        return count_obj(_LEADING_SPACE.sub(b"", text))
+        return count_obj(_LEADING_SPACE.sub(b"", data))
     spaced = (second == _SPACE) | (second == _TAB)
     verts = int(np.count_nonzero(spaced & (first == ord("v"))))
-    faces = int(np.count_nonzero(spaced & (first == ord("f"))))
-    return verts, faces
+    face_starts = starts[spaced & (first == ord("f"))]
+    if len(face_starts) == 0:
+        return verts, 0, 0
+    # a face line runs to its newline (or the end of the file)
+    ends = np.searchsorted(starts, face_starts, side="right")
+    face_ends = np.append(starts, len(arr))[ends]
+    blank = arr <= _SPACE
+    token = ~blank
+    token[1:] &= blank[:-1]
+    bounds = np.stack([face_starts, face_ends], axis=1).reshape(-1)
+    if bounds[-1] == len(arr):
+        bounds = bounds[:-1]  # reduceat's last segment runs to the end anyway
+    tokens = np.add.reduceat(token, bounds, dtype=np.int64)[::2]
+    if np.add.reduceat(token & (arr == ord("#")), bounds, dtype=np.int64)[::2].any():
+        return verts, len(face_starts), None
+    # tokens - 1 corners (the keyword is a token); a face of < 3 corners is refused by load
+    triangles = int(np.maximum(tokens - 3, 0).sum())
+    return verts, len(face_starts), triangles
 
 
 def _normalize(path: str | os.PathLike, data: bytes) -> bytes:

@@ -34,7 +34,7 @@ _TYPES = {
 _FORMATS = {"ascii": None, "binary_little_endian": "<", "binary_big_endian": ">"}
 _EOL = re.compile(rb"\r\n|\r|\n")
 _MAX_HEADER = 1 << 20
-_FACE_LISTS = ("vertex_indices", "vertex_index")
+FACE_LISTS = ("vertex_indices", "vertex_index")
 _UV_NAMES = (("u", "v"), ("s", "t"), ("texture_u", "texture_v"), ("texture_s", "texture_t"))
 
 
@@ -725,7 +725,7 @@ def _face(
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The polygons ``(flat int64, sizes int64)`` of the face element, and the names of the
     per-face fields put into ``sample`` (to be repeated per triangle); nothing for 0 faces."""
-    index_name = next((n for n in _FACE_LISTS if isinstance(vals.get(n), tuple)), None)
+    index_name = next((n for n in FACE_LISTS if isinstance(vals.get(n), tuple)), None)
     if index_name is None:
         raise ReadError(path, "element 'face' has no vertex_indices list", "header")
     flat, sizes = vals[index_name]  # type: ignore[misc]
@@ -786,7 +786,7 @@ def _check_indices(
 def _tristrips(path: str | os.PathLike, element: Element, vals: Values, n_verts: int) -> np.ndarray:
     """Triangles ``[T, 3]`` of every strip (``-1`` restarts a strip), alternating winding,
     without the degenerate triangles strips use as joints."""
-    index_name = next((n for n in _FACE_LISTS if isinstance(vals.get(n), tuple)), None)
+    index_name = next((n for n in FACE_LISTS if isinstance(vals.get(n), tuple)), None)
     if index_name is None:
         raise ReadError(path, "element 'tristrips' has no vertex_indices list", "header")
     flat = vals[index_name][0].astype(np.int64).reshape(-1)  # type: ignore[index]
