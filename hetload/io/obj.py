@@ -35,6 +35,9 @@ _SPACE, _TAB, _NL = 32, 9, 10
 _CORNER_FORMATS = {(0, 0): (1, False, False), (1, 0): (2, True, False), (2, 1): (2, False, True)}
 _CORNER_FORMATS[(2, 0)] = (3, True, True)
 _LEADING_SPACE = re.compile(rb"(?m)^[ \t]+")
+# face lines parsed per np.fromstring call: the int64 numbers of one chunk are a bounded
+# temporary, so a file of short face lines does not hold 8 bytes per digit at once
+_FACE_CHUNK = 1 << 14
 _CONTINUATION = re.compile(rb"\\[ \t]*\n")
 
 
@@ -51,13 +54,13 @@ class _Parsed:
     colors: np.ndarray | None  # float64 [Nv, 3] when every v line has r g b
     vt: np.ndarray  # float64 [Nt, 2]
     vn: np.ndarray  # float64 [Nn, 3]
-    face_line: np.ndarray  # int64 [F], 0-based line of each face
+    face_line: np.ndarray  # int [F], 0-based line of each face
     arity: np.ndarray  # int64 [F]
-    cv: np.ndarray  # int64 [C] raw vertex index of each corner
-    ct: np.ndarray | None  # int64 [C] raw uv index, None unless every corner has one
-    cn: np.ndarray | None  # int64 [C] raw normal index, None unless every corner has one
-    before: dict[str, np.ndarray]  # "v" / "vt" / "vn" -> int64 [F]: such lines before the face
-    group_line: np.ndarray  # int64 [G] line of each o / g statement
+    cv: np.ndarray  # int32 | int64 [C] raw vertex index of each corner (contiguous, owned)
+    ct: np.ndarray | None  # [C] raw uv index, None unless every corner has one
+    cn: np.ndarray | None  # [C] raw normal index, None unless every corner has one
+    kind_line: dict[str, np.ndarray]  # "v" / "vt" / "vn" -> int [K]: the line of each such line
+    group_line: np.ndarray  # int [G] line of each o / g statement
     group_names: list[str]
 
 
@@ -103,11 +106,15 @@ def count_obj(data: bytes) -> tuple[int, int, int | None]:
     blank = arr <= _SPACE
     token = ~blank
     token[1:] &= blank[:-1]
-    bounds = np.stack([face_starts, face_ends], axis=1).reshape(-1)
-    if bounds[-1] == len(arr):
-        bounds = bounds[:-1]  # reduceat's last segment runs to the end anyway
-    tokens = np.add.reduceat(token, bounds, dtype=np.int64)[::2]
-    if np.add.reduceat(token & (arr == ord("#")), bounds, dtype=np.int64)[::2].any():
+    token_starts = np.flatnonzero(token)
+    del blank, token
+
+    def in_faces(positions: np.ndarray) -> np.ndarray:
+        """How many of the sorted ``positions`` lie in each face line."""
+        return np.searchsorted(positions, face_ends) - np.searchsorted(positions, face_starts)
+
+    tokens = in_faces(token_starts)
+    if in_faces(token_starts[arr[token_starts] == ord("#")]).any():
         return verts, len(face_starts), None
     # tokens - 1 corners (the keyword is a token); a face of < 3 corners is refused by load
     triangles = int(np.maximum(tokens - 3, 0).sum())
@@ -131,7 +138,8 @@ def _normalize(path: str | os.PathLike, data: bytes) -> bytes:
 def _line_table(text: bytes) -> tuple[bytes, np.ndarray, np.ndarray, np.ndarray]:
     """Line starts / ends (exclusive) and the first three bytes of each line."""
     arr = np.frombuffer(text, dtype=np.uint8)
-    ends = np.flatnonzero(arr == _NL)
+    # int32 offsets below 2 GiB: these per-line tables are most of the memory of short lines
+    ends = np.flatnonzero(arr == _NL).astype(_offset_dtype(len(arr)))
     starts = np.empty_like(ends)
     starts[0] = 0
     starts[1:] = ends[:-1] + 1
@@ -145,6 +153,10 @@ def _line_table(text: bytes) -> tuple[bytes, np.ndarray, np.ndarray, np.ndarray]
         axis=1,
     )
     return text, starts, ends, heads
+
+
+def _offset_dtype(n: int) -> type:
+    return np.int32 if n < 2**31 - 1 else np.int64
 
 
 def _blank(c: np.ndarray) -> np.ndarray:
@@ -195,7 +207,9 @@ def _parse_fast(text: bytes) -> _Parsed:
         "f": (c0 == ord("f")) & _blank(c1),
         "group": ((c0 == ord("o")) | (c0 == ord("g"))) & _blank(c1),
     }
-    lines = {name: np.flatnonzero(mask) for name, mask in kinds.items()}
+    offset = _offset_dtype(len(starts))
+    lines = {name: np.flatnonzero(mask).astype(offset) for name, mask in kinds.items()}
+    del kinds, heads, c0, c1, c2
 
     v, width = _rows(text, starts, ends, lines["v"], 1)
     if width not in (0, 3, 4, 6):
@@ -208,10 +222,7 @@ def _parse_fast(text: bytes) -> _Parsed:
         raise _Irregular
 
     face_line = lines["f"]
-    arity, corners, has_t, has_n = _faces(text, starts, ends, face_line)
-    before = {
-        name: np.searchsorted(lines[name], face_line).astype(np.int64) for name in ("v", "vt", "vn")
-    }
+    arity, cv, ct, cn = _faces(text, starts, ends, face_line)
     group_line = lines["group"]
     names = [text[starts[i] + 1 : ends[i]].strip().decode("utf-8", "replace") for i in group_line]
     return _Parsed(
@@ -222,10 +233,10 @@ def _parse_fast(text: bytes) -> _Parsed:
         vn=vn.reshape(-1, 3),
         face_line=face_line,
         arity=arity,
-        cv=corners[:, 0],
-        ct=corners[:, 1] if has_t else None,
-        cn=corners[:, -1] if has_n else None,
-        before=before,
+        cv=cv,
+        ct=ct,
+        cn=cn,
+        kind_line={name: lines[name] for name in ("v", "vt", "vn")},
         group_line=group_line,
         group_names=names,
     )
@@ -233,34 +244,69 @@ def _parse_fast(text: bytes) -> _Parsed:
 
 def _faces(
     text: bytes, starts: np.ndarray, ends: np.ndarray, face_line: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, bool, bool]:
-    """``(arity int64 [F], corners int64 [C, k], has_uv, has_normal)`` of the ``f`` lines.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """``(arity int64 [F], cv, ct, cn)`` of the ``f`` lines: raw vertex / uv / normal index of
+    each corner, int32 or int64 ``[C]`` each (``ct`` / ``cn`` ``None`` where the corners have none).
 
     The corner format (``v``, ``v/t``, ``v//n``, ``v/t/n``) is read from the first corner; the
     slash and ``//`` totals and every line's number count must then agree with it exactly.
+    Lines are parsed ``_FACE_CHUNK`` at a time.
     """
     if len(face_line) == 0:
-        return np.zeros(0, np.int64), np.zeros((0, 1), np.int64), False, False
-    buf, line_starts = _gather(text, starts, ends, face_line)
-    first = bytes(buf[line_starts[0] + 1 : line_starts[1] if len(line_starts) > 1 else None])
-    corner = first.split()[:1]
-    if not corner:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), None, None
+    head = text[starts[face_line[0]] + 1 : ends[face_line[0]]].split()[:1]
+    if not head:
         raise _Irregular
-    key = (corner[0].count(b"/"), corner[0].count(b"//"))
+    key = (head[0].count(b"/"), head[0].count(b"//"))
     if key not in _CORNER_FORMATS:
         raise _Irregular
     per_corner, has_t, has_n = _CORNER_FORMATS[key]
+    arities: list[np.ndarray] = []
+    columns: list[list[np.ndarray]] = [[] for _ in range(per_corner)]
+    for first in range(0, len(face_line), _FACE_CHUNK):
+        lines = face_line[first : first + _FACE_CHUNK]
+        arity, chunk_columns = _face_chunk(text, starts, ends, lines, key)
+        arities.append(arity)
+        for column, part in zip(columns, chunk_columns):
+            if len(face_line) > _FACE_CHUNK and len(part) and _fits_int32(part):
+                part = part.astype(np.int32)  # half the bytes of int64 one-digit indices
+            column.append(part)
+
+    def joined(parts: list[np.ndarray]) -> np.ndarray:
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)  # int64 if any is
+
+    arity = joined(arities)
+    cv = joined(columns[0])
+    ct = joined(columns[1]) if has_t else None
+    cn = joined(columns[-1]) if has_n else None
+    return arity, cv, ct, cn
+
+
+def _fits_int32(values: np.ndarray) -> bool:
+    return bool(values.min() >= -(2**31) and values.max() < 2**31)
+
+
+def _face_chunk(
+    text: bytes, starts: np.ndarray, ends: np.ndarray, face_line: np.ndarray, key: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(arity int64 [F], columns)`` of some ``f`` lines whose corners must all have the format
+    ``key`` (slashes, ``//`` pairs per corner): ``columns`` holds one contiguous int64 ``[C]``
+    per number of a corner."""
+    per_corner = _CORNER_FORMATS[key][0]
+    buf, line_starts = _gather(text, starts, ends, face_line)
     slash = buf == ord("/")
     slashes = int(np.count_nonzero(slash))
     pairs = int(np.count_nonzero(slash[:-1] & slash[1:])) if slashes else 0
     buf[slash] = _SPACE
+    del slash
     # 0 is no OBJ index, so it can mark lines: the keyword 'f' becomes a 0 (a 0 in the file
     # makes the marks disagree, and the per-line parser refuses it)
     buf[line_starts] = ord("0")
     try:
-        values = parse_numbers(buf.tobytes(), np.int64, None)
+        values = parse_numbers(buf, np.int64, None)
     except NotNumbers as exc:
         raise _Irregular from exc
+    del buf, line_starts
     marks = np.flatnonzero(values == 0)
     if len(marks) != len(face_line) or marks[0] != 0:
         raise _Irregular
@@ -272,11 +318,13 @@ def _faces(
     width = int(counts[0])
     if (counts == width).all():
         numbers = values.reshape(len(face_line), width + 1)[:, 1:]
-    else:
-        keep = np.ones(len(values), dtype=bool)
-        keep[marks] = False
-        numbers = values[keep]
-    return arity, numbers.reshape(-1, per_corner), has_t, has_n
+        return arity, [numbers[:, j::per_corner].reshape(-1) for j in range(per_corner)]
+    keep = np.ones(len(values), dtype=bool)
+    keep[marks] = False
+    numbers = values[keep]
+    if per_corner == 1:
+        return arity, [numbers]
+    return arity, [numbers[j::per_corner].copy() for j in range(per_corner)]
 
 
 def _parse_lines(path: str | os.PathLike, text: bytes) -> _Parsed:
@@ -287,9 +335,10 @@ def _parse_lines(path: str | os.PathLike, text: bytes) -> _Parsed:
     costs 5-10 times the bytes of the text it holds.
     """
     v, colors, vt, vn = (array("d") for _ in range(4))
-    v_line, face_line, arity, cv, ct, cn, group_line = (array("q") for _ in range(7))
+    v_line, vt_line, vn_line, face_line, arity, cv, ct, cn, group_line = (
+        array("q") for _ in range(9)
+    )
     widths: set[int] = set()
-    before: dict[str, array] = {"v": array("q"), "vt": array("q"), "vn": array("q")}
     names: list[str] = []
     for number, raw in enumerate(io.BytesIO(text)):
         parts = raw.split()
@@ -314,16 +363,16 @@ def _parse_lines(path: str | os.PathLike, text: bytes) -> _Parsed:
             if not 1 <= len(values) <= 3:
                 raise ReadError(path, f"a 'vt' line needs u [v [w]], got {len(values)}", where)
             uv = _floats(path, values, where)
+            vt_line.append(number)
             vt.extend([*uv, 0.0][:2])
         elif keyword == b"vn":
             if len(values) != 3:
                 raise ReadError(path, f"a 'vn' line needs x y z, got {len(values)} values", where)
+            vn_line.append(number)
             vn.extend(_floats(path, values, where))
         elif keyword == b"f":
             face_line.append(number)
             arity.append(len(values))
-            for name, seen, width in (("v", v, 3), ("vt", vt, 2), ("vn", vn, 3)):
-                before[name].append(len(seen) // width)
             for corner in values:
                 fields = corner.split(b"/")
                 if len(fields) > 3 or not fields[0]:
@@ -350,7 +399,7 @@ def _parse_lines(path: str | os.PathLike, text: bytes) -> _Parsed:
         cv=ints(cv),
         ct=ct_arr if len(ct_arr) and (ct_arr != 0).all() else None,
         cn=cn_arr if len(cn_arr) and (cn_arr != 0).all() else None,
-        before={name: ints(b) for name, b in before.items()},
+        kind_line={"v": ints(v_line), "vt": ints(vt_line), "vn": ints(vn_line)},
         group_line=ints(group_line),
         group_names=names,
     )
@@ -387,16 +436,15 @@ def _int(path: str | os.PathLike, token: bytes, where: str) -> int:
 
 
 def _resolve(
-    path: str | os.PathLike,
-    raw: np.ndarray,
-    before: np.ndarray,
-    total: int,
-    what: str,
-    parsed: _Parsed,
+    path: str | os.PathLike, raw: np.ndarray, kind: str, total: int, what: str, parsed: _Parsed
 ) -> np.ndarray:
-    """1-based / negative (relative) OBJ indices -> 0-based, every one checked."""
+    """1-based / negative (relative) OBJ indices -> 0-based, every one checked; ``raw`` (the
+    parser's own array) is reused when every index is positive."""
     if len(raw) and raw.min() > 0 and raw.max() <= total:
-        return raw - 1
+        raw -= 1
+        return raw
+    # a negative index counts back from the face's line: the lines of its kind before it
+    before = np.searchsorted(parsed.kind_line[kind], parsed.face_line)
     base = np.repeat(before, parsed.arity)
     index = np.where(raw > 0, raw - 1, base + raw)
     bad = (raw == 0) | (index < 0) | (index >= total)
@@ -441,31 +489,48 @@ def _assemble(
             f"line {int(parsed.face_line[face]) + 1}",
         )
     index_dtype = options.index_dtype
-    if (parsed.arity == 3).all():
-        corners, owner = None, None
-    else:
-        corners, owner = fan_triangles(parsed.arity)
+    k = int(parsed.arity[0])
+    # one arity (all triangles, all quads...): the fan is strided copies, no index arrays
+    uniform = bool((parsed.arity == k).all())
+    corners = None if uniform else fan_triangles(parsed.arity)[0]
 
     def triangles(per_corner: np.ndarray) -> np.ndarray:
-        tri = per_corner.reshape(-1, 3) if corners is None else per_corner[corners]
-        return tri.astype(index_dtype, copy=False)
+        if not uniform:
+            return per_corner[corners].astype(index_dtype, copy=False)
+        if k == 3:
+            return per_corner.reshape(-1, 3).astype(index_dtype, copy=False)
+        polygon = per_corner.reshape(-1, k)
+        tri = np.empty((len(polygon), k - 2, 3), dtype=index_dtype)
+        tri[:, :, 0] = polygon[:, :1]
+        tri[:, :, 1] = polygon[:, 1:-1]
+        tri[:, :, 2] = polygon[:, 2:]
+        return tri.reshape(-1, 3)
 
-    cv = _resolve(path, parsed.cv, parsed.before["v"], len(parsed.v), "vertex", parsed)
+    cv = _resolve(path, parsed.cv, "v", len(parsed.v), "vertex", parsed)
     sample["faces"] = triangles(cv)
-    # corners that name uv / normal lines a file does not have (some exporters write
-    # 'f 1//1' with no 'vn' at all) carry no attribute: the geometry is still exact
-    if parsed.ct is not None and len(parsed.vt):
-        ct = _resolve(path, parsed.ct, parsed.before["vt"], len(parsed.vt), "uv", parsed)
-        sample["faces_uvs"] = triangles(ct)
-    if parsed.cn is not None and len(parsed.vn):
-        cn = _resolve(path, parsed.cn, parsed.before["vn"], len(parsed.vn), "normal", parsed)
-        sample["faces_normals"] = triangles(cn)
-    if len(parsed.group_line):
-        groups = _face_groups(parsed)
-        sample["face_groups"] = groups if owner is None else groups[owner]
     if options.polygons:
         sample["polygons"] = cv.astype(index_dtype)
         sample["polygon_sizes"] = parsed.arity.astype(np.int64)
+    parsed.cv = cv = None  # the corners are in "faces" now
+    # corners that name uv / normal lines a file does not have (some exporters write
+    # 'f 1//1' with no 'vn' at all) carry no attribute: the geometry is still exact
+    if parsed.ct is not None and len(parsed.vt):
+        ct = _resolve(path, parsed.ct, "vt", len(parsed.vt), "uv", parsed)
+        parsed.ct = None
+        sample["faces_uvs"] = triangles(ct)
+        del ct
+    if parsed.cn is not None and len(parsed.vn):
+        cn = _resolve(path, parsed.cn, "vn", len(parsed.vn), "normal", parsed)
+        parsed.cn = None
+        sample["faces_normals"] = triangles(cn)
+        del cn
+    if len(parsed.group_line):
+        groups = _face_groups(parsed)
+        if not uniform:
+            groups = groups[fan_triangles(parsed.arity)[1]]
+        elif k > 3:
+            groups = np.repeat(groups, k - 2)
+        sample["face_groups"] = groups
     return sample
 
 
