@@ -113,7 +113,8 @@ def _scan_reference(root: Path) -> np.ndarray:
         if path.suffix == ".ply":
             counts.append(plyfile.PlyData.read(str(path))["vertex"].count)
         else:
-            counts.append(sum(1 for line in path.open() if line.startswith("v ")))
+            with path.open() as fh:
+                counts.append(sum(1 for line in fh if line.startswith("v ")))
     return np.array(counts)
 
 
