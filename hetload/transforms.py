@@ -26,7 +26,7 @@ Transforms: :class:`Compose`, :class:`Center`, :class:`NormalizeUnitSphere`,
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -45,6 +45,7 @@ __all__ = [
     "ToDtype",
     "Transform",
     "build",
+    "run_seeded",
     "sample_rng",
     "seeded",
 ]
@@ -71,6 +72,16 @@ def seeded(rng: np.random.Generator) -> Iterator[np.random.Generator]:
         yield rng
     finally:
         _current_rng.reset(token)
+
+
+def run_seeded(transform: Callable[..., Any], sample: Any, rng: np.random.Generator) -> Any:
+    """Apply ``transform`` to ``sample`` drawing from ``rng``: a :class:`Transform` receives it
+    as its argument, and inside it (or in any other callable, such as a chain mixing hetload
+    transforms with user functions) it is the current generator (:func:`seeded`)."""
+    with seeded(rng):
+        if isinstance(transform, Transform):
+            return transform(sample, rng)
+        return transform(sample)
 
 
 class Transform:

@@ -292,10 +292,9 @@ class _Mapped(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, i: int) -> Any:
-        from hetload.transforms import sample_rng, seeded
+        from hetload.transforms import run_seeded, sample_rng
 
-        with seeded(sample_rng(self.seed, int(self._epoch), i)):
-            return self.fn(self.dataset[i])
+        return run_seeded(self.fn, self.dataset[i], sample_rng(self.seed, int(self._epoch), i))
 
     def __getattr__(self, name: str) -> Any:
         if name in ("dataset", "fn", "seed", "_epoch") or name.startswith("__"):

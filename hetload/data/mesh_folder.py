@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from hetload.errors import ErrorPolicy, OnError, Skipped
 from hetload.io import ReadError, load, scan
-from hetload.transforms import Transform, sample_rng, seeded
+from hetload.transforms import run_seeded, sample_rng
 
 __all__ = ["MeshFolder"]
 
@@ -178,11 +178,7 @@ class MeshFolder(Dataset):
         return {f: sample[f] for f in self.fields}
 
     def _transform(self, sample: dict[str, Any], index: int) -> dict[str, Any]:
-        rng = self.rng(index)
-        with seeded(rng):
-            if isinstance(self.transform, Transform):
-                return self.transform(sample, rng)
-            return self.transform(sample)
+        return run_seeded(self.transform, sample, self.rng(index))
 
     def _skip(self, path: Path, exc: BaseException) -> None:
         self.policy.handle(str(path), exc)  # raises under "raise"

@@ -319,16 +319,12 @@ class ShardStream(IterableDataset):
                 yield sample
 
     def _transformed(self, sample: dict[str, Any], epoch: int) -> Any:
-        from hetload.transforms import Transform, sample_rng, seeded
+        from hetload.transforms import run_seeded, sample_rng
 
         key = sample.pop(_KEY)
         # keys written by `hetload preprocess` are positions; others are hashed stably
         position = int(key) if key.isdigit() else zlib.crc32(key.encode("utf-8"))
-        rng = sample_rng(self.seed, epoch, position)
-        if isinstance(self.transform, Transform):
-            return self.transform(sample, rng)
-        with seeded(rng):
-            return self.transform(sample)
+        return run_seeded(self.transform, sample, sample_rng(self.seed, epoch, position))
 
     def _read_shard(self, k: int) -> Iterator[dict[str, Any]]:
         from webdataset.tariterators import group_by_keys, tar_file_expander
