@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from hetload.ragged import Ragged
+from hetload.ragged import Ragged, device_only
 
 __all__ = ["HeteroBatch"]
 
@@ -120,7 +120,7 @@ class HeteroBatch:
             if isinstance(value, Ragged) and value.index_base is None:
                 moved[name] = value.to(*args, non_blocking=non_blocking, **kwargs)
                 moved_offsets[id(value.offsets)] = moved[name].offsets
-        device_args, device_kwargs = _device_only(args, kwargs)
+        device_args, device_kwargs = device_only(args, kwargs)
         for name, value in self._fields.items():
             if name in moved:
                 continue
@@ -175,12 +175,6 @@ def _infer_batch_size(fields: Mapping[str, Any]) -> int:
     for value in fields.values():
         return len(value) if not isinstance(value, torch.Tensor) else value.shape[0]
     raise ValueError("a HeteroBatch needs at least one field or an explicit batch_size")
-
-
-def _device_only(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    """Drop dtype arguments: an index field keeps its integer dtype when values are cast."""
-    kept = tuple(a for a in args if not isinstance(a, torch.dtype))
-    return kept, {k: v for k, v in kwargs.items() if k != "dtype"}
 
 
 def _move(

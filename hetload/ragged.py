@@ -263,9 +263,11 @@ class Ragged:
     def to(self, *args: Any, non_blocking: bool = False, **kwargs: Any) -> Ragged:
         """Move/cast like ``Tensor.to``; offsets keep int64. ``max_len`` travels as a host int.
 
-        A dtype argument applies to ``values`` only (index fields keep their integer dtype
-        unless the dtype is an integer type too).
+        A dtype argument applies to ``values`` of data fields only: an index field keeps its
+        integer dtype.
         """
+        if self.index_base is not None:
+            args, kwargs = device_only(args, kwargs)
         values = self.values.to(*args, non_blocking=non_blocking, **kwargs)
         if values.device == self.offsets.device:
             offsets = self.offsets
@@ -354,3 +356,9 @@ class Ragged:
         self._batch_idx = None
         self._mask = None
         self._padded = {}
+
+
+def device_only(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Drop dtype arguments: an index field keeps its integer dtype when values are cast."""
+    kept = tuple(a for a in args if not isinstance(a, torch.dtype))
+    return kept, {k: v for k, v in kwargs.items() if k != "dtype"}
