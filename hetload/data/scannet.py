@@ -167,9 +167,8 @@ def point_labels(path: str | os.PathLike, sample: dict[str, Any]) -> dict[str, A
     """
     n = len(sample["verts"])
     out: dict[str, str] = {}
-    for source, field in POINT_LABEL_PROPERTIES.items():
-        if source not in sample:
-            continue
+    present = [(s, f) for s, f in POINT_LABEL_PROPERTIES.items() if s in sample]
+    for source, field in present:
         prop = "label" if source == "vertex_label" else source
         if field in out:
             raise ReadError(path, f"vertex properties {out[field]!r} and {prop!r} are both {field}")
