@@ -135,8 +135,12 @@ def test_shapenet_synsets_subset_and_errors(shapenet, tmp_path):
     ds = ShapeNetCore(root, synsets=[CHAIR, AIRPLANE])
     assert ds.classes == [AIRPLANE, CHAIR]
     assert [ds[i]["label"] for i in range(len(ds))] == [0, 0, 1, 1]
+    by_name = ShapeNetCore(root, synsets=["chair", "aeroplane"])  # taxonomy names
+    assert by_name.classes == ds.classes and by_name.missing == [root / CHAIR / "no_obj"]
     with pytest.raises(ValueError, match="99999999"):
         ShapeNetCore(root, synsets=["99999999"])
+    with pytest.raises(ValueError, match="'sofa'"):
+        ShapeNetCore(root, synsets=["sofa"])
     (root / "taxonomy.json").write_text('{"not": "a list"}')
     with pytest.raises(ValueError, match=r"taxonomy\.json"):
         ShapeNetCore(root)

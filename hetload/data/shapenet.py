@@ -13,6 +13,7 @@ Sizes come from the OBJ line prefixes through the :class:`~hetload.data.MeshFold
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -25,6 +26,8 @@ from hetload.errors import ErrorPolicy, OnError
 
 __all__ = ["ShapeNetCore"]
 
+log = logging.getLogger("hetload")
+
 TAXONOMY = "taxonomy.json"
 
 
@@ -33,8 +36,9 @@ class ShapeNetCore(LayoutFolder):
 
     Args:
         root: the folder holding the synset folders (``ShapeNetCore.v2/``).
-        synsets: the synset ids to read (their order does not matter); ``None``: every synset
-            folder under ``root``.
+        synsets: the synsets to read, by id or by a name ``taxonomy.json`` gives them
+            (``"chair"``); their order does not matter; ``None``: every synset folder under
+            ``root``.
         model_file: each model's file, relative to its model folder
             (``"model.obj"`` for the v1 layout).
         transform, on_error, fields, load_options, seed, index, report_path, scan_workers,
@@ -50,6 +54,7 @@ class ShapeNetCore(LayoutFolder):
             (``"airplane"`` for ``"airplane,aeroplane,plane"``), or the synset id where the file
             is absent or does not list it.
         targets: int64 ``[len]``, every sample's label, known without reading a model.
+        missing: the model folders without ``model_file`` (left out, with a logged warning).
 
     Raises:
         ValueError: a requested synset has no folder; ``taxonomy.json`` is not a list of
@@ -76,10 +81,11 @@ class ShapeNetCore(LayoutFolder):
         if not base.is_dir():
             raise ValueError(f"ShapeNetCore: {base} is not a directory")
         on_disk = sorted(p.name for p in base.iterdir() if p.is_dir() and p.name.isdigit())
+        taxonomy = _taxonomy(base / TAXONOMY)
         if synsets is None:
             chosen = on_disk
         else:
-            chosen = sorted({str(s) for s in synsets})
+            chosen = sorted({_synset_id(str(s), taxonomy, base) for s in synsets})
             missing = [s for s in chosen if s not in on_disk]
             if missing:
                 raise ValueError(f"ShapeNetCore: no folder for synset(s) {missing} under {base}")
@@ -99,11 +105,18 @@ class ShapeNetCore(LayoutFolder):
         )
         self.classes = list(chosen)
         self.targets = self._synset_labels
-        names = _taxonomy_names(base / TAXONOMY)
-        self.class_names = [names.get(s, s) for s in self.classes]
+        self.class_names = [taxonomy[s][0] if s in taxonomy else s for s in self.classes]
+        if self.missing:
+            log.warning(
+                "ShapeNetCore: %d model folder(s) without %s left out (ds.missing), e.g. %s",
+                len(self.missing),
+                model_file,
+                self.missing[0],
+            )
 
     def _find_files(self, pattern: str, extensions: Sequence[str]) -> list[Path]:
         files, keys, labels = [], [], []
+        self.missing: list[Path] = []
         for label, synset in enumerate(self._synsets):
             for model in sorted((self.root / synset).iterdir()):
                 path = model / self.model_file
@@ -111,6 +124,8 @@ class ShapeNetCore(LayoutFolder):
                     files.append(path)
                     keys.append(f"{synset}/{model.name}")
                     labels.append(label)
+                elif model.is_dir():
+                    self.missing.append(model)
         self._layout_keys = keys
         self._synset_labels = np.array(labels, dtype=np.int64)
         return files
@@ -121,17 +136,18 @@ class ShapeNetCore(LayoutFolder):
         return sample
 
 
-def _taxonomy_names(path: Path) -> dict[str, str]:
-    """``{synset id: first name}`` from ``taxonomy.json``; empty where the file is absent."""
+def _taxonomy(path: Path) -> dict[str, list[str]]:
+    """``{synset id: [names]}`` from ``taxonomy.json`` (its comma-separated ``name``); empty
+    where the file is absent."""
     try:
         entries = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
         raise ValueError(f"ShapeNetCore: cannot read {path}: {exc}") from exc
-    names: dict[str, str] = {}
     if not isinstance(entries, list):
         raise ValueError(f"ShapeNetCore: {path} is not a list of synset entries")
+    names: dict[str, list[str]] = {}
     for i, entry in enumerate(entries):
         if not (
             isinstance(entry, dict)
@@ -139,5 +155,18 @@ def _taxonomy_names(path: Path) -> dict[str, str]:
             and isinstance(entry.get("name"), str)
         ):
             raise ValueError(f"ShapeNetCore: {path} entry {i} has no string synsetId and name")
-        names[entry["synsetId"]] = entry["name"].split(",")[0].strip()
+        names[entry["synsetId"]] = [n.strip() for n in entry["name"].split(",")]
     return names
+
+
+def _synset_id(wanted: str, taxonomy: dict[str, list[str]], root: Path) -> str:
+    """A synset id, or the id whose taxonomy names include ``wanted`` (``"chair"``)."""
+    if wanted.isdigit():
+        return wanted
+    ids = [s for s, names in taxonomy.items() if wanted in names]
+    if len(ids) != 1:
+        found = "no synset" if not ids else f"synsets {ids}"
+        raise ValueError(
+            f"ShapeNetCore: {found} named {wanted!r} in {root / TAXONOMY}; pass the synset id"
+        )
+    return ids[0]
