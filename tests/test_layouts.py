@@ -319,6 +319,31 @@ def test_scannet_errors_name_the_file(scannet, breakage, names):
     assert ds[index] is None and names in ds.report[0].source + ds.report[0].reason
 
 
+@given(
+    st.lists(st.integers(-2, 9), min_size=1, max_size=25),
+    st.lists(st.tuples(st.integers(0, 6), st.lists(st.integers(-2, 11), max_size=6)), max_size=6),
+)
+def test_scannet_instances_match_a_loop(segments, groups):
+    """Per-vertex objectId through the segments, the later group winning: against a loop."""
+    import tempfile
+    from pathlib import Path
+
+    owner = {}
+    for object_id, segs in groups:
+        for seg in segs:
+            owner[seg] = object_id
+    with tempfile.TemporaryDirectory() as tmp:
+        scene = Path(tmp) / "scene0005_00"
+        write_ply(scene / "scene0005_00_vh_clean_2.ply", grid(len(segments)))
+        (scene / "scene0005_00_vh_clean_2.0.010000.segs.json").write_text(
+            json.dumps({"segIndices": segments})
+        )
+        aggregation = [{"objectId": o, "label": "x", "segments": s} for o, s in groups]
+        (scene / "scene0005_00.aggregation.json").write_text(json.dumps({"segGroups": aggregation}))
+        instance = ScanNetScenes(tmp, index=None)[0]["instance"]
+    assert instance.tolist() == [owner.get(seg, -1) for seg in segments]
+
+
 def test_scannet_scene_claimed_twice(scannet):
     root, _ = scannet
     write_ply(root / "scene0707_00.ply", grid(3))
@@ -344,6 +369,9 @@ def test_scannet_loader_pass(scannet):
         assert batch.labels.offsets.tolist() == batch.verts.offsets.tolist()
         for labels in batch.labels.unbind():
             np.testing.assert_array_equal(labels.numpy(), ref["scene0000_00"]["labels"])
+        # Pointcept's point dict takes the per-point labels as its segment
+        point = hl.interop.to_pointcept(batch)
+        assert point["segment"].tolist() == batch.labels.values.tolist()
 
 
 # ---------------------------------------------------------------------------- SemanticKITTI
