@@ -430,6 +430,9 @@ def test_kitti_sequences_and_splits(kitti):
     assert [s["key"] for s in SemanticKITTI(root, "valid")] == ["08/000000", "08/000001"]
     assert SemanticKITTI(root, [0, "08"]).sequences == ["00", "08"]
     assert len(SemanticKITTI(root, [8], labels=False)[0]) == 3  # verts, remission, key
+    selected = SemanticKITTI(root, [8], fields=("verts", "key"))[0]
+    assert sorted(selected) == ["key", "verts"] and selected["key"] == "08/000000"
+    assert sorted(SemanticKITTI(root, [8], fields=("semantic",))[1]) == ["key", "semantic"]
     with pytest.raises(ValueError, match="12"):
         SemanticKITTI(root, "test")  # only 11 of 11-21 is here
     with pytest.raises(ValueError, match="split"):

@@ -2,8 +2,9 @@
 
 ShapeNetCore's key is ``<synset>/<model_id>``, a ScanNet scene's is its name, a SemanticKITTI
 scan's is ``<sequence>/<frame>``: not the file's path below the root. Each layout lists its files
-and keys together; ``__getitem__`` sets ``"key"`` on the sample the folder returns (after
-``fields`` and ``transform``, so every sample carries it whatever those keep).
+and keys together and puts ``"key"`` in the sample it reads (so ``fields`` may name it and
+transforms see it); ``__getitem__`` sets it again on the sample the folder returns, so every
+sample carries it whatever ``fields`` and ``transform`` keep.
 """
 
 from __future__ import annotations

@@ -154,6 +154,7 @@ class ScanNetScenes(LayoutFolder):
             for name in ("labels", "semantic"):
                 if name in sample:
                     sample[name] = self.label_map(sample[name], path)
+        sample["key"] = self._layout_keys[index]
         return sample
 
 

@@ -154,6 +154,7 @@ class SemanticKITTI(LayoutFolder):
             sample["instance"] = (raw >> 16).astype(np.int64)
         elif self.read_labels:
             raise ReadError(self.label_files[index], "the label file is missing (labels=True)")
+        sample["key"] = self._layout_keys[index]
         return sample
 
     # ------------------------------------------------------------------ checks

@@ -133,6 +133,7 @@ class ShapeNetCore(LayoutFolder):
     def _load(self, index: int) -> dict[str, Any]:
         sample = super()._load(index)
         sample["label"] = int(self._synset_labels[index])
+        sample["key"] = self._layout_keys[index]
         return sample
 
 
