@@ -541,17 +541,18 @@ def test_kitti_loader_pass_with_workers(kitti):
 
 
 # ---------------------------------------------------------------------------- LabelMap
-@given(
-    st.dictionaries(st.integers(-(2**40), 2**40), st.integers(-5, 300), min_size=1, max_size=30),
-    st.data(),
-)
+RAW_IDS = st.one_of(st.integers(0, 300), st.integers(-(2**40), 2**40))  # dense / sparse tables
+
+
+@given(st.dictionaries(RAW_IDS, st.integers(-5, 300), min_size=1, max_size=30), st.data())
 def test_label_map_matches_a_dict_lookup(table, data):
     keys = sorted(table)
     values = np.array(data.draw(st.lists(st.sampled_from(keys), max_size=50)), dtype=np.int64)
-    mapped = LabelMap(table)(values, "x.label")
-    assert mapped.dtype == np.int64
-    assert mapped.tolist() == [table[v] for v in values.tolist()]
-    unknown = data.draw(st.integers(-(2**41), 2**41).filter(lambda v: v not in table))
+    mapped = LabelMap(table)(values.reshape(-1, 1), "x.label")
+    assert mapped.dtype == np.int64 and mapped.shape == (len(values), 1)
+    assert mapped.ravel().tolist() == [table[v] for v in values.tolist()]
+    near = st.integers(-3, 310) | st.integers(-(2**41), 2**41)  # in and out of a dense table
+    unknown = data.draw(near.filter(lambda v: v not in table))
     with pytest.raises(ReadError, match=rf"x\.label.*label {unknown} \(point 1\)"):
         LabelMap(table)(np.array([keys[0], unknown]), "x.label")
 

@@ -3,7 +3,8 @@
 Benchmarks store raw ids and publish a table to the ids a model trains on: SemanticKITTI's
 ``semantic-kitti.yaml`` has ``learning_map`` (raw ``252: moving-car`` -> ``1: car``), ScanNet's
 ``scannetv2-labels.combined.tsv`` maps its ids to NYU40. A :class:`LabelMap` applies one such
-table to a whole array with one ``searchsorted`` (no Python loop over points). An id the table
+table to a whole array at once: a gather from a dense lookup table where the raw ids are small
+non-negative integers (they are, in both benchmarks), else a ``searchsorted``. An id the table
 does not list is an error naming the file, never a silent 0.
 """
 
@@ -20,6 +21,9 @@ import yaml
 from hetload.io import ReadError
 
 __all__ = ["LabelMap"]
+
+_DENSE_LIMIT = 1 << 20  # raw ids up to this get a lookup table (8 MiB at most)
+_UNKNOWN = np.iinfo(np.int64).min  # the lookup table's mark for an id the map lacks
 
 
 class LabelMap:
@@ -54,6 +58,12 @@ class LabelMap:
             raise ValueError(f"{source}: label map entries must be integers ({exc})") from None
         self.raw = np.array([k for k, _ in pairs], dtype=np.int64)  # sorted [K]
         self.ids = np.array([v for _, v in pairs], dtype=np.int64)  # [K]
+        if (self.ids == _UNKNOWN).any():
+            raise ValueError(f"{source}: {_UNKNOWN} cannot be a label map's id")
+        self.dense: np.ndarray | None = None  # [max raw + 1], _UNKNOWN where not listed
+        if self.raw[0] >= 0 and self.raw[-1] < _DENSE_LIMIT:
+            self.dense = np.full(int(self.raw[-1]) + 1, _UNKNOWN, dtype=np.int64)
+            self.dense[self.raw] = self.ids
 
     def __call__(self, values: np.ndarray, source: str | os.PathLike) -> np.ndarray:
         """``values`` mapped, int64, same shape.
@@ -62,8 +72,15 @@ class LabelMap:
             ReadError: a value the table does not list (names ``source`` and the first one).
         """
         values = np.asarray(values, dtype=np.int64)
-        at = np.minimum(np.searchsorted(self.raw, values), len(self.raw) - 1)
-        known = self.raw[at] == values
+        if self.dense is not None and (
+            values.size == 0 or (values.min() >= 0 and values.max() < len(self.dense))
+        ):
+            out = self.dense[values]
+            known = out != _UNKNOWN
+        else:
+            at = np.minimum(np.searchsorted(self.raw, values), len(self.raw) - 1)
+            out = self.ids[at]
+            known = self.raw[at] == values
         if not known.all():
             first = int(np.flatnonzero(~known.reshape(-1))[0])
             raise ReadError(
@@ -71,7 +88,7 @@ class LabelMap:
                 f"label {int(values.reshape(-1)[first])} (point {first}) is not in the label map "
                 f"(it maps {len(self.raw)} ids)",
             )
-        return self.ids[at]
+        return out
 
     def __len__(self) -> int:
         return len(self.raw)
