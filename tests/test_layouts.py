@@ -195,12 +195,15 @@ def scannet(tmp_path):
     n = 12
     verts = grid(n)
     label = (np.arange(n) * 7 % 40).astype(np.uint16)
-    colors = np.full(n, 200, np.uint8)
-    props = [(c, "uchar", "u1", colors) for c in ("red", "green", "blue", "alpha")]
-    props.append(("label", "ushort", "<u2", label))
+    rgba = ("red", "green", "blue", "alpha")
+    colors = (np.arange(n)[:, None] * [20, 7, 3, 1] % 256).astype(np.uint8)  # the scan's
+    painted = np.repeat((label * 5 % 256).astype(np.uint8)[:, None], 4, axis=1)  # by label
     scene = root / "scene0000_00"
+    props = [(c, "uchar", "u1", painted[:, k]) for k, c in enumerate(rgba)]
+    props.append(("label", "ushort", "<u2", label))
     write_ply(scene / "scene0000_00_vh_clean_2.labels.ply", verts, props, strip(n))
-    write_ply(scene / "scene0000_00_vh_clean_2.ply", verts, props[:4], strip(n))
+    props = [(c, "uchar", "u1", colors[:, k]) for k, c in enumerate(rgba)]
+    write_ply(scene / "scene0000_00_vh_clean_2.ply", verts, props, strip(n))
     segments = [10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15]
     groups = [
         {"objectId": 0, "label": "chair", "segments": [10, 12]},
@@ -219,6 +222,7 @@ def scannet(tmp_path):
             owner[s] = g["objectId"]
     ref["scene0000_00"] = {
         "verts": verts,
+        "colors": colors,
         "labels": label.astype(np.int64),
         "instance": np.array([owner.get(s, -1) for s in segments], np.int64),
     }
@@ -249,11 +253,27 @@ def test_scannet_per_point_labels_keys_sizes(scannet):
         assert ds.sizes[i] == len(ref[name]["verts"])
         np.testing.assert_array_equal(sample["verts"], ref[name]["verts"])
         label_fields = {"labels", "semantic", "instance"} & set(sample)
-        assert label_fields == set(ref[name]) - {"verts"}
+        assert label_fields == set(ref[name]) - {"verts", "colors"}
         for field in label_fields:
             assert sample[field].dtype == np.int64
             np.testing.assert_array_equal(sample[field], ref[name][field])
-    assert ds.files[1].name == "scene0000_00_vh_clean_2.labels.ply"  # labelled one preferred
+    # geometry and colors from the plain mesh, labels from the .labels.ply
+    assert ds.files[1].name == "scene0000_00_vh_clean_2.ply"
+    assert ds.label_files[1].name == "scene0000_00_vh_clean_2.labels.ply"
+    np.testing.assert_array_equal(ds[1]["colors"], ref["scene0000_00"]["colors"])
+
+
+def test_scannet_labels_ply_alone_and_mismatched(scannet):
+    root, ref = scannet
+    plain = root / "scene0000_00" / "scene0000_00_vh_clean_2.ply"
+    plain.unlink()  # only the .labels.ply: read from it, its label colors dropped
+    sample = ScanNetScenes(root, ["scene0000_00"])[0]
+    assert "colors" not in sample
+    np.testing.assert_array_equal(sample["labels"], ref["scene0000_00"]["labels"])
+    np.testing.assert_array_equal(sample["verts"], ref["scene0000_00"]["verts"])
+    write_ply(plain, grid(12, offset=1), faces=strip(12))  # other vertices than the labels'
+    with pytest.raises(ReadError, match=r"labels\.ply.*12 vertices are not the 12 of"):
+        ScanNetScenes(root, ["scene0000_00"], index=None)[0]
 
 
 def test_scannet_split_file_and_label_map(scannet, tmp_path):
@@ -280,7 +300,7 @@ def test_scannet_subsample_keeps_labels_aligned(scannet):
         # x tells which vertex a row came from (grid); every label field follows the verts
         rows = np.rint(sample["verts"][:, 0] - truth["verts"][0, 0]).astype(int)
         assert len(rows) == 5
-        for field in set(truth) - {"verts"}:
+        for field in set(truth) - {"verts"}:  # labels, semantic, instance, colors
             np.testing.assert_array_equal(sample[field], truth[field][rows])
 
 
@@ -603,13 +623,11 @@ def test_readme_layouts_snippet_runs(tmp_path, monkeypatch):
             ]
         )
     )
+    scene = tmp_path / "scans" / "scene0011_00"
     props = [("label", "ushort", "<u2", np.arange(8) % 3)]
-    write_ply(
-        tmp_path / "scans" / "scene0011_00" / "scene0011_00_vh_clean_2.labels.ply",
-        grid(8),
-        props,
-        strip(8),
-    )
+    write_ply(scene / "scene0011_00_vh_clean_2.labels.ply", grid(8), props, strip(8))
+    props = [(c, "uchar", "u1", np.full(8, 90)) for c in ("red", "green", "blue", "alpha")]
+    write_ply(scene / "scene0011_00_vh_clean_2.ply", grid(8), props, strip(8))
     (tmp_path / "scannetv2_val.txt").write_text("scene0011_00\n")
     raw = np.array([10, 252, 40, 10], np.uint32) | (np.arange(4, dtype=np.uint32) << 16)
     write_scan(
@@ -625,6 +643,7 @@ def test_readme_layouts_snippet_runs(tmp_path, monkeypatch):
     assert namespace["shapes"].class_names == ["airplane", "chair"]
     assert namespace["shapes"][0]["key"] == f"{AIRPLANE}/m0"
     np.testing.assert_array_equal(namespace["scene"]["labels"], np.arange(8) % 3)
+    assert (namespace["scene"]["colors"] == 90).all()
     assert namespace["scan"]["semantic"].tolist() == [1, 1, 9, 1]
     assert namespace["scan"]["instance"].tolist() == [0, 1, 2, 3]
     batch = namespace["batch"]

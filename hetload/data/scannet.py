@@ -4,13 +4,15 @@ Two layouts, mixed freely under one root:
 
 - ScanNet v2 (``scans/``)::
 
-      root/<scene>/<scene>_vh_clean_2.labels.ply          mesh + vertex property ``label``
-      root/<scene>/<scene>_vh_clean_2.ply                 the same mesh unlabelled (test scenes)
+      root/<scene>/<scene>_vh_clean_2.ply                 the mesh, with the scan's colors
+      root/<scene>/<scene>_vh_clean_2.labels.ply          optional: the same mesh + ``label``
       root/<scene>/<scene>_vh_clean_2.0.010000.segs.json  optional: segment of each vertex
       root/<scene>/<scene>.aggregation.json               optional: objects as lists of segments
 
-  The ``.labels.ply`` is read where it exists, else the plain one; with both JSON files the
-  scene also gets per-vertex ``instance`` ids.
+  Geometry and colors come from the plain mesh, ``labels`` from the ``.labels.ply`` (whose
+  vertices must be the same; its colors paint the labels, they are not the scan's, so they are
+  never read as colors); with both JSON files the scene also gets per-vertex ``instance`` ids.
+  A scene folder holding only the ``.labels.ply`` is read from it, without colors.
 - simplified: ``root/<scene>.ply``, any PLY whose vertices carry integer properties named
   ``label``, ``labels``, ``semantic`` and/or ``instance``.
 
@@ -30,7 +32,7 @@ import numpy as np
 from hetload.data.label_map import LabelMap
 from hetload.data.layout import LayoutFolder
 from hetload.errors import ErrorPolicy, OnError
-from hetload.io import ReadError
+from hetload.io import ReadError, load
 
 __all__ = ["POINT_LABEL_PROPERTIES", "ScanNetScenes", "point_labels"]
 
@@ -63,16 +65,22 @@ class ScanNetScenes(LayoutFolder):
             progress: as :class:`~hetload.data.MeshFolder`.
 
     A sample: what :func:`hetload.io.load` reads (``verts``, ``faces``, ``colors``...), with the
-    label properties as int64 ``[N]`` fields aligned with ``verts`` (:func:`point_labels`:
-    ``labels`` from ``label``, ``semantic``, ``instance``; ScanNet's segment files give
-    ``instance``: the ``objectId`` of the vertex's object, -1 for a vertex in none, a later
-    object winning where two list one segment, as ScanNet's own scripts do), and ``key``: the
-    scene name. Scenes without labels (ScanNet's test scenes) have no label fields.
+    label properties (of the ``.labels.ply`` where there is one) as int64 ``[N]`` fields aligned
+    with ``verts`` (:func:`point_labels`: ``labels`` from ``label``, ``semantic``,
+    ``instance``; ScanNet's segment files give ``instance``: the ``objectId`` of the vertex's
+    object, -1 for a vertex in none, a later object winning where two list one segment, as
+    ScanNet's own scripts do), and ``key``: the scene name. Scenes without labels (ScanNet's
+    test scenes) have no label fields.
+
+    Attributes:
+        scenes: the scene names, in sample order; ``files``: each scene's mesh;
+            ``label_files``: its ``.labels.ply`` or ``None``.
 
     Raises:
         ValueError: a requested scene is missing, or two files claim one scene name.
-        ReadError: (``on_error``) a label property that is a list or not integral, segment
-            files that do not match the mesh; the message names the file.
+        ReadError: (``on_error``) a label property that is a list or not integral, a
+            ``.labels.ply`` or segment files that do not match the mesh; the message names the
+            file.
     """
 
     def __init__(
@@ -110,27 +118,25 @@ class ScanNetScenes(LayoutFolder):
         self.scenes = list(self._layout_keys)
 
     def _find_files(self, pattern: str, extensions: Sequence[str]) -> list[Path]:
-        found: dict[str, Path] = {}
+        found: dict[str, tuple[Path, Path | None]] = {}  # scene -> (mesh, .labels.ply)
         for entry in sorted(self.root.iterdir()):
             if entry.is_dir():
-                path = next(
-                    (
-                        p
-                        for p in (entry / (entry.name + _LABELLED), entry / (entry.name + _PLAIN))
-                        if p.is_file()
-                    ),
-                    None,
-                )
                 name = entry.name
+                plain, labelled = entry / (name + _PLAIN), entry / (name + _LABELLED)
+                if not labelled.is_file():
+                    labelled = None
+                mesh = plain if plain.is_file() else labelled
+                if mesh is None:
+                    continue
             elif entry.is_file() and entry.suffix.lower() == ".ply":
-                path, name = entry, entry.stem
+                name, mesh, labelled = entry.stem, entry, None
             else:
                 continue
-            if path is None:
-                continue
             if name in found:
-                raise ValueError(f"ScanNetScenes: {found[name]} and {path} are both scene {name!r}")
-            found[name] = path
+                raise ValueError(
+                    f"ScanNetScenes: {found[name][0]} and {mesh} are both scene {name!r}"
+                )
+            found[name] = mesh, labelled
         names = sorted(found)
         if self._wanted is not None:
             missing = [s for s in self._wanted if s not in found]
@@ -141,11 +147,25 @@ class ScanNetScenes(LayoutFolder):
                 )
             names = sorted(set(self._wanted))
         self._layout_keys = names
-        return [found[s] for s in names]
+        self.label_files: list[Path | None] = [found[s][1] for s in names]
+        return [found[s][0] for s in names]
 
     def _load(self, index: int) -> dict[str, Any]:
-        path = self.files[index]
-        sample = point_labels(path, super()._load(index))
+        path, labelled = self.files[index], self.label_files[index]
+        sample = super()._load(index)
+        if labelled == path:
+            sample.pop("colors", None)  # the label colors of ScanNet's visualisation
+        sample = point_labels(path, sample)
+        if labelled is not None and labelled != path:
+            labels = point_labels(labelled, load(labelled, **self.load_options))
+            if not np.array_equal(labels["verts"], sample["verts"], equal_nan=True):
+                raise ReadError(
+                    labelled,
+                    f"its {len(labels['verts'])} vertices are not the {len(sample['verts'])} "
+                    f"of {path.name}",
+                )
+            for field in set(POINT_LABEL_PROPERTIES.values()) & labels.keys():
+                sample[field] = labels[field]
         if "instance" not in sample and path.parent.name == self._layout_keys[index]:
             instance = _instances(path.parent, path.parent.name, len(sample["verts"]))
             if instance is not None:
@@ -153,7 +173,7 @@ class ScanNetScenes(LayoutFolder):
         if self.label_map is not None:
             for name in ("labels", "semantic"):
                 if name in sample:
-                    sample[name] = self.label_map(sample[name], path)
+                    sample[name] = self.label_map(sample[name], labelled or path)
         sample["key"] = self._layout_keys[index]
         return sample
 
