@@ -4,8 +4,9 @@
   semantic-kitti-api way (``np.fromfile(...).reshape(-1, 4)``, ``label & 0xFFFF``, ``>> 16``, a
   lookup table), on synthetic scans of 120,000 points (an HDL-64 sweep).
 - ScanNetScenes: ``ds[i]`` (hetload's PLY reader, label properties as int64) vs ``plyfile``
-  (``PlyData.read`` and the vertex columns stacked), on a synthetic binary scene mesh with
-  ScanNet's vertex properties (x y z red green blue alpha label).
+  (``PlyData.read`` and the vertex columns stacked), on a synthetic binary scene with ScanNet's
+  pair of files: ``_vh_clean_2.ply`` (x y z red green blue alpha, faces) and
+  ``_vh_clean_2.labels.ply`` (the same + ``label``); both read each time.
 
 Times are medians of ``--repeats`` reads after a warm-up, one thread, files in the page cache.
 
@@ -85,25 +86,33 @@ def scannet(root: Path, n_verts: int, repeats: int) -> list[tuple[str, float]]:
     face = np.empty(n_faces, dtype=[("n", "u1"), ("i", "<i4", (3,))])
     face["n"] = 3
     face["i"] = rng.integers(0, n_verts, size=(n_faces, 3))
-    header = (
-        f"ply\nformat binary_little_endian 1.0\nelement vertex {n_verts}\n"
-        "property float x\nproperty float y\nproperty float z\nproperty uchar red\n"
-        "property uchar green\nproperty uchar blue\nproperty uchar alpha\nproperty ushort label\n"
-        f"element face {n_faces}\nproperty list uchar int vertex_indices\nend_header\n"
+    props = "".join(f"property {t} {n}\n" for n, t in [*zip("xyz", ["float"] * 3)])
+    props += "".join(f"property uchar {c}\n" for c in ("red", "green", "blue", "alpha"))
+    faces = f"element face {n_faces}\nproperty list uchar int vertex_indices\nend_header\n"
+    start = f"ply\nformat binary_little_endian 1.0\nelement vertex {n_verts}\n{props}"
+    # ScanNet's pair: the mesh with the scan's colors, and the same mesh with `label`
+    plain = scene / "scene0000_00_vh_clean_2.ply"
+    plain.write_bytes(
+        (start + faces).encode()
+        + vertex[[n for n, _ in columns]].astype(columns).tobytes()
+        + face.tobytes()
     )
     path = scene / "scene0000_00_vh_clean_2.labels.ply"
-    path.write_bytes(header.encode() + vertex.tobytes() + face.tobytes())
+    path.write_bytes(
+        (start + "property ushort label\n" + faces).encode() + vertex.tobytes() + face.tobytes()
+    )
     ds = ScanNetScenes(root, index=None)
     rows = [("ScanNetScenes ds[0]", median_seconds(lambda: ds[0], repeats))]
     if PlyData is not None:
 
         def by_plyfile():
-            ply = PlyData.read(str(path))
+            ply = PlyData.read(str(plain))
             v = ply["vertex"]
             verts = np.stack([v["x"], v["y"], v["z"]], axis=1)
             colors = np.stack([v["red"], v["green"], v["blue"], v["alpha"]], axis=1)
             faces = np.stack(ply["face"]["vertex_indices"])
-            return verts, colors, v["label"].astype(np.int64), faces
+            labels = PlyData.read(str(path))["vertex"]["label"].astype(np.int64)
+            return verts, colors, labels, faces
 
         rows.append(("plyfile.PlyData.read + columns", median_seconds(by_plyfile, repeats)))
     return rows
