@@ -457,6 +457,8 @@ def test_kitti_sequences_and_splits(kitti):
         SemanticKITTI(root, "test")  # only 11 of 11-21 is here
     with pytest.raises(ValueError, match="split"):
         SemanticKITTI(root, "training")
+    with pytest.raises(ValueError, match="labels"):
+        SemanticKITTI(root, labels="folder")
     with pytest.raises(ValueError, match="sequences"):
         SemanticKITTI(root / "sequences")
 

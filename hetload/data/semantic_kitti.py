@@ -86,6 +86,8 @@ class SemanticKITTI(LayoutFolder):
         report_path: str | os.PathLike | None = None,
         allow_nonfinite: bool = False,
     ) -> None:
+        if labels not in (None, True, False):
+            raise ValueError(f"SemanticKITTI(labels=...) is None, True or False, got {labels!r}")
         self.sequences = _sequence_names(Path(root), sequences)
         self.read_labels = labels
         self.learning_map = None if learning_map is None else LabelMap(learning_map)
