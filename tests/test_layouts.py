@@ -28,11 +28,14 @@ from hetload.transforms import SamplePoints, Subsample
 
 # ---------------------------------------------------------------------------- writers
 def write_obj(path, n_verts: int, bad_index: bool = False) -> None:
+    """A ShapeNet-style OBJ: material, groups, uvs, normals, ``n - 2`` triangles and one quad
+    (``n`` triangles once loaded)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["mtllib model_normalized.mtl"]
+    lines = ["mtllib model_normalized.mtl", "g mesh1-geometry", "usemtl material_0_24"]
     lines += [f"v {i} {i % 3} {i % 5}" for i in range(n_verts)]
-    lines += ["vn 0 0 1"] * n_verts
-    lines += [f"f {i + 1}//{i + 1} {i + 2}//{i + 2} {i + 3}//{i + 3}" for i in range(n_verts - 2)]
+    lines += ["vt 0.5 0.25", "vn 0 0 1"]
+    lines += [f"f {i + 1}/1/1 {i + 2}/1/1 {i + 3}/1/1" for i in range(n_verts - 2)]
+    lines += ["g mesh2-geometry", "f 1/1/1 2/1/1 3/1/1 4/1/1"]
     if bad_index:
         lines.append(f"f 1 2 {n_verts + 7}")
     path.write_text("\n".join(lines) + "\n")
@@ -127,7 +130,7 @@ def test_shapenet_labels_keys_sizes(shapenet):
         assert sample["key"] == key
         assert sample["label"] == ds.classes.index(key.split("/")[0]) == ds.targets[i]
         assert len(sample["verts"]) == models[key] == ds.sizes[i]
-        assert len(sample["faces"]) == models[key] - 2 == ds.field_sizes["faces"][i]
+        assert len(sample["faces"]) == models[key] == ds.field_sizes["faces"][i]
 
 
 def test_shapenet_synsets_subset_and_errors(shapenet, tmp_path):
