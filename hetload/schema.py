@@ -119,7 +119,10 @@ DEFAULT_SCHEMA = Schema(
         "normals": "ragged",  # f32 [N, 3] per vertex (PLY) or [Nn, 3] (OBJ vn)
         "colors": "ragged",  # [N, 3|4] uint8 or float
         "uvs": "ragged",  # f32 [T, 2] (OBJ vt / PLY u,v)
-        "labels": "ragged",  # per-point labels [N]
+        "labels": "ragged",  # i64 [N] per-point labels, aligned with verts (PLY `label`)
+        "semantic": "ragged",  # i64 [N] per-point semantic ids, aligned with verts (SemanticKITTI)
+        "instance": "ragged",  # i64 [N] per-point instance ids, aligned with verts
+        "remission": "ragged",  # f32 [N] LiDAR return strength, aligned with verts
         "faces": "index:verts",  # i64 [F, 3] triangles into verts
         "edges": "index:verts",  # i64 [E, 2]
         "faces_uvs": "index:uvs",  # per-corner uv indices [F, 3]

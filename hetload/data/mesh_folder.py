@@ -97,11 +97,7 @@ class MeshFolder(Dataset):
         self.root = Path(root)
         if not self.root.is_dir():
             raise ValueError(f"MeshFolder: {self.root} is not a directory")
-        suffixes = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
-        self.files = sorted(
-            (p for p in self.root.glob(pattern) if p.suffix.lower() in suffixes and p.is_file()),
-            key=lambda p: p.relative_to(self.root).as_posix(),
-        )
+        self.files = self._find_files(pattern, extensions)
         self.transform = transform
         # shared: skips in DataLoader workers reach this process's report
         self.policy = ErrorPolicy(on_error, report_path=report_path).share()
@@ -112,9 +108,7 @@ class MeshFolder(Dataset):
         # shared memory: set_epoch in the main process reaches (even persistent) workers
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
-        counts, errors = _SizeIndex(self.root, index).counts(
-            self.files, scan_workers, progress and len(self.files) > 200
-        )
+        counts, errors = self._count(index, scan_workers, progress and len(self.files) > 200)
         self._scan_errors: dict[int, ReadError] = {}
         for i, exc in errors.items():
             self._skip(self.files[i], exc)  # raises under "raise"
@@ -136,7 +130,7 @@ class MeshFolder(Dataset):
         if index in self._scan_errors:
             return None
         try:
-            sample = load(path, **self.load_options)
+            sample = self._load(index)
             if self.fields is not None:
                 sample = self._select(path, sample)
             if self.transform is not None:
@@ -166,9 +160,33 @@ class MeshFolder(Dataset):
 
     def __repr__(self) -> str:
         return (
-            f"MeshFolder({str(self.root)!r}, files={len(self)}, on_error={self.policy.mode!r}, "
-            f"skipped={len(self.report)})"
+            f"{type(self).__name__}({str(self.root)!r}, files={len(self)}, "
+            f"on_error={self.policy.mode!r}, skipped={len(self.report)})"
         )
+
+    # ------------------------------------------------------------------ layout hooks
+    # The datasets of on-disk layouts (hetload.data.shapenet, scannet, semantic_kitti) are
+    # MeshFolders that find their files, size them and read them their own way; all else (the
+    # error policy and its report, fields, seeded transforms, set_epoch) is this class's.
+    def _find_files(self, pattern: str, extensions: Sequence[str]) -> list[Path]:
+        """The sample files under ``self.root``, in sample order."""
+        suffixes = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
+        return sorted(
+            (p for p in self.root.glob(pattern) if p.suffix.lower() in suffixes and p.is_file()),
+            key=lambda p: p.relative_to(self.root).as_posix(),
+        )
+
+    def _count(
+        self, index: str | os.PathLike | None, workers: int, progress: bool
+    ) -> tuple[np.ndarray, dict[int, ReadError]]:
+        """``(counts int64 [len, 2]`` of vertices and triangles per file, ``{i: error}`` for the
+        files that cannot be sized), from the size index."""
+        return _SizeIndex(self.root, index).counts(self.files, workers, progress)
+
+    def _load(self, index: int) -> dict[str, Any]:
+        """Sample ``index`` as read, before ``fields`` and ``transform``; a ``ValueError``
+        (``ReadError``) follows ``on_error``."""
+        return load(self.files[index], **self.load_options)
 
     # ------------------------------------------------------------------ internals
     def _select(self, path: Path, sample: dict[str, Any]) -> dict[str, Any]:
