@@ -459,13 +459,22 @@ def check_sample(sample: dict[str, np.ndarray], fmt: str) -> None:
         fail("verts holds a NaN or an infinity without allow_nonfinite")
     n = len(verts)
 
-    def indices(name: str, into: int, what: str) -> int:
+    for name, value in sample.items():
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            fail(f"{name} holds a NaN or an infinity without allow_nonfinite")
+
+    def indices(name: str, into: int, what: str, lowest: int = 0, shape=(3,)) -> int:
+        """``lowest`` -1: a corner may have no uv / normal (others in the file do)."""
         idx = sample[name]
-        if idx.dtype != np.int64 or idx.ndim != 2 or idx.shape[1] != 3:
-            fail(f"{name} must be int64 [F, 3], got {idx.dtype} {idx.shape}")
-        if idx.size and (idx.min() < 0 or idx.max() >= into):
+        if idx.dtype != np.int64 or idx.shape[1:] != shape:
+            fail(f"{name} must be int64 [F, {shape}], got {idx.dtype} {idx.shape}")
+        if idx.size and (idx.min() < lowest or idx.max() >= into):
             fail(f"{name} holds indices in [{idx.min()}, {idx.max()}] for {into} {what}")
         return len(idx)
+
+    for name, shape in (("lines", (2,)), ("point_indices", ())):
+        if name in sample:
+            indices(name, n, "vertices", shape=shape)
 
     n_faces = indices("faces", n, "vertices") if "faces" in sample else None
     for name, table in (("faces_uvs", "uvs"), ("faces_normals", "normals")):
@@ -474,7 +483,7 @@ def check_sample(sample: dict[str, np.ndarray], fmt: str) -> None:
                 fail(f"{name} without {table}")
             if n_faces is None or len(sample[name]) != n_faces:
                 fail(f"{name} has {len(sample[name])} rows, faces {n_faces}")
-            indices(name, len(sample[table]), table)
+            indices(name, len(sample[table]), table, lowest=-1)
     for name, width in (("normals", (3,)), ("uvs", (2,)), ("colors", (3, 4))):
         if name in sample:
             value = sample[name]

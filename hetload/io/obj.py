@@ -39,6 +39,8 @@ _LEADING_SPACE = re.compile(rb"(?m)^[ \t]+")
 # temporary, so a file of short face lines does not hold 8 bytes per digit at once
 _FACE_CHUNK = 1 << 14
 _CONTINUATION = re.compile(rb"\\[ \t]*\n")
+#: a corner without a uv / normal index (the per-line parser; no file index can be this value)
+MISSING = np.iinfo(np.int64).min
 
 
 class _Irregular(Exception):
@@ -57,11 +59,17 @@ class _Parsed:
     face_line: np.ndarray  # int [F], 0-based line of each face
     arity: np.ndarray  # int64 [F]
     cv: np.ndarray  # int32 | int64 [C] raw vertex index of each corner (contiguous, owned)
-    ct: np.ndarray | None  # [C] raw uv index, None unless every corner has one
-    cn: np.ndarray | None  # [C] raw normal index, None unless every corner has one
+    ct: (
+        np.ndarray | None
+    )  # [C] raw uv index (MISSING where a corner has none), None if no corner has
+    cn: np.ndarray | None  # [C] raw normal index, likewise
     kind_line: dict[str, np.ndarray]  # "v" / "vt" / "vn" -> int [K]: the line of each such line
     group_line: np.ndarray  # int [G] line of each o / g statement
-    group_names: list[str]
+    group_names: list[str]  # each name's words joined by one space ('g a  b' is 'g a b')
+    # 'l' polylines and 'p' points: (line of each statement int64 [S], vertices per statement
+    # int64 [S], raw vertex indices int64 [sum]); None where the file has none (the fast path)
+    polylines: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    points: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 def read_obj(path: str | os.PathLike, data: bytes, options: LoadOptions) -> dict[str, np.ndarray]:
@@ -91,13 +99,15 @@ def count_obj(data: bytes) -> tuple[int, int, int | None]:
     starts = np.flatnonzero(arr[:-1] == _NL) + 1
     if arr[0] != _NL:
         starts = np.concatenate([[0], starts])
-    starts = starts[starts < len(arr) - 1]
-    first, second = arr[starts], arr[starts + 1]
+    # a one-byte last line (no newline after it) is no 'v' or 'f' line, but it still ends the
+    # line before it: classify without it, find line ends with it
+    classified = starts[starts < len(arr) - 1]
+    first, second = arr[classified], arr[classified + 1]
     if ((first == _SPACE) | (first == _TAB)).any():
         return count_obj(_LEADING_SPACE.sub(b"", data))
     spaced = (second == _SPACE) | (second == _TAB)
     verts = int(np.count_nonzero(spaced & (first == ord("v"))))
-    face_starts = starts[spaced & (first == ord("f"))]
+    face_starts = classified[spaced & (first == ord("f"))]
     if len(face_starts) == 0:
         return verts, 0, 0
     # a face line runs to its newline (or the end of the file)
@@ -237,6 +247,8 @@ def _parse_fast(text: bytes) -> _Parsed:
         "f": (c0 == ord("f")) & _blank(c1),
         "group": ((c0 == ord("o")) | (c0 == ord("g"))) & _blank(c1),
     }
+    if (((c0 == ord("l")) | (c0 == ord("p"))) & _blank(c1)).any():
+        raise _Irregular  # polylines / points: rare, and the per-line parser returns them
     offset = _offset_dtype(len(starts))
     lines = {name: np.flatnonzero(mask).astype(offset) for name, mask in kinds.items()}
     del kinds, heads, c0, c1, c2
@@ -254,7 +266,7 @@ def _parse_fast(text: bytes) -> _Parsed:
     face_line = lines["f"]
     arity, cv, ct, cn = _faces(text, starts, ends, face_line)
     group_line = lines["group"]
-    names = [text[starts[i] + 1 : ends[i]].strip().decode("utf-8", "replace") for i in group_line]
+    names = [_group_name(text[starts[i] + 1 : ends[i]].split()) for i in group_line]
     return _Parsed(
         v=v[:, :3].reshape(-1, 3),
         v_line=lines["v"],
@@ -357,6 +369,10 @@ def _face_chunk(
     return arity, [numbers[j::per_corner].copy() for j in range(per_corner)]
 
 
+def _group_name(words: list[bytes]) -> str:
+    return b" ".join(words).decode("utf-8", "replace")
+
+
 def _parse_lines(path: str | os.PathLike, text: bytes) -> _Parsed:
     """The plain per-line parser: every OBJ shape the fast path declines, with line numbers.
 
@@ -368,14 +384,19 @@ def _parse_lines(path: str | os.PathLike, text: bytes) -> _Parsed:
     v_line, vt_line, vn_line, face_line, arity, cv, ct, cn, group_line = (
         array("q") for _ in range(9)
     )
-    widths: set[int] = set()
+    # 'l' and 'p' statements: line, vertex count, raw vertex indices
+    other: dict[bytes, tuple[array, array, array]] = {
+        b"l": (array("q"), array("q"), array("q")),
+        b"p": (array("q"), array("q"), array("q")),
+    }
+    widths: dict[int, int] = {}  # values per 'v' line -> the first such line
     names: list[str] = []
     for number, raw in enumerate(io.BytesIO(text)):
         parts = raw.split()
         if not parts:
             continue
         comment = next((i for i, p in enumerate(parts) if p.startswith(b"#")), None)
-        if comment is not None and parts[0] in (b"v", b"vt", b"vn", b"f"):
+        if comment is not None and parts[0] in (b"v", b"vt", b"vn", b"f", b"l", b"p"):
             parts = parts[:comment]  # a trailing comment ('1.#IND' is no comment)
         keyword, values = parts[0], parts[1:]
         where = f"line {number + 1}"
@@ -384,7 +405,7 @@ def _parse_lines(path: str | os.PathLike, text: bytes) -> _Parsed:
                 raise ReadError(
                     path, f"a 'v' line needs x y z [w | r g b], got {len(values)} values", where
                 )
-            widths.add(len(values))
+            widths.setdefault(len(values), number)
             v_line.append(number)
             row = _floats(path, values, where)
             v.extend(row[:3])
@@ -408,30 +429,66 @@ def _parse_lines(path: str | os.PathLike, text: bytes) -> _Parsed:
                 if len(fields) > 3 or not fields[0]:
                     raise ReadError(path, f"bad face corner {corner!r}", where)
                 cv.append(_int(path, fields[0], where))
-                ct.append(_int(path, fields[1], where) if len(fields) > 1 and fields[1] else 0)
-                cn.append(_int(path, fields[2], where) if len(fields) > 2 and fields[2] else 0)
+                has_t, has_n = len(fields) > 1 and fields[1], len(fields) > 2 and fields[2]
+                ct.append(_int(path, fields[1], where) if has_t else MISSING)
+                cn.append(_int(path, fields[2], where) if has_n else MISSING)
         elif keyword in (b"o", b"g"):
             group_line.append(number)
-            names.append(b" ".join(values).decode("utf-8", "replace"))
+            names.append(_group_name(values))
+        elif keyword in other:
+            least = 2 if keyword == b"l" else 1
+            if len(values) < least:
+                raise ReadError(
+                    path,
+                    f"a {keyword.decode()!r} line needs at least {least} vertices, "
+                    f"got {len(values)}",
+                    where,
+                )
+            lines, counts, indices = other[keyword]
+            lines.append(number)
+            counts.append(len(values))
+            for corner in values:  # 'l' corners may be 'v/vt': the vertex is the first number
+                fields = corner.split(b"/")
+                if len(fields) > 2 or not fields[0]:
+                    raise ReadError(path, f"bad {keyword.decode()!r} vertex {corner!r}", where)
+                indices.append(_int(path, fields[0], where))
 
     def ints(values: array) -> np.ndarray:
         return np.frombuffer(values, dtype=np.int64)
 
-    ct_arr, cn_arr = ints(ct), ints(cn)
+    if 6 in widths and len(widths) > 1:
+        # keeping colors for some vertices only would misalign them; dropping them all would
+        # lose data without a word
+        line = min(n for w, n in widths.items() if w != 6)
+        raise ReadError(
+            path,
+            f"some 'v' lines have colors (x y z r g b, line {widths[6] + 1}) and others not",
+            f"line {line + 1}",
+        )
+
+    def some(values: np.ndarray) -> np.ndarray | None:
+        return values if len(values) and (values != MISSING).any() else None
+
+    def statements(key: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        lines, counts, indices = other[key]
+        return (ints(lines), ints(counts), ints(indices)) if len(lines) else None
+
     return _Parsed(
         v=np.frombuffer(v, dtype=np.float64).reshape(-1, 3),
         v_line=ints(v_line),
-        colors=np.frombuffer(colors, dtype=np.float64).reshape(-1, 3) if widths == {6} else None,
+        colors=np.frombuffer(colors, dtype=np.float64).reshape(-1, 3) if 6 in widths else None,
         vt=np.frombuffer(vt, dtype=np.float64).reshape(-1, 2),
         vn=np.frombuffer(vn, dtype=np.float64).reshape(-1, 3),
         face_line=ints(face_line),
         arity=ints(arity),
         cv=ints(cv),
-        ct=ct_arr if len(ct_arr) and (ct_arr != 0).all() else None,
-        cn=cn_arr if len(cn_arr) and (cn_arr != 0).all() else None,
+        ct=some(ints(ct)),
+        cn=some(ints(cn)),
         kind_line={"v": ints(v_line), "vt": ints(vt_line), "vn": ints(vn_line)},
         group_line=ints(group_line),
         group_names=names,
+        polylines=statements(b"l"),
+        points=statements(b"p"),
     )
 
 
@@ -460,34 +517,49 @@ def _int(path: str | os.PathLike, token: bytes, where: str) -> int:
         raise ReadError(
             path, f"{token.decode('utf-8', 'replace')!r} is not an integer index", where
         ) from None
-    if not -(2**63) <= value < 2**63:
+    if not MISSING < value < 2**63:
         raise ReadError(path, f"index {value} is out of any array's range", where)
     return value
 
 
 def _resolve(
-    path: str | os.PathLike, raw: np.ndarray, kind: str, total: int, what: str, parsed: _Parsed
+    path: str | os.PathLike,
+    raw: np.ndarray,
+    kind_line: np.ndarray,
+    owner_line: np.ndarray,
+    arity: np.ndarray,
+    what: str,
 ) -> np.ndarray:
-    """1-based / negative (relative) OBJ indices -> 0-based, every one checked; ``raw`` (the
-    parser's own array) is reused when every index is positive."""
+    """1-based / negative (relative) OBJ indices -> 0-based, every one checked; ``MISSING``
+    (a corner without this attribute) -> -1, as PyTorch3D pads ``textures_idx``.
+
+    Args:
+        raw: int [C], the indices as written, statement after statement; reused (the parser's
+            own array) when every index is positive.
+        kind_line: int [K], the line of each line of the kind indexed (``v``, ``vt``, ``vn``).
+        owner_line: int [S], the line of each statement (``f``, ``l``, ``p``).
+        arity: int64 [S], the indices of each statement.
+    """
+    total = len(kind_line)
     if len(raw) and raw.min() > 0 and raw.max() <= total:
         raw -= 1
         return raw
-    # a negative index counts back from the face's line: the lines of its kind before it
-    before = np.searchsorted(parsed.kind_line[kind], parsed.face_line)
-    base = np.repeat(before, parsed.arity)
+    # a negative index counts back from its statement's line: the lines of its kind before it
+    base = np.repeat(np.searchsorted(kind_line, owner_line), arity)
     index = np.where(raw > 0, raw - 1, base + raw)
-    bad = (raw == 0) | (index < 0) | (index >= total)
+    missing = raw == MISSING
+    index[missing] = -1
+    bad = ~missing & ((raw == 0) | (index < 0) | (index >= total))
     if bad.any():
         corner = int(np.flatnonzero(bad)[0])
-        face = int(np.searchsorted(np.cumsum(parsed.arity), corner, side="right"))
+        owner = int(np.searchsorted(np.cumsum(arity), corner, side="right"))
         value = int(raw[corner])
         reason = (
             "index 0 is not valid: OBJ indices start at 1"
             if value == 0
             else f"{what} index {value} is out of range for {total} {what} line(s)"
         )
-        raise ReadError(path, reason, f"line {int(parsed.face_line[face]) + 1}")
+        raise ReadError(path, reason, f"line {int(owner_line[owner]) + 1}")
     return index
 
 
@@ -495,18 +567,25 @@ def _assemble(
     path: str | os.PathLike, parsed: _Parsed, options: LoadOptions
 ) -> dict[str, np.ndarray]:
     sample: dict[str, np.ndarray] = {}
-    with np.errstate(over="ignore"):
-        verts = parsed.v.astype(options.dtype)
-    if not options.allow_nonfinite:
-        # after the cast: a finite double beyond float32's range becomes an infinity
-        check_finite(path, "vertex", verts, lambda row: f"line {parsed.v_line[row] + 1}")
-    sample["verts"] = verts
+    dtype = options.float_dtype(np.float64)  # "as stored": text numbers are parsed as doubles
+
+    def floats(field: str, values: np.ndarray, lines: np.ndarray) -> None:
+        with np.errstate(over="ignore"):
+            values = values.astype(dtype)
+        if not options.allow_nonfinite:
+            # after the cast: a finite double beyond float32's range becomes an infinity
+            where = lambda row: f"line {lines[row] + 1}"  # noqa: E731
+            check_finite(path, f"field {field!r}: row", values, where)
+        sample[field] = values
+
+    floats("verts", parsed.v, parsed.v_line)
     if parsed.colors is not None:
-        sample["colors"] = parsed.colors.astype(options.dtype)
+        floats("colors", parsed.colors, parsed.v_line)
     if len(parsed.vn):
-        sample["normals"] = parsed.vn.astype(options.dtype)
+        floats("normals", parsed.vn, parsed.kind_line["vn"])
     if len(parsed.vt):
-        sample["uvs"] = parsed.vt.astype(options.dtype)
+        floats("uvs", parsed.vt, parsed.kind_line["vt"])
+    _lines_and_points(path, parsed, sample, options)
     if len(parsed.face_line) == 0:
         return sample
 
@@ -536,21 +615,27 @@ def _assemble(
         tri[:, :, 2] = polygon[:, 2:]
         return tri.reshape(-1, 3)
 
-    cv = _resolve(path, parsed.cv, "v", len(parsed.v), "vertex", parsed)
+    def resolve(raw: np.ndarray, kind: str, what: str) -> np.ndarray:
+        lines = parsed.kind_line[kind]
+        return _resolve(path, raw, lines, parsed.face_line, parsed.arity, what)
+
+    cv = resolve(parsed.cv, "v", "vertex")
     sample["faces"] = triangles(cv)
     if options.polygons:
         sample["polygons"] = cv.astype(index_dtype)
         sample["polygon_sizes"] = parsed.arity.astype(np.int64)
     parsed.cv = cv = None  # the corners are in "faces" now
     # corners that name uv / normal lines a file does not have (some exporters write
-    # 'f 1//1' with no 'vn' at all) carry no attribute: the geometry is still exact
+    # 'f 1//1' with no 'vn' at all) carry no attribute: the geometry is still exact. Where only
+    # some corners have one, the others hold -1 (the uvs / normals are then per corner, never
+    # per vertex)
     if parsed.ct is not None and len(parsed.vt):
-        ct = _resolve(path, parsed.ct, "vt", len(parsed.vt), "uv", parsed)
+        ct = resolve(parsed.ct, "vt", "uv")
         parsed.ct = None
         sample["faces_uvs"] = triangles(ct)
         del ct
     if parsed.cn is not None and len(parsed.vn):
-        cn = _resolve(path, parsed.cn, "vn", len(parsed.vn), "normal", parsed)
+        cn = resolve(parsed.cn, "vn", "normal")
         parsed.cn = None
         sample["faces_normals"] = triangles(cn)
         del cn
@@ -562,6 +647,29 @@ def _assemble(
             groups = np.repeat(groups, k - 2)
         sample["face_groups"] = groups
     return sample
+
+
+def _lines_and_points(
+    path: str | os.PathLike, parsed: _Parsed, sample: dict, options: LoadOptions
+) -> None:
+    """``lines`` ``[E, 2]``: each segment of each ``l`` polyline (``l 1 2 3`` is two); and
+    ``point_indices`` ``[P]``: the vertices of the ``p`` statements, in file order."""
+    v_line = parsed.kind_line["v"]
+    if parsed.polylines is not None:
+        lines, counts, raw = parsed.polylines
+        index = _resolve(path, raw, v_line, lines, counts, "vertex")
+        # segment (i, i + 1) of every polyline: every index but each polyline's last
+        last = np.cumsum(counts) - 1
+        first = np.ones(len(index), dtype=bool)
+        first[last] = False
+        starts = np.flatnonzero(first)
+        sample["lines"] = np.stack([index[starts], index[starts + 1]], axis=1).astype(
+            options.index_dtype
+        )
+    if parsed.points is not None:
+        lines, counts, raw = parsed.points
+        index = _resolve(path, raw, v_line, lines, counts, "vertex")
+        sample["point_indices"] = index.astype(options.index_dtype)
 
 
 def _face_groups(parsed: _Parsed) -> np.ndarray:

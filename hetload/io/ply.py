@@ -42,7 +42,7 @@ def _assemble(
     if "vertex" in by_name:
         _vertex(path, *by_name["vertex"], sample, options)
     else:
-        sample["verts"] = np.zeros((0, 3), dtype=options.dtype)
+        sample["verts"] = np.zeros((0, 3), dtype=options.float_dtype(np.float32))
     n_verts = len(sample["verts"])
 
     flat = np.zeros(0, dtype=np.int64)
@@ -74,7 +74,7 @@ def _assemble(
         if element.name in ("vertex", "face", "tristrips"):
             continue
         for p in element.props:
-            _put_extra(sample, f"{element.name}_{p.name}", vals[p.name])
+            _put_extra(path, sample, f"{element.name}_{p.name}", vals[p.name], element, options)
     return sample
 
 
@@ -92,12 +92,40 @@ def _columns(vals: Values, names: tuple[str, ...] | list[str], dtype) -> np.ndar
     return out
 
 
-def _put_extra(sample: dict, key: str, value) -> None:
+def _put_extra(
+    path: str | os.PathLike, sample: dict, key: str, value, element: Element, options: LoadOptions
+) -> None:
+    """A property as its own field, in its stored type; a list as flat items plus sizes."""
     if isinstance(value, tuple):
-        sample[key] = _native(value[0]).reshape(-1)
-        sample[key + "_sizes"] = np.array(value[1], dtype=np.int64)
+        items = sample[key] = _native(value[0]).reshape(-1)
+        sizes = sample[key + "_sizes"] = np.array(value[1], dtype=np.int64)
+        ends = np.cumsum(sizes)
+        _check_finite(
+            path, options, key, items, element, lambda k: np.searchsorted(ends, k, "right")
+        )
     else:
         sample[key] = _native(value)
+        _check_finite(path, options, key, sample[key], element)
+
+
+def _check_finite(
+    path: str | os.PathLike,
+    options: LoadOptions,
+    field: str,
+    values: np.ndarray,
+    element: Element,
+    row_of=lambda k: k,
+) -> None:
+    """NaN / infinity in a float field is an error naming the field and the element's row,
+    unless ``allow_nonfinite``; ``row_of(k)`` maps a row of ``values`` to the element's row."""
+    if options.allow_nonfinite or values.dtype.kind != "f":
+        return
+    check_finite(
+        path,
+        f"field {field!r}: row",
+        values,
+        lambda k: f"element {element.name!r} row {int(row_of(k))}",
+    )
 
 
 def _vertex(
@@ -106,30 +134,36 @@ def _vertex(
     names = {p.name for p in element.props}
     if not {"x", "y", "z"} <= names:
         raise ReadError(path, "element 'vertex' has no x, y, z properties", "header")
-    xyz = _columns(vals, "xyz", options.dtype)
-    if not options.allow_nonfinite:
-        check_finite(path, "vertex", xyz, lambda row: f"element 'vertex' row {row}")
-    sample["verts"] = xyz
+
+    def floats(field: str, columns: tuple[str, ...] | list[str]) -> None:
+        dtype = options.float_dtype(*(vals[c].dtype for c in columns))
+        # checked after the cast: a finite double beyond float32's range becomes an infinity
+        sample[field] = _columns(vals, columns, dtype)
+        _check_finite(path, options, field, sample[field], element)
+
+    floats("verts", ("x", "y", "z"))
     used = {"x", "y", "z"}
     if {"nx", "ny", "nz"} <= names:
-        sample["normals"] = _columns(vals, ("nx", "ny", "nz"), options.dtype)
+        floats("normals", ("nx", "ny", "nz"))
         used |= {"nx", "ny", "nz"}
     channels = [c for c in ("red", "green", "blue", "alpha") if c in names]
     if {"red", "green", "blue"} <= names:
         kind = np.result_type(*(vals[c].dtype for c in channels))
-        dtype = options.dtype if kind.kind == "f" else kind.newbyteorder("=")
-        sample["colors"] = _columns(vals, channels, dtype)
+        if kind.kind == "f":
+            floats("colors", channels)
+        else:
+            sample["colors"] = _columns(vals, channels, kind.newbyteorder("="))
         used |= set(channels)
     for u, v in _UV_NAMES:
         if {u, v} <= names:
-            sample["uvs"] = _columns(vals, (u, v), options.dtype)
+            floats("uvs", (u, v))
             used |= {u, v}
             break
     for p in element.props:
         if p.name not in used:
             clash = p.name in _RESERVED or p.name in sample
             key = f"vertex_{p.name}" if clash else p.name
-            _put_extra(sample, key, vals[p.name])
+            _put_extra(path, sample, key, vals[p.name], element, options)
 
 
 _RESERVED = {
@@ -171,19 +205,25 @@ def _face(
     if {"red", "green", "blue"} <= scalars:
         kind = np.result_type(*(vals[c].dtype for c in channels)).newbyteorder("=")
         sample["face_colors"] = _columns(vals, channels, kind)
+        _check_finite(path, options, "face_colors", sample["face_colors"], element)
         per_face.append("face_colors")
         used |= set(channels)
     texcoord = vals.get("texcoord")
     if isinstance(texcoord, tuple) and "uvs" not in sample and (texcoord[1] == 2 * sizes).all():
         # per-corner uvs (MeshLab / VCG): one uv row per corner; faces_uvs index those rows
-        sample["uvs"] = texcoord[0].astype(options.dtype).reshape(-1, 2)
+        uvs = texcoord[0].astype(options.float_dtype(texcoord[0].dtype)).reshape(-1, 2)
+        ends = np.cumsum(sizes)
+        _check_finite(
+            path, options, "uvs", uvs, element, lambda k: np.searchsorted(ends, k, "right")
+        )
+        sample["uvs"] = uvs
         sample["faces_uvs"] = np.arange(len(flat), dtype=np.int64)
         used.add("texcoord")
     for p in element.props:
         if p.name in used:
             continue
         key = f"face_{p.name}"
-        _put_extra(sample, key, vals[p.name])
+        _put_extra(path, sample, key, vals[p.name], element, options)
         if p.count_dtype is None:
             per_face.append(key)
     return flat, sizes, per_face

@@ -86,9 +86,13 @@ def read_ply_header(path: str | os.PathLike, data: bytes) -> PlyHeader:
     while data[body : body + 1] in (b" ", b"\t"):
         body += 1
     # a CR-only header may be followed by binary data that starts with a \n byte: consume
-    # exactly the header's own line end
+    # exactly the header's own line end. A Windows exporter may end only the 'end_header' line
+    # with CRLF after LF lines (assimp and trimesh read such files): after a LF header, a CR
+    # is no line end of its own, so CRLF there is unambiguous
     if data[body : body + len(eol)] == eol:
         body += len(eol)
+    elif data[body : body + 2] == b"\r\n":
+        body += 2
     elif data[body : body + 1] == b"\n":
         body += 1
     elif body < len(data):
@@ -110,6 +114,10 @@ def read_ply_header(path: str | os.PathLike, data: bytes) -> PlyHeader:
             # isdigit() alone takes digits such as '²' that int() refuses
             if len(words) != 3 or not (words[2].isascii() and words[2].isdigit()):
                 raise ReadError(path, f"bad element line {' '.join(words)!r}", where)
+            if any(e.name == words[1] for e in elements):
+                # readers that key elements by name (plyfile refuses, others keep one of the
+                # two) would disagree on which rows are the vertices
+                raise ReadError(path, f"element {words[1]!r} is declared twice", where)
             elements.append(Element(words[1], int(words[2])))
         elif words[0] == "property":
             if not elements:
