@@ -54,6 +54,7 @@ class _Parsed:
     v: np.ndarray  # float64 [Nv, 3]
     v_line: np.ndarray  # int64 [Nv], 0-based line of each vertex
     colors: np.ndarray | None  # float64 [Nv, 3] when every v line has r g b
+    weights: np.ndarray | None  # float64 [Nv]: 'v x y z w' (1.0 where a line has no w)
     vt: np.ndarray  # float64 [Nt, 2]
     vn: np.ndarray  # float64 [Nn, 3]
     face_line: np.ndarray  # int [F], 0-based line of each face
@@ -271,6 +272,7 @@ def _parse_fast(text: bytes) -> _Parsed:
         v=v[:, :3].reshape(-1, 3),
         v_line=lines["v"],
         colors=v[:, 3:6] if width == 6 else None,
+        weights=v[:, 3] if width == 4 else None,
         vt=vt[:, :2].reshape(-1, 2),
         vn=vn.reshape(-1, 3),
         face_line=face_line,
@@ -380,7 +382,7 @@ def _parse_lines(path: str | os.PathLike, text: bytes) -> _Parsed:
     memory stays a small multiple of the file size: a list of line objects or of Python floats
     costs 5-10 times the bytes of the text it holds.
     """
-    v, colors, vt, vn = (array("d") for _ in range(4))
+    v, colors, weights, vt, vn = (array("d") for _ in range(5))
     v_line, vt_line, vn_line, face_line, arity, cv, ct, cn, group_line = (
         array("q") for _ in range(9)
     )
@@ -410,6 +412,7 @@ def _parse_lines(path: str | os.PathLike, text: bytes) -> _Parsed:
             row = _floats(path, values, where)
             v.extend(row[:3])
             colors.extend(row[3:6] if len(row) == 6 else ())
+            weights.append(row[3] if len(row) == 4 else 1.0)  # the OBJ default w
         elif keyword == b"vt":
             if not 1 <= len(values) <= 3:
                 raise ReadError(path, f"a 'vt' line needs u [v [w]], got {len(values)}", where)
@@ -477,6 +480,7 @@ def _parse_lines(path: str | os.PathLike, text: bytes) -> _Parsed:
         v=np.frombuffer(v, dtype=np.float64).reshape(-1, 3),
         v_line=ints(v_line),
         colors=np.frombuffer(colors, dtype=np.float64).reshape(-1, 3) if 6 in widths else None,
+        weights=np.frombuffer(weights, dtype=np.float64) if 4 in widths else None,
         vt=np.frombuffer(vt, dtype=np.float64).reshape(-1, 2),
         vn=np.frombuffer(vn, dtype=np.float64).reshape(-1, 3),
         face_line=ints(face_line),
@@ -581,6 +585,10 @@ def _assemble(
     floats("verts", parsed.v, parsed.v_line)
     if parsed.colors is not None:
         floats("colors", parsed.colors, parsed.v_line)
+    if parsed.weights is not None:
+        # the w of 'v x y z w' (a rational curve's weight in the OBJ spec): kept as written,
+        # never divided into x y z (assimp divides; tinyobjloader keeps it apart, as here)
+        floats("vertex_weights", parsed.weights, parsed.v_line)
     if len(parsed.vn):
         floats("normals", parsed.vn, parsed.kind_line["vn"])
     if len(parsed.vt):

@@ -107,7 +107,8 @@ def read_ply_header(path: str | os.PathLike, data: bytes) -> PlyHeader:
         if not words or words[0] in ("comment", "obj_info"):
             continue
         if words[0] == "format":
-            if len(words) != 3 or words[1] not in FORMATS:
+            # 1.0 is the only version there is: another one may mean another layout
+            if len(words) != 3 or words[1] not in FORMATS or words[2] not in ("1.0", "1"):
                 raise ReadError(path, f"unknown format line {' '.join(words)!r}", where)
             fmt = words[1]
         elif words[0] == "element":
