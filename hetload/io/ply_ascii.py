@@ -250,7 +250,9 @@ def _cast(
             bad |= values != np.floor(values)
         k = int(np.flatnonzero(bad)[0])
         raise ReadError(
-            path, f"property {name!r}: {values[k]!r} is not a valid {dtype.name}", where(row_of(k))
+            path,
+            f"property {name!r}: {values[k].item()!r} is not a valid {dtype.name}",
+            where(row_of(k)),
         )
     return values.astype(dtype)
 
