@@ -168,7 +168,8 @@ def _vertex(
 
 _RESERVED = {
     "verts", "faces", "normals", "colors", "uvs", "faces_uvs", "faces_normals", "face_groups",
-    "polygons", "polygon_sizes", "points", "edges", "label", "path", "key",
+    "polygons", "polygon_sizes", "points", "edges", "label", "path", "key", "lines",
+    "point_indices", "vertex_weights",
 }  # fmt: skip
 
 
