@@ -287,3 +287,16 @@ def test_scan_counts_obj_with_lines(tmp_path):
     path = write(tmp_path, "v 0 0 0\nv 1 0 0\nl 1 2\np 1\n", ".obj")
     assert scan(path) == ("obj", 2, 0)  # 'l' / 'p' are no faces
     assert scan(path).n_triangles == 0
+
+
+# ------------------------------------------------ PLY: float-typed vertex index lists
+@pytest.mark.parametrize("fmt", PLY_FORMATS)
+@pytest.mark.parametrize("element", ["face", "tristrips"])
+def test_float_vertex_indices_must_be_whole(tmp_path, fmt, element):
+    header = ["element vertex 3", *XYZ, f"element {element} 1"]
+    header.append("property list uchar float vertex_indices")
+    verts = [[0, 0, 0], [1, 0, 0], [0, 1, 0]]
+    whole = read(tmp_path, ply(fmt, header, [verts, [[[0.0, 1.0, 2.0]]]]), ".ply")
+    equal(whole["faces"], [[0, 1, 2]])
+    data = ply(fmt, header, [verts, [[[0.0, 1.5, 2.0]]]])
+    refuse(tmp_path, data, ".ply", "vertex index 1.5 is not a whole number", element)

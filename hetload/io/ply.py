@@ -187,7 +187,7 @@ def _face(
     if index_name is None:
         raise ReadError(path, "element 'face' has no vertex_indices list", "header")
     flat, sizes = vals[index_name]  # type: ignore[misc]
-    flat = flat.astype(np.int64).reshape(-1)
+    flat = _indices(path, flat, "face")
     sizes = sizes.astype(np.int64, copy=False)
     if element.count == 0:
         return flat, sizes, []
@@ -230,6 +230,21 @@ def _face(
     return flat, sizes, per_face
 
 
+def _indices(path: str | os.PathLike, values: np.ndarray, element: str) -> np.ndarray:
+    """A vertex index list as int64 ``[n]``; a float-typed list must hold whole numbers (a
+    cast would turn 1.5 into vertex 1 without a word)."""
+    values = values.reshape(-1)
+    if values.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
+        if len(bad):
+            raise ReadError(
+                path,
+                f"vertex index {values[bad[0]].item()!r} is not a whole number",
+                f"element {element!r}",
+            )
+    return values.astype(np.int64)
+
+
 def _check_indices(
     path: str | os.PathLike, flat: np.ndarray, sizes: np.ndarray, n_verts: int, name: str
 ) -> None:
@@ -253,7 +268,7 @@ def _tristrips(path: str | os.PathLike, element: Element, vals: Values, n_verts:
     index_name = next((n for n in FACE_LISTS if isinstance(vals.get(n), tuple)), None)
     if index_name is None:
         raise ReadError(path, "element 'tristrips' has no vertex_indices list", "header")
-    flat = vals[index_name][0].astype(np.int64).reshape(-1)  # type: ignore[index]
+    flat = _indices(path, vals[index_name][0], "tristrips")  # type: ignore[index]
     bad = np.flatnonzero((flat < -1) | (flat >= n_verts))
     if len(bad):
         raise ReadError(
