@@ -53,8 +53,9 @@ def _ply_header(fmt: str, elements: list[tuple[str, int, list[str]]]) -> bytes:
 
 def generated_seeds() -> dict[str, bytes]:
     """Small valid files covering the readers' paths: OBJ with uvs / normals / groups / quads /
-    negative indices / colors, point-cloud OBJ; ASCII, little- and big-endian binary PLY with
-    lists, extra properties, extra elements and tristrips."""
+    negative indices / colors, partial uv / normal corners, polylines and points, point-cloud
+    OBJ; ASCII, little- and big-endian binary PLY with lists, extra properties, extra elements
+    and tristrips."""
     seeds: dict[str, bytes] = {}
     verts, faces = _mesh(0, 12, 16)
 
@@ -82,6 +83,12 @@ def generated_seeds() -> dict[str, bytes]:
     seeds["quads_negative_colors.obj"] = ("\r\n".join(lines) + "\r\n").encode()
 
     seeds["points.obj"] = "".join(f"v {x} {y} {z}\n" for x, y, z in verts.tolist()).encode()
+
+    # uvs on some faces only (-1 elsewhere), polylines, points, 'v x y z w'
+    lines = [f"v {x:.5g} {y:.5g} {z:.5g} 0.5" for x, y, z in verts.tolist()]
+    lines += ["vt 0 0", "vt 1 0", "vn 0 0 1", "g a  b", "f 1/1 2/2 3/1", "f 2 3 4", "g a b"]
+    lines += ["f 3//1 4//1 5//1 6", "l 1 2 3 -1", "p 4 5 -2"]
+    seeds["partial_lines_points.obj"] = ("\n".join(lines) + "\n").encode()
 
     header = _ply_header(
         "ascii",

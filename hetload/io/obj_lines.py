@@ -35,10 +35,10 @@ class ParsedObj:
     face_line: np.ndarray  # int [F], 0-based line of each face
     arity: np.ndarray  # int64 [F]
     cv: np.ndarray  # int32 | int64 [C] raw vertex index of each corner (contiguous, owned)
-    ct: (
-        np.ndarray | None
-    )  # [C] raw uv index (MISSING where a corner has none), None if no corner has
-    cn: np.ndarray | None  # [C] raw normal index, likewise
+    # [C] raw uv / normal index of each corner, MISSING where a corner has none; None where
+    # no corner has one
+    ct: np.ndarray | None
+    cn: np.ndarray | None
     kind_line: dict[str, np.ndarray]  # "v" / "vt" / "vn" -> int [K]: the line of each such line
     group_line: np.ndarray  # int [G] line of each o / g statement
     group_names: list[str]  # each name's words joined by one space ('g a  b' is 'g a b')
@@ -49,6 +49,7 @@ class ParsedObj:
 
 
 def group_name(words: list[bytes]) -> str:
+    """An ``o`` / ``g`` name: its words joined by one space, as both parsers compare them."""
     return b" ".join(words).decode("utf-8", "replace")
 
 
