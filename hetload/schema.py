@@ -125,6 +125,8 @@ DEFAULT_SCHEMA = Schema(
         "remission": "ragged",  # f32 [N] LiDAR return strength, aligned with verts
         "faces": "index:verts",  # i64 [F, 3] triangles into verts
         "edges": "index:verts",  # i64 [E, 2]
+        "lines": "index:verts",  # i64 [E, 2] segments of OBJ 'l' polylines
+        "point_indices": "index:verts",  # i64 [P] vertices of OBJ 'p' statements
         "faces_uvs": "index:uvs",  # per-corner uv indices [F, 3]
         "faces_normals": "index:normals",  # per-corner normal indices [F, 3]
         "face_groups": "ragged",  # i64 [F] OBJ o/g group of each triangle

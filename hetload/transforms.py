@@ -56,6 +56,7 @@ _current_rng: contextvars.ContextVar[np.random.Generator | None] = contextvars.C
 )
 #: fields that are per face or per corner, never per vertex
 _NOT_PER_VERTEX = {"faces", "faces_uvs", "faces_normals", "face_groups", "face_colors", "edges"}
+_NOT_PER_VERTEX |= {"lines", "point_indices"}  # OBJ 'l' / 'p': indices into verts
 _POLYGON_FIELDS = ("polygons", "polygon_sizes")
 
 
@@ -322,6 +323,14 @@ def _keep_vertices(sample: Sample, keep: np.ndarray) -> Sample:
         for name in ("faces_uvs", "faces_normals", "face_groups", "face_colors"):
             if name in sample and len(sample[name]) == len(faces):
                 sample[name] = sample[name][rows]
+    for name in ("lines", "point_indices"):  # OBJ 'l' / 'p': kept where every vertex survives
+        index = sample.get(name)
+        if isinstance(index, np.ndarray):
+            new_id = np.full(n, -1, dtype=np.int64)
+            new_id[keep] = np.arange(len(keep))
+            mapped = new_id[index]
+            alive = (mapped >= 0).reshape(len(mapped), -1).all(axis=1)
+            sample[name] = mapped[alive].astype(index.dtype)
     return sample
 
 

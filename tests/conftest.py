@@ -8,8 +8,12 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-#: ../shared/data/meshes beside the checkout (CI has it there); tests skip where it is absent
-SHARED_MESHES = Path(__file__).resolve().parents[2] / "shared" / "data" / "meshes"
+#: ../shared/data/meshes beside the checkout (CI has it there), or $HETLOAD_MESHES (a checkout
+#: elsewhere, such as a git worktree); tests skip where it is absent
+SHARED_MESHES = Path(
+    os.environ.get("HETLOAD_MESHES")
+    or Path(__file__).resolve().parents[2] / "shared" / "data" / "meshes"
+)
 
 # Deadlines off: these machines are noisy, and a slow example is not a wrong one.
 settings.register_profile(

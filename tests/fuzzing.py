@@ -53,8 +53,9 @@ def _ply_header(fmt: str, elements: list[tuple[str, int, list[str]]]) -> bytes:
 
 def generated_seeds() -> dict[str, bytes]:
     """Small valid files covering the readers' paths: OBJ with uvs / normals / groups / quads /
-    negative indices / colors, point-cloud OBJ; ASCII, little- and big-endian binary PLY with
-    lists, extra properties, extra elements and tristrips."""
+    negative indices / colors, partial uv / normal corners, polylines and points, point-cloud
+    OBJ; ASCII, little- and big-endian binary PLY with lists, extra properties, extra elements
+    and tristrips."""
     seeds: dict[str, bytes] = {}
     verts, faces = _mesh(0, 12, 16)
 
@@ -82,6 +83,12 @@ def generated_seeds() -> dict[str, bytes]:
     seeds["quads_negative_colors.obj"] = ("\r\n".join(lines) + "\r\n").encode()
 
     seeds["points.obj"] = "".join(f"v {x} {y} {z}\n" for x, y, z in verts.tolist()).encode()
+
+    # uvs on some faces only (-1 elsewhere), polylines, points, 'v x y z w'
+    lines = [f"v {x:.5g} {y:.5g} {z:.5g} 0.5" for x, y, z in verts.tolist()]
+    lines += ["vt 0 0", "vt 1 0", "vn 0 0 1", "g a  b", "f 1/1 2/2 3/1", "f 2 3 4", "g a b"]
+    lines += ["f 3//1 4//1 5//1 6", "l 1 2 3 -1", "p 4 5 -2"]
+    seeds["partial_lines_points.obj"] = ("\n".join(lines) + "\n").encode()
 
     header = _ply_header(
         "ascii",
@@ -459,13 +466,22 @@ def check_sample(sample: dict[str, np.ndarray], fmt: str) -> None:
         fail("verts holds a NaN or an infinity without allow_nonfinite")
     n = len(verts)
 
-    def indices(name: str, into: int, what: str) -> int:
+    for name, value in sample.items():
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            fail(f"{name} holds a NaN or an infinity without allow_nonfinite")
+
+    def indices(name: str, into: int, what: str, lowest: int = 0, shape=(3,)) -> int:
+        """``lowest`` -1: a corner may have no uv / normal (others in the file do)."""
         idx = sample[name]
-        if idx.dtype != np.int64 or idx.ndim != 2 or idx.shape[1] != 3:
-            fail(f"{name} must be int64 [F, 3], got {idx.dtype} {idx.shape}")
-        if idx.size and (idx.min() < 0 or idx.max() >= into):
+        if idx.dtype != np.int64 or idx.shape[1:] != shape:
+            fail(f"{name} must be int64 [F, {shape}], got {idx.dtype} {idx.shape}")
+        if idx.size and (idx.min() < lowest or idx.max() >= into):
             fail(f"{name} holds indices in [{idx.min()}, {idx.max()}] for {into} {what}")
         return len(idx)
+
+    for name, shape in (("lines", (2,)), ("point_indices", ())):
+        if name in sample:
+            indices(name, n, "vertices", shape=shape)
 
     n_faces = indices("faces", n, "vertices") if "faces" in sample else None
     for name, table in (("faces_uvs", "uvs"), ("faces_normals", "normals")):
@@ -474,7 +490,7 @@ def check_sample(sample: dict[str, np.ndarray], fmt: str) -> None:
                 fail(f"{name} without {table}")
             if n_faces is None or len(sample[name]) != n_faces:
                 fail(f"{name} has {len(sample[name])} rows, faces {n_faces}")
-            indices(name, len(sample[table]), table)
+            indices(name, len(sample[table]), table, lowest=-1)
     for name, width in (("normals", (3,)), ("uvs", (2,)), ("colors", (3, 4))):
         if name in sample:
             value = sample[name]

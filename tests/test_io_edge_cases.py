@@ -263,8 +263,9 @@ def test_obj_mixed_corner_formats(tmp_path):
     sample = load(write(tmp_path, "x.obj", data))
     np.testing.assert_array_equal(sample["faces"], [[0, 1, 2], [2, 1, 0]])
     np.testing.assert_array_equal(sample["faces_normals"], [[0, 0, 0], [0, 0, 0]])
-    # not every corner has a uv: no faces_uvs rather than made-up ones
-    assert "faces_uvs" not in sample and sample["uvs"].shape == (3, 2)
+    # not every corner has a uv: -1 where it has none (PyTorch3D's padding), never dropped
+    np.testing.assert_array_equal(sample["faces_uvs"], [[0, 1, 2], [-1, -1, -1]])
+    assert sample["uvs"].shape == (3, 2)
 
 
 def test_obj_vertex_colors_and_groups(tmp_path):

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_MESHES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hetload.data import MeshFolder
 from hetload.io import ReadError, load, scan
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "meshes"
+SHARED = SHARED_MESHES
 
 
 def polygons_strategy():

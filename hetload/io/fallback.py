@@ -29,11 +29,11 @@ def read_with_trimesh(path: str | os.PathLike, options: LoadOptions) -> dict[str
         meshes = [g for g in geometry if isinstance(g, trimesh.Trimesh)]
         loaded = trimesh.util.concatenate(meshes) if meshes else None
         if loaded is None:
-            return {"verts": np.zeros((0, 3), dtype=options.dtype)}
+            return {"verts": np.zeros((0, 3), dtype=options.float_dtype(np.float64))}
     verts = np.asarray(loaded.vertices, dtype=np.float64).reshape(-1, 3)
     if not options.allow_nonfinite:
         check_finite(path, "vertex", verts, lambda row: f"vertex {row}")
-    sample = {"verts": verts.astype(options.dtype)}
+    sample = {"verts": verts.astype(options.float_dtype(np.float64))}
     faces = getattr(loaded, "faces", None)
     if faces is not None and len(faces):
         sample["faces"] = np.asarray(faces).astype(options.index_dtype)

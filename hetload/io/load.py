@@ -29,7 +29,8 @@ class MeshInfo(_Counts):
     """What :func:`scan` learns from a file without parsing its numbers.
 
     ``n_faces`` counts faces as the file stores them: OBJ ``f`` lines and PLY ``face`` rows
-    (polygons, before triangulation), plus one per PLY ``tristrips`` row.
+    (polygons, before triangulation), plus one per PLY ``tristrips`` row; OBJ ``l`` / ``p``
+    statements (returned by ``load`` as ``lines`` / ``point_indices``) are not counted.
 
     ``n_triangles`` is the number of rows ``load(path)["faces"]`` has (polygons fan-triangulated)
     where the file tells it cheaply: OBJ (corners per ``f`` line), binary PLY whose face element
@@ -79,10 +80,13 @@ def load(
 
     Args:
         path: the file; the format comes from the suffix (a ``ply`` magic also counts).
-        dtype: float32 (default) or float64 for the floating fields.
+        dtype: float32 (default: a PLY ``double`` coordinate is rounded, 500000.456 ->
+            500000.47), float64, or ``None`` for each field as stored (PLY double stays
+            float64, float stays float32; OBJ text numbers are parsed as float64).
         index_dtype: int64 (default) or int32 for the index fields.
         polygons: also return ``polygons`` / ``polygon_sizes``, the faces as written.
-        allow_nonfinite: keep NaN / infinite coordinates instead of raising.
+        allow_nonfinite: keep NaN / infinite values instead of raising; checked in every float
+            field (positions, normals, uvs, float colors, weights, float PLY properties).
 
     Returns:
         A dict of numpy arrays, present when the file has them:
@@ -93,9 +97,15 @@ def load(
         - ``normals`` ``[N, 3]`` (PLY, per vertex) or ``[Nn, 3]`` (OBJ ``vn``, indexed by
           ``faces_normals`` i64 ``[F, 3]``);
         - ``uvs`` ``[T, 2]``, indexed by ``faces_uvs`` i64 ``[F, 3]`` when the file has per-corner
-          uvs (OBJ ``vt``, PLY face ``texcoord``), else per vertex;
+          uvs (OBJ ``vt``, PLY face ``texcoord``), else per vertex. Where only some OBJ corners
+          have a uv (normal) index, the others hold -1 in ``faces_uvs`` (``faces_normals``),
+          as PyTorch3D pads them; ``collate`` refuses -1, so drop the field or fill it first;
         - ``colors`` ``[N, 3|4]`` (uint8 as stored in PLY, float for OBJ ``v x y z r g b``);
-        - ``face_groups`` i64 ``[F]``: OBJ ``o`` / ``g`` group of each triangle;
+        - ``face_groups`` i64 ``[F]``: OBJ ``o`` / ``g`` group of each triangle (names compared
+          word by word: ``g a  b`` is ``g a b``);
+        - OBJ ``lines`` i64 ``[E, 2]`` (each segment of each ``l`` polyline), ``point_indices``
+          i64 ``[P]`` (``p`` statements), ``vertex_weights`` ``[N]`` (the ``w`` of
+          ``v x y z w``, 1.0 where a line has none; never divided into x y z);
         - PLY extra properties by name: vertex ones as ``[N]`` (``vertex_<name>`` where the name
           is taken), face ones as ``face_<name>`` ``[F]`` (per triangle), other elements as
           ``<element>_<name>``; list properties as flat values plus ``<name>_sizes``;

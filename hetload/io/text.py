@@ -61,10 +61,14 @@ def parse_table(region: bytes, dtype: type, n_lines: int) -> np.ndarray:
     Raises:
         NotNumbers: a token is not a number, or the lines differ in count.
     """
-    try:
-        table = np.loadtxt(io.BytesIO(region), dtype=dtype, ndmin=2, comments=None)
-    except ValueError as exc:
-        raise NotNumbers(str(exc)) from exc
+    with warnings.catch_warnings():
+        # blank lines only ('vn' with no numbers): loadtxt warns "input contained no data" before
+        # returning nothing; the caller's own check names the line instead
+        warnings.simplefilter("error")
+        try:
+            table = np.loadtxt(io.BytesIO(region), dtype=dtype, ndmin=2, comments=None)
+        except (ValueError, UserWarning) as exc:
+            raise NotNumbers(str(exc)) from exc
     if table.shape[0] != n_lines:
         raise NotNumbers(f"{table.shape[0]} lines, expected {n_lines}")
     return table
