@@ -48,7 +48,7 @@ __all__ = [
 _BASE_STREAM = 0x5EED0
 _EPOCH_STREAM = 0x5EED1
 # samples handled at once where a whole-order float temporary would cost bytes per sample
-_CHUNK = 1 << 14
+_CHUNK = 1 << 12
 # every sample is dealt among at least this many windows, so no batch is the same every epoch
 _MIN_REACH = 2.0
 
