@@ -38,10 +38,11 @@ Transformers' length grouping (``LengthGroupedSampler``: random mega-batches of 
 length, longest first; re-implemented here from its documented rule because transformers is not
 a dependency); Lhotse's real ``DynamicBucketingSampler`` (30 buckets) through durations
 (1 s = 1,000 points); and global size sorting with shuffled batch order (fairseq's
-``batch_by_size``; run as hetload with ``windows=1``). hetload's streaming bucketer runs on the
-same sizes as a stream of indices in a fresh order each epoch (as shuffled shards deliver
-them). PyG's sampler re-slices its index list for every batch (quadratic: minutes per epoch at
-1M), so it runs only up to ``--pyg-max``.
+``batch_by_size``; run as hetload with ``windows=1``); hetload with ``spread=None`` is the
+sampler before issue 14 (every sample dealt among all windows). hetload's streaming bucketer
+runs on the same sizes as a stream of indices in a fresh order each epoch (as shuffled shards
+deliver them). PyG's sampler re-slices its index list for every batch (quadratic: minutes per
+epoch at 1M), so it runs only up to ``--pyg-max``.
 
     .venv/bin/python scripts/bench_sampler.py --sizes 100000 1000000 10000000 --dists issue5
     .venv/bin/python scripts/bench_sampler.py --sizes 50000 100000 --dists lognormal pareto
@@ -107,6 +108,13 @@ class Hetload:
         ).plan()
         padded = plan.count * plan.maxes[:, 0]
         return padded[plan.schedule] / BUDGET
+
+
+class AllWindows(Hetload):
+    name = "hetload, spread=None (before issue 14)"
+
+    def __init__(self, sizes: np.ndarray) -> None:
+        super().__init__(sizes, spread=None)
 
 
 class GlobalSort(Hetload):
@@ -445,6 +453,7 @@ def run(dist: str, n: int, sizes: np.ndarray, args: argparse.Namespace, no_lhots
     """Every sampler on one distribution and size; prints the table and the targets."""
     plan: list[tuple[type, str | None]] = [
         (Hetload, None),
+        (AllWindows, None),
         (GlobalSort, None),
         (
             Stream,
@@ -468,7 +477,7 @@ def run(dist: str, n: int, sizes: np.ndarray, args: argparse.Namespace, no_lhots
         if reason:
             skipped.append(f"{cls.name}: {reason}")
             continue
-        memory = cls in (Hetload, GlobalSort) or n <= args.memory_max
+        memory = cls in (Hetload, AllWindows, GlobalSort) or n <= args.memory_max
         make = lambda c=cls, s=sizes: c(s)  # noqa: E731
         rows.append((cls.name, measure(make, sizes, args.repeats, memory)))
     print(markdown(dist, n, rows, skipped), flush=True)

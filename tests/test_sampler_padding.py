@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -14,7 +15,15 @@ from hypothesis import strategies as st
 
 from hetload.samplers import BucketBatchSampler
 from hetload.samplers.cost import Budget
-from hetload.samplers.plan import base_order, deal_windows, epoch_rng, sort_key, window_reach
+from hetload.samplers.plan import (
+    base_order,
+    cut_in_pieces,
+    cut_windows,
+    deal_windows,
+    epoch_rng,
+    sort_key,
+    window_reach,
+)
 
 
 def lognormal_sizes(n: int, seed: int = 0) -> np.ndarray:
@@ -150,6 +159,38 @@ def test_reach_bounds_and_deal_respects_it(sizes, n_windows, spread, max_batch_s
         part = rank[order[starts[w] : starts[w + 1]]]
         assert (np.diff(part) > 0).all(), "a window is a subsequence of the size order"
         assert (windows[part] > w).all(), "a sample only goes among its first `reach` windows"
+
+
+@given(
+    sizes=st.lists(st.integers(0, 300), min_size=0, max_size=300),
+    budget=st.integers(300, 3000),
+    cost=st.sampled_from(["padded", "sum"]),
+    piece=st.integers(1, 64),
+)
+def test_cutting_in_pieces_is_one_cut(sizes, budget, cost, piece):
+    table = np.sort(np.asarray(sizes, dtype=np.int64))[:, None]
+    rules = Budget.build(budget, ["0"], cost)
+    order = np.arange(len(sizes))
+    whole = cut_windows(table, np.array([0, len(sizes)], dtype=np.int64), rules)[1:]
+    ends = cut_in_pieces(table, order, 0, len(sizes), rules, piece)
+    got = np.concatenate(ends) if ends else np.zeros(0, dtype=np.int64)
+    assert got.tolist() == whole.tolist()
+
+
+@given(
+    sizes=st.lists(st.tuples(st.integers(0, 300), st.integers(0, 600)), max_size=200),
+    piece=st.integers(1, 40),
+)
+def test_pieces_of_two_columns_fit(sizes, piece):
+    table = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
+    rules = Budget.build([600, 1200], ["v", "f"])
+    order = np.argsort(sort_key(table, rules), kind="stable")
+    ends = cut_in_pieces(table, order, 0, len(sizes), rules, piece)
+    cuts = [0, *(int(e) for part in ends for e in part)]
+    assert cuts[-1] == len(sizes) and all(a < b for a, b in pairwise(cuts))
+    for a, b in pairwise(cuts):
+        batch = table[order[a:b]]
+        assert ((b - a) * batch.max(axis=0) <= [600, 1200]).all()
 
 
 def test_dense_sizes_use_every_window_sparse_ones_fewer():

@@ -37,6 +37,7 @@ from hetload.samplers.cost import Budget
 __all__ = [
     "EpochPlan",
     "base_order",
+    "cut_in_pieces",
     "cut_windows",
     "deal_windows",
     "epoch_rng",
@@ -202,6 +203,33 @@ def cut_windows(sizes: np.ndarray, starts: np.ndarray, budget: Budget) -> np.nda
     return cuts
 
 
+def cut_in_pieces(
+    table: np.ndarray, order: np.ndarray, lo: int, hi: int, budget: Budget, piece: int
+) -> list[np.ndarray]:
+    """:func:`cut_windows` of the window ``order[lo:hi]``, ``piece`` samples at a time.
+
+    Returns int64 arrays of batch ends (positions in ``order``), in order. The last batch of a
+    piece may end at the piece's end rather than at the budget, so it is dropped and the next
+    piece starts where it started: a greedy cut from a start depends only on the samples from
+    there on, so with one size column (a sorted window) the batches are those of one cut of
+    the whole window.
+    """
+    out = []
+    start, size = lo, piece
+    while start < hi:
+        end = min(hi, start + size)
+        bounds = np.array([0, end - start], dtype=np.int64)
+        ends = cut_windows(table[order[start:end]], bounds, budget)[1:] + start
+        if end < hi:
+            ends = ends[:-1]
+            if ends.size == 0:  # one batch longer than the piece: a longer piece
+                size *= 2
+                continue
+        out.append(ends)
+        start, size = int(ends[-1]), piece
+    return out
+
+
 def _left_limit(
     column: np.ndarray, pos: np.ndarray, lowest: np.ndarray, budget: Budget, k: int
 ) -> np.ndarray:
@@ -345,11 +373,12 @@ def plan_epoch(
     rng = epoch_rng(seed, epoch)
     order, starts = deal_windows(base, n_windows if shuffle else 1, rng, reach)
     pieces = [np.zeros(1, dtype=np.int64)]
-    # window by window: the int64 work arrays of the cut cover one window, not the dataset
+    # window by window, and a window larger than the mean (the first ones hold the sparse
+    # tails) a mean window's worth at a time: the cut's int64 work arrays stay ~1/n_windows
+    # of the dataset
+    piece = max(_CHUNK, -(-order.shape[0] // max(starts.shape[0] - 1, 1)))
     for lo, hi in pairwise(starts.tolist()):
-        if hi > lo:
-            window = np.array([0, hi - lo], dtype=np.int64)
-            pieces.append(cut_windows(table[order[lo:hi]], window, budget)[1:] + lo)
+        pieces.extend(cut_in_pieces(table, order, lo, hi, budget, piece))
     if alone is not None and alone.size:
         pieces.append(order.shape[0] + np.arange(1, alone.size + 1, dtype=np.int64))
         order = np.concatenate([order, alone.astype(order.dtype, copy=False)])
