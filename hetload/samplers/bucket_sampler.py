@@ -73,10 +73,12 @@ class BucketBatchSampler(Sampler[list[int]]):
             ``1 / windows`` where sizes are dense; fewer windows pad less. Reduced on small
             data so that a window holds at least 16 batches.
         spread: where sizes are sparse (heavy tails, small data), a sample is dealt among
-            fewer windows (at least 2), so that dealing widens a batch's size range by at most
-            about ``1 + spread`` in cost: padding efficiency about ``1 - spread / 2`` or
-            better, fresh batches wherever that allows (see BENCHMARKS.md). ``None`` deals
-            every sample among all windows (fresher, more padding on heavy tails).
+            fewer windows, so that dealing widens a batch's size range by at most about a
+            factor ``1 + spread`` in cost, but among at least 2 so that no batch returns every
+            epoch (:func:`~hetload.samplers.plan.window_reach`). Ties and dense sizes still go
+            among all windows. ``None`` deals every sample among all windows (fresher, more
+            padding on heavy tails; the sampler before ``spread`` existed). BENCHMARKS.md has
+            padding and freshness for both on log-normal and Pareto sizes.
 
     Iterating yields lists of int indices, ``len(self)`` of them: the batches of this rank for
     the current epoch from where it resumes. Call :meth:`set_epoch` before each epoch.
