@@ -193,6 +193,20 @@ def test_pieces_of_two_columns_fit(sizes, piece):
         assert ((b - a) * batch.max(axis=0) <= [600, 1200]).all()
 
 
+@pytest.mark.parametrize("n_windows", [7, 11, 13, 20, 22, 255, 256, 300, 1000])
+def test_full_reach_is_every_window_for_any_count(n_windows):
+    # all ties: every sample goes among all windows; `n * (255 / n)` rounds above 255 for some
+    # n, and must not wrap around to zero windows
+    table = np.full((50 * n_windows, 1), 10, dtype=np.int64)
+    budget = Budget.build(100, ["0"])
+    base = base_order(sort_key(table, budget), 0)
+    reach = window_reach(table, base, budget, n_windows, 0.015)
+    top = 255 if n_windows <= 255 else 65535
+    assert (reach[: 40 * n_windows] == top).all()
+    _, starts = deal_windows(base, n_windows, epoch_rng(0, 0), reach)
+    assert (np.diff(starts) > 0).all(), "every window gets samples"
+
+
 def test_dense_sizes_use_every_window_sparse_ones_fewer():
     # 10,000 ties of 1,000 (100 per batch) and 10 sizes 1.5x apart from each other
     sizes = np.concatenate([np.full(10_000, 1_000), np.round(2_000 * 1.5 ** np.arange(10))])

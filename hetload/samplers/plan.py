@@ -121,8 +121,9 @@ def window_reach(
         per_batch = np.full(here.shape, float(budget.max_batch_size or max(m, 1)))
         np.minimum(per_batch, 1.0 / here, out=per_batch, where=here > 0)
         windows = np.clip(ahead / per_batch, min(_MIN_REACH, n_windows), n_windows)
-        # rounded up: never below the two-window floor
-        reach[lo : lo + _CHUNK] = np.ceil(windows * (top / n_windows))
+        # rounded up (never below the two-window floor), and capped: `n * (top / n)` may round
+        # above `top` (n = 11: 255.00000000000003), which would wrap around in the integer
+        reach[lo : lo + _CHUNK] = np.minimum(np.ceil(windows * (top / n_windows)), top)
     return reach
 
 
