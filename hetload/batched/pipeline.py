@@ -23,6 +23,7 @@ from hetload.batched import geometry, random
 from hetload.batched._packed import with_values
 from hetload.batched.fps import farthest_point_sampling
 from hetload.batched.grid import grid_sample
+from hetload.batched.random import sample_seeds
 from hetload.batched.serialize import serialize
 from hetload.batched.surface import sample_surface
 from hetload.ragged import Ragged
@@ -39,6 +40,7 @@ __all__ = [
     "RandomRotation",
     "RandomScale",
     "SamplePoints",
+    "Seeded",
     "Serialize",
     "build",
 ]
@@ -338,3 +340,23 @@ def build(specs: Sequence[str | Mapping[str, Mapping[str, Any] | None]]) -> Comp
         except TypeError as exc:
             raise ValueError(f"batched transform {i} ({name}): {exc}") from None
     return Compose(steps)
+
+
+class Seeded:
+    """``steps`` applied to a batch with the seeds of ``(seed, epoch, batch["key"])``: how a
+    loader runs ``device.transforms`` (every hetload dataset gives each sample its ``key``)."""
+
+    def __init__(self, steps: BatchTransform, seed: int) -> None:
+        self.steps, self.seed = steps, int(seed)
+
+    def __call__(self, batch: HeteroBatch, epoch: int) -> HeteroBatch:
+        keys = batch.get("key")
+        if not isinstance(keys, list):
+            raise ValueError(
+                "device.transforms: the batch has no 'key' field to seed each sample by "
+                f"(fields: {', '.join(batch.keys())})"
+            )
+        device = next(
+            (v.device for v in batch.values() if isinstance(v, Ragged)), torch.device("cpu")
+        )
+        return self.steps(batch, sample_seeds(keys, self.seed, epoch, device))
