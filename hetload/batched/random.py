@@ -52,12 +52,11 @@ def mix32(x: torch.Tensor) -> torch.Tensor:
 
 
 def hash32(seeds: torch.Tensor, stream: int, counters: torch.Tensor) -> torch.Tensor:
-    """The 32-bit random integer of ``counters`` in stream ``stream`` of ``seeds``
-    (broadcasting; int64 in, int64 in ``[0, 2**32)`` out)."""
+    """The 32-bit random integer of ``counters`` (``[0, 2**32)``: a sample's rows times the
+    draws per row stay far below) in stream ``stream`` of ``seeds`` (broadcasting; int64 in,
+    int64 in ``[0, 2**32)`` out)."""
     keyed = mix32((seeds ^ (stream * 0x9E3779B9 & MASK32)) & MASK32)
-    low = mix32(counters & MASK32)
-    high = mix32(((counters >> 32) + 0x632BE5AB) & MASK32)
-    return mix32(keyed ^ low ^ _mul32(high, 0x27D4EB2F))
+    return mix32(keyed ^ mix32(counters & MASK32))
 
 
 def uniform(seeds: torch.Tensor, stream: int, counters: torch.Tensor) -> torch.Tensor:
