@@ -60,6 +60,17 @@ def test_mix32_is_murmur_finalizer(x):
     assert int(hrandom.mix32(torch.tensor(x))) == fmix32_reference(x)
 
 
+@given(st.integers(0, 2**32 - 1), st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=20))
+def test_cpu_hash_shortcut_gives_the_bits_of_the_device_formula(seed, counters):
+    """The CPU computes hash32 in numpy uint32; every other device in split int64 products."""
+    seeds = torch.tensor([[seed]])
+    c = torch.tensor([counters])
+    keyed = hrandom.mix32((seeds ^ (9 * 0x9E3779B9 & hrandom.MASK32)) & hrandom.MASK32)
+    device_formula = hrandom.mix32(keyed ^ hrandom.mix32(c))
+    assert torch.equal(hrandom.hash32(seeds, 9, c), device_formula)
+    assert torch.equal(hrandom.hash32(torch.tensor(seed), 9, c[0, 0]), device_formula[0, 0])
+
+
 def test_sample_seeds_depend_on_seed_epoch_and_key_only():
     a = hl.batched.sample_seeds(["a/b", "c", 7], seed=1, epoch=2)
     assert torch.equal(a, hl.batched.sample_seeds(["a/b", "c", 7], seed=1, epoch=2))

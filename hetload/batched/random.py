@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 __all__ = ["derive", "hash32", "mix32", "normal", "sample_seeds", "uniform"]
@@ -51,11 +52,32 @@ def mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
+def _mix32_numpy(x: np.ndarray) -> np.ndarray:
+    """:func:`mix32` on numpy uint32, where multiplication wraps by definition (CPU only)."""
+    x = np.asarray(x, dtype=np.uint32)
+    with np.errstate(over="ignore"):  # the wrap is the point
+        x = x ^ (x >> np.uint32(16))
+        x = x * np.uint32(0x85EBCA6B)
+        x = x ^ (x >> np.uint32(13))
+        x = x * np.uint32(0xC2B2AE35)
+        return x ^ (x >> np.uint32(16))
+
+
 def hash32(seeds: torch.Tensor, stream: int, counters: torch.Tensor) -> torch.Tensor:
     """The 32-bit random integer of ``counters`` (``[0, 2**32)``: a sample's rows times the
     draws per row stay far below) in stream ``stream`` of ``seeds`` (broadcasting; int64 in,
-    int64 in ``[0, 2**32)`` out)."""
-    keyed = mix32((seeds ^ (stream * 0x9E3779B9 & MASK32)) & MASK32)
+    int64 in ``[0, 2**32)`` out).
+
+    On the CPU the same bits come from numpy's wrapping uint32 arithmetic, about 4x fewer
+    operations than the split products the other devices need.
+    """
+    salt = stream * 0x9E3779B9 & MASK32
+    on_cpu = seeds.device.type == "cpu" and counters.device.type == "cpu"
+    if on_cpu and not torch.compiler.is_compiling():
+        keyed = _mix32_numpy(((seeds.numpy() ^ salt) & MASK32).astype(np.uint32))
+        mixed = _mix32_numpy((counters.numpy() & MASK32).astype(np.uint32))
+        return torch.from_numpy(np.asarray(_mix32_numpy(keyed ^ mixed), dtype=np.int64))
+    keyed = mix32((seeds ^ salt) & MASK32)
     return mix32(keyed ^ mix32(counters & MASK32))
 
 
