@@ -16,13 +16,14 @@ Per sample (as Pointcept does per scene):
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from hetload.batched import random
 from hetload.batched._packed import check_points, check_seeds, segment_reduce
 from hetload.ragged import Ragged
 
-__all__ = ["GridSampled", "fnv_hash", "grid_coords", "grid_sample"]
+__all__ = ["GridSampled", "fnv_hash", "fnv_hash_split", "grid_coords", "grid_sample"]
 
 FNV_BASIS = 14695981039346656037
 FNV_PRIME = 1099511628211
@@ -50,7 +51,23 @@ def _mul64(x: torch.Tensor, c: int) -> torch.Tensor:
 
 def fnv_hash(grid: torch.Tensor) -> torch.Tensor:
     """int64 ``[N]`` bit patterns of Pointcept's ``fnv_hash_vec`` (uint64) of ``grid [N, D]``
-    (coordinates as uint64: non-negative ones, as grid_coord's are, are the same number)."""
+    (coordinates as uint64: non-negative ones, as grid_coord's are, are the same number).
+
+    On the CPU numpy's wrapping uint64 arithmetic computes it directly; other devices use
+    :func:`fnv_hash_split` (products split into 32-bit halves), which gives the same bits.
+    """
+    if grid.device.type == "cpu" and not torch.compiler.is_compiling():
+        coords = grid.numpy().astype(np.uint64)
+        h = np.full(coords.shape[0], np.uint64(FNV_BASIS))
+        with np.errstate(over="ignore"):  # the wrap is the point
+            for axis in range(coords.shape[1]):
+                h = (h * np.uint64(FNV_PRIME)) ^ coords[:, axis]
+        return torch.from_numpy(h.view(np.int64))
+    return fnv_hash_split(grid)
+
+
+def fnv_hash_split(grid: torch.Tensor) -> torch.Tensor:
+    """:func:`fnv_hash` from int64 tensor ops alone (any device)."""
     h = torch.full(grid.shape[:1], _signed(FNV_BASIS), dtype=torch.int64, device=grid.device)
     for axis in range(grid.shape[1]):
         h = _mul64(h, FNV_PRIME) ^ grid[:, axis].long()
