@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 import torch._dynamo
+import torch._inductor.config
 from hypothesis import given
 from hypothesis import strategies as st
 from torch._dynamo.testing import CompileCounterWithBackend
+from torch._inductor.async_compile import shutdown_compile_workers
 
 import hetload as hl
 from hetload.ops.buckets import PER_OCTAVE
@@ -37,6 +39,9 @@ def _fresh_dynamo():
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()
+    # inductor may keep a pool of compile worker processes; other tests count this process's
+    # children, so none may outlive these tests
+    shutdown_compile_workers()
 
 
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
@@ -44,12 +49,15 @@ def test_fullgraph_dynamic_compile_has_no_graph_break(backend):
     torch._dynamo.utils.counters.clear()
     counter = CompileCounterWithBackend(backend)
     compiled = torch.compile(_views, backend=counter, fullgraph=True, dynamic=True)
-    for lengths in ([3, 0, 5], [7, 1], [2, 2, 2, 9]):
-        values, offsets, max_len = _case(lengths)
-        got = compiled(values, offsets, max_len)
-        want = _views(values, offsets, max_len)
-        for g, w in zip(got, want):
-            torch.testing.assert_close(g, w, rtol=0, atol=0)
+    # compile in this process: inductor's pool of compile workers would outlive the test (and
+    # other tests count this process's children)
+    with torch._inductor.config.patch(compile_threads=1):
+        for lengths in ([3, 0, 5], [7, 1], [2, 2, 2, 9]):
+            values, offsets, max_len = _case(lengths)
+            got = compiled(values, offsets, max_len)
+            want = _views(values, offsets, max_len)
+            for g, w in zip(got, want):
+                torch.testing.assert_close(g, w, rtol=0, atol=0)
     assert not torch._dynamo.utils.counters["graph_break"]
     # dynamic shapes: one graph serves every batch size and length
     assert counter.frame_count == 1
