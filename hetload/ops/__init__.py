@@ -128,6 +128,7 @@ def packed_to_padded_local(
         base: ``int64 [B+1]`` offsets of the field indexed into; item ``i``'s indices have
             ``base[i]`` subtracted.
         max_len, fill: as in :func:`packed_to_padded`; ``fill`` defaults to ``-1``.
+        validate: as in :func:`packed_to_padded` (both offsets, ``max_len``).
 
     Returns:
         ``[B, max_len, *D]`` of ``values.dtype``, local indices, ``fill`` where padding.
