@@ -82,7 +82,7 @@ class Loader:
         self.times = times
         self._pad = tuple(config.device["pad"])
         self._non_blocking = config.device["non_blocking"]
-        self._batched = batched_steps(config)
+        self._batched = _batched_steps(config)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -153,7 +153,7 @@ class Loader:
         return True
 
 
-def batched_steps(config: LoaderConfig) -> Callable | None:
+def _batched_steps(config: LoaderConfig) -> Callable | None:
     """``device.transforms`` as ``fn(batch, epoch) -> batch`` (None when empty)."""
     if not config.device["transforms"]:
         return None
