@@ -67,7 +67,7 @@ def _extensions() -> tuple[list, dict]:
     extensions = [
         CppExtension(
             "hetload._C",
-            [str(KERNELS / "pad_cpu.cpp"), str(KERNELS / "index_cpu.cpp")],
+            [str(KERNELS / n) for n in ("pad_cpu.cpp", "index_cpu.cpp", "sampling_cpu.cpp")],
             depends=headers,
             extra_compile_args={"cxx": CXX_FLAGS},
             py_limited_api=True,
@@ -84,7 +84,7 @@ def _extensions() -> tuple[list, dict]:
         extensions.append(
             CUDAExtension(
                 "hetload._C_cuda",
-                [str(KERNELS / "pad_cuda.cu")],
+                [str(KERNELS / "pad_cuda.cu"), str(KERNELS / "sampling_cuda.cu")],
                 depends=headers,
                 extra_compile_args={"cxx": [*CXX_FLAGS, "-DUSE_CUDA"], "nvcc": NVCC_FLAGS},
                 py_limited_api=True,

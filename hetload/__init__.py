@@ -7,7 +7,7 @@ The path from samples to a GPU batch, one hop each:
 - :mod:`hetload.ops` (``ops/``): ``packed_to_padded`` / ``padded_to_packed``, the device kernels
 """
 
-from hetload import data, interop, io, ops, samplers, transforms
+from hetload import batched, data, interop, io, ops, samplers, transforms
 from hetload.batch import HeteroBatch
 from hetload.collate import collate
 from hetload.config import build_loader
@@ -25,6 +25,7 @@ __all__ = [
     "Ragged",
     "Schema",
     "__version__",
+    "batched",
     "build_loader",
     "collate",
     "data",

@@ -25,7 +25,9 @@ import numpy as np
 import torch
 
 from hetload import ops
-from hetload.ops.validation import check_offsets
+from hetload.ops.buckets import bucket_length
+from hetload.ops.traced import assert_longest_at_most, compiling
+from hetload.ops.validation import check_offsets, longest
 
 __all__ = ["Ragged"]
 
@@ -39,12 +41,23 @@ class Ragged:
         name: the field's name, used in every error message.
         index_base: for index fields only: ``int64 [B+1]`` offsets of the field indexed into;
             ``values`` then hold global row numbers into that field's packed values.
-        max_len: the longest item, if the caller already knows it (skips a pass over offsets).
-        validate: check the offsets invariants (on by default; costs one pass over ``B+1``
-            integers, a device sync if ``offsets`` is on a GPU).
+        max_len: the longest item (or more), if the caller already knows it: a host ``int``
+            that skips a pass over offsets, and under ``torch.compile`` the only way to get a
+            padded view without reading the device.
+        validate: check the offsets invariants and ``max_len`` once, here (on by default; one
+            pass over ``B+1`` integers, a device sync if ``offsets`` is on a GPU). Under
+            ``torch.compile`` the checks are in-graph asserts instead (no sync; a violation is
+            a ``RuntimeError`` naming the field). Views and ops of a ``Ragged`` never check
+            again, so after construction nothing in them synchronizes with the device.
 
     Raises:
-        ValueError: naming ``name`` when the offsets invariants do not hold.
+        ValueError: naming ``name`` when the offsets invariants do not hold, or ``max_len`` is
+            shorter than the longest item.
+
+    Compiling: ``torch.compile(fullgraph=True)`` traces ``Ragged(values, offsets,
+    max_len=m).padded()``, ``.mask`` and :func:`hetload.ops.padded_to_packed` (with
+    ``total=``) without graph breaks; ``padded(multiple_of=...)`` keeps the distinct padded
+    shapes of a run to ``O(log max_len)`` (:func:`hetload.ops.bucket_length`).
     """
 
     __slots__ = (
@@ -84,6 +97,8 @@ class Ragged:
                         f"field {name!r}: index_base has {index_base.numel() - 1} items, "
                         f"offsets {offsets.numel() - 1}"
                     )
+            if max_len is not None:
+                _check_max_len(offsets, max_len, name)
         self.values = values
         self.offsets = offsets
         self.name = name
@@ -203,12 +218,31 @@ class Ragged:
     def mask(self) -> torch.Tensor:
         """``bool [B, max_len]``: True where the padded view holds a real row."""
         if self._mask is None:
-            steps = torch.arange(self.max_len, device=self.offsets.device)
-            self._mask = steps.unsqueeze(0) < self.lengths.unsqueeze(1)
+            self._mask = self.padding_mask()
         return self._mask
 
-    def padded(self, fill: float | None = None, *, local: bool = True) -> torch.Tensor:
-        """The padded view ``[B, max_len, *D]``, rows past ``N_i`` set to ``fill``; cached per fill.
+    def padded_len(self, multiple_of: int | None = None) -> int:
+        """Rows per item of the padded view: ``max_len``, or its bucket
+        (:func:`hetload.ops.bucket_length`) when ``multiple_of`` is given."""
+        if multiple_of is None:
+            return self.max_len
+        return bucket_length(self.max_len, multiple_of)
+
+    def padding_mask(self, multiple_of: int | None = None) -> torch.Tensor:
+        """``bool [B, padded_len(multiple_of)]``: the mask of ``padded(multiple_of=...)``."""
+        steps = torch.arange(self.padded_len(multiple_of), device=self.offsets.device)
+        return steps.unsqueeze(0) < self.lengths.unsqueeze(1)
+
+    def padded(
+        self, fill: float | None = None, *, local: bool = True, multiple_of: int | None = None
+    ) -> torch.Tensor:
+        """The padded view ``[B, L, *D]``, rows past ``N_i`` set to ``fill``; cached per
+        ``(fill, local, multiple_of)``.
+
+        ``L`` is ``max_len``, or with ``multiple_of`` its bucket (a multiple of ``multiple_of``,
+        :func:`hetload.ops.bucket_length`): a run then sees ``O(log max_len)`` distinct shapes,
+        so a model compiled on padded batches recompiles that often at most;
+        :meth:`padding_mask` gives the matching mask.
 
         For an index field, ``fill`` defaults to ``-1`` and the indices are local to each item
         (``local=True``, PyTorch3D's convention); ``local=False`` keeps the global numbering.
@@ -217,22 +251,23 @@ class Ragged:
         is_index = self.index_base is not None
         if fill is None:
             fill = -1 if is_index else 0.0
-        key = (fill, local and is_index)
+        key = (fill, local and is_index, multiple_of)
         cached = self._padded.get(key)
         if cached is not None:
             return cached
+        length = self.padded_len(multiple_of)
         if is_index and local:
             out = ops.packed_to_padded_local(
                 self.values,
                 self.offsets,
                 self.index_base,
-                max_len=self.max_len,
+                max_len=length,
                 fill=fill,
                 validate=False,
             )
         else:
             out = ops.packed_to_padded(
-                self.values, self.offsets, max_len=self.max_len, fill=fill, validate=False
+                self.values, self.offsets, max_len=length, fill=fill, validate=False
             )
         self._padded[key] = out
         return out
@@ -356,6 +391,21 @@ class Ragged:
         self._batch_idx = None
         self._mask = None
         self._padded = {}
+
+
+def _check_max_len(offsets: torch.Tensor, max_len: int, name: str) -> None:
+    """A given ``max_len`` must cover the longest item: a shorter one would make the padded
+    view drop rows (or, in a kernel that trusts it, write into the next item)."""
+    if max_len < 0:
+        raise ValueError(f"field {name!r}: max_len must be >= 0, got {max_len}")
+    if compiling():
+        assert_longest_at_most(offsets, max_len, name)
+        return
+    needed = longest(offsets)
+    if max_len < needed:
+        raise ValueError(
+            f"field {name!r}: max_len={max_len} is shorter than the longest item ({needed})"
+        )
 
 
 def device_only(args: tuple, kwargs: dict) -> tuple[tuple, dict]:

@@ -82,6 +82,7 @@ class Loader:
         self.times = times
         self._pad = tuple(config.device["pad"])
         self._non_blocking = config.device["non_blocking"]
+        self._batched = _batched_steps(config)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -123,6 +124,8 @@ class Loader:
             if timing:
                 self.times.transfer += _sync_clock(self.device) - start
         start = _sync_clock(self.device) if timing else 0.0
+        if self._batched is not None:
+            batch = self._batched(batch, self.epoch)
         for name in self._pad:
             field = batch.get(name)
             if not isinstance(field, Ragged):
@@ -148,6 +151,15 @@ class Loader:
         except (TypeError, ValueError):
             return False
         return True
+
+
+def _batched_steps(config: LoaderConfig) -> Callable | None:
+    """``device.transforms`` as ``fn(batch, epoch) -> batch`` (None when empty)."""
+    if not config.device["transforms"]:
+        return None
+    from hetload.batched.pipeline import Seeded, build
+
+    return Seeded(build(config.device["transforms"]), config.sampler["seed"])
 
 
 def _sync_clock(device: torch.device) -> float:

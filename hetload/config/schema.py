@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from hetload.batched.config import BatchedSteps
 from hetload.config.types import (
     AnyMap,
     Bool,
@@ -217,6 +218,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
             ListOf(Str()),
             [],
             "fields whose padded view is built on the device as each batch arrives",
+        ),
+        "transforms": Key(
+            BatchedSteps(),
+            [],
+            "per-sample transforms run on each whole batch on the device (hetload.batched: "
+            "RandomRotation, GridSample, FarthestPoints, ...), before `pad`, seeded per sample "
+            "by (sampler.seed, epoch, the sample's key)",
         ),
     },
 }

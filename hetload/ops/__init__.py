@@ -17,10 +17,13 @@ from collections.abc import Sequence
 import torch
 
 from hetload.ops import library as _library
+from hetload.ops.buckets import bucket_length
+from hetload.ops.traced import assert_longest_at_most, compiling
 from hetload.ops.validation import check_offsets, longest
 
 __all__ = [
     "backend",
+    "bucket_length",
     "extension_status",
     "packed_to_padded",
     "packed_to_padded_local",
@@ -38,13 +41,25 @@ def _check_pair(tensor: torch.Tensor, offsets: torch.Tensor, name: str, what: st
         )
 
 
+def _host_fact_needed(what: str, name: str) -> ValueError:
+    return ValueError(
+        f"field {name!r}: under torch.compile {what} must be given (a host int such as "
+        f"Ragged.max_len); reading it from offsets would stop the graph"
+    )
+
+
 def _resolve_max_len(offsets: torch.Tensor, max_len: int | None, name: str, validate: bool) -> int:
     if max_len is None:
+        if compiling():
+            raise _host_fact_needed("max_len", name)
         return longest(offsets)
-    max_len = int(max_len)
+    if not isinstance(max_len, torch.SymInt):  # a traced size stays symbolic
+        max_len = int(max_len)
     if max_len < 0:
         raise ValueError(f"field {name!r}: max_len must be >= 0, got {max_len}")
-    if validate:
+    if validate and compiling():
+        assert_longest_at_most(offsets, max_len, name)
+    elif validate:
         needed = longest(offsets)
         if max_len < needed:
             # PyTorch3D silently overwrites the next item's rows here; we refuse.
@@ -73,11 +88,18 @@ def packed_to_padded(
             item is a ``ValueError``.
         fill: the value of padding rows (cast to ``values.dtype``).
         name: the field name used in error messages.
-        validate: check the offsets invariants first (a device sync for GPU offsets; structures
-            that validated at construction pass ``False``).
+        validate: check the offsets invariants first, and that no item is longer than
+            ``max_len``. Eagerly that reads ``offsets`` on the host (a device sync for GPU
+            offsets) and raises ``ValueError``; under ``torch.compile`` the same checks are
+            asserts inside the graph (no sync, a ``RuntimeError`` naming the field).
+            ``validate=False`` skips them: for offsets already checked, such as a
+            :class:`~hetload.Ragged`'s, which validates once at construction.
 
     Returns:
         ``[B, max_len, *D]`` of ``values.dtype``; differentiable w.r.t. ``values``.
+
+    Under ``torch.compile(fullgraph=True)`` pass ``max_len`` (a host int): deriving it from
+    ``offsets`` is a data-dependent read the graph cannot hold.
     """
     _check_pair(values, offsets, name, "values")
     if values.dim() == 0:
@@ -106,6 +128,7 @@ def packed_to_padded_local(
         base: ``int64 [B+1]`` offsets of the field indexed into; item ``i``'s indices have
             ``base[i]`` subtracted.
         max_len, fill: as in :func:`packed_to_padded`; ``fill`` defaults to ``-1``.
+        validate: as in :func:`packed_to_padded` (both offsets, ``max_len``).
 
     Returns:
         ``[B, max_len, *D]`` of ``values.dtype``, local indices, ``fill`` where padding.
@@ -139,7 +162,10 @@ def padded_to_packed(
     Args:
         padded: ``[B, L, *D]``, any dtype, any device.
         offsets: ``int64 [B+1]``; ``N_i = offsets[i+1] - offsets[i]`` must be ``<= L``.
-        total: ``sum N_i`` if known on the host (avoids reading ``offsets[-1]`` from a GPU).
+        total: ``sum N_i`` if known on the host (avoids reading ``offsets[-1]`` from a GPU);
+            required under ``torch.compile``.
+        validate: as in :func:`packed_to_padded`: the offsets invariants, ``B`` and every
+            ``N_i <= L``; host checks eagerly, in-graph asserts under ``torch.compile``.
 
     Returns:
         ``[sum N_i, *D]`` of ``padded.dtype``; differentiable w.r.t. ``padded``.
@@ -154,14 +180,22 @@ def padded_to_packed(
                 f"field {name!r}: offsets describe {offsets.numel() - 1} items, "
                 f"padded has {padded.shape[0]}"
             )
-        needed = longest(offsets)
-        if needed > padded.shape[1]:
-            raise ValueError(
-                f"field {name!r}: an item has {needed} rows but padded holds only {padded.shape[1]}"
-            )
+        if compiling():
+            assert_longest_at_most(offsets, padded.shape[1], name)
+        else:
+            needed = longest(offsets)
+            if needed > padded.shape[1]:
+                raise ValueError(
+                    f"field {name!r}: an item has {needed} rows but padded holds only "
+                    f"{padded.shape[1]}"
+                )
     if total is None:
+        if compiling():
+            raise _host_fact_needed("total", name)
         total = int(offsets[-1])
-    return torch.ops.hetload.padded_to_packed(padded.contiguous(), offsets, int(total))
+    if not isinstance(total, torch.SymInt):
+        total = int(total)
+    return torch.ops.hetload.padded_to_packed(padded.contiguous(), offsets, total)
 
 
 def rebase_index_(

@@ -19,7 +19,7 @@ import os
 
 import torch
 
-from hetload.ops import index_impl, torch_impl
+from hetload.ops import index_impl, sampling_impl, torch_impl
 
 __all__ = ["EXTENSIONS", "EXTENSION_MODULES", "has_kernel"]
 
@@ -38,6 +38,12 @@ _LIB.impl("packed_to_padded", torch_impl.packed_to_padded, "CompositeExplicitAut
 _LIB.impl("packed_to_padded_local", torch_impl.packed_to_padded_local, "CompositeExplicitAutograd")
 _LIB.impl("padded_to_packed", torch_impl.padded_to_packed, "CompositeExplicitAutograd")
 _LIB.impl("rebase_index_", index_impl.rebase_index_, "CompositeExplicitAutograd")
+# farthest point sampling of packed points (hetload.batched.farthest_point_sampling)
+_LIB.define(
+    "farthest_point_sample(Tensor points, Tensor offsets, Tensor out_offsets, Tensor start, "
+    "SymInt total) -> Tensor"
+)
+_LIB.impl("farthest_point_sample", sampling_impl.farthest_point_sample, "CompositeExplicitAutograd")
 
 
 @torch.library.register_fake("hetload::packed_to_padded")
@@ -53,6 +59,11 @@ def _packed_to_padded_local_fake(values, offsets, base, max_len, fill):
 @torch.library.register_fake("hetload::padded_to_packed")
 def _padded_to_packed_fake(padded, offsets, total):
     return padded.new_empty((total, *padded.shape[2:]))
+
+
+@torch.library.register_fake("hetload::farthest_point_sample")
+def _farthest_point_sample_fake(points, offsets, out_offsets, start, total):
+    return points.new_empty((total,), dtype=torch.int64)
 
 
 def _p2p_setup(ctx, inputs, output):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from hetload.ops.traced import assert_offsets, compiling
+
 __all__ = ["check_offsets", "longest"]
 
 
@@ -16,7 +18,8 @@ def check_offsets(offsets: torch.Tensor, total: int | None, name: str) -> None:
     """Raise ``ValueError`` naming ``name`` unless ``offsets`` is valid for ``total`` packed rows.
 
     ``total=None`` skips the end check (used for offsets of another field). One pass over the
-    ``B+1`` integers; a device sync when ``offsets`` lives on a GPU.
+    ``B+1`` integers; a device sync when ``offsets`` lives on a GPU. Under ``torch.compile`` the
+    checks become in-graph asserts (:mod:`hetload.ops.traced`, a ``RuntimeError`` instead).
     """
     if not isinstance(offsets, torch.Tensor):
         raise TypeError(f"field {name!r}: offsets must be a torch.Tensor, got {type(offsets)}")
@@ -27,6 +30,10 @@ def check_offsets(offsets: torch.Tensor, total: int | None, name: str) -> None:
             f"field {name!r}: offsets must be 1-D with B+1 >= 1 entries, "
             f"got shape {tuple(offsets.shape)}"
         )
+    if compiling():
+        # no host read inside a traced graph: the same checks as asserts in the graph
+        assert_offsets(offsets, total, name)
+        return
     host = offsets if offsets.device.type == "cpu" else offsets.cpu()
     first = int(host[0])
     if first != 0:
