@@ -302,46 +302,6 @@ class _Mapped(torch.utils.data.Dataset):
         return getattr(self.dataset, name)
 
 
-class _FolderLabels(torch.utils.data.Dataset):
-    """Adds ``label``: the index of each file's top folder under ``root`` among the sorted
-    folder names (:attr:`classes`), as ModelNet-style layouts encode the class."""
-
-    def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
-        root = Path(dataset.root)
-        tops = [Path(f).relative_to(root).parts[0] for f in dataset.files]
-        nested = [
-            Path(f).relative_to(root)
-            for f in dataset.files
-            if len(Path(f).relative_to(root).parts) < 2
-        ]
-        if nested:
-            raise ValueError(
-                f"dataset.labels: folder needs every file in a class folder under {root}; "
-                f"{nested[0]} is not"
-            )
-        self.classes = sorted(set(tops))
-        lookup = {name: i for i, name in enumerate(self.classes)}
-        self.labels = np.array([lookup[t] for t in tops], dtype=np.int64)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.dataset.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> Any:
-        sample = self.dataset[i]
-        if sample is None:
-            return None
-        return {**sample, "label": int(self.labels[i])}
-
-    def __getattr__(self, name: str) -> Any:
-        if name in ("dataset", "classes", "labels") or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
-
-
 def _field_sizes(config: LoaderConfig, dataset: Any, name: str) -> np.ndarray:
     """``int64 [N]`` rows of field ``name`` per sample, from the dataset's metadata."""
     table = getattr(dataset, "field_sizes", None)
@@ -423,26 +383,21 @@ def _dataset(config: LoaderConfig, transform: Callable | None) -> Any:
         keep = None
     if "seed" in params:  # MeshFolder: the seed of its per-sample transform generators
         options["seed"] = config.sampler["seed"]
+    if ds["labels"] is not None:
+        if "labels" not in params:
+            raise config.error(
+                "dataset.labels",
+                f"{ds['type']} takes no labels; store them with `hetload preprocess --labels`",
+            )
+        options["labels"] = ds["labels"]  # the dataset's own mechanism (hetload.data.labels)
     steps = [s for s in (transform, keep) if s is not None]
     source = ds["root"] if ds["type"] == "MeshFolder" else ds["path"]
     if steps and "transform" in params:
-        made = _construct(
+        return _construct(
             cls, (source,), {"transform": _Chain(steps), **options}, "dataset", config
         )
-        return _labelled(config, made)
     made = _construct(cls, (source,), options, "dataset", config)
-    return _labelled(
-        config, _Mapped(made, _Chain(steps), config.sampler["seed"]) if steps else made
-    )
-
-
-def _labelled(config: LoaderConfig, dataset: Any) -> Any:
-    if config.dataset["labels"] != "folder":
-        return dataset
-    try:
-        return _FolderLabels(dataset)
-    except ValueError as exc:
-        raise config.error("dataset.labels", str(exc).split(": ", 1)[-1]) from None
+    return _Mapped(made, _Chain(steps), config.sampler["seed"]) if steps else made
 
 
 def _params(cls: Any) -> Mapping[str, inspect.Parameter]:

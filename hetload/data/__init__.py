@@ -1,7 +1,16 @@
 """Datasets: map-style and iterable sources of sample dicts."""
 
+from hetload.data.labels import folder_classes, sample_key
 from hetload.data.mesh_folder import MeshFolder
+from hetload.data.modelnet import ModelNet
 from hetload.data.shard_dataset import ShardDataset
 from hetload.data.shard_stream import ShardStream
 
-__all__ = ["MeshFolder", "ShardDataset", "ShardStream"]
+__all__ = [
+    "MeshFolder",
+    "ModelNet",
+    "ShardDataset",
+    "ShardStream",
+    "folder_classes",
+    "sample_key",
+]
