@@ -45,6 +45,7 @@ __all__ = [
     "ToDtype",
     "Transform",
     "build",
+    "out_sizes",
     "run_seeded",
     "sample_rng",
     "seeded",
@@ -57,6 +58,8 @@ _current_rng: contextvars.ContextVar[np.random.Generator | None] = contextvars.C
 #: fields that are per face or per corner, never per vertex
 _NOT_PER_VERTEX = {"faces", "faces_uvs", "faces_normals", "face_groups", "face_colors", "edges"}
 _POLYGON_FIELDS = ("polygons", "polygon_sizes")
+#: the fields whose rows are the points a size budget counts
+_POINT_FIELDS = ("verts", "points")
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -97,6 +100,13 @@ class Transform:
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
         raise NotImplementedError
 
+    def out_size(self, n: np.ndarray, field: str = "verts") -> np.ndarray:
+        """``int64 [N]``: the rows ``field`` has after this transform, given ``n``, its rows
+        before (an upper bound where the exact count depends on the data). The default keeps
+        sizes: a transform that changes them says so here, so that ``dataset.sizes`` and the
+        sampler budget what the batch will hold (:func:`out_sizes`)."""
+        return n
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({args})"
@@ -114,6 +124,26 @@ class Compose(Transform):
             if sample is None:
                 return None
         return sample
+
+    def out_size(self, n: np.ndarray, field: str = "verts") -> np.ndarray:
+        for t in self.transforms:
+            n = out_sizes(t, n, field)
+        return n
+
+
+def out_sizes(transform: Callable[..., Any] | None, n: Any, field: str = "verts") -> np.ndarray:
+    """``int64 [N]``: rows of ``field`` after ``transform``, from ``n`` (``[N]``) before, through
+    the transform's ``out_size(n, field)``; a callable without one keeps the sizes.
+
+    Datasets given a ``transform`` report these in ``sizes`` / ``field_sizes``, so a
+    ``BucketBatchSampler`` budgets the transformed sizes. A custom callable that changes sizes
+    states it with an ``out_size`` method of its own.
+    """
+    n = np.asarray(n, dtype=np.int64)
+    method = getattr(transform, "out_size", None)
+    if transform is None or method is None:
+        return n
+    return np.asarray(method(n, field), dtype=np.int64)
 
 
 def _verts(sample: Sample, who: str) -> np.ndarray:
@@ -263,6 +293,12 @@ class SamplePoints(Transform):
             raise ValueError(f"SamplePoints needs n >= 1, got {n}")
         self.n, self.with_normals = int(n), bool(with_normals)
 
+    def out_size(self, n: np.ndarray, field: str = "verts") -> np.ndarray:
+        """``n`` points for ``verts`` / ``points`` / ``normals``; 0 rows for the mesh fields
+        it drops."""
+        keeps = field in _POINT_FIELDS or (field == "normals" and self.with_normals)
+        return np.full_like(n, self.n if keeps else 0)
+
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
         verts = _verts(sample, "SamplePoints")
         faces = sample.get("faces")
@@ -333,6 +369,10 @@ class Subsample(Transform):
             raise ValueError(f"Subsample needs n >= 1, got {n}")
         self.n = int(n)
 
+    def out_size(self, n: np.ndarray, field: str = "verts") -> np.ndarray:
+        """At most ``n`` vertices; other fields keep at most their rows."""
+        return np.minimum(n, self.n) if field in _POINT_FIELDS else n
+
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
         count = len(_verts(sample, "Subsample"))
         if count <= self.n:
@@ -351,6 +391,10 @@ class SphereCrop(Transform):
         if center not in ("random", "mean"):
             raise ValueError(f"SphereCrop(center=...) must be 'random' or 'mean', got {center!r}")
         self.n, self.center = int(n), center
+
+    def out_size(self, n: np.ndarray, field: str = "verts") -> np.ndarray:
+        """At most ``n`` vertices; other fields keep at most their rows."""
+        return np.minimum(n, self.n) if field in _POINT_FIELDS else n
 
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
         verts = _verts(sample, "SphereCrop")

@@ -54,7 +54,7 @@ def test_demo_config(demo_dir: Path, manifest: list[dict[str, str]]) -> None:
     assert cfg.loader["num_workers"] == 2  # as shipped: worker processes included
     counts = Counter()
     for batch in loader:
-        assert set(batch.keys()) == {"verts"}
+        assert set(batch.keys()) == {"verts", "key"}  # every sample carries its key
         lengths = batch.verts.lengths
         assert len(batch) * int(lengths.max()) <= cfg.sampler["max_tokens"]
         assert batch.verts.padded().shape == (len(batch), int(lengths.max()), 3)
@@ -70,7 +70,7 @@ def test_pointcloud_classification_config(demo_dir: Path, manifest: list[dict[st
     assert loader.dataset.classes == ["blob", "box", "sphere", "torus"]
     labels = Counter()
     for batch in loader:
-        assert set(batch.keys()) == {"verts", "normals", "label"}
+        assert set(batch.keys()) == {"verts", "normals", "label", "key"}
         assert (batch.verts.lengths == 1024).all()
         assert len(batch) * 1024 <= 32768
         # unit sphere, then scaled by at most 1.25 and jittered by at most 0.05 per axis
@@ -96,7 +96,7 @@ def test_mesh_autoencoder_config(demo_dir: Path, manifest: list[dict[str, str]])
             assert len(indices) * int(sizes[field][indices].max()) <= budget[field]
     seen = 0
     for batch in loader:
-        assert set(batch.keys()) == {"verts", "faces"}
+        assert set(batch.keys()) == {"verts", "faces", "key"}
         faces = batch.faces.padded()
         assert faces.shape == (len(batch), batch.faces.max_len, 3)
         assert int(faces.min()) >= -1

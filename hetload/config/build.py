@@ -13,7 +13,6 @@ import inspect
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -249,6 +248,15 @@ class _Chain:
             sample = step(sample)
         return sample
 
+    def out_size(self, n: np.ndarray, field: str = "verts") -> np.ndarray:
+        """The steps' sizes (:func:`hetload.transforms.out_sizes`): the dataset's ``sizes``
+        follow them, and so does the sampler's budget."""
+        from hetload.transforms import out_sizes
+
+        for step in self.steps:
+            n = out_sizes(step, n, field)
+        return n
+
 
 def _transform(config: LoaderConfig) -> Callable | None:
     builtin = [(n, kw) for n, kw in config.transforms if ":" not in n]
@@ -296,6 +304,19 @@ class _Mapped(torch.utils.data.Dataset):
 
         return run_seeded(self.fn, self.dataset[i], sample_rng(self.seed, int(self._epoch), i))
 
+    @property
+    def sizes(self) -> np.ndarray:
+        from hetload.transforms import out_sizes
+
+        return out_sizes(self.fn, self.dataset.sizes, "verts")
+
+    @property
+    def field_sizes(self) -> dict[str, np.ndarray]:
+        from hetload.transforms import out_sizes
+
+        table = getattr(self.dataset, "field_sizes", None) or {}
+        return {name: out_sizes(self.fn, rows, name) for name, rows in table.items()}
+
     def __getattr__(self, name: str) -> Any:
         if name in ("dataset", "fn", "seed", "_epoch") or name.startswith("__"):
             raise AttributeError(name)
@@ -313,21 +334,6 @@ def _field_sizes(config: LoaderConfig, dataset: Any, name: str) -> np.ndarray:
     raise config.error(
         "sampler.max_tokens", f"{type(dataset).__name__} has no size metadata for field {name!r}"
     )
-
-
-def _planned_sizes(config: LoaderConfig, name: str, sizes: np.ndarray) -> np.ndarray:
-    """The rows a field will have after the configured transforms, as far as they say:
-    ``SamplePoints(n)`` makes ``n`` points (and drops the mesh's other fields), ``Subsample(n)``
-    and ``SphereCrop(n)`` keep at most ``n``. The sampler budgets what the batch will hold."""
-    for transform, kwargs in config.transforms:
-        if transform == "SamplePoints":
-            sizes = np.full_like(sizes, int(kwargs["n"]) if name in _POINT_FIELDS else 0)
-        elif transform in ("Subsample", "SphereCrop") and name in _POINT_FIELDS:
-            sizes = np.minimum(sizes, int(kwargs["n"]))
-    return sizes
-
-
-_POINT_FIELDS = ("verts", "points")
 
 
 def _world(config: LoaderConfig) -> tuple[int, int]:
@@ -475,10 +481,7 @@ def _batch_sampler(config: LoaderConfig, dataset: Any, world: int, rank: int) ->
         return BatchSampler(order, sampler["batch_size"], sampler["drop_last"])
     budget = sampler["max_tokens"]
     if isinstance(budget, dict):
-        sizes = {
-            name: _planned_sizes(config, name, _field_sizes(config, dataset, name))
-            for name in budget
-        }
+        sizes = {name: _field_sizes(config, dataset, name) for name in budget}
     else:
         sizes = getattr(dataset, "sizes", None)
         if sizes is None:
@@ -487,7 +490,7 @@ def _batch_sampler(config: LoaderConfig, dataset: Any, world: int, rank: int) ->
                 f"bucket batching needs per-sample sizes, which {type(dataset).__name__} does "
                 "not provide; use sampler.type: fixed",
             )
-        sizes = _planned_sizes(config, "verts", np.asarray(sizes, dtype=np.int64))
+        sizes = np.asarray(sizes, dtype=np.int64)
     samplers = _require("hetload.samplers", "sampler", config)
     return _construct(
         samplers.BucketBatchSampler,

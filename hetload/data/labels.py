@@ -20,20 +20,23 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
-__all__ = ["LabelSpec", "folder_classes", "resolve_labels", "sample_key"]
+from hetload.keys import sample_key
+
+__all__ = [
+    "LabelSpec",
+    "folder_classes",
+    "manifest_rows",
+    "read_manifest",
+    "resolve_labels",
+    "sample_key",
+]
 
 #: what ``labels=`` accepts
-LabelSpec = Union[str, Mapping[str, Any], Callable[[str], Any], None]
-
-
-def sample_key(rel: str | os.PathLike) -> str:
-    """``"chair/a"`` from the relative path ``"chair/a.obj"`` (only the last suffix goes)."""
-    path = PurePosixPath(Path(rel).as_posix())
-    return path.with_suffix("").as_posix() if path.suffix else path.as_posix()
+LabelSpec = str | Mapping[str, Any] | Callable[[str], Any] | None
 
 
 def folder_classes(root: str | os.PathLike) -> list[str]:
@@ -67,8 +70,7 @@ def resolve_labels(
             parts = PurePosixPath(rel).parts
             if len(parts) < 2:
                 raise ValueError(
-                    f"labels='folder' needs every file in a class folder under {root}; "
-                    f"{rel} is not"
+                    f"labels='folder' needs every file in a class folder under {root}; {rel} is not"
                 )
             raw.append(parts[0])
         return _numbered(raw, rels, names, root), names
@@ -112,4 +114,96 @@ def _numbered(
             raise ValueError(
                 f"{root / rel}: a label is an int or a class name, got {type(value).__name__}"
             )
+    return out
+
+
+_MANIFEST_PATH_COLUMNS = ("path", "file", "key")
+_RESERVED_COLUMNS = ("key", "source")
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """Per-sample values from a manifest: ``{path or key: {column: value}}``.
+
+    ``.csv``: a header row with a ``path`` (or ``file`` / ``key``) column and one column per
+    value; cells that read as integers or floats become numbers, the rest stay strings.
+    ``.jsonl``: one object per line with a ``path`` (or ``file`` / ``key``) entry and scalar
+    values. The path is relative to the dataset root, with or without the extension.
+
+    Raises:
+        ValueError: naming the file and line for a missing path column, a path listed twice,
+            an empty cell, or a value that is not a number, string or bool.
+    """
+    import csv
+    import json
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"manifest {path}: cannot read it ({exc.strerror or exc})") from None
+    rows: list[tuple[int, dict[str, Any]]] = []
+    if path.suffix.lower() == ".jsonl":
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"manifest {path} line {number}: not JSON ({exc})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"manifest {path} line {number}: not a JSON object")
+            rows.append((number, row))
+    elif path.suffix.lower() == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        for number, row in enumerate(reader, start=2):
+            rows.append((number, {k: _cell(path, number, k, v) for k, v in row.items()}))
+    else:
+        raise ValueError(f"manifest {path}: expected a .csv or .jsonl file")
+    out: dict[str, dict[str, Any]] = {}
+    for number, row in rows:
+        column = next((c for c in _MANIFEST_PATH_COLUMNS if c in row), None)
+        if column is None:
+            raise ValueError(
+                f"manifest {path} line {number}: no 'path' column (one of "
+                f"{', '.join(_MANIFEST_PATH_COLUMNS)} names the file)"
+            )
+        name = str(row.pop(column))
+        for key, value in row.items():
+            if key in _RESERVED_COLUMNS or key in _MANIFEST_PATH_COLUMNS:
+                raise ValueError(f"manifest {path} line {number}: column {key!r} is reserved")
+            if not isinstance(value, (int, float, str, bool)):
+                raise ValueError(
+                    f"manifest {path} line {number}: {key!r} holds a {type(value).__name__}; "
+                    "per-sample values are numbers, strings or bools"
+                )
+        if name in out:
+            raise ValueError(f"manifest {path} line {number}: {name} is listed twice")
+        out[name] = row
+    return out
+
+
+def _cell(path: Path, number: int, column: str | None, text: str | None) -> Any:
+    if column is None or text is None:
+        raise ValueError(f"manifest {path} line {number}: the row has a different column count")
+    if text == "":
+        raise ValueError(f"manifest {path} line {number}: column {column!r} is empty")
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    return text
+
+
+def manifest_rows(
+    manifest: Mapping[str, Mapping[str, Any]], rels: Sequence[str], where: str
+) -> list[dict[str, Any]]:
+    """Each file's manifest row, looked up by key or relative path; a file without one is an
+    error naming it."""
+    out = []
+    for rel in rels:
+        row = manifest.get(sample_key(rel), manifest.get(rel))
+        if row is None:
+            raise ValueError(f"{rel}: no row in the manifest {where}")
+        out.append(dict(row))
     return out

@@ -32,10 +32,11 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from hetload.data.labels import LabelSpec, resolve_labels, sample_key
+from hetload.data.labels import LabelSpec, resolve_labels
 from hetload.errors import ErrorPolicy, OnError, Skipped
 from hetload.io import ReadError, load, scan
-from hetload.transforms import run_seeded, sample_rng
+from hetload.keys import sample_key
+from hetload.transforms import out_sizes, run_seeded, sample_rng
 
 __all__ = ["MeshFolder"]
 
@@ -81,12 +82,15 @@ class MeshFolder(Dataset):
 
     Attributes:
         files: ``list[Path]``, one per sample.
-        sizes: ``np.int64 [len]``: vertex count of each file (0 for a file that failed to scan
-            under skip / warn).
+        sizes: ``np.int64 [len]``: vertex count of each sample (0 for a file that failed to
+            scan under skip / warn), after ``transform`` as its ``out_size`` states
+            (:func:`hetload.transforms.out_sizes`: ``SamplePoints(n)`` gives ``n``), so a
+            sampler budgets what the batch will hold.
         field_sizes: ``{"verts": ..., "faces": ...}``, each ``np.int64 [len]``; faces are the
             rows of the loaded ``faces`` field (polygons fan-triangulated), exact for a hard
             per-batch budget: from :func:`hetload.io.scan` where it knows them
-            (``MeshInfo.n_triangles``), else from loading the file once while scanning.
+            (``MeshInfo.n_triangles``), else from loading the file once while scanning; after
+            ``transform`` like ``sizes`` (``raw_field_sizes``: as read).
         keys: ``list[str]``, each sample's key.
         classes: ``list[str]`` or ``None``: the class names ``label`` numbers.
         labels: ``np.int64 [len]`` or ``None``: each sample's label, known without a read.
@@ -141,7 +145,11 @@ class MeshFolder(Dataset):
         for i, exc in errors.items():
             self._skip(self.files[i], exc)  # raises under "raise"
             self._scan_errors[i] = exc
-        self.field_sizes = {"verts": counts[:, 0].copy(), "faces": counts[:, 1].copy()}
+        self.raw_field_sizes = {"verts": counts[:, 0].copy(), "faces": counts[:, 1].copy()}
+        # what the batches will hold: the transform states its output sizes (out_size)
+        self.field_sizes = {
+            name: out_sizes(transform, rows, name) for name, rows in self.raw_field_sizes.items()
+        }
         self.sizes = self.field_sizes["verts"]
 
     # ------------------------------------------------------------------ dataset protocol

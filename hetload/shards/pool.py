@@ -17,7 +17,7 @@ import numpy as np
 from hetload.shards.format import EncodedSample, encode_sample
 from hetload.shards.settings import build_transform, cast
 
-__all__ = ["Setup", "ordered", "sample_key_of"]
+__all__ = ["Setup", "Task", "ordered", "sample_key_of"]
 
 
 @dataclass(frozen=True)
@@ -39,13 +39,17 @@ def _init_worker(setup: Setup) -> None:
     _WORKER["seed"] = setup.seed
 
 
-def _work(task: tuple[int, str, str]) -> tuple[int, int, EncodedSample | None, Exception | None]:
+Task = tuple[int, str, str, dict[str, Any]]
+
+
+def _work(task: Task) -> tuple[int, int, EncodedSample | None, Exception | None]:
     """Read, transform and encode one file: ``(position, bytes read, sample, error)``; sample
-    and error both ``None`` when the transforms dropped the sample."""
+    and error both ``None`` when the transforms dropped the sample. The task's values (label,
+    manifest columns) are stored with the arrays, after the transforms."""
     from hetload.io import ReadError
     from hetload.transforms import sample_rng
 
-    position, rel, path = task
+    position, rel, path, values = task
     nbytes = 0
     try:
         nbytes = os.path.getsize(path)
@@ -59,6 +63,13 @@ def _work(task: tuple[int, str, str]) -> tuple[int, int, EncodedSample | None, E
             if sample is None:
                 return position, nbytes, None, None
         sample = cast(dict(sample), _WORKER["casts"])
+        for name in values:
+            if name in sample:
+                raise ValueError(
+                    f"the stored value {name!r} (labels / manifest) clashes with the sample's "
+                    f"field {name!r}"
+                )
+        sample.update(values)
         return (
             position,
             nbytes,
@@ -76,7 +87,7 @@ def sample_key_of(position: int) -> str:
 
 
 def ordered(
-    tasks: Sequence[tuple[int, str, str]], workers: int, setup: Setup
+    tasks: Sequence[Task], workers: int, setup: Setup
 ) -> Iterator[tuple[int, int, EncodedSample | None, Exception | None]]:
     """Results in task order; at most ``4 * workers`` tasks in flight (bounded memory)."""
     if workers <= 1:

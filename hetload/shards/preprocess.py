@@ -51,6 +51,7 @@ from hetload.shards.settings import (
     parse_part,
     parse_size,
 )
+from hetload.shards.targets import resolve_targets
 from hetload.shards.writer import ShardSequence
 
 __all__ = [
@@ -79,6 +80,9 @@ def preprocess(
     part: tuple[int, int] | str = (0, 1),
     seed: int = 0,
     progress: bool = True,
+    labels: str | None = None,
+    classes: Sequence[str] | None = None,
+    manifest: str | os.PathLike | None = None,
 ) -> PreprocessResult:
     """Preprocess every OBJ/PLY under ``src`` into shards in ``dst`` (see the module docstring).
 
@@ -97,6 +101,17 @@ def preprocess(
         part: ``(i, n)`` or ``"i/n"``: process the ``i``-th of ``n`` contiguous slices.
         seed: the seed of random transforms.
         progress: show a tqdm bar (files/s, MB/s).
+        labels: ``"folder"``: store ``label``, the index of each file's top folder under
+            ``src`` in ``classes`` (default: every folder under ``src``, sorted, empty ones
+            included), as ``MeshFolder(labels="folder")`` numbers them.
+        classes: explicit class names for ``labels`` / a manifest's string labels.
+        manifest: a ``.csv`` / ``.jsonl`` file mapping each input (``path`` column, relative to
+            ``src``, with or without extension) to per-sample values (``label``: an int or a
+            class name; other columns: numbers or strings), stored with the sample.
+            :func:`hetload.data.labels.read_manifest` describes the format.
+
+    Shards keep each sample's source path (its ``key`` on read is that path without the
+    extension) and the values above; ``index.json`` records ``classes`` under ``settings``.
 
     Returns:
         A :class:`PreprocessResult`. Running again on a finished ``dst`` does nothing; running
@@ -119,6 +134,7 @@ def preprocess(
     build_transform(specs)  # fail on a bad config here, not once per worker
 
     inputs = list_inputs(src)
+    targets = resolve_targets(src, [rel for rel, _ in inputs], labels, classes, manifest)
     total = len(inputs)
     lo, hi = i * total // n, (i + 1) * total // n
     out_dir = Path(dst) if n == 1 else Path(dst) / f"part-{i:04d}-of-{n:04d}"
@@ -133,6 +149,7 @@ def preprocess(
             "seed": setup.seed,
             "shard_size": size_budget,
             "transforms": specs,
+            **({"targets": targets.settings} if targets.settings else {}),
         },
     }
     header = json.loads(json.dumps(header))  # the form it has once read back from JSON
@@ -148,7 +165,8 @@ def preprocess(
         sequence = ShardSequence(
             out_dir, shard_size=size_budget, max_count=max_count, first_shard=shard_count
         )
-        tasks = [(pos, inputs[pos][0], str(inputs[pos][1])) for pos in range(done, hi)]
+        values = targets.values or [{}] * total
+        tasks = [(pos, inputs[pos][0], str(inputs[pos][1]), values[pos]) for pos in range(done, hi)]
         result = PreprocessResult(out_dir, hi - lo, 0, 0, 0, 0, resumed_at=done - lo)
         started = time.perf_counter()
         skipped: list[dict[str, str]] = []
