@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="YAML",
         help="transforms applied after reading: a YAML list inline "
-        "(\"[Center, {SamplePoints: {n: 1024}}]\") or the path of a YAML file holding one",
+        '("[Center, {SamplePoints: {n: 1024}}]") or the path of a YAML file holding one',
     )
     targets = parser.add_argument_group("per-sample values stored with the arrays")
     targets.add_argument(
