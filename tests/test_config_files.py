@@ -59,7 +59,9 @@ def test_demo_config(demo_dir: Path, manifest: list[dict[str, str]]) -> None:
         assert len(batch) * int(lengths.max()) <= cfg.sampler["max_tokens"]
         assert batch.verts.padded().shape == (len(batch), int(lengths.max()), 3)
         counts.update(lengths.tolist())
-    assert counts == Counter(int(row["n_vertices"]) for row in manifest)
+    read = {f.relative_to(demo_dir).as_posix() for f in loader.dataset.files}
+    assert read >= {row["file"] for row in manifest if row["format"] != "off"}
+    assert counts == Counter(int(row["n_vertices"]) for row in manifest if row["file"] in read)
 
 
 def test_pointcloud_classification_config(demo_dir: Path, manifest: list[dict[str, str]]) -> None:
@@ -77,7 +79,9 @@ def test_pointcloud_classification_config(demo_dir: Path, manifest: list[dict[st
         assert float(batch.verts.values.norm(dim=1).max()) <= 1.25 + 0.05 * 3**0.5 + 1e-5
         labels.update(batch.label.tolist())
     expected = Counter(
-        loader.dataset.classes.index(row["shape"]) for row in manifest if row["shape"] != "scan"
+        loader.dataset.classes.index(row["shape"])
+        for row in manifest
+        if row["file"].startswith("meshes/")
     )
     assert labels == expected
 
@@ -106,7 +110,7 @@ def test_mesh_autoencoder_config(demo_dir: Path, manifest: list[dict[str, str]])
         norms = batch.verts.values.norm(dim=1)
         assert float(norms.max()) <= 1 + 1e-5
         seen += len(batch)
-    assert seen == sum(row["shape"] != "scan" for row in manifest)
+    assert seen == sum(row["file"].startswith("meshes/") for row in manifest)
 
 
 def test_streaming_ddp_config(demo_dir: Path) -> None:
