@@ -60,14 +60,14 @@ class HeteroBatch:
             self._present[name] = flags
 
     def present(self, name: str) -> torch.Tensor:
-        """bool ``[B]``: True where the sample held field ``name`` (all True for a field every
-        sample held). An absent ragged item is empty, an absent fixed row a missing value."""
-        if name not in self._fields:
-            raise KeyError(f"the batch has no field {name!r} (fields: {', '.join(self._fields)})")
+        """bool ``[B]``: True where the sample held field ``name``: all True for a field every
+        sample held, all False for one no sample of this batch held (a batch of files without
+        colors has no ``colors`` field). An absent ragged item is empty, an absent fixed row a
+        missing value (see :func:`hetload.collate`)."""
         flags = self._present.get(name)
-        if flags is None:
-            return torch.ones(self._batch_size, dtype=torch.bool)
-        return flags
+        if flags is not None:
+            return flags
+        return torch.full((self._batch_size,), name in self._fields, dtype=torch.bool)
 
     # ------------------------------------------------------------------ mapping of fields
     def __getattr__(self, name: str) -> Any:

@@ -19,7 +19,8 @@ corners all survive (re-numbered).
 
 Transforms: :class:`Compose`, :class:`Center`, :class:`NormalizeUnitSphere`,
 :class:`RandomRotation`, :class:`RandomScale`, :class:`Jitter`, :class:`SamplePoints`,
-:class:`Subsample`, :class:`SphereCrop`, :class:`ToDtype`; :func:`build` makes a
+:class:`Subsample`, :class:`SphereCrop`, :class:`ToDtype`, :class:`NormalizeColors`;
+:func:`build` makes a
 :class:`Compose` from config entries (``"Center"`` or ``{"SamplePoints": {"n": 1024}}``).
 """
 
@@ -36,6 +37,7 @@ __all__ = [
     "Center",
     "Compose",
     "Jitter",
+    "NormalizeColors",
     "NormalizeUnitSphere",
     "RandomRotation",
     "RandomScale",
@@ -426,9 +428,35 @@ class ToDtype(Transform):
         return sample
 
 
+class NormalizeColors(Transform):
+    """Colors as ``float32`` in ``[0, 1]``, whatever the file stored: integer colors (PLY
+    ``uchar`` / ``ushort``) are divided by their dtype's maximum, float colors (OBJ ``v x y z r
+    g b``, float PLY) are kept as they are (cast to float32). Applies to ``fields``
+    (``colors`` and ``face_colors``). Files that store colors differently then batch together;
+    without it ``collate`` refuses a field whose dtype differs between samples."""
+
+    def __init__(self, fields: Sequence[str] = ("colors", "face_colors")) -> None:
+        self.fields = tuple(fields)
+
+    def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        for name in self.fields:
+            value = sample.get(name)
+            if not isinstance(value, np.ndarray):
+                continue
+            if value.dtype.kind in "ui":
+                scale = np.float32(np.iinfo(value.dtype).max)
+                sample[name] = value.astype(np.float32) / scale
+            elif value.dtype.kind == "f":
+                sample[name] = value.astype(np.float32, copy=False)
+            else:
+                raise ValueError(f"NormalizeColors: field {name!r} has dtype {value.dtype}")
+        return sample
+
+
 _REGISTRY = {
     cls.__name__: cls
     for cls in (
+        NormalizeColors,
         Center,
         NormalizeUnitSphere,
         RandomRotation,

@@ -98,8 +98,7 @@ def test_a_point_cloud_among_meshes_batches_with_empty_faces():
     assert batch.colors.values.dtype == torch.uint8
     assert batch.present("colors").tolist() == [False, True, False]
     assert batch.present("verts").tolist() == [True, True, True]
-    with pytest.raises(KeyError, match="no field 'uvs'"):
-        batch.present("uvs")
+    assert batch.present("uvs").tolist() == [False, False, False]  # no sample held uvs
 
 
 def test_absent_fixed_rows_hold_a_missing_value_per_dtype():
@@ -137,3 +136,18 @@ def test_a_scalar_where_others_hold_rows_names_the_field():
     samples = [{"verts": np.zeros((1, 3))}, {"verts": np.zeros((1, 3)), "extra": 5}]
     with pytest.raises(ValueError, match="'extra': sample 1 holds a int"):
         hl.collate(samples, schema=schema)
+
+
+def test_colors_stored_differently_batch_after_normalize_colors():
+    """PLY stores colors as uint8, OBJ as floats in [0, 1]: collate refuses to mix them (naming
+    the field); NormalizeColors makes both float32 in [0, 1]."""
+    ply = {"verts": np.zeros((2, 3), np.float32), "colors": np.array([[255, 0, 51]] * 2, np.uint8)}
+    obj = {"verts": np.zeros((1, 3), np.float32), "colors": np.array([[0.5, 1.0, 0.0]])}
+    with pytest.raises(ValueError, match=r"'colors': sample 1 has dtype torch\.float64"):
+        hl.collate([ply, obj])
+    norm = hl.transforms.NormalizeColors()
+    batch = hl.collate([norm(ply), norm(obj), {"verts": np.zeros((1, 3), np.float32)}])
+    assert batch.colors.values.dtype == torch.float32
+    expected = np.array([[255, 0, 51]] * 2 + [[127.5, 255, 0]], np.float32) / np.float32(255)
+    assert np.array_equal(batch.colors.values.numpy(), expected)
+    assert batch.present("colors").tolist() == [True, True, False]
