@@ -1,6 +1,6 @@
 """``collate``: a drop-in ``collate_fn`` that builds a :class:`~hetload.HeteroBatch`.
 
-Copies, counted (DESIGN: counts of copies are part of the design):
+Copies, counted (counts of copies are part of the design, not an accident):
 
 - a ragged field: exactly one copy of each sample's bytes, into one preallocated buffer
   (``torch.cat(..., out=buffer)``); numpy inputs are wrapped, not copied, first;
