@@ -294,3 +294,25 @@ def test_inline_yaml_transforms(splits, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert ShardDataset(tmp_path / "s").sizes.tolist() == [3] * 5
+
+
+def test_parts_with_labels_merge_and_streams_budget_transformed_sizes(splits, tmp_path):
+    from hetload.shards.preprocess import merge_parts
+
+    for i in range(2):
+        preprocess(splits[0], tmp_path / "p", labels="folder", part=f"{i}/2", progress=False)
+    merge_parts(tmp_path / "p")
+    ds = ShardDataset(tmp_path / "p")
+    assert ds.classes == ["airplane", "bed", "chair"]
+    assert [ds[i]["label"] for i in range(len(ds))] == [0, 0, 1, 2, 2]
+    # the stream plans and cuts batches on the sizes after Subsample(3): 3 points each
+    stream = ShardStream(
+        tmp_path / "p", max_tokens=6, shuffle=False, transform=transforms.Subsample(3)
+    )
+    batches = list(stream)
+    assert [len(b) for b in batches] == [2, 2, 1]
+    assert all(int(b.verts.lengths.max()) == 3 for b in batches)
+    streamed = sorted(
+        zip((k for b in batches for k in b.key), (int(x) for b in batches for x in b.label))
+    )
+    assert streamed == sorted((ds[i]["key"], ds[i]["label"]) for i in range(len(ds)))
