@@ -112,6 +112,7 @@ def assert_same_as_reference(dst: Path, reference: dict[str, bytes], ref_dir: Pa
     for i in range(len(want)):
         a, b = got[i], want[i]
         assert got.key(i) == want.key(i) and a.keys() == b.keys()
+        assert a.pop("key") == b.pop("key")
         for name in b:
             assert a[name].dtype == b[name].dtype and np.array_equal(a[name], b[name]), name
 

@@ -114,8 +114,11 @@ class ShardDataset(Dataset):
         self.size_field = size_field
         self.transform = transform
         self.seed = int(seed)
-        # shared memory: set_epoch in the main process reaches (even persistent) workers
-        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        # shared memory: set_epoch in the main process reaches (even persistent) workers; only
+        # with a transform (it costs a file descriptor, and nothing else reads the epoch)
+        self._epoch = torch.zeros((), dtype=torch.int64)
+        if transform is not None:
+            self._epoch.share_memory_()
         self.field_sizes = {
             name: out_sizes(transform, np.maximum(self.index.rows(name), 0), name) for name in names
         }
