@@ -316,3 +316,18 @@ def test_parts_with_labels_merge_and_streams_budget_transformed_sizes(splits, tm
         zip((k for b in batches for k in b.key), (int(x) for b in batches for x in b.label))
     )
     assert streamed == sorted((ds[i]["key"], ds[i]["label"]) for i in range(len(ds)))
+
+
+def test_preprocess_takes_a_mapping_or_callable_like_mesh_folder(splits, tmp_path):
+    def by_name(key: str) -> str:
+        return "soft" if key.startswith("bed") else "hard"
+
+    preprocess(splits[0], tmp_path / "s", labels=by_name, progress=False)
+    ds = ShardDataset(tmp_path / "s")
+    folder = MeshFolder(splits[0], labels=by_name, index=None)
+    assert ds.classes == folder.classes == ["hard", "soft"]
+    assert [ds[i]["label"] for i in range(len(ds))] == folder.labels.tolist() == [0, 0, 1, 0, 0]
+    # the same job again is already complete; other labels on the same folder are refused
+    assert preprocess(splits[0], tmp_path / "s", labels=by_name, progress=False).already_complete
+    with pytest.raises(ValueError, match="other inputs or settings"):
+        preprocess(splits[0], tmp_path / "s", labels=lambda key: "x", progress=False)

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hetload.data.labels import LabelSpec
 from hetload.errors import ErrorPolicy, OnError
 from hetload.shards.journal import Journal
 from hetload.shards.pool import Setup, ordered
@@ -80,7 +81,7 @@ def preprocess(
     part: tuple[int, int] | str = (0, 1),
     seed: int = 0,
     progress: bool = True,
-    labels: str | None = None,
+    labels: LabelSpec = None,
     classes: Sequence[str] | None = None,
     manifest: str | os.PathLike | None = None,
 ) -> PreprocessResult:
@@ -103,7 +104,8 @@ def preprocess(
         progress: show a tqdm bar (files/s, MB/s).
         labels: ``"folder"``: store ``label``, the index of each file's top folder under
             ``src`` in ``classes`` (default: every folder under ``src``, sorted, empty ones
-            included), as ``MeshFolder(labels="folder")`` numbers them.
+            included), as ``MeshFolder(labels="folder")`` numbers them; or a mapping / callable
+            of keys to labels, as ``MeshFolder`` takes (:mod:`hetload.data.labels`).
         classes: explicit class names for ``labels`` / a manifest's string labels.
         manifest: a ``.csv`` / ``.jsonl`` file mapping each input (``path`` column, relative to
             ``src``, with or without extension) to per-sample values (``label``: an int or a

@@ -1,5 +1,6 @@
-"""Per-sample values ``preprocess`` stores beside the arrays: ``label`` (``--labels folder``)
-and the columns of a ``--manifest`` (CSV / JSONL), resolved once in the main process with
+"""Per-sample values ``preprocess`` stores beside the arrays: ``label`` (``--labels folder``, or
+from Python a mapping or callable as MeshFolder takes) and the columns of a ``--manifest`` (CSV /
+JSONL), resolved once in the main process with
 :mod:`hetload.data.labels` (the mechanism MeshFolder uses), so workers and resumed runs see
 the same values and ``label`` numbers the same ``classes``."""
 
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hetload.data.labels import manifest_rows, read_manifest, resolve_labels
+from hetload.data.labels import LabelSpec, manifest_rows, read_manifest, resolve_labels
 
 __all__ = ["Targets", "resolve_targets"]
 
@@ -33,7 +34,7 @@ class Targets:
 def resolve_targets(
     src: str | os.PathLike,
     rels: Sequence[str],
-    labels: str | None = None,
+    labels: LabelSpec = None,
     classes: Sequence[str] | None = None,
     manifest: str | os.PathLike | None = None,
 ) -> Targets:
@@ -50,7 +51,9 @@ def resolve_targets(
         return Targets([], None, {})
     root = Path(src) if Path(src).is_dir() else Path(src).parent
     rows: list[dict[str, Any]] = [{} for _ in rels]
-    spec: dict[str, Any] = {"labels": labels}
+    # the header records what the labels were made from; the values' digest, what they are
+    kind = labels if labels is None or isinstance(labels, str) else type(labels).__name__
+    spec: dict[str, Any] = {"labels": kind}
     if manifest is not None:
         rows = manifest_rows(read_manifest(manifest), rels, str(manifest))
         spec["manifest"] = Path(manifest).name
