@@ -105,8 +105,15 @@ def collate(samples: Sequence[Mapping[str, Any]], schema: Schema | None = None) 
     return HeteroBatch(
         {name: fields[name] for name in names},
         batch_size=len(samples),
-        present={name: torch.tensor(flags, dtype=torch.bool) for name, flags in present.items()},
+        present={name: _flags(flags, shared) for name, flags in present.items()},
     )
+
+
+def _flags(flags: list[bool], shared: bool) -> torch.Tensor:
+    """bool ``[B]``, in shared memory inside workers (like every other tensor of the batch)."""
+    out = _empty((len(flags),), torch.bool, shared)
+    out.numpy()[:] = flags
+    return out
 
 
 def _field_names(samples: Sequence[Mapping[str, Any]]) -> list[str]:

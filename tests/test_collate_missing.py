@@ -151,3 +151,14 @@ def test_colors_stored_differently_batch_after_normalize_colors():
     expected = np.array([[255, 0, 51]] * 2 + [[127.5, 255, 0]], np.float32) / np.float32(255)
     assert np.array_equal(batch.colors.values.numpy(), expected)
     assert batch.present("colors").tolist() == [True, True, False]
+
+
+def test_presence_crosses_from_dataloader_workers():
+    from torch.utils.data import DataLoader
+
+    data = [{"verts": np.zeros((i + 1, 3), np.float32), **({"label": i} if i % 2 else {})}
+            for i in range(8)]  # fmt: skip
+    loader = DataLoader(data, batch_size=4, collate_fn=hl.collate, num_workers=1)
+    batches = list(loader)
+    assert [b.present("label").tolist() for b in batches] == [[False, True, False, True]] * 2
+    assert [b.label.tolist() for b in batches] == [[-1, 1, -1, 3], [-1, 5, -1, 7]]
