@@ -4,6 +4,7 @@
     python examples/classify.py demo/meshes --steps 200                 # straight from OBJ / PLY
     hetload preprocess demo/meshes shards --labels folder --workers 2
     python examples/classify.py shards --steps 200                      # from binary shards
+    python examples/classify.py shards --stream --steps 200             # streamed (ShardStream)
     python examples/classify.py demo/modelnet --modelnet                # ModelNet layout (.off)
 
 Labels, keys and class names come through the public API only: ``MeshFolder(labels="folder")``
@@ -42,21 +43,38 @@ class PointNetLite(nn.Module):
         return self.head(padded.amax(dim=1))
 
 
-def dataset(source: Path, modelnet: bool, points: int, seed: int):
-    augment = T.Compose(
-        [T.SamplePoints(points, with_normals=False), T.NormalizeUnitSphere(), T.RandomRotation("z")]
-    )
-    if (source / "index.json").is_file():
-        return hl.data.ShardDataset(source, transform=augment, seed=seed)
-    if modelnet:
-        return hl.data.ModelNet(source, "train", transform=augment, seed=seed)
-    return hl.data.MeshFolder(source, labels="folder", transform=augment, seed=seed)
+def augmentation(points: int) -> T.Compose:
+    steps = [T.SamplePoints(points, with_normals=False), T.NormalizeUnitSphere()]
+    return T.Compose([*steps, T.RandomRotation("z")])
+
+
+def loader_for(args: argparse.Namespace):
+    """``(loader, dataset or stream, sampler or None)``; all three sources yield HeteroBatches
+    with ``label`` and ``key``, and know their ``classes``."""
+    augment = augmentation(args.points)
+    if (args.source / "index.json").is_file() and args.stream:
+        # iterable: batches cut on the sizes after SamplePoints, augmented just before collate
+        stream = hl.data.ShardStream(
+            args.source, max_tokens=args.max_tokens, seed=args.seed, transform=augment
+        )
+        return DataLoader(stream, batch_size=None, num_workers=args.workers), stream, None
+    if (args.source / "index.json").is_file():
+        ds = hl.data.ShardDataset(args.source, transform=augment, seed=args.seed)
+    elif args.modelnet:
+        ds = hl.data.ModelNet(args.source, "train", transform=augment, seed=args.seed)
+    else:
+        ds = hl.data.MeshFolder(args.source, labels="folder", transform=augment, seed=args.seed)
+    # ds.sizes follow SamplePoints (out_size), so the budget counts sampled points
+    sampler = hl.samplers.BucketBatchSampler(ds.sizes, max_tokens=args.max_tokens, seed=args.seed)
+    loader = DataLoader(ds, batch_sampler=sampler, collate_fn=hl.collate, num_workers=args.workers)
+    return loader, ds, sampler
 
 
 def main(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("source", type=Path, help="a class-per-folder root, or a shard folder")
     parser.add_argument("--modelnet", action="store_true", help="source is a ModelNet root")
+    parser.add_argument("--stream", action="store_true", help="stream the shards (ShardStream)")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--points", type=int, default=256, help="points sampled per mesh")
     parser.add_argument("--max-tokens", type=int, default=8192, help="points per batch")
@@ -65,18 +83,16 @@ def main(argv: list[str] | None = None) -> float:
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
-    ds = dataset(args.source, args.modelnet, args.points, args.seed)
+    loader, ds, sampler = loader_for(args)
     if not ds.classes:
         raise SystemExit(f"{args.source} has no classes (shards: preprocess with --labels folder)")
-    # ds.sizes follow SamplePoints (out_size), so the budget counts sampled points
-    sampler = hl.samplers.BucketBatchSampler(ds.sizes, max_tokens=args.max_tokens, seed=args.seed)
-    loader = DataLoader(ds, batch_sampler=sampler, collate_fn=hl.collate, num_workers=args.workers)
     model = PointNetLite(len(ds.classes))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     step, epoch, loss = 0, 0, torch.tensor(float("nan"))
     while step < args.steps:
-        sampler.set_epoch(epoch)
-        ds.set_epoch(epoch)  # fresh augmentations every epoch
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        ds.set_epoch(epoch)  # fresh augmentations (and, for a stream, shard order) every epoch
         for batch in loader:
             logits = model(batch.verts.values, batch.verts.offsets)
             loss = nn.functional.cross_entropy(logits, batch.label)

@@ -33,9 +33,10 @@ def _main(name: str):
     [
         ["demo/meshes"],
         ["shards"],
+        ["shards", "--stream"],
         ["demo/modelnet", "--modelnet"],
     ],
-    ids=["mesh-folder", "shards", "modelnet"],
+    ids=["mesh-folder", "shard-dataset", "shard-stream", "modelnet"],
 )
 def test_classifier_trains_a_few_steps(data, argv, capsys):
     main = _main("classify.py")
