@@ -433,10 +433,18 @@ class NormalizeColors(Transform):
     ``uchar`` / ``ushort``) are divided by their dtype's maximum, float colors (OBJ ``v x y z r
     g b``, float PLY) are kept as they are (cast to float32). Applies to ``fields``
     (``colors`` and ``face_colors``). Files that store colors differently then batch together;
-    without it ``collate`` refuses a field whose dtype differs between samples."""
+    without it ``collate`` refuses a field whose dtype differs between samples.
 
-    def __init__(self, fields: Sequence[str] = ("colors", "face_colors")) -> None:
+    ``channels``: ``None`` keeps RGB as RGB and RGBA as RGBA; ``3`` drops alpha, ``4`` adds an
+    opaque alpha (1.0) to RGB, so that RGB and RGBA files batch together (``[N, 3|4]``)."""
+
+    def __init__(
+        self, fields: Sequence[str] = ("colors", "face_colors"), channels: int | None = None
+    ) -> None:
+        if channels not in (None, 3, 4):
+            raise ValueError(f"NormalizeColors(channels=...) must be None, 3 or 4, got {channels}")
         self.fields = tuple(fields)
+        self.channels = channels
 
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
         for name in self.fields:
@@ -445,11 +453,17 @@ class NormalizeColors(Transform):
                 continue
             if value.dtype.kind in "ui":
                 scale = np.float32(np.iinfo(value.dtype).max)
-                sample[name] = value.astype(np.float32) / scale
+                value = value.astype(np.float32) / scale
             elif value.dtype.kind == "f":
-                sample[name] = value.astype(np.float32, copy=False)
+                value = value.astype(np.float32, copy=False)
             else:
                 raise ValueError(f"NormalizeColors: field {name!r} has dtype {value.dtype}")
+            if self.channels is not None and value.ndim == 2 and value.shape[1] in (3, 4):
+                if self.channels == 3:
+                    value = value[:, :3]
+                elif value.shape[1] == 3:
+                    value = np.concatenate([value, np.ones((len(value), 1), np.float32)], axis=1)
+            sample[name] = value
         return sample
 
 

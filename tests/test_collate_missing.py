@@ -162,3 +162,43 @@ def test_presence_crosses_from_dataloader_workers():
     batches = list(loader)
     assert [b.present("label").tolist() for b in batches] == [[False, True, False, True]] * 2
     assert [b.label.tolist() for b in batches] == [[-1, 1, -1, 3], [-1, 5, -1, 7]]
+
+
+def test_normalize_colors_channels_make_rgb_and_rgba_agree():
+    rgb = {"verts": np.zeros((1, 3), np.float32), "colors": np.array([[255, 0, 0]], np.uint8)}
+    rgba = {"verts": np.zeros((1, 3), np.float32), "colors": np.array([[0, 255, 0, 51]], np.uint8)}
+    with pytest.raises(ValueError, match="trailing shape"):
+        hl.collate([hl.transforms.NormalizeColors()(s) for s in (rgb, rgba)])
+    four = hl.transforms.NormalizeColors(channels=4)
+    expected = np.array([[255, 0, 0, 255], [0, 255, 0, 51]], np.float32) / np.float32(255)
+    assert np.array_equal(hl.collate([four(rgb), four(rgba)]).colors.values.numpy(), expected)
+    three = hl.transforms.NormalizeColors(channels=3)
+    assert hl.collate([three(rgb), three(rgba)]).colors.values.shape == (2, 3)
+    with pytest.raises(ValueError, match="must be None, 3 or 4"):
+        hl.transforms.NormalizeColors(channels=2)
+
+
+def test_every_real_file_batches_with_every_other(shared_meshes):
+    """The third-party corpus (OBJ with and without normals/uvs/groups, PLY with RGB, RGBA,
+    uint8 and float colors, point clouds, custom properties): every readable file in one batch,
+    every present item back bit for bit."""
+    ds = hl.data.MeshFolder(
+        shared_meshes,
+        on_error="skip",
+        index=None,
+        progress=False,
+        transform=hl.transforms.NormalizeColors(channels=4),
+    )
+    samples = [s for s in (ds[i] for i in range(len(ds))) if s is not None]
+    assert len(samples) > 100
+    batch = hl.collate(samples)
+    assert 0 < int(batch.present("colors").sum()) < len(samples)
+    for i in range(0, len(samples), 7):
+        got = batch.sample(i)
+        assert set(got) == set(samples[i])
+        for name, value in samples[i].items():
+            if isinstance(value, np.ndarray) and value.ndim:
+                # bytes, not values: a file's NaN colors must come back as the same NaNs
+                item = got[name].numpy()
+                assert item.dtype == value.dtype and item.shape == value.shape
+                assert item.tobytes() == np.ascontiguousarray(value).tobytes(), name
