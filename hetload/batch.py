@@ -9,6 +9,10 @@ Each field is one of:
 
 Fields are reached as ``batch.verts`` or ``batch["verts"]``; ``batch[i]`` (an int) and iteration
 give samples, so ``len(batch)`` is ``B``, the number of samples.
+
+A field only some samples held (see :func:`hetload.collate`) records which ones:
+``batch.present(name)`` is a bool ``[B]``, and ``batch.sample(i)`` leaves the field out where
+sample ``i`` lacked it.
 """
 
 from __future__ import annotations
@@ -26,9 +30,16 @@ __all__ = ["HeteroBatch"]
 class HeteroBatch:
     """A mapping from field name to ``Ragged`` / ``Tensor [B, ...]`` / ``list`` of ``B`` items."""
 
-    __slots__ = ("_batch_size", "_fields")
+    __slots__ = ("_batch_size", "_fields", "_present")
 
-    def __init__(self, fields: Mapping[str, Any], batch_size: int | None = None) -> None:
+    def __init__(
+        self,
+        fields: Mapping[str, Any],
+        batch_size: int | None = None,
+        present: Mapping[str, torch.Tensor] | None = None,
+    ) -> None:
+        """``present``: for each field some samples lack, bool ``[B]``, True where a sample
+        holds it (fields not named are in every sample)."""
         self._fields: dict[str, Any] = dict(fields)
         if batch_size is None:
             batch_size = _infer_batch_size(self._fields)
@@ -37,6 +48,26 @@ class HeteroBatch:
             if size != batch_size:
                 raise ValueError(f"field {name!r} has {size} items, the batch has {batch_size}")
         self._batch_size = batch_size
+        self._present: dict[str, torch.Tensor] = {}
+        for name, flags in (present or {}).items():
+            if name not in self._fields:
+                raise ValueError(f"present: the batch has no field {name!r}")
+            flags = torch.as_tensor(flags, dtype=torch.bool)
+            if flags.shape != (batch_size,):
+                raise ValueError(
+                    f"present[{name!r}] has shape {tuple(flags.shape)}, expected ({batch_size},)"
+                )
+            self._present[name] = flags
+
+    def present(self, name: str) -> torch.Tensor:
+        """bool ``[B]``: True where the sample held field ``name``: all True for a field every
+        sample held, all False for one no sample of this batch held (a batch of files without
+        colors has no ``colors`` field). An absent ragged item is empty, an absent fixed row a
+        missing value (see :func:`hetload.collate`)."""
+        flags = self._present.get(name)
+        if flags is not None:
+            return flags
+        return torch.full((self._batch_size,), name in self._fields, dtype=torch.bool)
 
     # ------------------------------------------------------------------ mapping of fields
     def __getattr__(self, name: str) -> Any:
@@ -90,7 +121,8 @@ class HeteroBatch:
     # ------------------------------------------------------------------ samples
     def sample(self, i: int) -> dict[str, Any]:
         """Sample ``i`` as the dict it came from: ragged fields as views ``[N_i, *D]``, index
-        fields in the sample's own (local) numbering, fixed fields ``tensor[i]``, metadata as is.
+        fields in the sample's own (local) numbering, fixed fields ``tensor[i]``, metadata as is;
+        fields sample ``i`` lacked are left out.
         """
         b = self._batch_size
         if not -b <= i < b:
@@ -98,6 +130,9 @@ class HeteroBatch:
         i %= b
         out: dict[str, Any] = {}
         for name, value in self._fields.items():
+            flags = self._present.get(name)
+            if flags is not None and not bool(flags[i]):
+                continue
             if isinstance(value, Ragged):
                 item = value[i]
                 if value.index_base is not None:
@@ -138,7 +173,11 @@ class HeteroBatch:
                 moved[name] = value.to(*args, non_blocking=non_blocking, **kwargs)
             else:
                 moved[name] = value
-        return HeteroBatch({name: moved[name] for name in self._fields}, self._batch_size)
+        present = {
+            name: flags.to(*device_args, non_blocking=non_blocking, **device_kwargs)
+            for name, flags in self._present.items()
+        }
+        return HeteroBatch({name: moved[name] for name in self._fields}, self._batch_size, present)
 
     def pin_memory(self, device: Any = None) -> HeteroBatch:
         """Page-locked copies of every tensor (called by ``DataLoader(pin_memory=True)``)."""
@@ -148,7 +187,8 @@ class HeteroBatch:
                 pinned[name] = value.pin_memory()
             else:
                 pinned[name] = value
-        return HeteroBatch(pinned, self._batch_size)
+        present = {name: flags.pin_memory() for name, flags in self._present.items()}
+        return HeteroBatch(pinned, self._batch_size, present)
 
     def __repr__(self) -> str:
         lines = [f"HeteroBatch(B={self._batch_size}"]
@@ -160,15 +200,18 @@ class HeteroBatch:
                 desc = f"fixed {tuple(value.shape)} {value.dtype}"
             else:
                 desc = f"list[{len(value)}]"
+            if name in self._present:
+                desc += f", in {int(self._present[name].sum())} of {self._batch_size} samples"
             lines.append(f"  {name}: {desc}")
         return "\n".join(lines) + "\n)"
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"fields": self._fields, "batch_size": self._batch_size}
+        return {"fields": self._fields, "batch_size": self._batch_size, "present": self._present}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._fields = state["fields"]
         self._batch_size = state["batch_size"]
+        self._present = state.get("present", {})
 
 
 def _infer_batch_size(fields: Mapping[str, Any]) -> int:

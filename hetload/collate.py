@@ -1,6 +1,6 @@
 """``collate``: a drop-in ``collate_fn`` that builds a :class:`~hetload.HeteroBatch`.
 
-Copies, counted (DESIGN: counts of copies are part of the design):
+Copies, counted (counts of copies are part of the design, not an accident):
 
 - a ragged field: exactly one copy of each sample's bytes, into one preallocated buffer
   (``torch.cat(..., out=buffer)``); numpy inputs are wrapped, not copied, first;
@@ -28,7 +28,7 @@ from hetload.ops import rebase_index_
 from hetload.ragged import Ragged
 from hetload.schema import DEFAULT_SCHEMA, Field, Schema
 
-__all__ = ["collate"]
+__all__ = ["collate", "missing_value"]
 
 
 def collate(samples: Sequence[Mapping[str, Any]], schema: Schema | None = None) -> HeteroBatch:
@@ -36,11 +36,25 @@ def collate(samples: Sequence[Mapping[str, Any]], schema: Schema | None = None) 
 
     Args:
         samples: dicts from field name to a numpy array / tensor (``[N_i, *D]`` for ragged
-            fields), a number, or any other object (kept as metadata). Every sample must have the
-            same field names. ``None`` entries are samples a dataset dropped under
-            ``on_error="skip"`` (it recorded why): they are left out of the batch, and a batch
-            whose every sample was dropped is an empty ``HeteroBatch`` (``len(batch) == 0``).
+            fields), a number, or any other object (kept as metadata). Samples may differ in
+            their fields (see "Fields some samples lack" below). ``None`` entries are samples
+            a dataset dropped under ``on_error="skip"`` (it recorded why): they are left out of
+            the batch, and a batch whose every sample was dropped is an empty ``HeteroBatch``
+            (``len(batch) == 0``).
         schema: how each field batches; ``None`` uses :data:`~hetload.schema.DEFAULT_SCHEMA`.
+
+    Fields some samples lack (a folder where only some files have colors, normals or uvs)
+    batch without an error and without dropping the data of the samples that have them; the
+    batch records which samples hold each such field (``batch.present(name)``: bool ``[B]``):
+
+    - ragged and index fields: an absent item is an empty one, ``[0, *D]`` with the trailing
+      shape and dtype of the samples that have the field (so ``offsets`` repeat there);
+    - fixed fields: an absent row is a *missing value* that no real label is: NaN (floating),
+      -1 (signed integers), the dtype's maximum (unsigned), ``False`` (bool);
+    - metadata fields: ``None``.
+
+    ``batch.sample(i)`` leaves out the fields sample ``i`` lacked, so it returns the input
+    dict exactly.
 
     Returns:
         A ``HeteroBatch``: ragged fields as :class:`~hetload.Ragged` (``values [sum N_i, *D]``,
@@ -48,8 +62,8 @@ def collate(samples: Sequence[Mapping[str, Any]], schema: Schema | None = None) 
         fixed fields stacked ``[B, *shape]``, metadata as lists.
 
     Raises:
-        ValueError: naming the field and the sample index for a missing field, a dtype or
-            trailing-shape mismatch, or an index out of range.
+        ValueError: naming the field and the sample index for a dtype or trailing-shape
+            mismatch, or an index out of range.
     """
     schema = DEFAULT_SCHEMA if schema is None else schema
     if isinstance(samples, Mapping) or not isinstance(samples, Sequence):
@@ -62,16 +76,25 @@ def collate(samples: Sequence[Mapping[str, Any]], schema: Schema | None = None) 
     for i, sample in enumerate(samples):
         if not isinstance(sample, Mapping):
             raise TypeError(f"collate: sample {i} is a {type(sample).__name__}, expected a dict")
-    names = list(samples[0].keys())
-    _check_same_fields(samples, names)
+    names = _field_names(samples)
     shared = get_worker_info() is not None
-
-    specs = {name: schema.field(name, samples[0][name]) for name in names}
+    # which samples hold each field, for the fields some samples lack
+    present = {
+        name: flags for name in names if not all(flags := [name in sample for sample in samples])
+    }
+    first = {name: next(s[name] for s in samples if name in s) for name in names}
+    specs = {name: schema.field(name, first[name]) for name in names}
     fields: dict[str, Any] = {}
     # index fields need their target's offsets, so they go last
     for name in sorted(names, key=lambda n: specs[n].kind == "index"):
         spec = specs[name]
-        column = [sample[name] for sample in samples]
+        if name in present:
+            if spec.kind == "fixed":
+                fields[name] = _collate_fixed_partial(name, samples, present[name], shared)
+                continue
+            column = _filled_column(name, samples, first[name], spec)
+        else:
+            column = [sample[name] for sample in samples]
         if spec.kind == "ragged":
             fields[name] = _collate_ragged(name, column, shared)
         elif spec.kind == "index":
@@ -80,20 +103,72 @@ def collate(samples: Sequence[Mapping[str, Any]], schema: Schema | None = None) 
             fields[name] = _collate_fixed(name, column, shared)
         else:
             fields[name] = column
-    return HeteroBatch({name: fields[name] for name in names}, batch_size=len(samples))
+    return HeteroBatch(
+        {name: fields[name] for name in names},
+        batch_size=len(samples),
+        present={name: _flags(flags, shared) for name, flags in present.items()},
+    )
 
 
-def _check_same_fields(samples: Sequence[Mapping[str, Any]], names: list[str]) -> None:
-    expected = set(names)
-    for i, sample in enumerate(samples[1:], start=1):
-        if sample.keys() != expected:
-            missing = sorted(expected - set(sample.keys()))
-            extra = sorted(set(sample.keys()) - expected)
-            if missing:
-                raise ValueError(
-                    f"field {missing[0]!r} is missing from sample {i} (present in sample 0)"
-                )
-            raise ValueError(f"field {extra[0]!r} is in sample {i} but not in sample 0")
+def _flags(flags: list[bool], shared: bool) -> torch.Tensor:
+    """bool ``[B]``, in shared memory inside workers (like every other tensor of the batch)."""
+    out = _empty((len(flags),), torch.bool, shared)
+    out.numpy()[:] = flags
+    return out
+
+
+def _field_names(samples: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every field name of any sample, in order of first appearance."""
+    names = dict.fromkeys(samples[0].keys())
+    for sample in samples[1:]:
+        if sample.keys() != names.keys():
+            names.update(dict.fromkeys(sample.keys()))
+    return list(names)
+
+
+def _filled_column(name: str, samples: Sequence[Mapping[str, Any]], like: Any, spec: Field) -> list:
+    """The field's column with an absent item as an empty one (ragged / index: ``[0, *D]`` of
+    ``like``'s trailing shape and dtype) or ``None`` (metadata)."""
+    if spec.kind == "meta":
+        return [sample.get(name) for sample in samples]
+    if not isinstance(like, (np.ndarray, torch.Tensor)) or like.ndim == 0:
+        where = next(i for i, s in enumerate(samples) if name in s)
+        raise ValueError(
+            f"field {name!r}: sample {where} holds a {type(like).__name__} of shape "
+            f"{tuple(getattr(like, 'shape', ()))}, but the field is ragged ([N_i, ...])"
+        )
+    if isinstance(like, np.ndarray):
+        empty: Any = np.empty((0, *like.shape[1:]), dtype=like.dtype)
+    else:
+        empty = like.new_empty((0, *like.shape[1:]), device="cpu")
+    return [sample.get(name, empty) for sample in samples]
+
+
+def missing_value(dtype: torch.dtype) -> bool | int | float:
+    """The value an absent fixed field takes: one no real label is (see :func:`collate`)."""
+    if dtype == torch.bool:
+        return False
+    if dtype.is_floating_point or dtype.is_complex:
+        return math.nan
+    info = torch.iinfo(dtype)
+    return -1 if info.min < 0 else info.max
+
+
+def _collate_fixed_partial(
+    name: str, samples: Sequence[Mapping[str, Any]], flags: list[bool], shared: bool
+) -> torch.Tensor:
+    """A fixed field some samples lack: the others stacked, absent rows a missing value."""
+    column = [sample[name] for sample in samples if name in sample]
+    try:
+        stacked = _collate_fixed(name, column, shared=False)
+    except ValueError as exc:
+        raise ValueError(
+            f"{exc} (sample numbers count only the {len(column)} samples holding {name!r})"
+        ) from None
+    out = _empty((len(samples), *stacked.shape[1:]), stacked.dtype, shared)
+    out.fill_(missing_value(stacked.dtype))
+    out[torch.tensor(flags, dtype=torch.bool)] = stacked
+    return out
 
 
 def _as_tensor(name: str, index: int, value: Any) -> torch.Tensor:

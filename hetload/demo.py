@@ -13,7 +13,10 @@ something honest to chew on without a download:
   exports do); and point clouds under ``scans/`` (a few primitives each, with a per-point
   ``label``);
 - four encodings: OBJ, ASCII PLY, binary little-endian and big-endian PLY (scans are PLY only:
-  OBJ cannot carry labels); normals on about a third of the files, colors on about a third.
+  OBJ cannot carry labels); normals on about a third of the files, colors on about a third;
+- a ModelNet-style miniature under ``modelnet/<class>/<split>/*.off`` (:data:`MODELNET`: small
+  meshes of the four classes in ``train`` and ``test``), where ``box/test/`` is an empty folder:
+  ``hl.data.ModelNet(demo / "modelnet", split="test")`` still numbers the classes as ``train``.
 
 Every file is a function of ``(seed, index)`` only, so the set is deterministic by seed and a
 file can be regenerated alone. Files are written under a temporary name and renamed, and
@@ -36,6 +39,7 @@ __all__ = [
     "MAX_VERTICES",
     "MEDIAN_VERTICES",
     "MIN_VERTICES",
+    "MODELNET",
     "SHAPES",
     "SIGMA",
     "DemoFile",
@@ -52,6 +56,17 @@ SHAPES = ("sphere", "torus", "blob", "box", "scan")
 #: (name, file suffix); PLY encodings as named in the PLY header
 FORMATS = ("obj", "ply-ascii", "ply-le", "ply-be")
 MANIFEST = "manifest.tsv"
+#: the ModelNet-style miniature: files per (class, split); box has no test file (empty folder)
+MODELNET = {
+    ("blob", "train"): 4,
+    ("blob", "test"): 2,
+    ("box", "train"): 4,
+    ("box", "test"): 0,
+    ("sphere", "train"): 4,
+    ("sphere", "test"): 2,
+    ("torus", "train"): 4,
+    ("torus", "test"): 2,
+}
 _MANIFEST_COLUMNS = (
     "file",
     "shape",
@@ -130,6 +145,7 @@ def generate(
     if progress is not None:
         indices = progress(indices, int(n))
     written = [_write_one(root, seed, i, int(sizes[i])) for i in indices]
+    written += _write_modelnet(root, seed)
     for stale in previous - {f.file for f in written}:
         (root / stale).unlink(missing_ok=True)
         for folder in (root / stale).parents:
@@ -192,6 +208,34 @@ def _write_one(root: Path, seed: int, index: int, n_vertices: int) -> DemoFile:
         colors=mesh.colors is not None,
         labels=mesh.labels is not None,
     )
+
+
+def _write_modelnet(root: Path, seed: int) -> list[DemoFile]:
+    """The ModelNet-style miniature (see the module docstring): small meshes, OFF files."""
+    out = []
+    number = 0
+    for (shape, split), count in MODELNET.items():
+        folder = root / "modelnet" / shape / split
+        folder.mkdir(parents=True, exist_ok=True)  # box/test stays empty, as a class can
+        for _ in range(count):
+            number += 1
+            rng = np.random.default_rng([seed, 0x0FF, number])
+            mesh = _BUILDERS[shape](int(rng.integers(MIN_VERTICES, 3 * MIN_VERTICES)), rng)
+            name = f"modelnet/{shape}/{split}/{shape}_{number:04d}.off"
+            _atomic_write(root / name, _off_bytes(mesh))
+            out.append(
+                DemoFile(name, shape, "off", len(mesh.verts), len(mesh.faces), False, False, False)
+            )
+    return out
+
+
+def _off_bytes(mesh: _Mesh) -> bytes:
+    """Object File Format, as ModelNet ships it: ``OFF``, counts, vertices, ``k i j ...``."""
+    k = mesh.faces.shape[1]
+    head = f"OFF\n{len(mesh.verts)} {len(mesh.faces)} 0\n"
+    body = _format_rows("%.6g %.6g %.6g\n", mesh.verts)
+    body += _format_rows(f"{k}" + " %d" * k + "\n", mesh.faces)
+    return (head + body).encode("ascii")
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

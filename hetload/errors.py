@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import tempfile
 import uuid
 import warnings
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["ErrorPolicy", "HetloadWarning", "OnError", "Skipped"]
+__all__ = ["ErrorPolicy", "HetloadWarning", "OnError", "Skipped", "caller_stacklevel"]
 
 OnError = Literal["raise", "skip", "warn"]
 _MODES = ("raise", "skip", "warn")
@@ -29,6 +30,22 @@ log = logging.getLogger("hetload")
 
 class HetloadWarning(UserWarning):
     """Warnings about skipped inputs (``on_error="warn"``)."""
+
+
+#: the package's folder: frames from files below it are hetload's own
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def caller_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning point at the first frame outside hetload (the
+    user's ``ds[i]`` or loop line), however deep inside the library it is raised; for the
+    caller of this function, so it counts from the frame that calls ``warnings.warn``."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 @dataclass(frozen=True)
@@ -95,7 +112,9 @@ class ErrorPolicy:
         log.info("skipped %s: %s", skipped.source, skipped.reason)
         if self.mode == "warn":
             warnings.warn(
-                f"hetload skipped {skipped.source}: {skipped.reason}", HetloadWarning, stacklevel=3
+                f"hetload skipped {skipped.source}: {skipped.reason}",
+                HetloadWarning,
+                stacklevel=caller_stacklevel(),
             )
 
     @property

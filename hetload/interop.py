@@ -112,7 +112,14 @@ def from_nested(nested: torch.Tensor, *, name: str = "values") -> Ragged:
 
 # ---------------------------------------------------------------------------- PyG
 #: hetload field -> PyG attribute; index fields become [k, F] in PyG's convention
-_PYG_NAMES = {"verts": "pos", "points": "pos", "faces": "face", "edges": "edge_index"}
+#: hetload names -> PyG's: nodes, faces, edges, and the per-sample class a PyG model reads as y
+_PYG_NAMES = {
+    "verts": "pos",
+    "points": "pos",
+    "faces": "face",
+    "edges": "edge_index",
+    "label": "y",
+}
 
 
 def to_pyg(batch: HeteroBatch, *, pos: str | None = None) -> Any:
@@ -125,7 +132,8 @@ def to_pyg(batch: HeteroBatch, *, pos: str | None = None) -> Any:
     Returns:
         A PyG ``Batch``: ``pos [sum N_i, 3]``, ``batch int64 [sum N_i]``, ``ptr int64 [B+1]``;
         ``faces`` as ``face int64 [3, sum F_i]`` and ``edges`` as ``edge_index [2, sum E_i]``
-        (global node numbers, as ``Batch.from_data_list`` builds them); every other ragged field
+        (global node numbers, as ``Batch.from_data_list`` builds them); ``label`` as ``y``
+        ``[B]`` (what PyG models and losses read); every other ragged field
         under its own name (index fields into other fields in local numbering); fixed fields
         ``[B, ...]`` and metadata lists as they are. ``to_data_list()`` gives the samples back.
 

@@ -19,7 +19,8 @@ corners all survive (re-numbered).
 
 Transforms: :class:`Compose`, :class:`Center`, :class:`NormalizeUnitSphere`,
 :class:`RandomRotation`, :class:`RandomScale`, :class:`Jitter`, :class:`SamplePoints`,
-:class:`Subsample`, :class:`SphereCrop`, :class:`ToDtype`; :func:`build` makes a
+:class:`Subsample`, :class:`SphereCrop`, :class:`ToDtype`, :class:`NormalizeColors`;
+:func:`build` makes a
 :class:`Compose` from config entries (``"Center"`` or ``{"SamplePoints": {"n": 1024}}``).
 """
 
@@ -36,6 +37,7 @@ __all__ = [
     "Center",
     "Compose",
     "Jitter",
+    "NormalizeColors",
     "NormalizeUnitSphere",
     "RandomRotation",
     "RandomScale",
@@ -45,6 +47,7 @@ __all__ = [
     "ToDtype",
     "Transform",
     "build",
+    "out_sizes",
     "run_seeded",
     "sample_rng",
     "seeded",
@@ -58,6 +61,8 @@ _current_rng: contextvars.ContextVar[np.random.Generator | None] = contextvars.C
 _NOT_PER_VERTEX = {"faces", "faces_uvs", "faces_normals", "face_groups", "face_colors", "edges"}
 _NOT_PER_VERTEX |= {"lines", "point_indices"}  # OBJ 'l' / 'p': indices into verts
 _POLYGON_FIELDS = ("polygons", "polygon_sizes")
+#: the fields whose rows are the points a size budget counts
+_POINT_FIELDS = ("verts", "points")
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -98,6 +103,13 @@ class Transform:
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
         raise NotImplementedError
 
+    def out_size(self, n: np.ndarray, field: str = "verts") -> np.ndarray:
+        """``int64 [N]``: the rows ``field`` has after this transform, given ``n``, its rows
+        before (an upper bound where the exact count depends on the data). The default keeps
+        sizes: a transform that changes them says so here, so that ``dataset.sizes`` and the
+        sampler budget what the batch will hold (:func:`out_sizes`)."""
+        return n
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({args})"
@@ -115,6 +127,26 @@ class Compose(Transform):
             if sample is None:
                 return None
         return sample
+
+    def out_size(self, n: np.ndarray, field: str = "verts") -> np.ndarray:
+        for t in self.transforms:
+            n = out_sizes(t, n, field)
+        return n
+
+
+def out_sizes(transform: Callable[..., Any] | None, n: Any, field: str = "verts") -> np.ndarray:
+    """``int64 [N]``: rows of ``field`` after ``transform``, from ``n`` (``[N]``) before, through
+    the transform's ``out_size(n, field)``; a callable without one keeps the sizes.
+
+    Datasets given a ``transform`` report these in ``sizes`` / ``field_sizes``, so a
+    ``BucketBatchSampler`` budgets the transformed sizes. A custom callable that changes sizes
+    states it with an ``out_size`` method of its own.
+    """
+    n = np.asarray(n, dtype=np.int64)
+    method = getattr(transform, "out_size", None)
+    if transform is None or method is None:
+        return n
+    return np.asarray(method(n, field), dtype=np.int64)
 
 
 def _verts(sample: Sample, who: str) -> np.ndarray:
@@ -264,6 +296,12 @@ class SamplePoints(Transform):
             raise ValueError(f"SamplePoints needs n >= 1, got {n}")
         self.n, self.with_normals = int(n), bool(with_normals)
 
+    def out_size(self, n: np.ndarray, field: str = "verts") -> np.ndarray:
+        """``n`` points for ``verts`` / ``points`` / ``normals``; 0 rows for the mesh fields
+        it drops."""
+        keeps = field in _POINT_FIELDS or (field == "normals" and self.with_normals)
+        return np.full_like(n, self.n if keeps else 0)
+
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
         verts = _verts(sample, "SamplePoints")
         faces = sample.get("faces")
@@ -342,6 +380,10 @@ class Subsample(Transform):
             raise ValueError(f"Subsample needs n >= 1, got {n}")
         self.n = int(n)
 
+    def out_size(self, n: np.ndarray, field: str = "verts") -> np.ndarray:
+        """At most ``n`` vertices; other fields keep at most their rows."""
+        return np.minimum(n, self.n) if field in _POINT_FIELDS else n
+
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
         count = len(_verts(sample, "Subsample"))
         if count <= self.n:
@@ -360,6 +402,10 @@ class SphereCrop(Transform):
         if center not in ("random", "mean"):
             raise ValueError(f"SphereCrop(center=...) must be 'random' or 'mean', got {center!r}")
         self.n, self.center = int(n), center
+
+    def out_size(self, n: np.ndarray, field: str = "verts") -> np.ndarray:
+        """At most ``n`` vertices; other fields keep at most their rows."""
+        return np.minimum(n, self.n) if field in _POINT_FIELDS else n
 
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
         verts = _verts(sample, "SphereCrop")
@@ -391,9 +437,49 @@ class ToDtype(Transform):
         return sample
 
 
+class NormalizeColors(Transform):
+    """Colors as ``float32`` in ``[0, 1]``, whatever the file stored: integer colors (PLY
+    ``uchar`` / ``ushort``) are divided by their dtype's maximum, float colors (OBJ ``v x y z r
+    g b``, float PLY) are kept as they are (cast to float32). Applies to ``fields``
+    (``colors`` and ``face_colors``). Files that store colors differently then batch together;
+    without it ``collate`` refuses a field whose dtype differs between samples.
+
+    ``channels``: ``None`` keeps RGB as RGB and RGBA as RGBA; ``3`` drops alpha, ``4`` adds an
+    opaque alpha (1.0) to RGB, so that RGB and RGBA files batch together (``[N, 3|4]``)."""
+
+    def __init__(
+        self, fields: Sequence[str] = ("colors", "face_colors"), channels: int | None = None
+    ) -> None:
+        if channels not in (None, 3, 4):
+            raise ValueError(f"NormalizeColors(channels=...) must be None, 3 or 4, got {channels}")
+        self.fields = tuple(fields)
+        self.channels = channels
+
+    def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        for name in self.fields:
+            value = sample.get(name)
+            if not isinstance(value, np.ndarray):
+                continue
+            if value.dtype.kind in "ui":
+                scale = np.float32(np.iinfo(value.dtype).max)
+                value = value.astype(np.float32) / scale
+            elif value.dtype.kind == "f":
+                value = value.astype(np.float32, copy=False)
+            else:
+                raise ValueError(f"NormalizeColors: field {name!r} has dtype {value.dtype}")
+            if self.channels is not None and value.ndim == 2 and value.shape[1] in (3, 4):
+                if self.channels == 3:
+                    value = value[:, :3]
+                elif value.shape[1] == 3:
+                    value = np.concatenate([value, np.ones((len(value), 1), np.float32)], axis=1)
+            sample[name] = value
+        return sample
+
+
 _REGISTRY = {
     cls.__name__: cls
     for cls in (
+        NormalizeColors,
         Center,
         NormalizeUnitSphere,
         RandomRotation,

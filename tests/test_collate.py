@@ -141,10 +141,6 @@ def _two(**changes):
 @pytest.mark.parametrize(
     ("samples", "message"),
     [
-        (
-            [{"verts": np.zeros((3, 3))}, {"points": np.zeros((3, 3))}],
-            "'verts' is missing from sample 1",
-        ),
         (_two(verts=np.zeros((4, 3), np.float64)), "'verts': sample 1 has dtype torch.float64"),
         (_two(verts=np.zeros((4, 2), np.float32)), "'verts': sample 1 has shape"),
         (_two(faces=np.array([[0, 1, 4]])), "'faces': sample 1 has index 4, outside"),

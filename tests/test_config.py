@@ -190,8 +190,8 @@ def test_unknown_keys_list_valid_keys_and_suggest(tmp_path: Path, folder: Path) 
         ("device:\n  pad: verts\n", "device.pad: expected a list of strings, got 'verts' (str)"),
         ("transforms: Center\n", "transforms: expected a list of 'Name' or {Name: {arg: value}}"),
         (
-            "transforms: [Normalize]\n",
-            "transforms[0]: unknown transform 'Normalize'; did you mean 'NormalizeUnitSphere'? "
+            "transforms: [NormalizeUnit]\n",
+            "transforms[0]: unknown transform 'NormalizeUnit'; did you mean 'NormalizeUnitSphere'? "
             "Known: Center, Jitter,",
         ),
         (

@@ -54,12 +54,14 @@ def test_demo_config(demo_dir: Path, manifest: list[dict[str, str]]) -> None:
     assert cfg.loader["num_workers"] == 2  # as shipped: worker processes included
     counts = Counter()
     for batch in loader:
-        assert set(batch.keys()) == {"verts"}
+        assert set(batch.keys()) == {"verts", "key"}  # every sample carries its key
         lengths = batch.verts.lengths
         assert len(batch) * int(lengths.max()) <= cfg.sampler["max_tokens"]
         assert batch.verts.padded().shape == (len(batch), int(lengths.max()), 3)
         counts.update(lengths.tolist())
-    assert counts == Counter(int(row["n_vertices"]) for row in manifest)
+    read = {f.relative_to(demo_dir).as_posix() for f in loader.dataset.files}
+    assert read >= {row["file"] for row in manifest if row["format"] != "off"}
+    assert counts == Counter(int(row["n_vertices"]) for row in manifest if row["file"] in read)
 
 
 def test_pointcloud_classification_config(demo_dir: Path, manifest: list[dict[str, str]]) -> None:
@@ -70,14 +72,16 @@ def test_pointcloud_classification_config(demo_dir: Path, manifest: list[dict[st
     assert loader.dataset.classes == ["blob", "box", "sphere", "torus"]
     labels = Counter()
     for batch in loader:
-        assert set(batch.keys()) == {"verts", "normals", "label"}
+        assert set(batch.keys()) == {"verts", "normals", "label", "key"}
         assert (batch.verts.lengths == 1024).all()
         assert len(batch) * 1024 <= 32768
         # unit sphere, then scaled by at most 1.25 and jittered by at most 0.05 per axis
         assert float(batch.verts.values.norm(dim=1).max()) <= 1.25 + 0.05 * 3**0.5 + 1e-5
         labels.update(batch.label.tolist())
     expected = Counter(
-        loader.dataset.classes.index(row["shape"]) for row in manifest if row["shape"] != "scan"
+        loader.dataset.classes.index(row["shape"])
+        for row in manifest
+        if row["file"].startswith("meshes/")
     )
     assert labels == expected
 
@@ -96,7 +100,7 @@ def test_mesh_autoencoder_config(demo_dir: Path, manifest: list[dict[str, str]])
             assert len(indices) * int(sizes[field][indices].max()) <= budget[field]
     seen = 0
     for batch in loader:
-        assert set(batch.keys()) == {"verts", "faces"}
+        assert set(batch.keys()) == {"verts", "faces", "key"}
         faces = batch.faces.padded()
         assert faces.shape == (len(batch), batch.faces.max_len, 3)
         assert int(faces.min()) >= -1
@@ -106,7 +110,7 @@ def test_mesh_autoencoder_config(demo_dir: Path, manifest: list[dict[str, str]])
         norms = batch.verts.values.norm(dim=1)
         assert float(norms.max()) <= 1 + 1e-5
         seen += len(batch)
-    assert seen == sum(row["shape"] != "scan" for row in manifest)
+    assert seen == sum(row["file"].startswith("meshes/") for row in manifest)
 
 
 def test_streaming_ddp_config(demo_dir: Path) -> None:

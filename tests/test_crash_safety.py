@@ -41,8 +41,8 @@ from hetload.shards.index import write_atomic
 from hetload.shards.preprocess import preprocess
 from hetload.shards.writer import ShardWriter
 
-# the module (``hetload.shards.preprocess`` as an attribute is the function it exports)
-shard_preprocess = importlib.import_module("hetload.shards.preprocess")
+# the module that writes the final index and errors.jsonl (preprocess's run state)
+shard_resume = importlib.import_module("hetload.shards.resume")
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_COUNT = 3
@@ -112,6 +112,7 @@ def assert_same_as_reference(dst: Path, reference: dict[str, bytes], ref_dir: Pa
     for i in range(len(want)):
         a, b = got[i], want[i]
         assert got.key(i) == want.key(i) and a.keys() == b.keys()
+        assert a.pop("key") == b.pop("key")
         for name in b:
             assert a[name].dtype == b[name].dtype and np.array_equal(a[name], b[name]), name
 
@@ -295,7 +296,7 @@ def test_full_disk_is_a_clear_error_and_resumes(src, reference, tmp_path, target
         ),
         # errors.jsonl, then index.json: one counter over both modules' name for the function
         "index": lambda: _patch_both(
-            (shard_index, shard_preprocess), "write_atomic", _enospc(after, write_atomic)
+            (shard_index, shard_resume), "write_atomic", _enospc(after, write_atomic)
         ),
     }[target]
     with patch(), pytest.raises(OSError) as caught:

@@ -38,6 +38,18 @@ def _parse_obj(path: Path) -> tuple[np.ndarray, list[list[int]], int]:
     return np.array(verts), faces, normals
 
 
+def _parse_off(path: Path) -> tuple[np.ndarray, list[list[int]]]:
+    """(verts [N, 3], faces as vertex lists) of a plain OFF file."""
+    lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    assert lines[0] == ["OFF"]
+    n_verts, n_faces, _ = (int(x) for x in lines[1])
+    verts = np.array([[float(x) for x in row] for row in lines[2 : 2 + n_verts]])
+    faces = [[int(x) for x in row[1:]] for row in lines[2 + n_verts :]]
+    assert all(len(f) == int(row[0]) for f, row in zip(faces, lines[2 + n_verts :]))
+    assert len(faces) == n_faces
+    return verts, faces
+
+
 @pytest.fixture(scope="module")
 def demo_set(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo")
@@ -59,7 +71,8 @@ def test_same_seed_same_bytes_other_seed_other_bytes(demo_set: Path, tmp_path: P
 
 def test_every_shape_and_format_with_extras(demo_set: Path) -> None:
     rows = _manifest(demo_set)
-    assert len(rows) == 60
+    assert len(rows) == 60 + sum(demo.MODELNET.values())
+    rows = [r for r in rows if r["format"] != "off"]  # the ModelNet miniature: its own test
     assert set(Counter(r["shape"] for r in rows)) == set(demo.SHAPES)
     assert set(Counter(r["format"] for r in rows)) == set(demo.FORMATS)
     assert any(r["normals"] == "1" for r in rows) and any(r["normals"] == "0" for r in rows)
@@ -76,7 +89,11 @@ def test_files_parse_with_independent_readers(demo_set: Path) -> None:
     for row in _manifest(demo_set):
         path = demo_set / row["file"]
         n_verts, n_faces = int(row["n_vertices"]), int(row["n_faces"])
-        if row["format"] == "obj":
+        if row["format"] == "off":
+            verts, faces = _parse_off(path)
+            assert verts.shape == (n_verts, 3)
+            corners = np.concatenate([np.array(f) for f in faces])
+        elif row["format"] == "obj":
             verts, faces, normals = _parse_obj(path)
             assert verts.shape == (n_verts, 6 if row["colors"] == "1" else 3)
             assert normals == (n_verts if row["normals"] == "1" else 0)
@@ -120,7 +137,7 @@ def _edge_use(faces: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("shape", ["sphere", "torus", "blob"])
 def test_closed_shapes_are_closed_manifolds(demo_set: Path, shape: str) -> None:
-    rows = [r for r in _manifest(demo_set) if r["shape"] == shape and r["format"] != "obj"]
+    rows = [r for r in _manifest(demo_set) if r["shape"] == shape and r["format"].startswith("ply")]
     assert rows
     for row in rows:
         ply = plyfile.PlyData.read(str(demo_set / row["file"]))
@@ -157,8 +174,9 @@ def test_replaces_a_previous_demo_set_and_refuses_other_folders(tmp_path: Path) 
     demo.generate(root, n=4, seed=1)
     second = {r["file"] for r in _manifest(root)}
     on_disk = {str(p.relative_to(root)) for p in root.rglob("*.*") if p.name != "manifest.tsv"}
-    assert on_disk == second and len(second) == 4 and first != second
-    folders = {p for p in root.rglob("*") if p.is_dir()}
+    assert on_disk == second and len(second) == 4 + sum(demo.MODELNET.values())
+    assert first != second
+    folders = {p for p in root.rglob("*") if p.is_dir()} - {root / "modelnet" / "box" / "test"}
     assert all(any(f.iterdir()) for f in folders), "emptied folders are removed"
 
     theirs = tmp_path / "theirs"
@@ -169,3 +187,18 @@ def test_replaces_a_previous_demo_set_and_refuses_other_folders(tmp_path: Path) 
     assert [p.name for p in theirs.iterdir()] == ["bunny.ply"]
     with pytest.raises(ValueError, match="n must be an integer >= 1"):
         demo.generate(tmp_path / "x", n=0)
+
+
+def test_the_modelnet_miniature_keeps_an_empty_class_folder(demo_set: Path) -> None:
+    """``box/test`` is empty: the ModelNet dataset still numbers the classes as in train."""
+    from hetload.data import ModelNet
+
+    assert (demo_set / "modelnet" / "box" / "test").is_dir()
+    assert not any((demo_set / "modelnet" / "box" / "test").iterdir())
+    train = ModelNet(demo_set / "modelnet", "train", index=None)
+    test = ModelNet(demo_set / "modelnet", "test", index=None)
+    assert train.classes == test.classes == ["blob", "box", "sphere", "torus"]
+    assert sorted(set(test.labels.tolist())) == [0, 2, 3]
+    for ds in (train, test):
+        for i in range(len(ds)):
+            assert ds.classes[ds.labels[i]] == ds.keys[i].split("/")[0]

@@ -83,7 +83,7 @@ def _pyg_reference(samples: list[dict]):
                 face=torch.from_numpy(s["faces"]).T.contiguous(),
                 colors=torch.from_numpy(s["colors"]),
                 labels=torch.from_numpy(s["labels"]),
-                label=s["label"],
+                y=s["label"],
                 path=s["path"],
             )
             for s in samples
@@ -98,13 +98,13 @@ def test_pyg_batch_matches_from_data_list(sizes: list[int]) -> None:
     ours = interop.to_pyg(hl.collate(samples))
     ref = _pyg_reference(samples)
     assert ours.num_graphs == ref.num_graphs == len(sizes)
-    for key in ("pos", "face", "colors", "labels", "batch", "ptr", "label"):
+    for key in ("pos", "face", "colors", "labels", "batch", "ptr", "y"):
         assert torch.equal(ours[key], ref[key]), key
     assert ours.path == ref.path
     assert ours.face.shape[0] == 3
     # to_data_list gives back each sample, faces in local numbering, shaped [3, F_i]
     for data, ref_data in zip(ours.to_data_list(), ref.to_data_list()):
-        for key in ("pos", "face", "colors", "labels", "label"):
+        for key in ("pos", "face", "colors", "labels", "y"):
             assert torch.equal(data[key], ref_data[key]), key
         assert data.path == ref_data.path
         assert data.num_nodes == ref_data.num_nodes

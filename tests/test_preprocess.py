@@ -79,8 +79,10 @@ def run(src: Path, dst: Path, **kwargs):
 
 def assert_equals_direct_reads(ds: ShardDataset, root: Path) -> None:
     for i in range(len(ds)):
-        expected = hio.load(root / ds.meta(i)["source"])
+        source = ds.meta(i)["source"]
+        expected = hio.load(root / source)
         got = ds[i]
+        assert got.pop("key") == source.rsplit(".", 1)[0]  # the path without its extension
         assert got.keys() == expected.keys()
         for name, value in expected.items():
             assert got[name].dtype == value.dtype and got[name].shape == value.shape, name
@@ -142,7 +144,7 @@ def test_random_transforms_are_seeded_per_file(src, tmp_path):
         rng = transforms.sample_rng(5, 0, int(ds.key(i)))
         expected = chain(hio.load(src / meta["source"]), rng)
         assert meta["counts"]["verts"] == len(hio.load(src / meta["source"])["verts"])
-        assert ds[i].keys() == expected.keys()
+        assert ds[i].keys() == {*expected.keys(), "key"}
         assert all(ds[i][k].tobytes() == expected[k].tobytes() for k in expected)
     other_seed = run(src, tmp_path / "three", max_count=4, transform=config, seed=6)
     assert other_seed.samples == 30
@@ -249,7 +251,8 @@ def test_parts_merge_into_the_unsplit_dataset(src, tmp_path):
     for i in range(30):
         assert whole.key(i) == parts.key(i)
         a, b = whole[i], parts[i]
-        assert all(a[k].tobytes() == b[k].tobytes() for k in a) and a.keys() == b.keys()
+        assert a.keys() == b.keys() and a.pop("key") == b.pop("key")
+        assert all(a[k].tobytes() == b[k].tobytes() for k in a)
     assert (tmp_path / "parts" / "errors.jsonl").read_text() == (
         tmp_path / "whole" / "errors.jsonl"
     ).read_text()

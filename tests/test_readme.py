@@ -3,11 +3,18 @@ current."""
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import torch
 
+from hetload import demo
 from hetload.config import reference
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,6 +46,53 @@ def test_the_collate_quick_start_runs():
     batch = namespace["batch"]
     assert len(batch) == 4 and batch.verts.padded().shape == (4, 200_000, 3)
     assert batch.sample(3)["verts"].shape == (0, 3)
+
+
+def _python_blocks() -> list[str]:
+    """The README's python blocks, less those of "Scenes, ShapeNet and LiDAR": that example
+    needs the downloaded layouts, and test_layouts runs it verbatim on miniature copies."""
+    text = re.sub(r"### Scenes, ShapeNet and LiDAR\n.*?(?=\n## )", "", README, flags=re.S)
+    return re.findall(r"```python\n(.+?)```", text, re.S)
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory) -> Path:
+    """A folder laid out as the README assumes: demo data, configs/, and the shards of the
+    command the README gives in a comment (run verbatim)."""
+    root = tmp_path_factory.mktemp("readme")
+    demo.generate(root / "demo", n=16, seed=0)
+    shutil.copytree(REPO / "configs", root / "configs")
+    command = re.search(r"#   (hetload preprocess demo/meshes shards [^\n]+)", README)
+    assert command, "the README lost its preprocess command"
+    argv = shlex.split(command.group(1))[1:]
+    done = subprocess.run(
+        [sys.executable, "-m", "hetload", *argv, "--quiet"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return root
+
+
+def test_every_readme_python_block_runs_on_the_demo_data(checkout, monkeypatch):
+    """The quick starts and "Your dataset", verbatim, in order, in one namespace (as a user
+    pastes them one after the other), from a folder holding the demo data."""
+    blocks = _python_blocks()
+    assert len(blocks) >= 3, "a README python block went missing"
+    monkeypatch.chdir(checkout)
+    namespace: dict = {}
+    for number, code in enumerate(blocks):
+        if not torch.cuda.is_available():
+            code = code.replace('"cuda"', '"cpu"')
+        exec(compile(code, f"README.md python block {number}", "exec"), namespace)
+    # what the blocks promise, checked on what they left behind
+    assert namespace["ds"].classes == ["blob", "box", "sphere", "torus"]
+    batch = namespace["batch"]
+    assert batch.label.dtype == torch.int64 and len(batch.key) == len(batch)
+    assert namespace["test"].classes == ["blob", "box", "sphere", "torus"]
+    assert os.path.isdir(checkout / "shards")
 
 
 def test_config_reference_document_is_current():

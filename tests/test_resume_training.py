@@ -45,6 +45,9 @@ def digest(batch) -> str:
     h = hashlib.sha256()
     for name in sorted(batch.keys()):
         field = batch[name]
+        if isinstance(field, list):  # metadata: the samples' keys
+            h.update(repr(field).encode())
+            continue
         tensors = (field.values, field.offsets) if hasattr(field, "offsets") else (field,)
         for tensor in tensors:
             h.update(name.encode())

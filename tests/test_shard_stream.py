@@ -52,7 +52,9 @@ def test_stream_returns_the_samples_bit_for_bit(tmp_path):
             seen.append(int(sample["label"]))
     assert seen == list(range(30))  # shuffle=False, one stream: the index order
     lists = list(ShardStream(tmp_path, batch_size=30, shuffle=False, collate_fn=None))
-    assert [sorted(s) for s in lists[0]] == [sorted(s) for s in samples]
+    # every sample also carries its key: the source the writer recorded, here "sample-<i>"
+    assert [sorted(s) for s in lists[0]] == [sorted([*s, "key"]) for s in samples]
+    assert [s["key"] for s in lists[0]] == [f"sample-{i}" for i in range(30)]
 
 
 def test_two_ranks_two_workers_disjoint_covering_equal(tmp_path):

@@ -176,13 +176,15 @@ def test_shard_dataset_returns_the_samples_bit_for_bit(tmp_path_factory, sample_
     assert ds.sizes.tolist() == [len(s["verts"]) for s in sample_dicts]
     for i, original in enumerate(sample_dicts):
         got = ds[i]
+        assert got.pop("key") == f"sample-{i}"  # the source write_shards records
         assert got.keys() == original.keys()
         for name in original:
             assert _same(got[name], original[name]), name
-    # collate of the read samples equals collate of the originals
+    # collate of the read samples (keys left out) equals collate of the originals
     uniform = [s for s in sample_dicts if s.keys() == sample_dicts[0].keys()]
     ids = [i for i, s in enumerate(sample_dicts) if s.keys() == sample_dicts[0].keys()]
-    _assert_batches_equal(hetload.collate([ds[i] for i in ids]), hetload.collate(uniform))
+    read = [{k: v for k, v in ds[i].items() if k != "key"} for i in ids]
+    _assert_batches_equal(hetload.collate(read), hetload.collate(uniform))
 
 
 def _assert_batches_equal(a, b):

@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hetload",
         description="Batches of heterogeneous 3D data (meshes, point clouds) for PyTorch.",
     )
+    from hetload import __version__
+
+    parser.add_argument("--version", action="version", version=f"hetload {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _COMMAND_MODULES:

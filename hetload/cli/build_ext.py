@@ -32,8 +32,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "build-ext",
         help="rebuild the compiled packed<->padded kernels in place and report the backends",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Rebuild the compiled kernels from cuda/ in place (setup.py build_ext --inplace, "
+            "as the install does: CUDA_HOME defaults to /usr/local/cuda, TORCH_CUDA_ARCH_LIST "
+            "to the visible GPU, else A100 + H100), then report which implementation serves "
+            "each device. Needs a source checkout (pip install -e). See the README section "
+            "'Compiled kernels'."
+        ),
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--status", action="store_true", help="only report, build nothing")

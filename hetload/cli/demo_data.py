@@ -36,7 +36,9 @@ def run(args: argparse.Namespace) -> int:
     def progress(indices, total):
         return tqdm(indices, total=total, desc="demo-data", unit="file", disable=args.quiet)
 
-    files = demo.generate(args.dst, n=args.n, seed=args.seed, progress=progress)
+    written = demo.generate(args.dst, n=args.n, seed=args.seed, progress=progress)
+    files = [f for f in written if f.format != "off"]
+    modelnet = len(written) - len(files)
     nbytes = sum((args.dst / f.file).stat().st_size for f in files)
     by_shape = Counter(f.shape for f in files)
     by_format = Counter(f.format for f in files)
@@ -48,4 +50,8 @@ def run(args: argparse.Namespace) -> int:
     rows = [[shape, by_shape[shape]] for shape in demo.SHAPES]
     rows += [[fmt, by_format[fmt]] for fmt in demo.FORMATS]
     print(format_table(["shape / format", "files"], rows))
+    print(
+        f"and {modelnet} small OFF meshes in {args.dst / 'modelnet'} (ModelNet layout, "
+        "class/split/*.off; box/test is an empty folder)"
+    )
     return 0

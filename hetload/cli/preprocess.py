@@ -16,7 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "per sample), DST/index.json (a wids shard list with per-sample offsets and sizes) "
             "and DST/errors.jsonl (skipped files and why). The output depends only on the "
             "input and the settings, never on --workers. An interrupted run (kill -9 included) "
-            "finishes when started again with the same arguments."
+            "finishes when started again with the same arguments. Every sample keeps its "
+            "source path (read back as `key`, without the extension) and, with --labels or "
+            "--manifest, its `label` and other values."
         ),
     )
     parser.add_argument("src", type=Path, help="input folder, or a text file of paths")
@@ -29,9 +31,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     limit.add_argument("--max-count", type=int, default=None, help="samples per shard")
     parser.add_argument(
         "--transform",
+        default=None,
+        metavar="YAML",
+        help="transforms applied after reading: a YAML list inline "
+        '("[Center, {SamplePoints: {n: 1024}}]") or the path of a YAML file holding one',
+    )
+    targets = parser.add_argument_group("per-sample values stored with the arrays")
+    targets.add_argument(
+        "--labels",
+        choices=("folder",),
+        default=None,
+        help="store `label`: the index of each file's top folder under SRC among every folder "
+        "there, sorted, empty ones included (the numbering MeshFolder(labels='folder') uses)",
+    )
+    targets.add_argument(
+        "--classes",
+        default=None,
+        metavar="A,B,...",
+        help="the class names, in label order (default: the sorted folder names / label names)",
+    )
+    targets.add_argument(
+        "--manifest",
         type=Path,
         default=None,
-        help="YAML list of transforms applied after reading (e.g. '- Center' lines)",
+        metavar="FILE.csv|FILE.jsonl",
+        help="per-sample values by file: a `path` column (relative to SRC, extension "
+        "optional), `label` (an int or a class name) and any other numbers or strings",
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of random transforms (per file; default 0)"
@@ -81,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
         part=args.part,
         seed=args.seed,
         progress=not args.quiet,
+        labels=args.labels,
+        classes=None if args.classes is None else [c.strip() for c in args.classes.split(",")],
+        manifest=args.manifest,
     )
     print(result)
     return 0

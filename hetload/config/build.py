@@ -13,7 +13,6 @@ import inspect
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -261,6 +260,15 @@ class _Chain:
             sample = step(sample)
         return sample
 
+    def out_size(self, n: np.ndarray, field: str = "verts") -> np.ndarray:
+        """The steps' sizes (:func:`hetload.transforms.out_sizes`): the dataset's ``sizes``
+        follow them, and so does the sampler's budget."""
+        from hetload.transforms import out_sizes
+
+        for step in self.steps:
+            n = out_sizes(step, n, field)
+        return n
+
 
 def _transform(config: LoaderConfig) -> Callable | None:
     builtin = [(n, kw) for n, kw in config.transforms if ":" not in n]
@@ -308,48 +316,21 @@ class _Mapped(torch.utils.data.Dataset):
 
         return run_seeded(self.fn, self.dataset[i], sample_rng(self.seed, int(self._epoch), i))
 
+    @property
+    def sizes(self) -> np.ndarray:
+        from hetload.transforms import out_sizes
+
+        return out_sizes(self.fn, self.dataset.sizes, "verts")
+
+    @property
+    def field_sizes(self) -> dict[str, np.ndarray]:
+        from hetload.transforms import out_sizes
+
+        table = getattr(self.dataset, "field_sizes", None) or {}
+        return {name: out_sizes(self.fn, rows, name) for name, rows in table.items()}
+
     def __getattr__(self, name: str) -> Any:
         if name in ("dataset", "fn", "seed", "_epoch") or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
-
-
-class _FolderLabels(torch.utils.data.Dataset):
-    """Adds ``label``: the index of each file's top folder under ``root`` among the sorted
-    folder names (:attr:`classes`), as ModelNet-style layouts encode the class."""
-
-    def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
-        root = Path(dataset.root)
-        tops = [Path(f).relative_to(root).parts[0] for f in dataset.files]
-        nested = [
-            Path(f).relative_to(root)
-            for f in dataset.files
-            if len(Path(f).relative_to(root).parts) < 2
-        ]
-        if nested:
-            raise ValueError(
-                f"dataset.labels: folder needs every file in a class folder under {root}; "
-                f"{nested[0]} is not"
-            )
-        self.classes = sorted(set(tops))
-        lookup = {name: i for i, name in enumerate(self.classes)}
-        self.labels = np.array([lookup[t] for t in tops], dtype=np.int64)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.dataset.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> Any:
-        sample = self.dataset[i]
-        if sample is None:
-            return None
-        return {**sample, "label": int(self.labels[i])}
-
-    def __getattr__(self, name: str) -> Any:
-        if name in ("dataset", "classes", "labels") or name.startswith("__"):
             raise AttributeError(name)
         return getattr(self.dataset, name)
 
@@ -365,21 +346,6 @@ def _field_sizes(config: LoaderConfig, dataset: Any, name: str) -> np.ndarray:
     raise config.error(
         "sampler.max_tokens", f"{type(dataset).__name__} has no size metadata for field {name!r}"
     )
-
-
-def _planned_sizes(config: LoaderConfig, name: str, sizes: np.ndarray) -> np.ndarray:
-    """The rows a field will have after the configured transforms, as far as they say:
-    ``SamplePoints(n)`` makes ``n`` points (and drops the mesh's other fields), ``Subsample(n)``
-    and ``SphereCrop(n)`` keep at most ``n``. The sampler budgets what the batch will hold."""
-    for transform, kwargs in config.transforms:
-        if transform == "SamplePoints":
-            sizes = np.full_like(sizes, int(kwargs["n"]) if name in _POINT_FIELDS else 0)
-        elif transform in ("Subsample", "SphereCrop") and name in _POINT_FIELDS:
-            sizes = np.minimum(sizes, int(kwargs["n"]))
-    return sizes
-
-
-_POINT_FIELDS = ("verts", "points")
 
 
 def _world(config: LoaderConfig) -> tuple[int, int]:
@@ -435,26 +401,21 @@ def _dataset(config: LoaderConfig, transform: Callable | None) -> Any:
         keep = None
     if "seed" in params:  # MeshFolder: the seed of its per-sample transform generators
         options["seed"] = config.sampler["seed"]
+    if ds["labels"] is not None:
+        if "labels" not in params:
+            raise config.error(
+                "dataset.labels",
+                f"{ds['type']} takes no labels; store them with `hetload preprocess --labels`",
+            )
+        options["labels"] = ds["labels"]  # the dataset's own mechanism (hetload.data.labels)
     steps = [s for s in (transform, keep) if s is not None]
     source = ds["root"] if ds["type"] == "MeshFolder" else ds["path"]
     if steps and "transform" in params:
-        made = _construct(
+        return _construct(
             cls, (source,), {"transform": _Chain(steps), **options}, "dataset", config
         )
-        return _labelled(config, made)
     made = _construct(cls, (source,), options, "dataset", config)
-    return _labelled(
-        config, _Mapped(made, _Chain(steps), config.sampler["seed"]) if steps else made
-    )
-
-
-def _labelled(config: LoaderConfig, dataset: Any) -> Any:
-    if config.dataset["labels"] != "folder":
-        return dataset
-    try:
-        return _FolderLabels(dataset)
-    except ValueError as exc:
-        raise config.error("dataset.labels", str(exc).split(": ", 1)[-1]) from None
+    return _Mapped(made, _Chain(steps), config.sampler["seed"]) if steps else made
 
 
 def _params(cls: Any) -> Mapping[str, inspect.Parameter]:
@@ -532,10 +493,7 @@ def _batch_sampler(config: LoaderConfig, dataset: Any, world: int, rank: int) ->
         return BatchSampler(order, sampler["batch_size"], sampler["drop_last"])
     budget = sampler["max_tokens"]
     if isinstance(budget, dict):
-        sizes = {
-            name: _planned_sizes(config, name, _field_sizes(config, dataset, name))
-            for name in budget
-        }
+        sizes = {name: _field_sizes(config, dataset, name) for name in budget}
     else:
         sizes = getattr(dataset, "sizes", None)
         if sizes is None:
@@ -544,7 +502,7 @@ def _batch_sampler(config: LoaderConfig, dataset: Any, world: int, rank: int) ->
                 f"bucket batching needs per-sample sizes, which {type(dataset).__name__} does "
                 "not provide; use sampler.type: fixed",
             )
-        sizes = _planned_sizes(config, "verts", np.asarray(sizes, dtype=np.int64))
+        sizes = np.asarray(sizes, dtype=np.int64)
     samplers = _require("hetload.samplers", "sampler", config)
     return _construct(
         samplers.BucketBatchSampler,

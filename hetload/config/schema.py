@@ -93,8 +93,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "labels": Key(
             Either((Choice(("folder",)),), nullable=True),
             None,
-            "folder: add `label`, the index of the file's top folder under root in sorted "
-            "order (ModelNet layout: one folder per class)",
+            "folder: add `label`, the index of the file's top folder among every folder "
+            "under root, sorted, empty ones included (MeshFolder(labels='folder'))",
             only=("MeshFolder",),
         ),
         "fields": Key(
@@ -151,7 +151,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "seed": Key(Int(min=0), 0, "seed of all sampling randomness (with the epoch)"),
         "windows": Key(
             Int(min=1),
-            32,
+            20,  # BucketBatchSampler's own default (a test keeps the two equal)
             "windows an epoch is dealt into: more = fresher batches, fewer = less padding",
             only=("bucket",),
         ),

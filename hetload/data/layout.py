@@ -3,13 +3,11 @@
 ShapeNetCore's key is ``<synset>/<model_id>``, a ScanNet scene's is its name, a SemanticKITTI
 scan's is ``<sequence>/<frame>``: not the file's path below the root. Each layout lists its files
 and keys together and puts ``"key"`` in the sample it reads (so ``fields`` may name it and
-transforms see it); ``__getitem__`` sets it again on the sample the folder returns, so every
-sample carries it whatever ``fields`` and ``transform`` keep.
+transforms see it); :meth:`_sample_keys` hands the same keys to :class:`MeshFolder`, which sets
+``"key"`` on every sample it returns, whatever ``fields`` and ``transform`` keep.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from hetload.data.mesh_folder import MeshFolder
 
@@ -22,8 +20,5 @@ class LayoutFolder(MeshFolder):
 
     _layout_keys: list[str]
 
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
-        sample = super().__getitem__(index)
-        if sample is not None:
-            sample["key"] = self._layout_keys[index]
-        return sample
+    def _sample_keys(self, rels: list[str]) -> list[str]:
+        return list(self._layout_keys)

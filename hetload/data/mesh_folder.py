@@ -32,9 +32,11 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from hetload.data.labels import LabelSpec, resolve_labels
 from hetload.errors import ErrorPolicy, OnError, Skipped
 from hetload.io import ReadError, load, scan
-from hetload.transforms import run_seeded, sample_rng
+from hetload.keys import sample_key
+from hetload.transforms import out_sizes, run_seeded, sample_rng
 
 __all__ = ["MeshFolder"]
 
@@ -45,6 +47,10 @@ _INDEX_VERSION = 2  # 2: faces count the triangles load returns
 
 class MeshFolder(Dataset):
     """Every OBJ / PLY file under ``root`` as one sample dict (``hetload.io.load``).
+
+    Every sample carries ``"key"``, its path relative to ``root`` without the extension
+    (``"chair/a"``), and with ``labels=`` an int ``"label"``; both are added after ``fields``
+    and ``transform``.
 
     Args:
         root: the folder.
@@ -67,15 +73,27 @@ class MeshFolder(Dataset):
             the dataset is garbage collected in the process that made it.
         scan_workers: threads for the size scan (default: 8).
         progress: show a progress bar while scanning more than a few hundred files.
+        labels: ``"folder"`` (the file's top folder under ``root`` is its class), a mapping
+            ``{key or relative path: int | class name}``, or a callable ``key -> int | class
+            name``; ``None``: no ``"label"``. See :mod:`hetload.data.labels`.
+        classes: the class names, numbered in this order; default with ``labels="folder"``
+            every folder directly under ``root``, sorted, empty ones included, so the numbers
+            are the same in every split.
 
     Attributes:
         files: ``list[Path]``, one per sample.
-        sizes: ``np.int64 [len]``: vertex count of each file (0 for a file that failed to scan
-            under skip / warn).
+        sizes: ``np.int64 [len]``: vertex count of each sample (0 for a file that failed to
+            scan under skip / warn), after ``transform`` as its ``out_size`` states
+            (:func:`hetload.transforms.out_sizes`: ``SamplePoints(n)`` gives ``n``), so a
+            sampler budgets what the batch will hold.
         field_sizes: ``{"verts": ..., "faces": ...}``, each ``np.int64 [len]``; faces are the
             rows of the loaded ``faces`` field (polygons fan-triangulated), exact for a hard
             per-batch budget: from :func:`hetload.io.scan` where it knows them
-            (``MeshInfo.n_triangles``), else from loading the file once while scanning.
+            (``MeshInfo.n_triangles``), else from loading the file once while scanning; after
+            ``transform`` like ``sizes`` (``raw_field_sizes``: as read).
+        keys: ``list[str]``, each sample's key.
+        classes: ``list[str]`` or ``None``: the class names ``label`` numbers.
+        labels: ``np.int64 [len]`` or ``None``: each sample's label, known without a read.
     """
 
     def __init__(
@@ -93,11 +111,19 @@ class MeshFolder(Dataset):
         report_path: str | os.PathLike | None = None,
         scan_workers: int = 8,
         progress: bool = True,
+        labels: LabelSpec = None,
+        classes: Sequence[str] | None = None,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise ValueError(f"MeshFolder: {self.root} is not a directory")
         self.files = self._find_files(pattern, extensions)
+        rels = [p.relative_to(self.root).as_posix() for p in self.files]
+        self.keys = self._sample_keys(rels)
+        self.labels: np.ndarray | None = None
+        self.classes: list[str] | None = None if classes is None else list(classes)
+        if labels is not None:
+            self.labels, self.classes = resolve_labels(self.root, rels, labels, classes)
         self.transform = transform
         # shared: skips in DataLoader workers reach this process's report
         self.policy = ErrorPolicy(on_error, report_path=report_path).share()
@@ -113,7 +139,11 @@ class MeshFolder(Dataset):
         for i, exc in errors.items():
             self._skip(self.files[i], exc)  # raises under "raise"
             self._scan_errors[i] = exc
-        self.field_sizes = {"verts": counts[:, 0].copy(), "faces": counts[:, 1].copy()}
+        self.raw_field_sizes = {"verts": counts[:, 0].copy(), "faces": counts[:, 1].copy()}
+        # what the batches will hold: the transform states its output sizes (out_size)
+        self.field_sizes = {
+            name: out_sizes(transform, rows, name) for name, rows in self.raw_field_sizes.items()
+        }
         self.sizes = self.field_sizes["verts"]
 
     # ------------------------------------------------------------------ dataset protocol
@@ -138,6 +168,11 @@ class MeshFolder(Dataset):
         except ValueError as exc:  # ReadError, or a transform refusing this sample
             self._skip(path, exc)
             return None
+        if sample is None:
+            return None
+        sample = {**sample, "key": self.keys[index]}
+        if self.labels is not None:
+            sample["label"] = int(self.labels[index])
         return sample
 
     def set_epoch(self, epoch: int) -> None:
@@ -175,6 +210,10 @@ class MeshFolder(Dataset):
             (p for p in self.root.glob(pattern) if p.suffix.lower() in suffixes and p.is_file()),
             key=lambda p: p.relative_to(self.root).as_posix(),
         )
+
+    def _sample_keys(self, rels: list[str]) -> list[str]:
+        """Each file's ``"key"`` from its path relative to the root (``rels``)."""
+        return [sample_key(rel) for rel in rels]
 
     def _count(
         self, index: str | os.PathLike | None, workers: int, progress: bool

@@ -11,16 +11,18 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 from hetload.errors import ErrorPolicy, OnError
 from hetload.shards.format import BLOCK, ShardError, decode_meta, decode_sample, member_name
 from hetload.shards.index import ShardIndex, check_shards, is_url
+from hetload.transforms import out_sizes, run_seeded, sample_rng
 
 __all__ = ["ShardDataset"]
 
@@ -41,9 +43,20 @@ class ShardDataset(Dataset):
             each), so a truncated or replaced shard is reported before training starts: raised
             under ``on_error="raise"``, else recorded in :attr:`report`.
         max_open: file handles kept open per process (least recently used are closed).
+        transform: applied to each sample after reading, drawing from the generator of
+            ``(seed, epoch, i)`` as in :class:`~hetload.data.MeshFolder` (see :meth:`set_epoch`);
+            its ``out_size`` (:func:`hetload.transforms.out_sizes`) sets ``sizes``.
+        seed: the base seed of the transform's generators.
+
+    Every sample carries ``"key"`` (its source path without the extension) and, when the shards
+    were written with labels (``hetload preprocess --labels folder`` or ``--manifest``),
+    ``"label"`` (and the manifest's other values).
 
     Attributes:
-        sizes: ``int64 [N]``, rows of ``size_field`` per sample (0 where a sample lacks it).
+        sizes: ``int64 [N]``, rows of ``size_field`` per sample (0 where a sample lacks it),
+            after ``transform``.
+        field_sizes: ``{field: int64 [N]}`` for every stored field, after ``transform``.
+        classes: ``list[str]`` the labels number (from the index), or ``None``.
         index: the :class:`~hetload.shards.ShardIndex`.
 
     Handles are opened lazily in the process that reads (checked by pid), so the dataset works in
@@ -59,6 +72,8 @@ class ShardDataset(Dataset):
         on_error: OnError | ErrorPolicy = "raise",
         check: bool = True,
         max_open: int = 64,
+        transform: Callable[..., Any] | None = None,
+        seed: int = 0,
     ) -> None:
         self.index = source if isinstance(source, ShardIndex) else ShardIndex.load(source)
         self.fields = None if fields is None else list(fields)
@@ -97,8 +112,24 @@ class ShardDataset(Dataset):
             size_field = next((n for n in ("verts", "points") if n in names), None)
             size_field = size_field if size_field is not None or not names else names[0]
         self.size_field = size_field
-        rows = self.index.rows(size_field) if size_field else np.zeros(len(self._keys), np.int64)
-        self.sizes: np.ndarray = np.maximum(rows, 0)
+        self.transform = transform
+        self.seed = int(seed)
+        # shared memory: set_epoch in the main process reaches (even persistent) workers; only
+        # with a transform (it costs a file descriptor, and nothing else reads the epoch)
+        self._epoch = torch.zeros((), dtype=torch.int64)
+        if transform is not None:
+            self._epoch.share_memory_()
+        self.field_sizes = {
+            name: out_sizes(transform, np.maximum(self.index.rows(name), 0), name) for name in names
+        }
+        self.sizes: np.ndarray = (
+            self.field_sizes[size_field]
+            if size_field in self.field_sizes
+            else out_sizes(transform, np.zeros(len(self._keys), np.int64), "verts")
+        )
+        settings = self.index.info.get("settings", {})
+        targets = settings.get("targets", {}) if isinstance(settings, dict) else {}
+        self.classes: list[str] | None = targets.get("classes") if targets else None
         self._pid: int | None = None
         self._handles: OrderedDict[int, Any] = OrderedDict()
 
@@ -109,6 +140,14 @@ class ShardDataset(Dataset):
     def report(self):
         """Samples dropped under ``on_error="skip"|"warn"`` by any process, with reasons."""
         return self.policy.report
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reseed the transform for ``epoch`` (workers see it: the epoch is in shared memory)."""
+        self._epoch.fill_(int(epoch))
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
 
     def key(self, i: int) -> str:
         """The key of sample ``i`` (its position in the sorted input file list)."""
@@ -125,9 +164,16 @@ class ShardDataset(Dataset):
         url = self._urls[self._shard_of[i]]
         try:
             members = self._read_members(i)
-            return decode_sample(members, url, self._keys[i], self.fields)
+            sample = decode_sample(members, url, self._keys[i], self.fields)
         except (ShardError, OSError) as exc:
             self.policy.handle(getattr(exc, "source", f"{url}:{self._keys[i]}"), exc)
+            return None
+        if self.transform is None:
+            return sample
+        try:
+            return run_seeded(self.transform, sample, sample_rng(self.seed, self.epoch, i))
+        except ValueError as exc:  # a transform refusing this sample
+            self.policy.handle(f"{url}:{self._keys[i]}", exc)
             return None
 
     def _position(self, i: int) -> int:

@@ -38,6 +38,7 @@ from hetload.collate import collate
 from hetload.errors import ErrorPolicy, OnError
 from hetload.shards.format import ShardError, decode_sample
 from hetload.shards.index import ShardIndex, is_url
+from hetload.transforms import out_sizes
 
 __all__ = ["Batcher", "ShardStream", "StreamPlan", "fixed_batches", "token_batches"]
 
@@ -205,10 +206,19 @@ class ShardStream(IterableDataset):
                 (n for n in ("verts", "points") if n in names), names[0] if names else None
             )
         self.size_field = size_field
+        # batches are budgeted on the sizes after the transform, as it states them (out_size)
         self._sizes = [
-            np.maximum(np.asarray(shard.rows.get(size_field, [0] * shard.nsamples)), 0).tolist()
+            out_sizes(
+                transform,
+                np.maximum(np.asarray(shard.rows.get(size_field, [0] * shard.nsamples)), 0),
+                size_field or "verts",
+            ).tolist()
             for shard in self.index.shards
         ]
+        settings = self.index.info.get("settings", {})
+        targets = settings.get("targets", {}) if isinstance(settings, dict) else {}
+        #: the class names ``label`` numbers (written by ``preprocess --labels``), or None
+        self.classes: list[str] | None = targets.get("classes") if targets else None
         self._plans: dict[tuple[int, int], StreamPlan] = {}
 
     def set_epoch(self, epoch: int) -> None:
@@ -301,7 +311,10 @@ class ShardStream(IterableDataset):
 
     def _size_of(self, sample: dict[str, Any]) -> int:
         value = sample.get(self.size_field) if self.size_field else None
-        return int(value.shape[0]) if isinstance(value, np.ndarray) and value.ndim else 0
+        rows = int(value.shape[0]) if isinstance(value, np.ndarray) and value.ndim else 0
+        if self.transform is None:
+            return rows
+        return int(out_sizes(self.transform, np.array([rows]), self.size_field or "verts")[0])
 
     def _samples(self, shards: list[int]) -> Iterator[dict[str, Any]]:
         for k in shards:

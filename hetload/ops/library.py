@@ -112,7 +112,10 @@ def _load_extension(module: str) -> tuple[str | None, str | None]:
         return None, "disabled by HETLOAD_DISABLE_EXTENSION"
     spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:
-        return None, f"{module} is not built (see README: building the kernels)"
+        return None, (
+            f"{module} is not built (see the README section 'Compiled kernels'; "
+            "`hetload build-ext` builds it)"
+        )
     try:
         # The module registers kernels for the ops defined above; it has no Python init.
         torch.ops.load_library(spec.origin)

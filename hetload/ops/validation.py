@@ -1,8 +1,8 @@
 """Cheap checks of the packed-layout invariants, shared by every op and structure.
 
-The invariants (DESIGN.md): ``offsets`` is a 1-D int64 tensor of ``B+1`` entries, starts at 0, is
-non-decreasing and ends at the number of packed rows. A violation raises ``ValueError`` naming the
-field, never an index error from deep inside a kernel.
+The invariants (the contract of :class:`hetload.Ragged`): ``offsets`` is a 1-D int64 tensor of
+``B+1`` entries, starts at 0, is non-decreasing and ends at the number of packed rows. A
+violation raises ``ValueError`` naming the field, never an index error from deep inside a kernel.
 """
 
 from __future__ import annotations

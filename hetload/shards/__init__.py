@@ -6,8 +6,9 @@
 - ``journal.py``: the fsynced journal that makes ``preprocess`` resumable
 - ``index.py``: :class:`ShardIndex` (``index.json``, a wids shard list with per-sample columns),
   :func:`merge_indexes`, :func:`check_shards`
-- ``preprocess.py``: :func:`preprocess`, the parallel, resumable OBJ/PLY -> shards driver, and
-  :func:`merge_parts` for ``--part i/n`` runs
+- ``preprocess.py``: :func:`preprocess`, the parallel, resumable OBJ/PLY -> shards driver;
+  ``settings.py`` (inputs, sizes, transforms, casts), ``pool.py`` (the ordered reader pool),
+  ``resume.py`` (lock, journal resume point, final index, :func:`merge_parts` for ``--part``)
 
 Readers over shards are :class:`hetload.data.ShardDataset` and :class:`hetload.data.ShardStream`.
 """

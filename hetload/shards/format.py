@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from hetload.keys import sample_key
+
 __all__ = [
     "BLOCK",
     "EncodedSample",
@@ -240,7 +242,9 @@ def decode_sample(
     """The sample dict back from its members (``suffix -> bytes``, e.g. ``"verts.npy"``).
 
     Arrays come back as numpy arrays sharing the members' memory, ``extra`` values as they were
-    written. ``fields`` selects fields; ``None`` returns every field the ``.json`` lists.
+    written. ``fields`` selects fields; ``None`` returns every field the ``.json`` lists. Like a
+    MeshFolder sample, it always carries ``"key"`` (the source path without its extension) and
+    ``"label"`` where one was stored.
 
     Raises:
         ShardError: naming the shard and member for a missing or corrupt member.
@@ -257,6 +261,11 @@ def decode_sample(
             sample[name] = extra[name]
         else:
             raise ShardError(shard, member_name(key, suffix), "missing from the sample")
+    if "label" in extra:
+        sample.setdefault("label", extra["label"])
+    source = meta.get("source")
+    if isinstance(source, str):
+        sample.setdefault("key", sample_key(source))
     return sample
 
 

@@ -68,6 +68,13 @@ class ShardEntry:
     size: dict[str, list[int]] = field(default_factory=dict)
     rows: dict[str, list[int]] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        # the per-sample columns run to megabytes on real data: a summary, not a dump
+        return (
+            f"ShardEntry({self.url!r}, nsamples={self.nsamples}, filesize={self.filesize}, "
+            f"fields={sorted(self.rows)})"
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "url": self.url,
@@ -143,6 +150,13 @@ class ShardIndex:
     @property
     def nsamples(self) -> int:
         return sum(shard.nsamples for shard in self.shards)
+
+    def __repr__(self) -> str:
+        # a summary: printing every shard's per-sample columns would dump the whole index
+        return (
+            f"ShardIndex(name={self.name!r}, root={self.root!r}, shards={len(self.shards)}, "
+            f"samples={self.nsamples}, fields={self.field_names()})"
+        )
 
     def shard_url(self, i: int) -> str:
         """The full path or URL of shard ``i``."""
