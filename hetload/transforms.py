@@ -11,11 +11,17 @@ its randomness from one ``np.random.Generator``:
   in plain callables too (a config's chain of steps);
 - ``t(sample)`` anywhere else draws from fresh OS entropy.
 
-``verts`` is the geometry. Per-vertex fields are the arrays with one row per vertex:
-``normals`` / ``uvs`` unless the sample indexes them per corner (``faces_normals`` /
-``faces_uvs``), ``colors``, and extra properties such as PLY ``intensity``. A transform that
-keeps a subset of the vertices keeps the same rows of those fields and the faces whose three
-corners all survive (re-numbered).
+``verts`` is the geometry. A transform that drops or reorders rows declares which field's rows
+(``selects``) and goes through :func:`hetload.rows.select_rows`, the one mechanism that keeps a
+sample consistent: the fields aligned with that field keep the same rows (per-vertex ``normals``,
+``colors``, PLY ``intensity``; per-face ``face_colors``, ``faces_uvs``), and every index field
+pointing into it is renumbered, its rows that point at a dropped row dropped with their own
+aligned fields (a face touching a dropped vertex goes, with its ``face_colors``), as the
+:class:`~hetload.schema.Schema` says (``schema=``, default the default schema).
+
+Every transform checks its parameters in its constructor (finite, in range, of the right type)
+and raises ``ValueError`` naming the transform and the parameter, so a config that builds one
+fails when it is loaded, not in the middle of a run.
 
 Transforms: :class:`Compose`, :class:`Center`, :class:`NormalizeUnitSphere`,
 :class:`RandomRotation`, :class:`RandomScale`, :class:`Jitter`, :class:`SamplePoints`,
@@ -26,11 +32,16 @@ Transforms: :class:`Compose`, :class:`Center`, :class:`NormalizeUnitSphere`,
 from __future__ import annotations
 
 import contextvars
+import math
+import numbers
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+
+from hetload.rows import select_rows
+from hetload.schema import DEFAULT_SCHEMA, Schema
 
 __all__ = [
     "Center",
@@ -54,9 +65,49 @@ Sample = dict[str, Any]
 _current_rng: contextvars.ContextVar[np.random.Generator | None] = contextvars.ContextVar(
     "hetload_sample_rng", default=None
 )
-#: fields that are per face or per corner, never per vertex
-_NOT_PER_VERTEX = {"faces", "faces_uvs", "faces_normals", "face_groups", "face_colors", "edges"}
-_POLYGON_FIELDS = ("polygons", "polygon_sizes")
+
+
+def _real(
+    who: str,
+    name: str,
+    value: Any,
+    *,
+    low: float = -math.inf,
+    low_open: bool = False,
+    allow_inf: bool = False,
+) -> float:
+    """``value`` as a float, refusing non-numbers, bools, NaN, infinities (unless ``allow_inf``)
+    and values below ``low`` (or equal to it when ``low_open``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{who}({name}=...) must be a number, got {value!r:.60}")
+    out = float(value)
+    if math.isnan(out) or (math.isinf(out) and not allow_inf):
+        raise ValueError(f"{who}({name}=...) must be finite, got {out}")
+    if out < low or (low_open and out == low):
+        bound = f"> {low}" if low_open else f">= {low}"
+        raise ValueError(f"{who}({name}=...) must be {bound}, got {out}")
+    return out
+
+
+def _count(who: str, name: str, value: Any) -> int:
+    """``value`` as an int >= 1, refusing bools, fractions and non-numbers."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{who}({name}=...) must be an integer, got {value!r:.60}")
+    if int(value) < 1:
+        raise ValueError(f"{who}({name}=...) must be >= 1, got {int(value)}")
+    return int(value)
+
+
+def _field_name(who: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{who}(field=...) must be a field name, got {value!r:.60}")
+    return value
+
+
+def _schema_arg(who: str, value: Any) -> Schema | None:
+    if value is not None and not isinstance(value, Schema):
+        raise ValueError(f"{who}(schema=...) must be a hetload Schema, got {type(value).__name__}")
+    return value
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -85,7 +136,13 @@ def run_seeded(transform: Callable[..., Any], sample: Any, rng: np.random.Genera
 
 
 class Transform:
-    """Base class: subclasses implement ``apply(sample, rng) -> sample`` on a shallow copy."""
+    """Base class: subclasses implement ``apply(sample, rng) -> sample`` on a shallow copy.
+
+    ``selects`` declares the fields whose rows the transform may drop or reorder (it then goes
+    through :func:`~hetload.rows.select_rows`, which makes every related field follow).
+    """
+
+    selects: tuple[str, ...] = ()
 
     def __call__(self, sample: Mapping[str, Any] | None, rng: np.random.Generator | None = None):
         if sample is None:  # a sample the dataset dropped stays dropped
@@ -98,7 +155,7 @@ class Transform:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "selects")
         return f"{type(self).__name__}({args})"
 
 
@@ -106,7 +163,13 @@ class Compose(Transform):
     """Apply ``transforms`` in order, all drawing from the same generator."""
 
     def __init__(self, transforms: Sequence[Any]) -> None:
+        if isinstance(transforms, (str, bytes, Mapping)) or not isinstance(transforms, Sequence):
+            raise ValueError(f"Compose needs a list of transforms, got {type(transforms).__name__}")
+        for i, t in enumerate(transforms):
+            if not callable(t):
+                raise ValueError(f"Compose: transform {i} is a {type(t).__name__}, not callable")
         self.transforms = list(transforms)
+        self.selects = tuple(dict.fromkeys(f for t in self.transforms for f in _selects(t)))
 
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
         for t in self.transforms:
@@ -131,7 +194,7 @@ class Center(Transform):
     """Move the vertices so their mean (``"mean"``) or bounding-box center (``"bbox"``) is 0."""
 
     def __init__(self, center: str = "mean") -> None:
-        if center not in ("mean", "bbox"):
+        if not isinstance(center, str) or center not in ("mean", "bbox"):
             raise ValueError(f"Center(center=...) must be 'mean' or 'bbox', got {center!r}")
         self.center = center
 
@@ -191,7 +254,7 @@ class RandomRotation(Transform):
             if axis not in ("x", "y", "z"):
                 raise ValueError(f"RandomRotation(axis=...) must be x, y or z, got {axis!r}")
             axis = "xyz".index(axis)
-        if axis not in (None, 0, 1, 2):
+        if isinstance(axis, bool) or axis not in (None, 0, 1, 2):
             raise ValueError(f"RandomRotation(axis=...) must be 0, 1, 2 or None, got {axis!r}")
         self.axis = axis
 
@@ -210,9 +273,15 @@ class RandomScale(Transform):
     normals follow the inverse transpose and are renormalized."""
 
     def __init__(self, low: float = 0.8, high: float = 1.25, anisotropic: bool = False) -> None:
-        if not 0 < low <= high:
-            raise ValueError(f"RandomScale needs 0 < low <= high, got {low}, {high}")
-        self.low, self.high, self.anisotropic = float(low), float(high), bool(anisotropic)
+        low = _real("RandomScale", "low", low, low=0.0, low_open=True)
+        high = _real("RandomScale", "high", high, low=0.0, low_open=True)
+        if not low <= high:
+            raise ValueError(f"RandomScale needs low <= high, got {low}, {high}")
+        if not isinstance(anisotropic, (bool, np.bool_)):
+            raise ValueError(
+                f"RandomScale(anisotropic=...) must be a bool, got {anisotropic!r:.60}"
+            )
+        self.low, self.high, self.anisotropic = low, high, bool(anisotropic)
 
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
         verts = _verts(sample, "RandomScale")
@@ -230,9 +299,9 @@ class Jitter(Transform):
     """Add Gaussian noise (``sigma``) to each coordinate, clipped to ``[-clip, clip]``."""
 
     def __init__(self, sigma: float = 0.01, clip: float = 0.05) -> None:
-        if sigma < 0 or clip < 0:
-            raise ValueError(f"Jitter needs sigma, clip >= 0, got {sigma}, {clip}")
-        self.sigma, self.clip = float(sigma), float(clip)
+        # clip=inf is "no clipping"; NaN in either would turn every vertex into NaN
+        self.sigma = _real("Jitter", "sigma", sigma, low=0.0)
+        self.clip = _real("Jitter", "clip", clip, low=0.0, allow_inf=True)
 
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
         verts = _verts(sample, "Jitter")
@@ -259,9 +328,12 @@ class SamplePoints(Transform):
     """
 
     def __init__(self, n: int, with_normals: bool = True) -> None:
-        if int(n) < 1:
-            raise ValueError(f"SamplePoints needs n >= 1, got {n}")
-        self.n, self.with_normals = int(n), bool(with_normals)
+        self.n = _count("SamplePoints", "n", n)
+        if not isinstance(with_normals, (bool, np.bool_)):
+            raise ValueError(
+                f"SamplePoints(with_normals=...) must be a bool, got {with_normals!r:.60}"
+            )
+        self.with_normals = bool(with_normals)
 
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
         verts = _verts(sample, "SamplePoints")
@@ -290,67 +362,40 @@ class SamplePoints(Transform):
         return out
 
 
-def _per_vertex(sample: Sample, n: int) -> list[str]:
-    names = []
-    for name, value in sample.items():
-        if name in _NOT_PER_VERTEX or name in _POLYGON_FIELDS or name.startswith("face_"):
-            continue
-        if name == "normals" and "faces_normals" in sample:
-            continue
-        if name == "uvs" and "faces_uvs" in sample:
-            continue
-        if isinstance(value, np.ndarray) and value.ndim >= 1 and len(value) == n:
-            names.append(name)
-    return names
-
-
-def _keep_vertices(sample: Sample, keep: np.ndarray) -> Sample:
-    """Keep vertices ``keep`` (ascending int64) and every per-vertex field's same rows; keep the
-    faces whose corners all survive, re-numbered, with their per-face / per-corner rows."""
-    n = len(sample["verts"])
-    for name in _per_vertex(sample, n):
-        sample[name] = sample[name][keep]
-    for name in _POLYGON_FIELDS:
-        sample.pop(name, None)
-    faces = sample.get("faces")
-    if isinstance(faces, np.ndarray):
-        new_id = np.full(n, -1, dtype=np.int64)
-        new_id[keep] = np.arange(len(keep))
-        mapped = new_id[faces]
-        rows = (mapped >= 0).all(axis=1)
-        sample["faces"] = mapped[rows].astype(faces.dtype)
-        for name in ("faces_uvs", "faces_normals", "face_groups", "face_colors"):
-            if name in sample and len(sample[name]) == len(faces):
-                sample[name] = sample[name][rows]
-    return sample
-
-
 class Subsample(Transform):
-    """Keep at most ``n`` vertices, chosen uniformly without replacement (file order kept)."""
+    """Keep at most ``n`` rows of ``field`` (``verts`` by default, or ``faces``...), chosen
+    uniformly without replacement (file order kept); every related field follows
+    (:func:`~hetload.rows.select_rows` with ``schema``)."""
 
-    def __init__(self, n: int) -> None:
-        if int(n) < 1:
-            raise ValueError(f"Subsample needs n >= 1, got {n}")
-        self.n = int(n)
+    def __init__(self, n: int, field: str = "verts", schema: Schema | None = None) -> None:
+        self.n = _count("Subsample", "n", n)
+        self.field = _field_name("Subsample", field)
+        self.schema = _schema_arg("Subsample", schema)
+        self.selects = (self.field,)
 
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        count = len(_verts(sample, "Subsample"))
+        rows = sample.get(self.field)
+        if getattr(rows, "ndim", 0) < 1:
+            raise ValueError(f"Subsample needs an array field {self.field!r} with rows")
+        count = len(rows)
         if count <= self.n:
             return sample
         keep = np.sort(rng.choice(count, self.n, replace=False))
-        return _keep_vertices(sample, keep)
+        return select_rows(sample, self.field, keep, schema=self.schema)
 
 
 class SphereCrop(Transform):
     """Keep the ``n`` vertices nearest to a center: a random vertex (``center="random"``, as
-    PTv3 / Pointcept crop large scenes) or the centroid (``"mean"``). File order is kept."""
+    PTv3 / Pointcept crop large scenes) or the centroid (``"mean"``). File order is kept; every
+    related field follows (:func:`~hetload.rows.select_rows` with ``schema``)."""
 
-    def __init__(self, n: int, center: str = "random") -> None:
-        if int(n) < 1:
-            raise ValueError(f"SphereCrop needs n >= 1, got {n}")
-        if center not in ("random", "mean"):
+    def __init__(self, n: int, center: str = "random", schema: Schema | None = None) -> None:
+        self.n = _count("SphereCrop", "n", n)
+        if not isinstance(center, str) or center not in ("random", "mean"):
             raise ValueError(f"SphereCrop(center=...) must be 'random' or 'mean', got {center!r}")
-        self.n, self.center = int(n), center
+        self.center = center
+        self.schema = _schema_arg("SphereCrop", schema)
+        self.selects = ("verts",)
 
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
         verts = _verts(sample, "SphereCrop")
@@ -360,26 +405,96 @@ class SphereCrop(Transform):
         mid = v[rng.integers(len(v))] if self.center == "random" else v.mean(0)
         distance = ((v - mid) ** 2).sum(1)
         keep = np.sort(np.argpartition(distance, self.n - 1)[: self.n])
-        return _keep_vertices(sample, keep)
+        return select_rows(sample, "verts", keep, schema=self.schema)
+
+
+def _selects(transform: Any) -> tuple[str, ...]:
+    return tuple(getattr(transform, "selects", ()) or ())
 
 
 class ToDtype(Transform):
     """Cast fields: ``ToDtype({"verts": "float16", "faces": "int32"})``; ``floating=`` casts
-    every floating-point array at once (``ToDtype(floating="float64")``)."""
+    every floating-point array at once (``ToDtype(floating="float64")``).
 
-    def __init__(self, dtypes: Mapping[str, Any] | None = None, floating: Any = None) -> None:
-        self.dtypes = {k: np.dtype(v).name for k, v in (dtypes or {}).items()}
-        self.floating = None if floating is None else np.dtype(floating).name
+    Casts are checked per sample, never silently lossy in range: an integer cast refuses values
+    the new dtype cannot hold, a float cast refuses finite values that would become infinite, and
+    an index field (faces, edges: ``schema``) is only ever cast to another integer dtype.
+
+    Raises:
+        ValueError: naming the field, for a cast that would change its values as described.
+    """
+
+    def __init__(
+        self,
+        dtypes: Mapping[str, Any] | None = None,
+        floating: Any = None,
+        schema: Schema | None = None,
+    ) -> None:
+        if dtypes is not None and not isinstance(dtypes, Mapping):
+            raise ValueError(
+                f"ToDtype(dtypes=...) must map field names to dtypes, got {dtypes!r:.60}"
+            )
+        self.dtypes = {str(k): _numeric_dtype("dtypes", v).name for k, v in (dtypes or {}).items()}
+        self.floating = None
+        if floating is not None:
+            kind = _numeric_dtype("floating", floating)
+            if kind.kind != "f":
+                raise ValueError(f"ToDtype(floating=...) must be a float dtype, got {kind}")
+            self.floating = kind.name
+        self.schema = _schema_arg("ToDtype", schema)
+        index_fields = (self.schema or DEFAULT_SCHEMA).fields
+        for name, dtype in self.dtypes.items():
+            spec = index_fields.get(name)
+            if spec is not None and spec.kind == "index" and np.dtype(dtype).kind not in "iu":
+                raise ValueError(
+                    f"ToDtype: {name!r} is an index field (into {spec.index_of!r}); it can only "
+                    f"be cast to an integer dtype, not {dtype}"
+                )
 
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
         for name, value in sample.items():
             if not isinstance(value, np.ndarray):
                 continue
             if name in self.dtypes:
-                sample[name] = value.astype(self.dtypes[name])
+                sample[name] = _cast(name, value, np.dtype(self.dtypes[name]))
             elif self.floating is not None and value.dtype.kind == "f":
-                sample[name] = value.astype(self.floating)
+                sample[name] = _cast(name, value, np.dtype(self.floating))
         return sample
+
+
+def _numeric_dtype(what: str, value: Any) -> np.dtype:
+    try:
+        dtype = np.dtype(value)
+    except TypeError:
+        raise ValueError(f"ToDtype({what}=...): {value!r:.60} is not a dtype") from None
+    if dtype.kind not in "biuf":
+        raise ValueError(f"ToDtype({what}=...): {dtype} is not a bool, integer or float dtype")
+    return dtype
+
+
+def _cast(name: str, value: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``value`` as ``dtype``, refusing casts that change values beyond float rounding."""
+    if value.dtype.kind not in "biuf":
+        raise ValueError(f"ToDtype: field {name!r} has dtype {value.dtype}, not numbers")
+    if dtype.kind in "iu" and value.size:
+        info = np.iinfo(dtype)
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise ValueError(f"ToDtype: field {name!r} holds NaN or inf, which {dtype} cannot")
+        low, high = value.min(), value.max()
+        if low < info.min or high > info.max:
+            raise ValueError(
+                f"ToDtype: field {name!r} holds {low if low < info.min else high}, outside "
+                f"{dtype}'s range [{info.min}, {info.max}]"
+            )
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = value.astype(dtype)
+    if dtype.kind == "f" and value.dtype.kind in "fiu" and value.size:
+        grew = ~np.isfinite(out) & np.isfinite(value)
+        if grew.any():
+            raise ValueError(
+                f"ToDtype: field {name!r} holds {value[grew].flat[0]}, beyond {dtype}'s range"
+            )
+    return out
 
 
 _REGISTRY = {
