@@ -18,6 +18,7 @@ padded view can be returned in local numbering with ``-1`` as padding, PyTorch3D
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from hetload import ops
-from hetload.ops.validation import check_offsets
+from hetload.ops.validation import check_max_len, check_offsets, fill_key, longest
 
 __all__ = ["Ragged"]
 
@@ -39,12 +40,14 @@ class Ragged:
         name: the field's name, used in every error message.
         index_base: for index fields only: ``int64 [B+1]`` offsets of the field indexed into;
             ``values`` then hold global row numbers into that field's packed values.
-        max_len: the longest item, if the caller already knows it (skips a pass over offsets).
+        max_len: the longest item, if the caller already knows it (skips a pass over offsets);
+            checked against the offsets when ``validate`` (a wrong hint would truncate rows).
         validate: check the offsets invariants (on by default; costs one pass over ``B+1``
             integers, a device sync if ``offsets`` is on a GPU).
 
     Raises:
-        ValueError: naming ``name`` when the offsets invariants do not hold.
+        ValueError: naming ``name`` when the offsets invariants do not hold, or for a
+            ``max_len`` that is not the longest item's length.
     """
 
     __slots__ = (
@@ -75,6 +78,16 @@ class Ragged:
             raise TypeError(f"field {name!r}: offsets must be a torch.Tensor, got {type(offsets)}")
         if values.dim() == 0:
             raise ValueError(f"field {name!r}: values must have at least one dimension (rows)")
+        if not isinstance(name, str):
+            raise TypeError(f"a field name is a str, got {type(name).__name__}")
+        if index_base is not None and not isinstance(index_base, torch.Tensor):
+            raise TypeError(f"field {name!r}: index_base must be a torch.Tensor or None")
+        if index_base is not None and (
+            values.is_floating_point() or values.is_complex() or values.dtype == torch.bool
+        ):
+            raise ValueError(f"field {name!r}: an index field must be integer, got {values.dtype}")
+        if max_len is not None:
+            max_len = check_max_len(max_len, name)
         if validate:
             check_offsets(offsets, values.shape[0], name)
             if index_base is not None:
@@ -84,6 +97,11 @@ class Ragged:
                         f"field {name!r}: index_base has {index_base.numel() - 1} items, "
                         f"offsets {offsets.numel() - 1}"
                     )
+            if max_len is not None and max_len != longest(offsets):
+                raise ValueError(
+                    f"field {name!r}: max_len={max_len} but the longest item has "
+                    f"{longest(offsets)} rows"
+                )
         self.values = values
         self.offsets = offsets
         self.name = name
@@ -140,12 +158,21 @@ class Ragged:
         *,
         name: str = "values",
     ) -> Ragged:
-        """Pack ``padded [B, L, *D]`` keeping the first ``lengths[i]`` rows of item ``i``."""
+        """Pack ``padded [B, L, *D]`` keeping the first ``lengths[i]`` rows of item ``i``
+        (``lengths``: ``B`` integers, a list or an integer tensor)."""
+        if not isinstance(padded, torch.Tensor):
+            raise TypeError(f"field {name!r}: padded must be a torch.Tensor, got {type(padded)}")
         if padded.dim() < 2:
             raise ValueError(
                 f"field {name!r}: padded must be [B, L, ...], got {tuple(padded.shape)}"
             )
-        lengths_t = torch.as_tensor(lengths, dtype=torch.int64).reshape(-1).cpu()
+        lengths_t = torch.as_tensor(lengths)
+        if lengths_t.is_floating_point() or lengths_t.is_complex() or lengths_t.dtype == torch.bool:
+            raise ValueError(
+                f"field {name!r}: lengths must be integers, got {lengths_t.dtype} "
+                "(a fractional length would be truncated)"
+            )
+        lengths_t = lengths_t.to(torch.int64).reshape(-1).cpu()
         if lengths_t.numel() != padded.shape[0]:
             raise ValueError(
                 f"field {name!r}: {lengths_t.numel()} lengths for a padded batch "
@@ -212,12 +239,13 @@ class Ragged:
 
         For an index field, ``fill`` defaults to ``-1`` and the indices are local to each item
         (``local=True``, PyTorch3D's convention); ``local=False`` keeps the global numbering.
-        For other fields ``fill`` defaults to ``0``.
+        For other fields ``fill`` defaults to ``0``. The fill is stored exactly or refused
+        (:func:`hetload.ops.packed_to_padded`); a few recent fills are cached.
         """
         is_index = self.index_base is not None
         if fill is None:
             fill = -1 if is_index else 0.0
-        key = (fill, local and is_index)
+        key = (fill_key(fill), bool(local) and is_index)
         cached = self._padded.get(key)
         if cached is not None:
             return cached
@@ -234,14 +262,17 @@ class Ragged:
             out = ops.packed_to_padded(
                 self.values, self.offsets, max_len=self.max_len, fill=fill, validate=False
             )
+        if len(self._padded) >= _CACHED_FILLS:  # a fill per call must not grow memory
+            self._padded.pop(next(iter(self._padded)))
         self._padded[key] = out
         return out
 
-    def unbind(self, *, local: bool = False) -> list[torch.Tensor]:
+    def unbind(self, *, local: bool = True) -> list[torch.Tensor]:
         """The list view: ``B`` tensors ``[N_i, *D]``, views into ``values`` (no copies).
 
-        For an index field, ``local=True`` returns each item's indices in its own numbering
-        (a new tensor per item, since the numbers change).
+        An index field's items are in each item's own (local) numbering, as ``padded()`` and
+        ``HeteroBatch.sample(i)`` give them (new tensors, since the numbers change);
+        ``local=False`` gives views in the packed (global) numbering.
         """
         bounds = self.offsets.tolist()
         items = [self.values[bounds[i] : bounds[i + 1]] for i in range(self.batch_size)]
@@ -250,14 +281,40 @@ class Ragged:
             items = [item - base[i] for i, item in enumerate(items)]
         return items
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        """Item ``i`` as a view ``[N_i, *D]`` (global numbering for index fields)."""
+    def __getitem__(self, i: int | slice) -> torch.Tensor | Ragged:
+        """Item ``i`` as a view ``[N_i, *D]`` (global numbering for index fields), or, for a
+        slice of items (step 1), a ``Ragged`` of those items (index fields re-based so that
+        they index the same slice of their target)."""
+        if isinstance(i, slice):
+            return self._slice(i)
+        try:
+            i = operator.index(i)
+        except TypeError:
+            raise TypeError(
+                f"field {self.name!r}: index items with an int or a slice, not {type(i).__name__}"
+            ) from None
         b = self.batch_size
         if not -b <= i < b:
             raise IndexError(f"field {self.name!r}: item {i} out of range for a batch of {b}")
         i %= b
         start, end = self.offsets[i : i + 2].tolist()
         return self.values[start:end]
+
+    def _slice(self, items: slice) -> Ragged:
+        start, stop, step = items.indices(self.batch_size)
+        if step != 1:
+            raise ValueError(f"field {self.name!r}: a slice of items must have step 1, got {step}")
+        stop = max(start, stop)
+        offsets = self.offsets[start : stop + 1]
+        first = int(offsets[0])
+        values = self.values[first : int(offsets[-1])]
+        base = None
+        if self.index_base is not None:
+            base = self.index_base[start : stop + 1]
+            shift = int(base[0])
+            base = base - shift
+            values = values - torch.tensor(shift, dtype=values.dtype) if shift else values
+        return Ragged(values, offsets - first, name=self.name, index_base=base, validate=False)
 
     # ------------------------------------------------------------------ movement
     def to(self, *args: Any, non_blocking: bool = False, **kwargs: Any) -> Ragged:
@@ -358,7 +415,25 @@ class Ragged:
         self._padded = {}
 
 
+_CACHED_FILLS = 4
+
+
 def device_only(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    """Drop dtype arguments: an index field keeps its integer dtype when values are cast."""
-    kept = tuple(a for a in args if not isinstance(a, torch.dtype))
+    """The ``Tensor.to`` arguments without what would change a dtype: dtype arguments are
+    dropped, and ``to(other_tensor)`` (which takes ``other``'s dtype too) becomes
+    ``to(other.device)``. An index field keeps its integer dtype when values are cast."""
+    kept = tuple(
+        a.device if isinstance(a, torch.Tensor) else a
+        for a in args
+        if not isinstance(a, torch.dtype)
+    )
     return kept, {k: v for k, v in kwargs.items() if k != "dtype"}
+
+
+def casts_float_only(dtype_args: tuple, kwargs: dict, value: torch.Tensor) -> tuple[tuple, dict]:
+    """The ``to`` arguments for a data tensor of a batch: a dtype (or another tensor's dtype)
+    applies to floating-point tensors only, as ``nn.Module.to`` casts only floating parameters;
+    integer and bool fields (labels, uint8 colors) keep theirs."""
+    if value.is_floating_point() or value.is_complex():
+        return dtype_args, kwargs
+    return device_only(dtype_args, kwargs)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from hetload.ops.contract import dtype_name
+
 _OP = "hetload::rebase_index_"
 
 
@@ -21,14 +23,17 @@ def _check(samples: list[torch.Tensor], out: torch.Tensor, bases: list[int], cou
             f"{_OP}: {batch} samples but {len(bases)} bases and {len(counts)} counts"
         )
     if out.is_floating_point() or out.is_complex() or out.dtype == torch.bool:
-        raise RuntimeError(f"{_OP}: an index field must be integer, got {out.dtype}")
+        raise RuntimeError(f"{_OP}: an index field must be integer, got {dtype_name(out.dtype)}")
     if out.dim() < 1 or not out.is_contiguous():
         raise RuntimeError(f"{_OP}: out must be a contiguous [sum N_i, ...] tensor")
     top = min(torch.iinfo(out.dtype).max, 2**63 - 1)  # the compiled kernel's int64 bases
     total = 0
     for i, (s, base, count) in enumerate(zip(samples, bases, counts)):
         if s.dtype != out.dtype:
-            raise RuntimeError(f"{_OP}: sample {i} has dtype {s.dtype}, out has {out.dtype}")
+            raise RuntimeError(
+                f"{_OP}: sample {i} has dtype {dtype_name(s.dtype)}, "
+                f"out has {dtype_name(out.dtype)}"
+            )
         if s.device != out.device:
             raise RuntimeError(f"{_OP}: sample {i} is not on out's device")
         if s.dim() != out.dim():
@@ -42,7 +47,7 @@ def _check(samples: list[torch.Tensor], out: torch.Tensor, bases: list[int], cou
         if count > 0 and base > top - (count - 1):
             raise RuntimeError(
                 f"{_OP}: sample {i}'s packed indices reach {base} + {count - 1}, "
-                f"more than {out.dtype} holds"
+                f"more than {dtype_name(out.dtype)} holds"
             )
         total += s.numel()
     if total != out.numel():
