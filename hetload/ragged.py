@@ -27,6 +27,7 @@ import torch
 
 from hetload import ops
 from hetload.ops.validation import check_max_len, check_offsets, fill_key, longest
+from hetload.sample_values import check_column, ragged_tensor
 
 __all__ = ["Ragged"]
 
@@ -127,24 +128,21 @@ class Ragged:
         An empty list needs ``dtype`` to be meaningful; it gives ``values [0]`` and ``offsets [0]``
         (``B == 0``).
         """
-        tensors = [torch.as_tensor(t) for t in items]
-        for i, t in enumerate(tensors):
-            if t.dim() == 0:
-                raise ValueError(f"field {name!r}: item {i} is a scalar, expected [N_i, ...]")
-            if t.shape[1:] != tensors[0].shape[1:]:
-                raise ValueError(
-                    f"field {name!r}: item {i} has trailing shape {tuple(t.shape[1:])}, "
-                    f"item 0 has {tuple(tensors[0].shape[1:])}"
-                )
-            if dtype is None and t.dtype != tensors[0].dtype:
-                raise ValueError(
-                    f"field {name!r}: item {i} has dtype {t.dtype}, item 0 has {tensors[0].dtype}"
-                )
+        if isinstance(items, (torch.Tensor, np.ndarray)) or not isinstance(items, Sequence):
+            raise TypeError(f"field {name!r}: from_list takes a list of [N_i, ...] tensors")
+        # the same conversions and refusals as collate (hetload.sample_values); autograd is
+        # kept, since torch.cat below is differentiable
+        tensors = [
+            ragged_tensor(name, i, t, allow_grad=True, item="item") for i, t in enumerate(items)
+        ]
+        if dtype is not None:
+            tensors = [t.to(dtype) for t in tensors]
+        check_column(name, tensors, item="item")
         lengths = [t.shape[0] for t in tensors]
         offsets = torch.zeros(len(tensors) + 1, dtype=torch.int64)
         if tensors:
             torch.cumsum(torch.tensor(lengths, dtype=torch.int64), 0, out=offsets[1:])
-            values = torch.cat([t.to(dtype) if dtype is not None else t for t in tensors])
+            values = torch.cat(tensors)
         else:
             values = torch.empty(0, dtype=dtype or torch.float32)
         ragged = cls(values, offsets, name=name, max_len=max(lengths, default=0), validate=False)
