@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from hetload.ragged import Ragged, casts_float_only, device_only
+from hetload.ragged import Ragged, casts_float_only, device_only, shift_indices
 
 __all__ = ["HeteroBatch"]
 
@@ -102,7 +102,7 @@ class HeteroBatch:
             if isinstance(value, Ragged):
                 item = value[i]
                 if value.index_base is not None:
-                    item = item - int(value.index_base[i])
+                    item = shift_indices(item, int(value.index_base[i]))
                 out[name] = item
             else:
                 out[name] = value[i]

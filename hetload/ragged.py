@@ -254,11 +254,17 @@ class Ragged:
                 self.index_base,
                 max_len=self.max_len,
                 fill=fill,
+                name=self.name,
                 validate=False,
             )
         else:
             out = ops.packed_to_padded(
-                self.values, self.offsets, max_len=self.max_len, fill=fill, validate=False
+                self.values,
+                self.offsets,
+                max_len=self.max_len,
+                fill=fill,
+                name=self.name,
+                validate=False,
             )
         if len(self._padded) >= _CACHED_FILLS:  # a fill per call must not grow memory
             self._padded.pop(next(iter(self._padded)))
@@ -276,7 +282,7 @@ class Ragged:
         items = [self.values[bounds[i] : bounds[i + 1]] for i in range(self.batch_size)]
         if local and self.index_base is not None:
             base = self.index_base.tolist()
-            items = [item - base[i] for i, item in enumerate(items)]
+            items = [shift_indices(item, base[i]) for i, item in enumerate(items)]
         return items
 
     def __getitem__(self, i: int | slice) -> torch.Tensor | Ragged:
@@ -311,7 +317,7 @@ class Ragged:
             base = self.index_base[start : stop + 1]
             shift = int(base[0])
             base = base - shift
-            values = values - torch.tensor(shift, dtype=values.dtype) if shift else values
+            values = shift_indices(values, shift) if shift else values
         return Ragged(values, offsets - first, name=self.name, index_base=base, validate=False)
 
     # ------------------------------------------------------------------ movement
@@ -414,6 +420,27 @@ class Ragged:
 
 
 _CACHED_FILLS = 4
+
+#: unsigned dtypes and the signed one of the same width (same bits, wrapping arithmetic)
+_SIGNED = {
+    torch.uint8: torch.int8,
+    torch.uint16: torch.int16,
+    torch.uint32: torch.int32,
+    torch.uint64: torch.int64,
+}
+
+
+def shift_indices(values: torch.Tensor, shift: int | torch.Tensor) -> torch.Tensor:
+    """``values - shift`` in ``values``' own integer dtype (global <-> local numbering of an index
+    field). It runs on the signed integer of the same width, which wraps like the dtype and
+    which torch subtracts for every width (it has no subtraction for uint16 / 32 / 64)."""
+    signed = _SIGNED.get(values.dtype, values.dtype)
+    if isinstance(shift, torch.Tensor):
+        shift = shift.to(signed)
+    else:
+        bits = 8 * values.element_size()
+        shift = (int(shift) + 2 ** (bits - 1)) % 2**bits - 2 ** (bits - 1)
+    return (values.view(signed) - shift).view(values.dtype)
 
 
 def device_only(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
