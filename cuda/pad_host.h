@@ -84,6 +84,22 @@ inline Tensor contiguous_index(const Tensor& idx) {
   return idx.is_contiguous() ? idx : torch::stable::contiguous(idx);
 }
 
+// torch.finfo(dtype).eps of the float (or complex) dtypes narrower than double
+inline double float_eps(ScalarType t) {
+  switch (t) {
+    case ScalarType::Half:
+    case ScalarType::ComplexHalf: return std::ldexp(1.0, -10);
+    case ScalarType::BFloat16: return std::ldexp(1.0, -7);
+    case ScalarType::Float:
+    case ScalarType::ComplexFloat: return std::ldexp(1.0, -23);
+    case ScalarType::Float8_e5m2: return std::ldexp(1.0, -2);
+    case ScalarType::Float8_e4m3fn:
+    case ScalarType::Float8_e4m3fnuz:
+    case ScalarType::Float8_e5m2fnuz: return std::ldexp(1.0, -3);
+    default: return std::ldexp(1.0, -52);
+  }
+}
+
 inline bool is_complex(ScalarType t) {
   return t == ScalarType::ComplexHalf || t == ScalarType::ComplexFloat ||
          t == ScalarType::ComplexDouble;
@@ -126,7 +142,7 @@ inline void integer_range(ScalarType t, double& low, double& high) {
 // The fill value's bytes in `dtype`, repeated over 16 bytes (any word is a prefix of it).
 // A fill must be stored exactly: an integer or bool dtype takes only whole numbers in its range
 // (0 / 1 for bool), never a truncated or wrapped one; a float dtype takes any value that does
-// not overflow it (it rounds, as any float store does; NaN and inf are values). The bytes come
+// not overflow (it rounds, as any float store does; NaN and inf are values). The bytes come
 // from torch's own double -> dtype conversion. The same rules and words are in the pure-torch
 // path (hetload/ops/contract.py), so both paths refuse the same fills with the same reason.
 inline std::array<unsigned char, 16> fill_pattern(ScalarType dtype, double fill, const char* op) {
@@ -146,7 +162,12 @@ inline std::array<unsigned char, 16> fill_pattern(ScalarType dtype, double fill,
     const Tensor back =
         torch::stable::to(scalar, is_complex(dtype) ? ScalarType::ComplexDouble : ScalarType::Double);
     const double value = *static_cast<const double*>(back.const_data_ptr());  // the real part
-    STD_TORCH_CHECK(std::isfinite(value), op, ": fill ", fill, " overflows ", dtype_name(dtype));
+    // beyond the dtype's range: an infinity, or a saturated maximum (float8_e4m3fn has no inf,
+    // 500 becomes 448); rounding moves a value by at most half an ulp, eps / 2 of it
+    const bool saturated =
+        std::fabs(fill) > 1.0 && std::fabs(value - fill) > std::fabs(fill) * float_eps(dtype) / 2;
+    STD_TORCH_CHECK(std::isfinite(value) && !saturated, op, ": fill ", fill, " overflows ",
+                    dtype_name(dtype));
   }
   const size_t elem = scalar.element_size();
   std::array<unsigned char, 16> pattern{};

@@ -94,8 +94,11 @@ def fill_value(dtype: torch.dtype, fill: float, op: str) -> torch.Tensor:
             _fail(f"{op}: fill {_number(fill)} cannot be stored exactly in {dtype_name(dtype)}")
     value = torch.tensor(fill, dtype=torch.float64).to(dtype)
     if dtype not in _INTEGER and dtype != torch.bool and math.isfinite(fill):
-        back = value.to(torch.complex128 if value.is_complex() else torch.float64)
-        if not math.isfinite(complex(back).real):
+        back = complex(value.to(torch.complex128 if value.is_complex() else torch.float64)).real
+        # beyond the range: an infinity, or a saturated maximum (float8_e4m3fn has no inf, 500
+        # becomes 448); rounding moves a value by at most half an ulp, eps / 2 of it
+        saturated = abs(fill) > 1.0 and abs(back - fill) > abs(fill) * torch.finfo(dtype).eps / 2
+        if not math.isfinite(back) or saturated:
             _fail(f"{op}: fill {_number(fill)} overflows {dtype_name(dtype)}")
     return value
 
