@@ -33,6 +33,11 @@ class HeteroBatch:
         self._fields: dict[str, Any] = dict(fields)
         if batch_size is None:
             batch_size = _infer_batch_size(self._fields)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
+            raise ValueError(f"a batch size is an int >= 0, got {batch_size!r:.60}")
+        for name in self._fields:
+            if not isinstance(name, str):
+                raise TypeError(f"field names are str, got {name!r:.60}")
         for name, value in self._fields.items():
             size = len(value) if not isinstance(value, torch.Tensor) else value.shape[0]
             if size != batch_size:

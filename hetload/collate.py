@@ -23,7 +23,7 @@ from torch.utils.data import get_worker_info
 from hetload.batch import HeteroBatch
 from hetload.ops import rebase_index_
 from hetload.ragged import Ragged
-from hetload.sample_values import check_column, fixed_column, ragged_tensor
+from hetload.sample_values import check_column, check_field_names, fixed_column, ragged_tensor
 from hetload.schema import DEFAULT_SCHEMA, Field, Schema
 
 __all__ = ["collate"]
@@ -51,6 +51,11 @@ def collate(samples: Sequence[Mapping[str, Any]], schema: Schema | None = None) 
             (:mod:`hetload.sample_values` lists them).
     """
     schema = DEFAULT_SCHEMA if schema is None else schema
+    if not isinstance(schema, Schema):
+        raise TypeError(
+            f"collate(schema=...) takes a hetload Schema, got {type(schema).__name__}; "
+            "wrap a dict as DEFAULT_SCHEMA.extend({...})"
+        )
     if isinstance(samples, Mapping) or not isinstance(samples, Sequence):
         raise TypeError(f"collate expects a list of sample dicts, got {type(samples).__name__}")
     if len(samples) == 0:
@@ -62,6 +67,7 @@ def collate(samples: Sequence[Mapping[str, Any]], schema: Schema | None = None) 
         if not isinstance(sample, Mapping):
             raise TypeError(f"collate: sample {i} is a {type(sample).__name__}, expected a dict")
     names = list(samples[0].keys())
+    check_field_names(names)
     _check_same_fields(samples, names)
     shared = get_worker_info() is not None
 

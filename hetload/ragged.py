@@ -89,6 +89,11 @@ class Ragged:
             raise ValueError(f"field {name!r}: an index field must be integer, got {values.dtype}")
         if max_len is not None:
             max_len = check_max_len(max_len, name)
+        for what, t in (("offsets", offsets), ("index_base", index_base)):
+            if t is not None and t.device != values.device:
+                raise ValueError(
+                    f"field {name!r}: values are on {values.device} but {what} on {t.device}"
+                )
         if validate:
             check_offsets(offsets, values.shape[0], name)
             if index_base is not None:
@@ -170,7 +175,9 @@ class Ragged:
                 f"field {name!r}: lengths must be integers, got {lengths_t.dtype} "
                 "(a fractional length would be truncated)"
             )
-        lengths_t = lengths_t.to(torch.int64).reshape(-1).cpu()
+        if lengths_t.dim() != 1:
+            raise ValueError(f"field {name!r}: lengths must be 1-D, got {tuple(lengths_t.shape)}")
+        lengths_t = lengths_t.to(torch.int64).cpu()
         if lengths_t.numel() != padded.shape[0]:
             raise ValueError(
                 f"field {name!r}: {lengths_t.numel()} lengths for a padded batch "

@@ -36,7 +36,13 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["SampleValueError", "check_column", "fixed_column", "ragged_tensor"]
+__all__ = [
+    "SampleValueError",
+    "check_column",
+    "check_field_names",
+    "fixed_column",
+    "ragged_tensor",
+]
 
 #: integers a double cannot hold exactly: a fixed column mixing them with floats would round them
 _EXACT_DOUBLE = 2**53
@@ -54,12 +60,23 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
+def check_field_names(names: Sequence[Any]) -> None:
+    """Field names are non-empty strings (they become attributes, shard member names, keys)."""
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise SampleValueError(
+                f"field names must be non-empty strings; sample 0 has the key {name!r:.60}"
+            )
+
+
 def to_tensor(
     name: str, index: int, value: Any, *, allow_grad: bool = False, item: str = "sample"
 ) -> torch.Tensor:
     """``value`` (a numpy array or a tensor, any shape) as a CPU dense tensor sharing its memory
     where it can; refuses what the module docstring lists."""
     where = _where(name, index, item)
+    if isinstance(value, np.generic):
+        value = np.asarray(value)
     if isinstance(value, np.ndarray):
         if isinstance(value, np.ma.MaskedArray):
             raise SampleValueError(
@@ -156,11 +173,7 @@ def fixed_column(name: str, column: Sequence[Any]) -> torch.Tensor | list[torch.
                     f"{_where(name, i, 'sample')} holds {int(v)}, beyond int64 (a fixed field)"
                 )
         return torch.tensor([int(v) for v in column], dtype=torch.int64)
-    tensors = []
-    for i, value in enumerate(column):
-        if isinstance(value, np.generic):
-            value = np.asarray(value)
-        tensors.append(to_tensor(name, i, value))
+    tensors = [to_tensor(name, i, value) for i, value in enumerate(column)]
     for i, t in enumerate(tensors):
         if t.shape != tensors[0].shape:
             raise SampleValueError(

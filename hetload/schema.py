@@ -90,6 +90,8 @@ class Schema:
         *,
         unknown: Literal["infer", "error"] = "infer",
     ) -> None:
+        if fields is not None and not isinstance(fields, Mapping):
+            raise TypeError(f"Schema takes a mapping of field name -> spec, got {type(fields)}")
         if unknown not in ("infer", "error"):
             raise ValueError(f"Schema(unknown=...) must be 'infer' or 'error', got {unknown!r}")
         self.fields: dict[str, Field] = {

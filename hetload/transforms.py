@@ -147,6 +147,8 @@ class Transform:
     def __call__(self, sample: Mapping[str, Any] | None, rng: np.random.Generator | None = None):
         if sample is None:  # a sample the dataset dropped stays dropped
             return None
+        if not isinstance(sample, Mapping):
+            raise TypeError(f"{type(self).__name__} takes a sample dict, got {type(sample)}")
         if rng is None:
             rng = _current_rng.get() or np.random.default_rng()
         return self.apply(dict(sample), rng)
@@ -183,6 +185,9 @@ def _verts(sample: Sample, who: str) -> np.ndarray:
     verts = sample.get("verts")
     if not isinstance(verts, np.ndarray) or verts.ndim != 2 or verts.shape[1] != 3:
         raise ValueError(f"{who} needs a 'verts' array [N, 3], got {type(verts).__name__}")
+    if verts.dtype.kind != "f":
+        # the result is cast back to the input dtype: integers would be rounded silently
+        raise ValueError(f"{who} needs floating-point 'verts', got {verts.dtype}")
     return verts
 
 
@@ -340,6 +345,12 @@ class SamplePoints(Transform):
         faces = sample.get("faces")
         if not isinstance(faces, np.ndarray) or len(faces) == 0:
             raise ValueError("SamplePoints needs a mesh with faces; this sample has none")
+        if faces.ndim != 2 or faces.shape[1] != 3 or faces.dtype.kind not in "iu":
+            raise ValueError(f"SamplePoints needs integer 'faces' [F, 3], got {faces.shape}")
+        if int(faces.min()) < 0 or int(faces.max()) >= len(verts):
+            raise ValueError(
+                f"SamplePoints: 'faces' holds indices outside the {len(verts)} vertices"
+            )
         tri = verts.astype(np.float64)[faces]  # [F, 3, 3]
         cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
         double_area = np.linalg.norm(cross, axis=1)

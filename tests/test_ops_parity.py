@@ -35,15 +35,16 @@ PAD_OPS = ("packed_to_padded", "packed_to_padded_local", "padded_to_packed")
 
 
 @contextmanager
-def torch_path():
-    """The pure-torch implementations serve the CPU key inside the block (then the compiled
+def torch_path(key: str = "CPU"):
+    """The pure-torch implementations serve dispatch ``key`` inside the block (then the compiled
     kernels again)."""
     lib = torch.library.Library("hetload", "IMPL")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "overriding a previously registered kernel"
         for op in PAD_OPS:
-            lib.impl(op, getattr(torch_impl, op), "CPU")
-        lib.impl("rebase_index_", index_impl.rebase_index_, "CPU")
+            lib.impl(op, getattr(torch_impl, op), key)
+        if key == "CPU":
+            lib.impl("rebase_index_", index_impl.rebase_index_, key)
     try:
         yield
     finally:
@@ -75,10 +76,12 @@ def same_result(a: Any, b: Any) -> bool:
     return a == b
 
 
-def both_paths(call: Callable[[], Any]) -> tuple[tuple[str, Any], tuple[str, Any]]:
-    """Run ``call`` on fresh copies of its arguments through each path; assert they agree."""
+def both_paths(
+    call: Callable[[], Any], key: str = "CPU"
+) -> tuple[tuple[str, Any], tuple[str, Any]]:
+    """Run ``call`` through each path serving ``key``; assert they agree."""
     compiled = outcome(call)
-    with torch_path():
+    with torch_path(key):
         pure = outcome(call)
     assert compiled[0] == pure[0], f"compiled {compiled}, torch {pure}"
     if compiled[0] == "ok":
@@ -400,3 +403,41 @@ def test_autograd_agrees():
         return v.grad
 
     both_paths(grads)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or hl.ops.backend("cuda") != "compiled",
+    reason="needs a GPU and the compiled CUDA kernels",
+)
+@settings(max_examples=60, deadline=None)
+@given(pad_cases())
+def test_cuda_kernels_agree_with_the_torch_path_on_the_gpu(case):
+    values, offsets, strided, max_len, fill = case
+    values = values.cuda()
+
+    def cuda_offsets():
+        return offsets_layout(offsets, strided).cuda()
+
+    (_, padded), _ = both_paths(
+        lambda: torch.ops.hetload.packed_to_padded(values, cuda_offsets(), max_len, fill), "CUDA"
+    )
+    both_paths(
+        lambda: torch.ops.hetload.padded_to_packed(padded, cuda_offsets(), offsets[-1]), "CUDA"
+    )
+    if not (
+        values.dtype.is_floating_point or values.dtype.is_complex or values.dtype == torch.bool
+    ):
+        base = cuda_offsets()
+        both_paths(
+            lambda: torch.ops.hetload.packed_to_padded_local(
+                values, cuda_offsets(), base, max_len, 0.0
+            ),
+            "CUDA",
+        )
+    both_paths(lambda: torch.ops.hetload.packed_to_padded(values, cuda_offsets(), -1, fill), "CUDA")
+    # only argument errors found before any launch: bad offsets values on a GPU are the wrappers'
+    # job (a device-side index error would poison the CUDA context)
+    both_paths(
+        lambda: torch.ops.hetload.packed_to_padded(values, cuda_offsets(), max_len, 1e300), "CUDA"
+    )
