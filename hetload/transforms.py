@@ -32,14 +32,13 @@ Transforms: :class:`Compose`, :class:`Center`, :class:`NormalizeUnitSphere`,
 from __future__ import annotations
 
 import contextvars
-import math
-import numbers
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
+from hetload import transform_checks as _checks
 from hetload.rows import select_rows
 from hetload.schema import DEFAULT_SCHEMA, Schema
 
@@ -65,49 +64,6 @@ Sample = dict[str, Any]
 _current_rng: contextvars.ContextVar[np.random.Generator | None] = contextvars.ContextVar(
     "hetload_sample_rng", default=None
 )
-
-
-def _real(
-    who: str,
-    name: str,
-    value: Any,
-    *,
-    low: float = -math.inf,
-    low_open: bool = False,
-    allow_inf: bool = False,
-) -> float:
-    """``value`` as a float, refusing non-numbers, bools, NaN, infinities (unless ``allow_inf``)
-    and values below ``low`` (or equal to it when ``low_open``)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{who}({name}=...) must be a number, got {value!r:.60}")
-    out = float(value)
-    if math.isnan(out) or (math.isinf(out) and not allow_inf):
-        raise ValueError(f"{who}({name}=...) must be finite, got {out}")
-    if out < low or (low_open and out == low):
-        bound = f"> {low}" if low_open else f">= {low}"
-        raise ValueError(f"{who}({name}=...) must be {bound}, got {out}")
-    return out
-
-
-def _count(who: str, name: str, value: Any) -> int:
-    """``value`` as an int >= 1, refusing bools, fractions and non-numbers."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{who}({name}=...) must be an integer, got {value!r:.60}")
-    if int(value) < 1:
-        raise ValueError(f"{who}({name}=...) must be >= 1, got {int(value)}")
-    return int(value)
-
-
-def _field_name(who: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{who}(field=...) must be a field name, got {value!r:.60}")
-    return value
-
-
-def _schema_arg(who: str, value: Any) -> Schema | None:
-    if value is not None and not isinstance(value, Schema):
-        raise ValueError(f"{who}(schema=...) must be a hetload Schema, got {type(value).__name__}")
-    return value
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -278,8 +234,8 @@ class RandomScale(Transform):
     normals follow the inverse transpose and are renormalized."""
 
     def __init__(self, low: float = 0.8, high: float = 1.25, anisotropic: bool = False) -> None:
-        low = _real("RandomScale", "low", low, low=0.0, low_open=True)
-        high = _real("RandomScale", "high", high, low=0.0, low_open=True)
+        low = _checks.real("RandomScale", "low", low, low=0.0, low_open=True)
+        high = _checks.real("RandomScale", "high", high, low=0.0, low_open=True)
         if not low <= high:
             raise ValueError(f"RandomScale needs low <= high, got {low}, {high}")
         if not isinstance(anisotropic, (bool, np.bool_)):
@@ -305,8 +261,8 @@ class Jitter(Transform):
 
     def __init__(self, sigma: float = 0.01, clip: float = 0.05) -> None:
         # clip=inf is "no clipping"; NaN in either would turn every vertex into NaN
-        self.sigma = _real("Jitter", "sigma", sigma, low=0.0)
-        self.clip = _real("Jitter", "clip", clip, low=0.0, allow_inf=True)
+        self.sigma = _checks.real("Jitter", "sigma", sigma, low=0.0)
+        self.clip = _checks.real("Jitter", "clip", clip, low=0.0, allow_inf=True)
 
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
         verts = _verts(sample, "Jitter")
@@ -333,7 +289,7 @@ class SamplePoints(Transform):
     """
 
     def __init__(self, n: int, with_normals: bool = True) -> None:
-        self.n = _count("SamplePoints", "n", n)
+        self.n = _checks.count("SamplePoints", "n", n)
         if not isinstance(with_normals, (bool, np.bool_)):
             raise ValueError(
                 f"SamplePoints(with_normals=...) must be a bool, got {with_normals!r:.60}"
@@ -379,9 +335,9 @@ class Subsample(Transform):
     (:func:`~hetload.rows.select_rows` with ``schema``)."""
 
     def __init__(self, n: int, field: str = "verts", schema: Schema | None = None) -> None:
-        self.n = _count("Subsample", "n", n)
-        self.field = _field_name("Subsample", field)
-        self.schema = _schema_arg("Subsample", schema)
+        self.n = _checks.count("Subsample", "n", n)
+        self.field = _checks.field_name("Subsample", field)
+        self.schema = _checks.schema_arg("Subsample", schema)
         self.selects = (self.field,)
 
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
@@ -401,11 +357,11 @@ class SphereCrop(Transform):
     related field follows (:func:`~hetload.rows.select_rows` with ``schema``)."""
 
     def __init__(self, n: int, center: str = "random", schema: Schema | None = None) -> None:
-        self.n = _count("SphereCrop", "n", n)
+        self.n = _checks.count("SphereCrop", "n", n)
         if not isinstance(center, str) or center not in ("random", "mean"):
             raise ValueError(f"SphereCrop(center=...) must be 'random' or 'mean', got {center!r}")
         self.center = center
-        self.schema = _schema_arg("SphereCrop", schema)
+        self.schema = _checks.schema_arg("SphereCrop", schema)
         self.selects = ("verts",)
 
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
@@ -445,14 +401,16 @@ class ToDtype(Transform):
             raise ValueError(
                 f"ToDtype(dtypes=...) must map field names to dtypes, got {dtypes!r:.60}"
             )
-        self.dtypes = {str(k): _numeric_dtype("dtypes", v).name for k, v in (dtypes or {}).items()}
+        self.dtypes = {
+            str(k): _checks.numeric_dtype("dtypes", v).name for k, v in (dtypes or {}).items()
+        }
         self.floating = None
         if floating is not None:
-            kind = _numeric_dtype("floating", floating)
+            kind = _checks.numeric_dtype("floating", floating)
             if kind.kind != "f":
                 raise ValueError(f"ToDtype(floating=...) must be a float dtype, got {kind}")
             self.floating = kind.name
-        self.schema = _schema_arg("ToDtype", schema)
+        self.schema = _checks.schema_arg("ToDtype", schema)
         index_fields = (self.schema or DEFAULT_SCHEMA).fields
         for name, dtype in self.dtypes.items():
             spec = index_fields.get(name)
@@ -467,45 +425,10 @@ class ToDtype(Transform):
             if not isinstance(value, np.ndarray):
                 continue
             if name in self.dtypes:
-                sample[name] = _cast(name, value, np.dtype(self.dtypes[name]))
+                sample[name] = _checks.cast(name, value, np.dtype(self.dtypes[name]))
             elif self.floating is not None and value.dtype.kind == "f":
-                sample[name] = _cast(name, value, np.dtype(self.floating))
+                sample[name] = _checks.cast(name, value, np.dtype(self.floating))
         return sample
-
-
-def _numeric_dtype(what: str, value: Any) -> np.dtype:
-    try:
-        dtype = np.dtype(value)
-    except TypeError:
-        raise ValueError(f"ToDtype({what}=...): {value!r:.60} is not a dtype") from None
-    if dtype.kind not in "biuf":
-        raise ValueError(f"ToDtype({what}=...): {dtype} is not a bool, integer or float dtype")
-    return dtype
-
-
-def _cast(name: str, value: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """``value`` as ``dtype``, refusing casts that change values beyond float rounding."""
-    if value.dtype.kind not in "biuf":
-        raise ValueError(f"ToDtype: field {name!r} has dtype {value.dtype}, not numbers")
-    if dtype.kind in "iu" and value.size:
-        info = np.iinfo(dtype)
-        if value.dtype.kind == "f" and not np.isfinite(value).all():
-            raise ValueError(f"ToDtype: field {name!r} holds NaN or inf, which {dtype} cannot")
-        low, high = value.min(), value.max()
-        if low < info.min or high > info.max:
-            raise ValueError(
-                f"ToDtype: field {name!r} holds {low if low < info.min else high}, outside "
-                f"{dtype}'s range [{info.min}, {info.max}]"
-            )
-    with np.errstate(over="ignore", invalid="ignore"):
-        out = value.astype(dtype)
-    if dtype.kind == "f" and value.dtype.kind in "fiu" and value.size:
-        grew = ~np.isfinite(out) & np.isfinite(value)
-        if grew.any():
-            raise ValueError(
-                f"ToDtype: field {name!r} holds {value[grew].flat[0]}, beyond {dtype}'s range"
-            )
-    return out
 
 
 _REGISTRY = {
@@ -524,8 +447,12 @@ _REGISTRY = {
 }
 
 
-def build(specs: Sequence[str | Mapping[str, Mapping[str, Any] | None]]) -> Compose:
-    """A :class:`Compose` from config entries: ``"Center"`` or ``{"SamplePoints": {"n": 1024}}``.
+def build(
+    specs: Sequence[str | Mapping[str, Mapping[str, Any] | None]], schema: Schema | None = None
+) -> Compose:
+    """A :class:`Compose` from config entries: ``"Center"`` or ``{"SamplePoints": {"n": 1024}}``;
+    ``schema`` (a config's ``collate.schema``) reaches the transforms that select rows, unless
+    an entry sets its own.
 
     Raises:
         KeyError: an unknown name (the message lists the known ones).
@@ -542,5 +469,8 @@ def build(specs: Sequence[str | Mapping[str, Mapping[str, Any] | None]]) -> Comp
             raise TypeError(f"a transform is 'Name' or {{Name: {{arg: value}}}}, got {spec!r}")
         if name not in _REGISTRY:
             raise KeyError(f"unknown transform {name!r}; known: {', '.join(sorted(_REGISTRY))}")
-        steps.append(_REGISTRY[name](**kwargs))
+        cls = _REGISTRY[name]
+        if schema is not None and cls in (Subsample, SphereCrop, ToDtype):
+            kwargs.setdefault("schema", schema)
+        steps.append(cls(**kwargs))
     return Compose(steps)

@@ -263,7 +263,8 @@ def _transform(config: LoaderConfig) -> Callable | None:
             steps.append(functools.partial(fn, **kwargs) if kwargs else fn)
         else:
             try:
-                steps.extend(build([{name: kwargs}]).transforms)
+                # the config's schema: Subsample renumbers the index fields it declares
+                steps.extend(build([{name: kwargs}], schema=_schema(config)).transforms)
             except (TypeError, ValueError, KeyError) as exc:
                 raise config.error(where, str(exc).strip("'\"")) from None
     # hetload transforms inside the chain draw from the generator the dataset seeds per sample
@@ -362,7 +363,11 @@ def _planned_sizes(config: LoaderConfig, name: str, sizes: np.ndarray) -> np.nda
     for transform, kwargs in config.transforms:
         if transform == "SamplePoints":
             sizes = np.full_like(sizes, int(kwargs["n"]) if name in _POINT_FIELDS else 0)
-        elif transform in ("Subsample", "SphereCrop") and name in _POINT_FIELDS:
+        elif (
+            transform in ("Subsample", "SphereCrop")
+            and name in _POINT_FIELDS
+            and kwargs.get("field", "verts") in _POINT_FIELDS  # not Subsample(field="faces")
+        ):
             sizes = np.minimum(sizes, int(kwargs["n"]))
     return sizes
 
