@@ -58,6 +58,7 @@ __all__ = [
     "run_seeded",
     "sample_rng",
     "seeded",
+    "select_rows",
 ]
 
 Sample = dict[str, Any]

@@ -16,6 +16,12 @@ from hetload import transforms as T
 CAN_PIN = torch.cuda.is_available()
 
 
+def long_form(examples: int) -> int:
+    """``examples`` here, or the profile's count when larger (HYPOTHESIS_PROFILE=thorough: the
+    campaign's long form, RELIABILITY.md)."""
+    return max(examples, settings.default.max_examples)
+
+
 def mesh_batch(face_dtype=np.int64):
     samples = []
     for n in (3000, 5):
@@ -132,7 +138,7 @@ def test_int64_fill_does_not_go_through_a_double():
         st.integers(-(2**64), 2**64), st.floats(allow_nan=True), st.sampled_from([True, False])
     ),
 )
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=long_form(300), deadline=None)
 def test_integer_fills_are_exact_or_refused_naming_the_field(dtype, fill):
     values = torch.zeros(1, 2, dtype=dtype)
     offsets = torch.tensor([0, 1, 1])

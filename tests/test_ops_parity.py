@@ -34,6 +34,12 @@ pytestmark = pytest.mark.skipif(
 PAD_OPS = ("packed_to_padded", "packed_to_padded_local", "padded_to_packed")
 
 
+def long_form(examples: int) -> int:
+    """``examples`` here, or the profile's count when larger (HYPOTHESIS_PROFILE=thorough: the
+    campaign's long form, RELIABILITY.md)."""
+    return max(examples, settings.default.max_examples)
+
+
 @contextmanager
 def torch_path(key: str = "CPU"):
     """The pure-torch implementations serve dispatch ``key`` inside the block (then the compiled
@@ -166,7 +172,7 @@ def pad_cases(draw):
     return values, offsets, strided, max_len, fill
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=long_form(150), deadline=None)
 @given(pad_cases())
 def test_raw_ops_agree_on_valid_arguments(case):
     values, offsets, strided, max_len, fill = case
@@ -183,7 +189,7 @@ def test_raw_ops_agree_on_valid_arguments(case):
         values, offsets_layout(offsets, strided), max_len=max_len, fill=fill))  # fmt: skip
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=long_form(100), deadline=None)
 @given(
     lengths=st.lists(st.integers(0, 5), max_size=5),
     dtype=st.sampled_from(INDEX_DTYPES),
@@ -204,7 +210,7 @@ def test_local_padding_agrees(lengths, dtype, width, seed, strided, extra):
     ))  # fmt: skip
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=long_form(100), deadline=None)
 @given(
     lengths=st.lists(st.integers(0, 5), min_size=1, max_size=5),
     dtype=st.sampled_from(INDEX_DTYPES),
@@ -410,7 +416,7 @@ def test_autograd_agrees():
     not torch.cuda.is_available() or hl.ops.backend("cuda") != "compiled",
     reason="needs a GPU and the compiled CUDA kernels",
 )
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=long_form(60), deadline=None)
 @given(pad_cases())
 def test_cuda_kernels_agree_with_the_torch_path_on_the_gpu(case):
     values, offsets, strided, max_len, fill = case

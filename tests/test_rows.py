@@ -21,6 +21,12 @@ from hetload.schema import DEFAULT_SCHEMA
 DTYPES = [np.float32, np.float64, np.int16, np.uint8, np.int64]
 
 
+def long_form(examples: int) -> int:
+    """``examples`` here, or the profile's count when larger (HYPOTHESIS_PROFILE=thorough: the
+    campaign's long form, RELIABILITY.md)."""
+    return max(examples, settings.default.max_examples)
+
+
 @st.composite
 def meshes(draw):
     """A sample with random extra fields of every relation, the schema that declares them, and
@@ -127,7 +133,7 @@ def check_against_reference(got, sample, relation, field, keep):
     assert got["label"] == 3 and got["path"] == "x.ply"
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=long_form(150), deadline=None)
 @given(meshes(), st.data())
 def test_selecting_vertices_or_faces_keeps_every_field_consistent(mesh, data):
     sample, schema, relation = mesh
@@ -144,7 +150,7 @@ def test_selecting_vertices_or_faces_keeps_every_field_consistent(mesh, data):
     hl.collate([got, got], schema=schema)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=long_form(60), deadline=None)
 @given(meshes(), st.integers(1, 12), st.integers(0, 2**32 - 1))
 def test_subsample_and_sphere_crop_go_through_the_same_mechanism(mesh, n, seed):
     sample, schema, relation = mesh
@@ -289,7 +295,7 @@ def test_stale_or_mismatched_relations_are_errors_not_silent():
 
 
 def test_unreferenced_obj_tables_of_another_count_are_kept():
-    """Real OBJ files (draco's cube_att_partial.obj) hold vn lines no face uses, 6 for 8 vertices."""
+    """Real OBJ files (draco's cube_att_partial.obj) hold vn lines no face uses: 6 for 8 verts."""
     sample = {
         "verts": np.arange(24, dtype=np.float32).reshape(8, 3),
         "normals": np.zeros((6, 3), np.float32),

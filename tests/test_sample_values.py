@@ -19,6 +19,12 @@ from hetload.schema import DEFAULT_SCHEMA, Field, Schema
 V = np.zeros((2, 3), np.float32)
 
 
+def long_form(examples: int) -> int:
+    """``examples`` here, or the profile's count when larger (HYPOTHESIS_PROFILE=thorough: the
+    campaign's long form, RELIABILITY.md)."""
+    return max(examples, settings.default.max_examples)
+
+
 def two(value, name="x", **extra):
     """Two samples, the second holding ``value`` in field ``name``."""
     good = {"verts": V, **extra}
@@ -110,7 +116,7 @@ def test_fixed_fields_refuse_what_they_cannot_hold(column, reason):
     assert "'label'" in str(info.value)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=long_form(80), deadline=None)
 @given(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=5))
 def test_fixed_int_columns_are_exact(column):
     batch = hl.collate([{"verts": V, "label": v} for v in column])
