@@ -245,7 +245,8 @@ class Ragged:
         For an index field, ``fill`` defaults to ``-1`` and the indices are local to each item
         (``local=True``, PyTorch3D's convention); ``local=False`` keeps the global numbering.
         For other fields ``fill`` defaults to ``0``. The fill is stored exactly or refused
-        (:func:`hetload.ops.packed_to_padded`); a few recent fills are cached.
+        (:func:`hetload.ops.packed_to_padded`): an unsigned index field has no ``-1``, so it
+        needs an explicit ``fill``. A few recent fills are cached.
         """
         is_index = self.index_base is not None
         if fill is None:
