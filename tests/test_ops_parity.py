@@ -447,3 +447,18 @@ def test_cuda_kernels_agree_with_the_torch_path_on_the_gpu(case):
     both_paths(
         lambda: torch.ops.hetload.packed_to_padded(values, cuda_offsets(), max_len, 1e300), "CUDA"
     )
+
+
+@pytest.mark.parametrize("dtype", INDEX_DTYPES)
+def test_the_device_rebase_path_agrees_with_the_host_one(dtype):
+    """Off the CPU, rebase_index_ runs through torch, which has no add for uint16 / 32 / 64: it
+    must give what the host path gives (exercised here on CPU tensors)."""
+    from hetload.ops.index_impl import _rebase_numpy, _rebase_torch
+
+    samples = [o([[0, 1, 2]], dtype=dtype), o([[1, 2, 3]], dtype=dtype)]
+    for counts in ([3, 4], [3, 3]):
+        host, device = torch.empty(2, 3, dtype=dtype), torch.empty(2, 3, dtype=dtype)
+        found = _rebase_numpy(samples, host, [0, 3], counts)
+        assert _rebase_torch(samples, device, [0, 3], counts) == found
+        if found < 0:
+            assert torch.equal(host, device) and device.tolist() == [[0, 1, 2], [4, 5, 6]]

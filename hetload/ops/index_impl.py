@@ -93,13 +93,33 @@ def _rebase_numpy(samples, out, bases, counts) -> int:
 
 
 def _rebase_torch(samples, out, bases, counts) -> int:
-    """Any device, with one host sync in all (torch has no add for uint16/32/64)."""
+    """Any device, with one host sync in all. torch has no add for uint16/32/64: the add runs on
+    the signed integer of the same width (same bits, wrapping alike), the range check on the
+    values themselves."""
+    signed = _SIGNED.get(out.dtype, out.dtype)
+    bits = 8 * out.element_size()
     flags = []
     start = 0
     for s, base, count in zip(samples, bases, counts):
         end = start + s.shape[0]
-        torch.add(s, base, out=out[start:end])
-        flags.append(((s < 0) | (s >= count)).any())
+        shift = (int(base) + 2 ** (bits - 1)) % 2**bits - 2 ** (bits - 1)
+        torch.add(s.view(signed), shift, out=out[start:end].view(signed))
+        flags.append(((s < 0) | (s >= count)).any() if signed == s.dtype else _outside(s, count))
         start = end
     bad = torch.stack(flags).nonzero() if flags else None
     return int(bad[0, 0]) if bad is not None and bad.numel() else -1
+
+
+_SIGNED = {
+    torch.uint8: torch.int8,
+    torch.uint16: torch.int16,
+    torch.uint32: torch.int32,
+    torch.uint64: torch.int64,
+}
+
+
+def _outside(s: torch.Tensor, count: int) -> torch.Tensor:
+    """Whether an unsigned sample holds an index ``>= count``, compared without unsigned ops
+    torch lacks: as int64 (uint64 values beyond int64 wrap negative, and are outside too)."""
+    wide = s.view(torch.int64) if s.dtype == torch.uint64 else s.to(torch.int64)
+    return ((wide < 0) | (wide >= count)).any()
