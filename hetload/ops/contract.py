@@ -65,15 +65,18 @@ def _check_offsets(offsets: torch.Tensor, rows: int, max_len: int, op: str) -> l
     o = offsets.tolist()
     if o[0] != 0:
         _fail(f"{op}: offsets[0] must be 0, got {o[0]}")
-    for b in range(len(o) - 1):
+    steps = offsets[1:] - offsets[:-1]
+    # the first offending item, in the kernel's order (a decrease or an overlong item)
+    bad = torch.nonzero((steps < 0) | (steps > max_len))
+    if bad.numel():
+        b = int(bad[0, 0])
         length = o[b + 1] - o[b]
         if length < 0:
             _fail(
                 f"{op}: offsets must be non-decreasing, but offsets[{b + 1}]={o[b + 1]} < "
                 f"offsets[{b}]={o[b]}"
             )
-        if length > max_len:
-            _fail(f"{op}: item {b} has {length} rows, more than max_len={max_len}")
+        _fail(f"{op}: item {b} has {length} rows, more than max_len={max_len}")
     if o[-1] != rows:
         _fail(f"{op}: offsets[-1]={o[-1]} does not match the {rows} packed rows")
     return o
