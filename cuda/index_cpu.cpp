@@ -104,7 +104,7 @@ int64_t rebase_index_(std::vector<Tensor> samples, Tensor out, std::vector<int64
                   counts.size(), " counts");
   const ScalarType dtype = out.scalar_type();
   STD_TORCH_CHECK(is_index_dtype(dtype), kRebase, ": an index field must be integer, got ",
-                  torch::headeronly::toString(dtype));
+                  dtype_name(dtype));
   STD_TORCH_CHECK(out.dim() >= 1 && out.is_contiguous(), kRebase,
                   ": out must be a contiguous [sum N_i, ...] tensor");
   const int64_t top = index_max(dtype);
@@ -114,8 +114,8 @@ int64_t rebase_index_(std::vector<Tensor> samples, Tensor out, std::vector<int64
   for (int64_t i = 0; i < batch; ++i) {
     const Tensor& s = samples[i];
     STD_TORCH_CHECK(s.scalar_type() == dtype, kRebase, ": sample ", i, " has dtype ",
-                    torch::headeronly::toString(s.scalar_type()), ", out has ",
-                    torch::headeronly::toString(dtype));
+                    dtype_name(s.scalar_type()), ", out has ",
+                    dtype_name(dtype));
     STD_TORCH_CHECK(s.device() == out.device(), kRebase, ": sample ", i,
                     " is not on out's device");
     STD_TORCH_CHECK(s.dim() == out.dim(), kRebase, ": sample ", i, " has ", s.dim(),
@@ -128,7 +128,7 @@ int64_t rebase_index_(std::vector<Tensor> samples, Tensor out, std::vector<int64
                     bases[i], " and count ", counts[i], "; both must be >= 0");
     STD_TORCH_CHECK(counts[i] == 0 || bases[i] <= top - (counts[i] - 1), kRebase, ": sample ",
                     i, "'s packed indices reach ", bases[i], " + ", counts[i] - 1,
-                    ", more than ", torch::headeronly::toString(dtype), " holds");
+                    ", more than ", dtype_name(dtype), " holds");
     starts[i + 1] = starts[i] + s.numel();
     sources.push_back(s.is_contiguous() ? s : torch::stable::contiguous(s));
   }

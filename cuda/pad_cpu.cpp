@@ -35,13 +35,14 @@ int64_t grain(const Geometry& g) {
 
 Tensor packed_to_padded(Tensor values, Tensor offsets, int64_t max_len, double fill) {
   Geometry g = check_pad(values, offsets, max_len, kPad);
+  const auto pattern = fill_pattern(values.scalar_type(), fill, kPad);
+  offsets = contiguous_index(offsets);
   const int64_t* o = offsets.const_data_ptr<int64_t>();
   check_offsets(o, g.batch, g.rows, g.max_len, kPad);
   const Tensor src = torch::stable::contiguous(values);
   Tensor out = torch::stable::new_empty(src, padded_shape(src, g.batch, g.max_len));
   if (out.numel() == 0) return out;
   choose_word(g, src, out);
-  const auto pattern = fill_pattern(src.scalar_type(), fill);
   with_word(g.word, [&](auto tag) {
     using W = decltype(tag);
     const W* in = static_cast<const W*>(src.const_data_ptr());
@@ -59,6 +60,9 @@ Tensor packed_to_padded(Tensor values, Tensor offsets, int64_t max_len, double f
 Tensor packed_to_padded_local(Tensor values, Tensor offsets, Tensor base, int64_t max_len,
                               double fill) {
   Geometry g = check_pad_local(values, offsets, base, max_len, kPadLocal);
+  const auto pattern = fill_pattern(values.scalar_type(), fill, kPadLocal);
+  offsets = contiguous_index(offsets);
+  base = contiguous_index(base);
   const int64_t* o = offsets.const_data_ptr<int64_t>();
   const int64_t* bases = base.const_data_ptr<int64_t>();
   check_offsets(o, g.batch, g.rows, g.max_len, kPadLocal);
@@ -66,7 +70,6 @@ Tensor packed_to_padded_local(Tensor values, Tensor offsets, Tensor base, int64_
   Tensor out = torch::stable::new_empty(src, padded_shape(src, g.batch, g.max_len));
   if (out.numel() == 0) return out;
   g.word = static_cast<int>(src.element_size());
-  const auto pattern = fill_pattern(src.scalar_type(), fill);
   with_uint(g.word, [&](auto tag) {
     using T = decltype(tag);
     const T* in = static_cast<const T*>(src.const_data_ptr());
@@ -84,6 +87,7 @@ Tensor packed_to_padded_local(Tensor values, Tensor offsets, Tensor base, int64_
 
 Tensor padded_to_packed(Tensor padded, Tensor offsets, int64_t total) {
   Geometry g = check_pack(padded, offsets, total, kPack);
+  offsets = contiguous_index(offsets);
   const int64_t* o = offsets.const_data_ptr<int64_t>();
   check_offsets(o, g.batch, g.rows, g.max_len, kPack);
   const Tensor src = torch::stable::contiguous(padded);

@@ -88,12 +88,13 @@ cudaStream_t current_stream(const Tensor& t) {
 
 Tensor packed_to_padded(Tensor values, Tensor offsets, int64_t max_len, double fill) {
   Geometry g = check_pad(values, offsets, max_len, kPad);
+  const auto pattern = fill_pattern(values.scalar_type(), fill, kPad);
+  offsets = contiguous_index(offsets);
   torch::stable::accelerator::DeviceGuard guard(values.get_device_index());
   const Tensor src = torch::stable::contiguous(values);
   Tensor out = torch::stable::new_empty(src, padded_shape(src, g.batch, g.max_len));
   if (out.numel() == 0) return out;
   choose_word(g, src, out);
-  const auto pattern = fill_pattern(src.scalar_type(), fill);
   const cudaStream_t stream = current_stream(src);
   const Launch l = launch_for(g.batch, g.max_len * g.row_words());
   with_word(g.word, [&](auto tag) {
@@ -110,12 +111,14 @@ Tensor packed_to_padded(Tensor values, Tensor offsets, int64_t max_len, double f
 Tensor packed_to_padded_local(Tensor values, Tensor offsets, Tensor base, int64_t max_len,
                               double fill) {
   Geometry g = check_pad_local(values, offsets, base, max_len, kPadLocal);
+  const auto pattern = fill_pattern(values.scalar_type(), fill, kPadLocal);
+  offsets = contiguous_index(offsets);
+  base = contiguous_index(base);
   torch::stable::accelerator::DeviceGuard guard(values.get_device_index());
   const Tensor src = torch::stable::contiguous(values);
   Tensor out = torch::stable::new_empty(src, padded_shape(src, g.batch, g.max_len));
   if (out.numel() == 0) return out;
   g.word = static_cast<int>(src.element_size());
-  const auto pattern = fill_pattern(src.scalar_type(), fill);
   const cudaStream_t stream = current_stream(src);
   const Launch l = launch_for(g.batch, g.max_len * g.row_words());
   with_uint(g.word, [&](auto tag) {
@@ -131,6 +134,7 @@ Tensor packed_to_padded_local(Tensor values, Tensor offsets, Tensor base, int64_
 
 Tensor padded_to_packed(Tensor padded, Tensor offsets, int64_t total) {
   Geometry g = check_pack(padded, offsets, total, kPack);
+  offsets = contiguous_index(offsets);
   torch::stable::accelerator::DeviceGuard guard(padded.get_device_index());
   const Tensor src = torch::stable::contiguous(padded);
   Tensor out = torch::stable::new_empty(src, packed_shape(src, g.rows));

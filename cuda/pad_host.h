@@ -32,39 +32,71 @@ struct Geometry {
   int64_t row_words() const { return row_bytes / word; }
 };
 
+// A dtype as torch's Python API names it (torch.uint8 -> "uint8"), so the compiled kernels and
+// the pure-torch fallback (hetload/ops/contract.py) word their errors identically.
+inline const char* dtype_name(ScalarType t) {
+  switch (t) {
+    case ScalarType::Byte: return "uint8";
+    case ScalarType::Char: return "int8";
+    case ScalarType::Short: return "int16";
+    case ScalarType::Int: return "int32";
+    case ScalarType::Long: return "int64";
+    case ScalarType::UInt16: return "uint16";
+    case ScalarType::UInt32: return "uint32";
+    case ScalarType::UInt64: return "uint64";
+    case ScalarType::Bool: return "bool";
+    case ScalarType::Half: return "float16";
+    case ScalarType::BFloat16: return "bfloat16";
+    case ScalarType::Float: return "float32";
+    case ScalarType::Double: return "float64";
+    case ScalarType::ComplexHalf: return "complex32";
+    case ScalarType::ComplexFloat: return "complex64";
+    case ScalarType::ComplexDouble: return "complex128";
+    case ScalarType::Float8_e5m2: return "float8_e5m2";
+    case ScalarType::Float8_e4m3fn: return "float8_e4m3fn";
+    case ScalarType::Float8_e5m2fnuz: return "float8_e5m2fnuz";
+    case ScalarType::Float8_e4m3fnuz: return "float8_e4m3fnuz";
+    default: return "an unsupported dtype";
+  }
+}
+
 inline int64_t trailing_bytes(const Tensor& t, int64_t first_trailing_dim) {
   int64_t bytes = static_cast<int64_t>(t.element_size());
   for (int64_t d = first_trailing_dim; d < t.dim(); ++d) bytes *= t.size(d);
   return bytes;
 }
 
+// Offsets-like tensors: int64, 1-D, B+1 >= 1 entries, on the data's device. Any strides: the
+// kernels read a contiguous copy (see contiguous_index), as the pure-torch path accepts them.
 inline void check_index_tensor(const Tensor& idx, const Tensor& data, const char* op,
                                const char* what) {
   STD_TORCH_CHECK(idx.scalar_type() == ScalarType::Long, op, ": ", what, " must be int64, got ",
-                  torch::headeronly::toString(idx.scalar_type()));
+                  dtype_name(idx.scalar_type()));
   STD_TORCH_CHECK(idx.dim() == 1 && idx.numel() >= 1, op, ": ", what,
                   " must be 1-D with B+1 >= 1 entries, got ", idx.dim(), " dims and ",
                   idx.numel(), " entries");
-  STD_TORCH_CHECK(idx.is_contiguous(), op, ": ", what, " must be contiguous");
   STD_TORCH_CHECK(idx.device() == data.device(), op, ": ", what,
                   " must be on the same device as the data");
 }
 
-// Floating dtypes narrower than double, where a finite fill can overflow.
-inline bool is_narrow_float(ScalarType t) {
+// The kernels index offsets as a plain array: a strided view (offsets[::2]) is copied first.
+inline Tensor contiguous_index(const Tensor& idx) {
+  return idx.is_contiguous() ? idx : torch::stable::contiguous(idx);
+}
+
+// torch.finfo(dtype).eps of the float (or complex) dtypes narrower than double
+inline double float_eps(ScalarType t) {
   switch (t) {
     case ScalarType::Half:
-    case ScalarType::BFloat16:
+    case ScalarType::ComplexHalf: return std::ldexp(1.0, -10);
+    case ScalarType::BFloat16: return std::ldexp(1.0, -7);
     case ScalarType::Float:
-    case ScalarType::Float8_e5m2:
+    case ScalarType::ComplexFloat: return std::ldexp(1.0, -23);
+    case ScalarType::Float8_e5m2: return std::ldexp(1.0, -2);
     case ScalarType::Float8_e4m3fn:
-    case ScalarType::Float8_e5m2fnuz:
     case ScalarType::Float8_e4m3fnuz:
-    case ScalarType::ComplexHalf:
-    case ScalarType::ComplexFloat:
-      return true;
-    default:
-      return false;
+    case ScalarType::Float8_e5m2fnuz: return std::ldexp(1.0, -3);
+    default: return std::ldexp(1.0, -52);
   }
 }
 
@@ -73,21 +105,69 @@ inline bool is_complex(ScalarType t) {
          t == ScalarType::ComplexDouble;
 }
 
+inline bool is_integer_dtype(ScalarType t) {
+  switch (t) {
+    case ScalarType::Byte:
+    case ScalarType::Char:
+    case ScalarType::Short:
+    case ScalarType::Int:
+    case ScalarType::Long:
+    case ScalarType::UInt16:
+    case ScalarType::UInt32:
+    case ScalarType::UInt64:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// [low, high) of an integer dtype as doubles; both are 0 or powers of two, so exact.
+inline void integer_range(ScalarType t, double& low, double& high) {
+  int bits = 64;
+  bool is_signed = true;
+  switch (t) {
+    case ScalarType::Byte: bits = 8; is_signed = false; break;
+    case ScalarType::Char: bits = 8; break;
+    case ScalarType::Short: bits = 16; break;
+    case ScalarType::Int: bits = 32; break;
+    case ScalarType::UInt16: bits = 16; is_signed = false; break;
+    case ScalarType::UInt32: bits = 32; is_signed = false; break;
+    case ScalarType::UInt64: is_signed = false; break;
+    default: break;
+  }
+  low = is_signed ? -std::ldexp(1.0, bits - 1) : 0.0;
+  high = std::ldexp(1.0, is_signed ? bits - 1 : bits);
+}
+
 // The fill value's bytes in `dtype`, repeated over 16 bytes (any word is a prefix of it).
-// torch itself converts the double, so the compiled ops and the pure-torch fallback agree on
-// every dtype's rounding and bool rules; integer overflow raises inside that conversion, float
-// overflow (which the C shim turns into inf silently) is refused here as Tensor.fill_ does.
-inline std::array<unsigned char, 16> fill_pattern(ScalarType dtype, double fill) {
+// A fill must be stored exactly: an integer or bool dtype takes only whole numbers in its range
+// (0 / 1 for bool), never a truncated or wrapped one; a float dtype takes any value that does
+// not overflow (it rounds, as any float store does; NaN and inf are values). The bytes come
+// from torch's own double -> dtype conversion. The same rules and words are in the pure-torch
+// path (hetload/ops/contract.py), so both paths refuse the same fills with the same reason.
+inline std::array<unsigned char, 16> fill_pattern(ScalarType dtype, double fill, const char* op) {
+  if (is_integer_dtype(dtype) || dtype == ScalarType::Bool) {
+    double low = 0.0, high = 2.0;
+    if (dtype != ScalarType::Bool) integer_range(dtype, low, high);
+    STD_TORCH_CHECK(std::isfinite(fill) && std::trunc(fill) == fill && fill >= low && fill < high,
+                    op, ": fill ", fill, " cannot be stored exactly in ", dtype_name(dtype));
+  }
   std::vector<int64_t> one{1};
-  const Tensor scalar = torch::stable::empty(
-      one, dtype, std::nullopt, torch::stable::Device(torch::headeronly::DeviceType::CPU));
-  torch::stable::fill_(scalar, fill);
-  if (is_narrow_float(dtype) && std::isfinite(fill)) {
-    const Tensor wide =
+  const Tensor wide = torch::stable::empty(
+      one, ScalarType::Double, std::nullopt,
+      torch::stable::Device(torch::headeronly::DeviceType::CPU));
+  *static_cast<double*>(wide.mutable_data_ptr()) = fill;
+  const Tensor scalar = torch::stable::to(wide, dtype);
+  if (!is_integer_dtype(dtype) && dtype != ScalarType::Bool && std::isfinite(fill)) {
+    const Tensor back =
         torch::stable::to(scalar, is_complex(dtype) ? ScalarType::ComplexDouble : ScalarType::Double);
-    const double back = *static_cast<const double*>(wide.const_data_ptr());  // the real part
-    STD_TORCH_CHECK(std::isfinite(back), "value cannot be converted to type ",
-                    torch::headeronly::toString(dtype), " without overflow");
+    const double value = *static_cast<const double*>(back.const_data_ptr());  // the real part
+    // beyond the dtype's range: an infinity, or a saturated maximum (float8_e4m3fn has no inf,
+    // 500 becomes 448); rounding moves a value by at most half an ulp, eps / 2 of it
+    const bool saturated =
+        std::fabs(fill) > 1.0 && std::fabs(value - fill) > std::fabs(fill) * float_eps(dtype) / 2;
+    STD_TORCH_CHECK(std::isfinite(value) && !saturated, op, ": fill ", fill, " overflows ",
+                    dtype_name(dtype));
   }
   const size_t elem = scalar.element_size();
   std::array<unsigned char, 16> pattern{};
@@ -125,21 +205,7 @@ void with_word(int bytes, F&& f) {
   }
 }
 
-inline bool is_index_dtype(ScalarType t) {
-  switch (t) {
-    case ScalarType::Byte:
-    case ScalarType::Char:
-    case ScalarType::Short:
-    case ScalarType::Int:
-    case ScalarType::Long:
-    case ScalarType::UInt16:
-    case ScalarType::UInt32:
-    case ScalarType::UInt64:
-      return true;
-    default:
-      return false;
-  }
-}
+inline bool is_index_dtype(ScalarType t) { return is_integer_dtype(t); }
 
 inline std::vector<int64_t> padded_shape(const Tensor& values, int64_t batch, int64_t max_len) {
   std::vector<int64_t> shape{batch, max_len};
@@ -173,8 +239,7 @@ inline Geometry check_pad_local(const Tensor& values, const Tensor& offsets, con
                                 int64_t max_len, const char* op) {
   Geometry g = check_pad(values, offsets, max_len, op);
   STD_TORCH_CHECK(is_index_dtype(values.scalar_type()), op,
-                  ": an index field must be integer, got ",
-                  torch::headeronly::toString(values.scalar_type()));
+                  ": an index field must be integer, got ", dtype_name(values.scalar_type()));
   check_index_tensor(base, values, op, "base");
   STD_TORCH_CHECK(base.numel() == offsets.numel(), op, ": base has ", base.numel(),
                   " entries, offsets ", offsets.numel());

@@ -17,12 +17,13 @@ sample ``i`` lacked it.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 
-from hetload.ragged import Ragged, device_only
+from hetload.ragged import Ragged, casts_float_only, device_only, shift_indices
 
 __all__ = ["HeteroBatch"]
 
@@ -43,6 +44,11 @@ class HeteroBatch:
         self._fields: dict[str, Any] = dict(fields)
         if batch_size is None:
             batch_size = _infer_batch_size(self._fields)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
+            raise ValueError(f"a batch size is an int >= 0, got {batch_size!r:.60}")
+        for name in self._fields:
+            if not isinstance(name, str):
+                raise TypeError(f"field names are str, got {name!r:.60}")
         for name, value in self._fields.items():
             size = len(value) if not isinstance(value, torch.Tensor) else value.shape[0]
             if size != batch_size:
@@ -87,8 +93,8 @@ class HeteroBatch:
                 fields = ", ".join(self._fields)
                 raise KeyError(f"the batch has no field {key!r} (fields: {fields})")
             return self._fields[key]
-        if isinstance(key, int):
-            return self.sample(key)
+        if not isinstance(key, torch.Tensor) and hasattr(key, "__index__"):
+            return self.sample(operator.index(key))
         raise TypeError(f"index a batch with a field name or a sample number, not {type(key)}")
 
     def __contains__(self, name: object) -> bool:
@@ -136,7 +142,7 @@ class HeteroBatch:
             if isinstance(value, Ragged):
                 item = value[i]
                 if value.index_base is not None:
-                    item = item - int(value.index_base[i])
+                    item = shift_indices(item, int(value.index_base[i]))
                 out[name] = item
             else:
                 out[name] = value[i]
@@ -147,13 +153,16 @@ class HeteroBatch:
         """Move every tensor like ``Tensor.to``; only packed bytes (and offsets) are copied.
 
         Index fields reuse their target's moved offsets, so each offsets tensor crosses once.
-        A dtype argument casts data fields only; index fields keep their integer dtype.
+        A dtype (``to(torch.float16)``, or another tensor's in ``to(other)``) casts
+        floating-point fields only, as ``nn.Module.to`` does: index fields, integer and bool
+        fields keep their dtype.
         """
         moved: dict[str, Any] = {}
         moved_offsets: dict[int, torch.Tensor] = {}
         for name, value in self._fields.items():
             if isinstance(value, Ragged) and value.index_base is None:
-                moved[name] = value.to(*args, non_blocking=non_blocking, **kwargs)
+                a, kw = casts_float_only(args, kwargs, value.values)
+                moved[name] = value.to(*a, non_blocking=non_blocking, **kw)
                 moved_offsets[id(value.offsets)] = moved[name].offsets
         device_args, device_kwargs = device_only(args, kwargs)
         for name, value in self._fields.items():
@@ -170,7 +179,8 @@ class HeteroBatch:
                     validate=False,
                 )
             elif isinstance(value, torch.Tensor):
-                moved[name] = value.to(*args, non_blocking=non_blocking, **kwargs)
+                a, kw = casts_float_only(args, kwargs, value)
+                moved[name] = value.to(*a, non_blocking=non_blocking, **kw)
             else:
                 moved[name] = value
         present = {
@@ -180,11 +190,24 @@ class HeteroBatch:
         return HeteroBatch({name: moved[name] for name in self._fields}, self._batch_size, present)
 
     def pin_memory(self, device: Any = None) -> HeteroBatch:
-        """Page-locked copies of every tensor (called by ``DataLoader(pin_memory=True)``)."""
+        """Page-locked copies of every tensor (called by ``DataLoader(pin_memory=True)``).
+
+        An offsets tensor shared by several fields (an index field's ``index_base`` is its
+        target's ``offsets``) is pinned once and stays shared, so the relation survives."""
         pinned: dict[str, Any] = {}
+        done: dict[int, torch.Tensor] = {}
+
+        def pin(t: torch.Tensor) -> torch.Tensor:
+            if id(t) not in done:
+                done[id(t)] = t.pin_memory()
+            return done[id(t)]
+
         for name, value in self._fields.items():
-            if isinstance(value, (Ragged, torch.Tensor)):
-                pinned[name] = value.pin_memory()
+            if isinstance(value, Ragged):
+                base = None if value.index_base is None else pin(value.index_base)
+                pinned[name] = value._derive(pin(value.values), pin(value.offsets), base)
+            elif isinstance(value, torch.Tensor):
+                pinned[name] = pin(value)
             else:
                 pinned[name] = value
         present = {name: flags.pin_memory() for name, flags in self._present.items()}

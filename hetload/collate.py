@@ -13,8 +13,6 @@ Copies, counted (counts of copies are part of the design, not an accident):
 from __future__ import annotations
 
 import math
-import numbers
-import warnings
 from collections.abc import Mapping, Sequence
 from itertools import accumulate, pairwise
 from typing import Any
@@ -26,6 +24,7 @@ from torch.utils.data import get_worker_info
 from hetload.batch import HeteroBatch
 from hetload.ops import rebase_index_
 from hetload.ragged import Ragged
+from hetload.sample_values import check_column, check_field_names, fixed_column, ragged_tensor
 from hetload.schema import DEFAULT_SCHEMA, Field, Schema
 
 __all__ = ["collate", "missing_value"]
@@ -62,10 +61,16 @@ def collate(samples: Sequence[Mapping[str, Any]], schema: Schema | None = None) 
         fixed fields stacked ``[B, *shape]``, metadata as lists.
 
     Raises:
-        ValueError: naming the field and the sample index for a dtype or trailing-shape
-            mismatch, or an index out of range.
+        ValueError: naming the field and the sample index for a missing field, a dtype or
+            trailing-shape mismatch, an index out of range, or a value that cannot be batched
+            (:mod:`hetload.sample_values` lists them).
     """
     schema = DEFAULT_SCHEMA if schema is None else schema
+    if not isinstance(schema, Schema):
+        raise TypeError(
+            f"collate(schema=...) takes a hetload Schema, got {type(schema).__name__}; "
+            "wrap a dict as DEFAULT_SCHEMA.extend({...})"
+        )
     if isinstance(samples, Mapping) or not isinstance(samples, Sequence):
         raise TypeError(f"collate expects a list of sample dicts, got {type(samples).__name__}")
     if len(samples) == 0:
@@ -77,6 +82,7 @@ def collate(samples: Sequence[Mapping[str, Any]], schema: Schema | None = None) 
         if not isinstance(sample, Mapping):
             raise TypeError(f"collate: sample {i} is a {type(sample).__name__}, expected a dict")
     names = _field_names(samples)
+    check_field_names(names)
     shared = get_worker_info() is not None
     # which samples hold each field, for the fields some samples lack
     present = {
@@ -171,31 +177,6 @@ def _collate_fixed_partial(
     return out
 
 
-def _as_tensor(name: str, index: int, value: Any) -> torch.Tensor:
-    """Wrap an array without copying it (numpy memory is shared with the tensor)."""
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, np.ndarray):
-        if value.dtype.hasobject or value.dtype.kind in "USVM":
-            raise ValueError(
-                f"field {name!r}: sample {index} has numpy dtype {value.dtype}, "
-                "which cannot be batched as numbers"
-            )
-        if not value.flags.writeable:
-            # read-only inputs (memory-mapped shards) are only read here; torch warns anyway
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                return torch.from_numpy(value)
-        try:
-            return torch.from_numpy(value)
-        except ValueError:  # negative strides
-            return torch.from_numpy(np.ascontiguousarray(value))
-    raise TypeError(
-        f"field {name!r}: sample {index} holds a {type(value).__name__}, "
-        "expected a numpy array or a torch tensor"
-    )
-
-
 def _empty(shape: tuple[int, ...], dtype: torch.dtype, shared: bool) -> torch.Tensor:
     """An uninitialised tensor, in shared memory when ``shared`` (inside DataLoader workers)."""
     if not shared:
@@ -214,27 +195,9 @@ def _offsets_of(lengths: list[int], shared: bool) -> torch.Tensor:
 
 
 def _ragged_column(name: str, column: list[Any]) -> list[torch.Tensor]:
-    tensors = [_as_tensor(name, i, value) for i, value in enumerate(column)]
-    first = tensors[0]
-    if first.dim() == 0:
-        raise ValueError(
-            f"field {name!r}: sample 0 holds a scalar, but the field is ragged ([N_i, ...]); "
-            "declare it 'fixed' in the schema"
-        )
-    for i, t in enumerate(tensors):
-        if t.dtype != first.dtype:
-            raise ValueError(
-                f"field {name!r}: sample {i} has dtype {t.dtype}, sample 0 has {first.dtype}"
-            )
-        if t.dim() != first.dim() or t.shape[1:] != first.shape[1:]:
-            raise ValueError(
-                f"field {name!r}: sample {i} has shape {tuple(t.shape)}, which does not match "
-                f"sample 0's trailing shape {tuple(first.shape[1:])} ([N_i, *D] with the same D)"
-            )
-        if t.device.type != "cpu":
-            raise ValueError(
-                f"field {name!r}: sample {i} is on {t.device}; collate runs on CPU samples"
-            )
+    # every conversion and refusal of a sample value is in hetload.sample_values
+    tensors = [ragged_tensor(name, i, value) for i, value in enumerate(column)]
+    check_column(name, tensors)
     return tensors
 
 
@@ -303,35 +266,9 @@ def _collate_index(
 
 
 def _collate_fixed(name: str, column: list[Any], shared: bool) -> torch.Tensor:
-    first = column[0]
-    if isinstance(first, (bool, numbers.Number)) and not isinstance(first, np.generic):
-        kinds = {type(v) for v in column}
-        if not all(isinstance(v, (bool, numbers.Number)) for v in column):
-            bad = next(i for i, v in enumerate(column) if not isinstance(v, numbers.Number))
-            raise ValueError(
-                f"field {name!r}: sample {bad} holds a {type(column[bad]).__name__}, "
-                "sample 0 a number"
-            )
-        # as default_collate: Python floats become float64, ints int64, bools bool
-        if float in kinds or any(isinstance(v, float) for v in column):
-            return torch.tensor(column, dtype=torch.float64)
-        if kinds == {bool}:
-            return torch.tensor(column, dtype=torch.bool)
-        return torch.tensor(column, dtype=torch.int64)
-    tensors = []
-    for i, value in enumerate(column):
-        t = torch.as_tensor(value) if isinstance(value, np.generic) else None
-        tensors.append(t if t is not None else _as_tensor(name, i, value))
-    for i, t in enumerate(tensors):
-        if t.shape != tensors[0].shape:
-            raise ValueError(
-                f"field {name!r}: sample {i} has shape {tuple(t.shape)}, sample 0 has "
-                f"{tuple(tensors[0].shape)} (a fixed field must match across samples)"
-            )
-        if t.dtype != tensors[0].dtype:
-            raise ValueError(
-                f"field {name!r}: sample {i} has dtype {t.dtype}, sample 0 has {tensors[0].dtype}"
-            )
+    tensors = fixed_column(name, column)
+    if isinstance(tensors, torch.Tensor):
+        return tensors
     out = _empty((len(tensors), *tensors[0].shape), tensors[0].dtype, shared)
     torch.stack(tensors, out=out)
     return out

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from hetload.batch import HeteroBatch
-from hetload.ragged import Ragged
+from hetload.ragged import Ragged, shift_indices
 
 __all__ = [
     "from_nested",
@@ -52,7 +52,23 @@ def _local_values(field: Ragged) -> torch.Tensor:
     base = torch.repeat_interleave(
         field.index_base[:-1], field.lengths, output_size=len(field.values)
     )
-    return field.values - base.view(-1, *([1] * (field.values.dim() - 1)))
+    # in the field's own dtype: int32 faces stay int32
+    return shift_indices(field.values, base.view(-1, *([1] * (field.values.dim() - 1))))
+
+
+def _indexes(field: Ragged, target: Ragged) -> bool:
+    """Whether index field ``field`` points into ``target``: its base is the target's offsets
+    (the same tensor after collate and ``to``; equal ones after a copy such as ``pin_memory``)."""
+    base = field.index_base
+    if base is None:
+        return False
+    if base is target.offsets:
+        return True
+    return (
+        base.shape == target.offsets.shape
+        and base.device == target.offsets.device
+        and bool(torch.equal(base, target.offsets))
+    )
 
 
 def _nested_of(field: Ragged) -> torch.Tensor:
@@ -154,7 +170,7 @@ def to_pyg(batch: HeteroBatch, *, pos: str | None = None) -> Any:
     for name, value in batch.items():
         key = "pos" if name == pos else _PYG_NAMES.get(name, name)
         if isinstance(value, Ragged):
-            if value.index_base is not None and value.index_base is nodes.offsets:
+            if _indexes(value, nodes):
                 out[key] = value.values.transpose(0, 1) if value.values.dim() == 2 else value.values
                 incs[key] = nodes.offsets[:-1]
             elif value.index_base is not None and ("index" in key or key == "face"):
@@ -301,7 +317,13 @@ def from_pointcept(point: Mapping[str, torch.Tensor], *, coord: str = "verts") -
     for key in ("coord", "offset"):
         if key not in point:
             raise ValueError(f"from_pointcept: the point dict has no {key!r}")
-    ends = torch.as_tensor(point["offset"]).to(torch.int64)
+    ends = torch.as_tensor(point["offset"])
+    if ends.dim() != 1 or ends.is_floating_point() or ends.is_complex() or ends.dtype == torch.bool:
+        raise ValueError(
+            f"from_pointcept: 'offset' must be a 1-D integer tensor of cumulative ends, got "
+            f"{ends.dtype} of shape {tuple(ends.shape)}"
+        )
+    ends = ends.to(torch.int64)
     offsets = torch.cat([ends.new_zeros(1), ends])
     fields: dict[str, Any] = {coord: Ragged(point["coord"], offsets, name=coord)}
     for key, name in (("feat", "feat"), ("segment", "labels")):

@@ -18,6 +18,7 @@ padded view can be returned in local numbering with ``-1`` as padding, PyTorch3D
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,7 +28,8 @@ import torch
 from hetload import ops
 from hetload.ops.buckets import bucket_length
 from hetload.ops.traced import assert_longest_at_most, compiling
-from hetload.ops.validation import check_offsets, longest
+from hetload.ops.validation import check_max_len, check_offsets, fill_key, longest
+from hetload.sample_values import check_column, ragged_tensor
 
 __all__ = ["Ragged"]
 
@@ -88,6 +90,21 @@ class Ragged:
             raise TypeError(f"field {name!r}: offsets must be a torch.Tensor, got {type(offsets)}")
         if values.dim() == 0:
             raise ValueError(f"field {name!r}: values must have at least one dimension (rows)")
+        if not isinstance(name, str):
+            raise TypeError(f"a field name is a str, got {type(name).__name__}")
+        if index_base is not None and not isinstance(index_base, torch.Tensor):
+            raise TypeError(f"field {name!r}: index_base must be a torch.Tensor or None")
+        if index_base is not None and (
+            values.is_floating_point() or values.is_complex() or values.dtype == torch.bool
+        ):
+            raise ValueError(f"field {name!r}: an index field must be integer, got {values.dtype}")
+        if max_len is not None and not isinstance(max_len, torch.SymInt):  # traced: symbolic
+            max_len = check_max_len(max_len, name)
+        for what, t in (("offsets", offsets), ("index_base", index_base)):
+            if t is not None and t.device != values.device:
+                raise ValueError(
+                    f"field {name!r}: values are on {values.device} but {what} on {t.device}"
+                )
         if validate:
             check_offsets(offsets, values.shape[0], name)
             if index_base is not None:
@@ -124,24 +141,21 @@ class Ragged:
         An empty list needs ``dtype`` to be meaningful; it gives ``values [0]`` and ``offsets [0]``
         (``B == 0``).
         """
-        tensors = [torch.as_tensor(t) for t in items]
-        for i, t in enumerate(tensors):
-            if t.dim() == 0:
-                raise ValueError(f"field {name!r}: item {i} is a scalar, expected [N_i, ...]")
-            if t.shape[1:] != tensors[0].shape[1:]:
-                raise ValueError(
-                    f"field {name!r}: item {i} has trailing shape {tuple(t.shape[1:])}, "
-                    f"item 0 has {tuple(tensors[0].shape[1:])}"
-                )
-            if dtype is None and t.dtype != tensors[0].dtype:
-                raise ValueError(
-                    f"field {name!r}: item {i} has dtype {t.dtype}, item 0 has {tensors[0].dtype}"
-                )
+        if isinstance(items, (torch.Tensor, np.ndarray)) or not isinstance(items, Sequence):
+            raise TypeError(f"field {name!r}: from_list takes a list of [N_i, ...] tensors")
+        # the same conversions and refusals as collate (hetload.sample_values); autograd is
+        # kept, since torch.cat below is differentiable
+        tensors = [
+            ragged_tensor(name, i, t, allow_grad=True, item="item") for i, t in enumerate(items)
+        ]
+        if dtype is not None:
+            tensors = [t.to(dtype) for t in tensors]
+        check_column(name, tensors, item="item")
         lengths = [t.shape[0] for t in tensors]
         offsets = torch.zeros(len(tensors) + 1, dtype=torch.int64)
         if tensors:
             torch.cumsum(torch.tensor(lengths, dtype=torch.int64), 0, out=offsets[1:])
-            values = torch.cat([t.to(dtype) if dtype is not None else t for t in tensors])
+            values = torch.cat(tensors)
         else:
             values = torch.empty(0, dtype=dtype or torch.float32)
         ragged = cls(values, offsets, name=name, max_len=max(lengths, default=0), validate=False)
@@ -155,12 +169,23 @@ class Ragged:
         *,
         name: str = "values",
     ) -> Ragged:
-        """Pack ``padded [B, L, *D]`` keeping the first ``lengths[i]`` rows of item ``i``."""
+        """Pack ``padded [B, L, *D]`` keeping the first ``lengths[i]`` rows of item ``i``
+        (``lengths``: ``B`` integers, a list or an integer tensor)."""
+        if not isinstance(padded, torch.Tensor):
+            raise TypeError(f"field {name!r}: padded must be a torch.Tensor, got {type(padded)}")
         if padded.dim() < 2:
             raise ValueError(
                 f"field {name!r}: padded must be [B, L, ...], got {tuple(padded.shape)}"
             )
-        lengths_t = torch.as_tensor(lengths, dtype=torch.int64).reshape(-1).cpu()
+        lengths_t = torch.as_tensor(lengths)
+        if lengths_t.is_floating_point() or lengths_t.is_complex() or lengths_t.dtype == torch.bool:
+            raise ValueError(
+                f"field {name!r}: lengths must be integers, got {lengths_t.dtype} "
+                "(a fractional length would be truncated)"
+            )
+        if lengths_t.dim() != 1:
+            raise ValueError(f"field {name!r}: lengths must be 1-D, got {tuple(lengths_t.shape)}")
+        lengths_t = lengths_t.to(torch.int64).cpu()
         if lengths_t.numel() != padded.shape[0]:
             raise ValueError(
                 f"field {name!r}: {lengths_t.numel()} lengths for a padded batch "
@@ -246,12 +271,14 @@ class Ragged:
 
         For an index field, ``fill`` defaults to ``-1`` and the indices are local to each item
         (``local=True``, PyTorch3D's convention); ``local=False`` keeps the global numbering.
-        For other fields ``fill`` defaults to ``0``.
+        For other fields ``fill`` defaults to ``0``. The fill is stored exactly or refused
+        (:func:`hetload.ops.packed_to_padded`): an unsigned index field has no ``-1``, so it
+        needs an explicit ``fill``. A few recent fills are cached.
         """
         is_index = self.index_base is not None
         if fill is None:
             fill = -1 if is_index else 0.0
-        key = (fill, local and is_index, multiple_of)
+        key = (fill_key(fill), bool(local) and is_index, multiple_of)
         cached = self._padded.get(key)
         if cached is not None:
             return cached
@@ -263,36 +290,71 @@ class Ragged:
                 self.index_base,
                 max_len=length,
                 fill=fill,
+                name=self.name,
                 validate=False,
             )
         else:
             out = ops.packed_to_padded(
-                self.values, self.offsets, max_len=length, fill=fill, validate=False
+                self.values,
+                self.offsets,
+                max_len=length,
+                fill=fill,
+                name=self.name,
+                validate=False,
             )
+        if len(self._padded) >= _CACHED_FILLS:  # a fill per call must not grow memory
+            self._padded.pop(next(iter(self._padded)))
         self._padded[key] = out
         return out
 
-    def unbind(self, *, local: bool = False) -> list[torch.Tensor]:
+    def unbind(self, *, local: bool = True) -> list[torch.Tensor]:
         """The list view: ``B`` tensors ``[N_i, *D]``, views into ``values`` (no copies).
 
-        For an index field, ``local=True`` returns each item's indices in its own numbering
-        (a new tensor per item, since the numbers change).
+        An index field's items are in each item's own (local) numbering, as ``padded()`` and
+        ``HeteroBatch.sample(i)`` give them (new tensors, since the numbers change);
+        ``local=False`` gives views in the packed (global) numbering.
         """
         bounds = self.offsets.tolist()
         items = [self.values[bounds[i] : bounds[i + 1]] for i in range(self.batch_size)]
         if local and self.index_base is not None:
             base = self.index_base.tolist()
-            items = [item - base[i] for i, item in enumerate(items)]
+            items = [shift_indices(item, base[i]) for i, item in enumerate(items)]
         return items
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        """Item ``i`` as a view ``[N_i, *D]`` (global numbering for index fields)."""
+    def __getitem__(self, i: int | slice) -> torch.Tensor | Ragged:
+        """Item ``i`` as a view ``[N_i, *D]`` (global numbering for index fields), or, for a
+        slice of items (step 1), a ``Ragged`` of those items (index fields re-based so that
+        they index the same slice of their target)."""
+        if isinstance(i, slice):
+            return self._slice(i)
+        try:
+            i = operator.index(i)
+        except TypeError:
+            raise TypeError(
+                f"field {self.name!r}: index items with an int or a slice, not {type(i).__name__}"
+            ) from None
         b = self.batch_size
         if not -b <= i < b:
             raise IndexError(f"field {self.name!r}: item {i} out of range for a batch of {b}")
         i %= b
         start, end = self.offsets[i : i + 2].tolist()
         return self.values[start:end]
+
+    def _slice(self, items: slice) -> Ragged:
+        start, stop, step = items.indices(self.batch_size)
+        if step != 1:
+            raise ValueError(f"field {self.name!r}: a slice of items must have step 1, got {step}")
+        stop = max(start, stop)
+        offsets = self.offsets[start : stop + 1]
+        first = int(offsets[0])
+        values = self.values[first : int(offsets[-1])]
+        base = None
+        if self.index_base is not None:
+            base = self.index_base[start : stop + 1]
+            shift = int(base[0])
+            base = base - shift
+            values = shift_indices(values, shift) if shift else values
+        return Ragged(values, offsets - first, name=self.name, index_base=base, validate=False)
 
     # ------------------------------------------------------------------ movement
     def to(self, *args: Any, non_blocking: bool = False, **kwargs: Any) -> Ragged:
@@ -408,7 +470,46 @@ def _check_max_len(offsets: torch.Tensor, max_len: int, name: str) -> None:
         )
 
 
+_CACHED_FILLS = 4
+
+#: unsigned dtypes and the signed one of the same width (same bits, wrapping arithmetic)
+_SIGNED = {
+    torch.uint8: torch.int8,
+    torch.uint16: torch.int16,
+    torch.uint32: torch.int32,
+    torch.uint64: torch.int64,
+}
+
+
+def shift_indices(values: torch.Tensor, shift: int | torch.Tensor) -> torch.Tensor:
+    """``values - shift`` in ``values``' own integer dtype (global <-> local numbering of an index
+    field). It runs on the signed integer of the same width, which wraps like the dtype and
+    which torch subtracts for every width (it has no subtraction for uint16 / 32 / 64)."""
+    signed = _SIGNED.get(values.dtype, values.dtype)
+    if isinstance(shift, torch.Tensor):
+        shift = shift.to(signed)
+    else:
+        bits = 8 * values.element_size()
+        shift = (int(shift) + 2 ** (bits - 1)) % 2**bits - 2 ** (bits - 1)
+    return (values.view(signed) - shift).view(values.dtype)
+
+
 def device_only(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    """Drop dtype arguments: an index field keeps its integer dtype when values are cast."""
-    kept = tuple(a for a in args if not isinstance(a, torch.dtype))
+    """The ``Tensor.to`` arguments without what would change a dtype: dtype arguments are
+    dropped, and ``to(other_tensor)`` (which takes ``other``'s dtype too) becomes
+    ``to(other.device)``. An index field keeps its integer dtype when values are cast."""
+    kept = tuple(
+        a.device if isinstance(a, torch.Tensor) else a
+        for a in args
+        if not isinstance(a, torch.dtype)
+    )
     return kept, {k: v for k, v in kwargs.items() if k != "dtype"}
+
+
+def casts_float_only(dtype_args: tuple, kwargs: dict, value: torch.Tensor) -> tuple[tuple, dict]:
+    """The ``to`` arguments for a data tensor of a batch: a dtype (or another tensor's dtype)
+    applies to floating-point tensors only, as ``nn.Module.to`` casts only floating parameters;
+    integer and bool fields (labels, uint8 colors) keep theirs."""
+    if value.is_floating_point() or value.is_complex():
+        return dtype_args, kwargs
+    return device_only(dtype_args, kwargs)

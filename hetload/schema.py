@@ -11,6 +11,12 @@ PyG decides per attribute which dimension to concatenate and what to add to inde
 ``meta``     anything else (strings, paths, dicts): kept as a Python list of ``B`` entries
 ===========  ==============================================================================
 
+A ``ragged`` or ``index`` field may also name the field it is *aligned with* (``rows_of``): one
+row per row of that field, e.g. per-vertex ``normals`` (``rows_of="verts"``) or per-face
+``face_colors`` and per-corner ``faces_uvs`` (``rows_of="faces"``). Transforms that drop or reorder
+rows use both relations (:mod:`hetload.rows`): aligned fields keep the same rows, index fields
+are renumbered. As a string: ``"ragged@verts"``, ``"index:uvs@faces"``.
+
 Unknown names follow ``Schema.unknown``: ``"infer"`` (the default) treats arrays/tensors with at
 least one dimension as ``ragged`` along dim 0, numbers and 0-d arrays as ``fixed``, everything
 else as ``meta``; ``"error"`` refuses them. The rule looks at the name and the type only, never at
@@ -35,27 +41,41 @@ _KINDS = ("ragged", "index", "fixed", "meta")
 
 @dataclass(frozen=True)
 class Field:
-    """How one field batches. ``index_of`` names the field an ``index`` field points into."""
+    """How one field batches. ``index_of`` names the field an ``index`` field points into;
+    ``rows_of`` the field a ``ragged`` / ``index`` field has one row per row of."""
 
     kind: Kind
     index_of: str | None = None
+    rows_of: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
             raise ValueError(f"field kind must be one of {_KINDS}, got {self.kind!r}")
         if (self.kind == "index") != (self.index_of is not None):
             raise ValueError("an 'index' field needs index_of, and only an index field has one")
+        if self.index_of == "":
+            raise ValueError("an 'index' field needs the name of the field it points into")
+        if self.rows_of is not None and (self.kind not in ("ragged", "index") or not self.rows_of):
+            raise ValueError("rows_of names a field, and only a ragged or index field has one")
 
     @classmethod
     def parse(cls, spec: Field | str) -> Field:
-        """``Field`` from ``"ragged"``, ``"fixed"``, ``"meta"`` or ``"index:<target>"``."""
+        """``Field`` from ``"ragged"``, ``"fixed"``, ``"meta"`` or ``"index:<target>"``, each
+        optionally followed by ``"@<field it is aligned with>"`` (``"ragged@verts"``)."""
         if isinstance(spec, Field):
             return spec
         if not isinstance(spec, str):
             raise TypeError(f"a field spec is a Field or a string, got {type(spec)}")
+        spec, at, rows_of = spec.partition("@")
+        if at and not rows_of:
+            raise ValueError(f"field spec {spec + at!r}: '@' must be followed by a field name")
         if spec.startswith("index:"):
-            return cls("index", spec.split(":", 1)[1])
-        return cls(spec)  # type: ignore[arg-type]
+            return cls("index", spec.split(":", 1)[1], rows_of or None)
+        return cls(spec, None, rows_of or None)  # type: ignore[arg-type]
+
+    def __str__(self) -> str:
+        text = self.kind if self.index_of is None else f"index:{self.index_of}"
+        return text if self.rows_of is None else f"{text}@{self.rows_of}"
 
 
 class Schema:
@@ -70,6 +90,8 @@ class Schema:
         *,
         unknown: Literal["infer", "error"] = "infer",
     ) -> None:
+        if fields is not None and not isinstance(fields, Mapping):
+            raise TypeError(f"Schema takes a mapping of field name -> spec, got {type(fields)}")
         if unknown not in ("infer", "error"):
             raise ValueError(f"Schema(unknown=...) must be 'infer' or 'error', got {unknown!r}")
         self.fields: dict[str, Field] = {
@@ -95,10 +117,7 @@ class Schema:
         return infer_field(value)
 
     def __repr__(self) -> str:
-        body = ", ".join(
-            f"{k}={v.kind if v.index_of is None else 'index:' + v.index_of}"
-            for k, v in self.fields.items()
-        )
+        body = ", ".join(f"{k}={v}" for k, v in self.fields.items())
         return f"Schema({body}, unknown={self.unknown!r})"
 
 
@@ -116,21 +135,22 @@ DEFAULT_SCHEMA = Schema(
     {
         "verts": "ragged",  # f32 [N, 3]
         "points": "ragged",  # f32 [N, 3] (point clouds)
-        "normals": "ragged",  # f32 [N, 3] per vertex (PLY) or [Nn, 3] (OBJ vn)
-        "colors": "ragged",  # [N, 3|4] uint8 or float
-        "uvs": "ragged",  # f32 [T, 2] (OBJ vt / PLY u,v)
-        "labels": "ragged",  # i64 [N] per-point labels, aligned with verts (PLY `label`)
-        "semantic": "ragged",  # i64 [N] per-point semantic ids, aligned with verts (SemanticKITTI)
-        "instance": "ragged",  # i64 [N] per-point instance ids, aligned with verts
-        "remission": "ragged",  # f32 [N] LiDAR return strength, aligned with verts
+        # per vertex, unless an index field points into them (OBJ vn / vt: a table of their own)
+        "normals": "ragged@verts",  # f32 [N, 3] per vertex (PLY) or [Nn, 3] (OBJ vn)
+        "colors": "ragged@verts",  # [N, 3|4] uint8 or float
+        "uvs": "ragged@verts",  # f32 [N, 2] (PLY u,v) or [T, 2] (OBJ vt)
+        "labels": "ragged@verts",  # i64 [N] per-point labels (PLY `label`, ScanNet)
+        "semantic": "ragged@verts",  # i64 [N] per-point semantic ids (SemanticKITTI)
+        "instance": "ragged@verts",  # i64 [N] per-point instance ids
+        "remission": "ragged@verts",  # f32 [N] LiDAR return strength
         "faces": "index:verts",  # i64 [F, 3] triangles into verts
         "edges": "index:verts",  # i64 [E, 2]
         "lines": "index:verts",  # i64 [E, 2] segments of OBJ 'l' polylines
         "point_indices": "index:verts",  # i64 [P] vertices of OBJ 'p' statements
-        "faces_uvs": "index:uvs",  # per-corner uv indices [F, 3]
-        "faces_normals": "index:normals",  # per-corner normal indices [F, 3]
-        "face_groups": "ragged",  # i64 [F] OBJ o/g group of each triangle
-        "face_colors": "ragged",  # [F, 3|4] PLY per-face colors, per triangle
+        "faces_uvs": "index:uvs@faces",  # per-corner uv indices [F, 3]
+        "faces_normals": "index:normals@faces",  # per-corner normal indices [F, 3]
+        "face_groups": "ragged@faces",  # i64 [F] OBJ o/g group of each triangle
+        "face_colors": "ragged@faces",  # [F, 3|4] PLY per-face colors, per triangle
         "polygons": "index:verts",  # i64 [sum P_j] faces as written (load(polygons=True))
         "polygon_sizes": "ragged",  # i64 [P] corners per polygon
         "label": "fixed",  # one class label per sample

@@ -11,11 +11,17 @@ its randomness from one ``np.random.Generator``:
   in plain callables too (a config's chain of steps);
 - ``t(sample)`` anywhere else draws from fresh OS entropy.
 
-``verts`` is the geometry. Per-vertex fields are the arrays with one row per vertex:
-``normals`` / ``uvs`` unless the sample indexes them per corner (``faces_normals`` /
-``faces_uvs``), ``colors``, and extra properties such as PLY ``intensity``. A transform that
-keeps a subset of the vertices keeps the same rows of those fields and the faces whose three
-corners all survive (re-numbered).
+``verts`` is the geometry. A transform that drops or reorders rows declares which field's rows
+(``selects``) and goes through :func:`hetload.rows.select_rows`, the one mechanism that keeps a
+sample consistent: the fields aligned with that field keep the same rows (per-vertex ``normals``,
+``colors``, PLY ``intensity``; per-face ``face_colors``, ``faces_uvs``), and every index field
+pointing into it is renumbered, its rows that point at a dropped row dropped with their own
+aligned fields (a face touching a dropped vertex goes, with its ``face_colors``), as the
+:class:`~hetload.schema.Schema` says (``schema=``, default the default schema).
+
+Every transform checks its parameters in its constructor (finite, in range, of the right type)
+and raises ``ValueError`` naming the transform and the parameter, so a config that builds one
+fails when it is loaded, not in the middle of a run.
 
 Transforms: :class:`Compose`, :class:`Center`, :class:`NormalizeUnitSphere`,
 :class:`RandomRotation`, :class:`RandomScale`, :class:`Jitter`, :class:`SamplePoints`,
@@ -32,6 +38,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+
+from hetload import transform_checks as _checks
+from hetload.rows import select_rows
+from hetload.schema import DEFAULT_SCHEMA, Schema
 
 __all__ = [
     "Center",
@@ -51,16 +61,13 @@ __all__ = [
     "run_seeded",
     "sample_rng",
     "seeded",
+    "select_rows",
 ]
 
 Sample = dict[str, Any]
 _current_rng: contextvars.ContextVar[np.random.Generator | None] = contextvars.ContextVar(
     "hetload_sample_rng", default=None
 )
-#: fields that are per face or per corner, never per vertex
-_NOT_PER_VERTEX = {"faces", "faces_uvs", "faces_normals", "face_groups", "face_colors", "edges"}
-_NOT_PER_VERTEX |= {"lines", "point_indices"}  # OBJ 'l' / 'p': indices into verts
-_POLYGON_FIELDS = ("polygons", "polygon_sizes")
 #: the fields whose rows are the points a size budget counts
 _POINT_FIELDS = ("verts", "points")
 
@@ -91,11 +98,19 @@ def run_seeded(transform: Callable[..., Any], sample: Any, rng: np.random.Genera
 
 
 class Transform:
-    """Base class: subclasses implement ``apply(sample, rng) -> sample`` on a shallow copy."""
+    """Base class: subclasses implement ``apply(sample, rng) -> sample`` on a shallow copy.
+
+    ``selects`` declares the fields whose rows the transform may drop or reorder (it then goes
+    through :func:`~hetload.rows.select_rows`, which makes every related field follow).
+    """
+
+    selects: tuple[str, ...] = ()
 
     def __call__(self, sample: Mapping[str, Any] | None, rng: np.random.Generator | None = None):
         if sample is None:  # a sample the dataset dropped stays dropped
             return None
+        if not isinstance(sample, Mapping):
+            raise TypeError(f"{type(self).__name__} takes a sample dict, got {type(sample)}")
         if rng is None:
             rng = _current_rng.get() or np.random.default_rng()
         return self.apply(dict(sample), rng)
@@ -111,7 +126,7 @@ class Transform:
         return n
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "selects")
         return f"{type(self).__name__}({args})"
 
 
@@ -119,7 +134,13 @@ class Compose(Transform):
     """Apply ``transforms`` in order, all drawing from the same generator."""
 
     def __init__(self, transforms: Sequence[Any]) -> None:
+        if isinstance(transforms, (str, bytes, Mapping)) or not isinstance(transforms, Sequence):
+            raise ValueError(f"Compose needs a list of transforms, got {type(transforms).__name__}")
+        for i, t in enumerate(transforms):
+            if not callable(t):
+                raise ValueError(f"Compose: transform {i} is a {type(t).__name__}, not callable")
         self.transforms = list(transforms)
+        self.selects = tuple(dict.fromkeys(f for t in self.transforms for f in _selects(t)))
 
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
         for t in self.transforms:
@@ -153,6 +174,9 @@ def _verts(sample: Sample, who: str) -> np.ndarray:
     verts = sample.get("verts")
     if not isinstance(verts, np.ndarray) or verts.ndim != 2 or verts.shape[1] != 3:
         raise ValueError(f"{who} needs a 'verts' array [N, 3], got {type(verts).__name__}")
+    if verts.dtype.kind != "f":
+        # the result is cast back to the input dtype: integers would be rounded silently
+        raise ValueError(f"{who} needs floating-point 'verts', got {verts.dtype}")
     return verts
 
 
@@ -164,7 +188,7 @@ class Center(Transform):
     """Move the vertices so their mean (``"mean"``) or bounding-box center (``"bbox"``) is 0."""
 
     def __init__(self, center: str = "mean") -> None:
-        if center not in ("mean", "bbox"):
+        if not isinstance(center, str) or center not in ("mean", "bbox"):
             raise ValueError(f"Center(center=...) must be 'mean' or 'bbox', got {center!r}")
         self.center = center
 
@@ -224,7 +248,7 @@ class RandomRotation(Transform):
             if axis not in ("x", "y", "z"):
                 raise ValueError(f"RandomRotation(axis=...) must be x, y or z, got {axis!r}")
             axis = "xyz".index(axis)
-        if axis not in (None, 0, 1, 2):
+        if isinstance(axis, bool) or axis not in (None, 0, 1, 2):
             raise ValueError(f"RandomRotation(axis=...) must be 0, 1, 2 or None, got {axis!r}")
         self.axis = axis
 
@@ -243,9 +267,15 @@ class RandomScale(Transform):
     normals follow the inverse transpose and are renormalized."""
 
     def __init__(self, low: float = 0.8, high: float = 1.25, anisotropic: bool = False) -> None:
-        if not 0 < low <= high:
-            raise ValueError(f"RandomScale needs 0 < low <= high, got {low}, {high}")
-        self.low, self.high, self.anisotropic = float(low), float(high), bool(anisotropic)
+        low = _checks.real("RandomScale", "low", low, low=0.0, low_open=True)
+        high = _checks.real("RandomScale", "high", high, low=0.0, low_open=True)
+        if not low <= high:
+            raise ValueError(f"RandomScale needs low <= high, got {low}, {high}")
+        if not isinstance(anisotropic, (bool, np.bool_)):
+            raise ValueError(
+                f"RandomScale(anisotropic=...) must be a bool, got {anisotropic!r:.60}"
+            )
+        self.low, self.high, self.anisotropic = low, high, bool(anisotropic)
 
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
         verts = _verts(sample, "RandomScale")
@@ -263,9 +293,9 @@ class Jitter(Transform):
     """Add Gaussian noise (``sigma``) to each coordinate, clipped to ``[-clip, clip]``."""
 
     def __init__(self, sigma: float = 0.01, clip: float = 0.05) -> None:
-        if sigma < 0 or clip < 0:
-            raise ValueError(f"Jitter needs sigma, clip >= 0, got {sigma}, {clip}")
-        self.sigma, self.clip = float(sigma), float(clip)
+        # clip=inf is "no clipping"; NaN in either would turn every vertex into NaN
+        self.sigma = _checks.real("Jitter", "sigma", sigma, low=0.0)
+        self.clip = _checks.real("Jitter", "clip", clip, low=0.0, allow_inf=True)
 
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
         verts = _verts(sample, "Jitter")
@@ -292,9 +322,12 @@ class SamplePoints(Transform):
     """
 
     def __init__(self, n: int, with_normals: bool = True) -> None:
-        if int(n) < 1:
-            raise ValueError(f"SamplePoints needs n >= 1, got {n}")
-        self.n, self.with_normals = int(n), bool(with_normals)
+        self.n = _checks.count("SamplePoints", "n", n)
+        if not isinstance(with_normals, (bool, np.bool_)):
+            raise ValueError(
+                f"SamplePoints(with_normals=...) must be a bool, got {with_normals!r:.60}"
+            )
+        self.with_normals = bool(with_normals)
 
     def out_size(self, n: np.ndarray, field: str = "verts") -> np.ndarray:
         """``n`` points for ``verts`` / ``points`` / ``normals``; 0 rows for the mesh fields
@@ -307,6 +340,12 @@ class SamplePoints(Transform):
         faces = sample.get("faces")
         if not isinstance(faces, np.ndarray) or len(faces) == 0:
             raise ValueError("SamplePoints needs a mesh with faces; this sample has none")
+        if faces.ndim != 2 or faces.shape[1] != 3 or faces.dtype.kind not in "iu":
+            raise ValueError(f"SamplePoints needs integer 'faces' [F, 3], got {faces.shape}")
+        if int(faces.min()) < 0 or int(faces.max()) >= len(verts):
+            raise ValueError(
+                f"SamplePoints: 'faces' holds indices outside the {len(verts)} vertices"
+            )
         tri = verts.astype(np.float64)[faces]  # [F, 3, 3]
         cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
         double_area = np.linalg.norm(cross, axis=1)
@@ -329,79 +368,46 @@ class SamplePoints(Transform):
         return out
 
 
-def _per_vertex(sample: Sample, n: int) -> list[str]:
-    names = []
-    for name, value in sample.items():
-        if name in _NOT_PER_VERTEX or name in _POLYGON_FIELDS or name.startswith("face_"):
-            continue
-        if name == "normals" and "faces_normals" in sample:
-            continue
-        if name == "uvs" and "faces_uvs" in sample:
-            continue
-        if isinstance(value, np.ndarray) and value.ndim >= 1 and len(value) == n:
-            names.append(name)
-    return names
-
-
-def _keep_vertices(sample: Sample, keep: np.ndarray) -> Sample:
-    """Keep vertices ``keep`` (ascending int64) and every per-vertex field's same rows; keep the
-    faces whose corners all survive, re-numbered, with their per-face / per-corner rows."""
-    n = len(sample["verts"])
-    for name in _per_vertex(sample, n):
-        sample[name] = sample[name][keep]
-    for name in _POLYGON_FIELDS:
-        sample.pop(name, None)
-    faces = sample.get("faces")
-    if isinstance(faces, np.ndarray):
-        new_id = np.full(n, -1, dtype=np.int64)
-        new_id[keep] = np.arange(len(keep))
-        mapped = new_id[faces]
-        rows = (mapped >= 0).all(axis=1)
-        sample["faces"] = mapped[rows].astype(faces.dtype)
-        for name in ("faces_uvs", "faces_normals", "face_groups", "face_colors"):
-            if name in sample and len(sample[name]) == len(faces):
-                sample[name] = sample[name][rows]
-    for name in ("lines", "point_indices"):  # OBJ 'l' / 'p': kept where every vertex survives
-        index = sample.get(name)
-        if isinstance(index, np.ndarray):
-            new_id = np.full(n, -1, dtype=np.int64)
-            new_id[keep] = np.arange(len(keep))
-            mapped = new_id[index]
-            alive = (mapped >= 0).reshape(len(mapped), -1).all(axis=1)
-            sample[name] = mapped[alive].astype(index.dtype)
-    return sample
-
-
 class Subsample(Transform):
-    """Keep at most ``n`` vertices, chosen uniformly without replacement (file order kept)."""
+    """Keep at most ``n`` rows of ``field`` (``verts`` by default, or ``faces``...), chosen
+    uniformly without replacement (file order kept); every related field follows
+    (:func:`~hetload.rows.select_rows` with ``schema``)."""
 
-    def __init__(self, n: int) -> None:
-        if int(n) < 1:
-            raise ValueError(f"Subsample needs n >= 1, got {n}")
-        self.n = int(n)
+    def __init__(self, n: int, field: str = "verts", schema: Schema | None = None) -> None:
+        self.n = _checks.count("Subsample", "n", n)
+        self.field = _checks.field_name("Subsample", field)
+        self.schema = _checks.schema_arg("Subsample", schema)
+        self.selects = (self.field,)
 
     def out_size(self, n: np.ndarray, field: str = "verts") -> np.ndarray:
-        """At most ``n`` vertices; other fields keep at most their rows."""
-        return np.minimum(n, self.n) if field in _POINT_FIELDS else n
+        """At most ``n`` rows of the selected field (of the points, when it selects points);
+        other fields keep at most their rows."""
+        selected = field == self.field or (field in _POINT_FIELDS and self.field in _POINT_FIELDS)
+        return np.minimum(n, self.n) if selected else n
 
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        count = len(_verts(sample, "Subsample"))
+        rows = sample.get(self.field)
+        if getattr(rows, "ndim", 0) < 1:
+            raise ValueError(f"Subsample needs an array field {self.field!r} with rows")
+        count = len(rows)
         if count <= self.n:
             return sample
         keep = np.sort(rng.choice(count, self.n, replace=False))
-        return _keep_vertices(sample, keep)
+        return select_rows(sample, self.field, keep, schema=self.schema)
 
 
 class SphereCrop(Transform):
     """Keep the ``n`` vertices nearest to a center: a random vertex (``center="random"``, as
-    PTv3 / Pointcept crop large scenes) or the centroid (``"mean"``). File order is kept."""
+    PTv3 / Pointcept crop large scenes) or the centroid (``"mean"``). File order is kept; every
+    related field follows (:func:`~hetload.rows.select_rows` with ``schema``)."""
 
-    def __init__(self, n: int, center: str = "random") -> None:
-        if int(n) < 1:
-            raise ValueError(f"SphereCrop needs n >= 1, got {n}")
-        if center not in ("random", "mean"):
+    def __init__(self, n: int, center: str = "random", schema: Schema | None = None) -> None:
+        self.n = _checks.count("SphereCrop", "n", n)
+        if not isinstance(center, str) or center not in ("random", "mean"):
             raise ValueError(f"SphereCrop(center=...) must be 'random' or 'mean', got {center!r}")
-        self.n, self.center = int(n), center
+        self.center = center
+        self.schema = _checks.schema_arg("SphereCrop", schema)
+        self.selects = ("verts",)
 
     def out_size(self, n: np.ndarray, field: str = "verts") -> np.ndarray:
         """At most ``n`` vertices; other fields keep at most their rows."""
@@ -415,25 +421,62 @@ class SphereCrop(Transform):
         mid = v[rng.integers(len(v))] if self.center == "random" else v.mean(0)
         distance = ((v - mid) ** 2).sum(1)
         keep = np.sort(np.argpartition(distance, self.n - 1)[: self.n])
-        return _keep_vertices(sample, keep)
+        return select_rows(sample, "verts", keep, schema=self.schema)
+
+
+def _selects(transform: Any) -> tuple[str, ...]:
+    return tuple(getattr(transform, "selects", ()) or ())
 
 
 class ToDtype(Transform):
     """Cast fields: ``ToDtype({"verts": "float16", "faces": "int32"})``; ``floating=`` casts
-    every floating-point array at once (``ToDtype(floating="float64")``)."""
+    every floating-point array at once (``ToDtype(floating="float64")``).
 
-    def __init__(self, dtypes: Mapping[str, Any] | None = None, floating: Any = None) -> None:
-        self.dtypes = {k: np.dtype(v).name for k, v in (dtypes or {}).items()}
-        self.floating = None if floating is None else np.dtype(floating).name
+    Casts are checked per sample, never silently lossy in range: an integer cast refuses values
+    the new dtype cannot hold, a float cast refuses finite values that would become infinite, and
+    an index field (faces, edges: ``schema``) is only ever cast to another integer dtype.
+
+    Raises:
+        ValueError: naming the field, for a cast that would change its values as described.
+    """
+
+    def __init__(
+        self,
+        dtypes: Mapping[str, Any] | None = None,
+        floating: Any = None,
+        schema: Schema | None = None,
+    ) -> None:
+        if dtypes is not None and not isinstance(dtypes, Mapping):
+            raise ValueError(
+                f"ToDtype(dtypes=...) must map field names to dtypes, got {dtypes!r:.60}"
+            )
+        self.dtypes = {
+            str(k): _checks.numeric_dtype("dtypes", v).name for k, v in (dtypes or {}).items()
+        }
+        self.floating = None
+        if floating is not None:
+            kind = _checks.numeric_dtype("floating", floating)
+            if kind.kind != "f":
+                raise ValueError(f"ToDtype(floating=...) must be a float dtype, got {kind}")
+            self.floating = kind.name
+        self.schema = _checks.schema_arg("ToDtype", schema)
+        index_fields = (self.schema or DEFAULT_SCHEMA).fields
+        for name, dtype in self.dtypes.items():
+            spec = index_fields.get(name)
+            if spec is not None and spec.kind == "index" and np.dtype(dtype).kind not in "iu":
+                raise ValueError(
+                    f"ToDtype: {name!r} is an index field (into {spec.index_of!r}); it can only "
+                    f"be cast to an integer dtype, not {dtype}"
+                )
 
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
         for name, value in sample.items():
             if not isinstance(value, np.ndarray):
                 continue
             if name in self.dtypes:
-                sample[name] = value.astype(self.dtypes[name])
+                sample[name] = _checks.cast(name, value, np.dtype(self.dtypes[name]))
             elif self.floating is not None and value.dtype.kind == "f":
-                sample[name] = value.astype(self.floating)
+                sample[name] = _checks.cast(name, value, np.dtype(self.floating))
         return sample
 
 
@@ -493,8 +536,12 @@ _REGISTRY = {
 }
 
 
-def build(specs: Sequence[str | Mapping[str, Mapping[str, Any] | None]]) -> Compose:
-    """A :class:`Compose` from config entries: ``"Center"`` or ``{"SamplePoints": {"n": 1024}}``.
+def build(
+    specs: Sequence[str | Mapping[str, Mapping[str, Any] | None]], schema: Schema | None = None
+) -> Compose:
+    """A :class:`Compose` from config entries: ``"Center"`` or ``{"SamplePoints": {"n": 1024}}``;
+    ``schema`` (a config's ``collate.schema``) reaches the transforms that select rows, unless
+    an entry sets its own.
 
     Raises:
         KeyError: an unknown name (the message lists the known ones).
@@ -511,5 +558,8 @@ def build(specs: Sequence[str | Mapping[str, Mapping[str, Any] | None]]) -> Comp
             raise TypeError(f"a transform is 'Name' or {{Name: {{arg: value}}}}, got {spec!r}")
         if name not in _REGISTRY:
             raise KeyError(f"unknown transform {name!r}; known: {', '.join(sorted(_REGISTRY))}")
-        steps.append(_REGISTRY[name](**kwargs))
+        cls = _REGISTRY[name]
+        if schema is not None and cls in (Subsample, SphereCrop, ToDtype):
+            kwargs.setdefault("schema", schema)
+        steps.append(cls(**kwargs))
     return Compose(steps)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,22 @@ def rss(pid: int | str = "self") -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS line")
+
+
+def settle_queues(timeout: float = 60.0) -> None:
+    """Wait until every multiprocessing queue this process closed has released its pipe.
+
+    ``DataLoader`` ends an epoch's workers with ``Queue.close()`` on each worker's index queue,
+    which only hands a sentinel to the queue's feeder thread: that thread closes both ends of the
+    queue's pipe a moment later, after the loop has already returned. Counting descriptors before
+    it runs sees 2 per queue too many (a flaky ``[18, 18, 18, 18, 20, ...]`` on a loaded
+    machine). A feeder thread that never finishes is a leak, and fails here.
+    """
+    for thread in threading.enumerate():
+        if thread.name == "QueueFeederThread":
+            thread.join(timeout)
+            assert not thread.is_alive(), "a closed queue's feeder thread never finished"
+    gc.collect()
 
 
 def children() -> list[int]:
@@ -120,7 +137,7 @@ def test_workers_started_every_epoch_leave_nothing_behind(shards):
     for epoch in range(8):
         sampler.set_epoch(epoch)
         assert sum(1 for _ in loader) == len(sampler)
-        gc.collect()
+        settle_queues()
         counts.append(fds())
         assert children() == [], "a worker outlived its epoch"
     assert len(set(counts[1:])) == 1, f"descriptors per epoch: {counts}"

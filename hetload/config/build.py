@@ -283,7 +283,8 @@ def _transform(config: LoaderConfig) -> Callable | None:
             steps.append(functools.partial(fn, **kwargs) if kwargs else fn)
         else:
             try:
-                steps.extend(build([{name: kwargs}]).transforms)
+                # the config's schema: Subsample renumbers the index fields it declares
+                steps.extend(build([{name: kwargs}], schema=_schema(config)).transforms)
             except (TypeError, ValueError, KeyError) as exc:
                 raise config.error(where, str(exc).strip("'\"")) from None
     # hetload transforms inside the chain draw from the generator the dataset seeds per sample

@@ -19,7 +19,7 @@ import torch
 from hetload.ops import library as _library
 from hetload.ops.buckets import bucket_length
 from hetload.ops.traced import assert_longest_at_most, compiling
-from hetload.ops.validation import check_offsets, longest
+from hetload.ops.validation import check_fill, check_max_len, check_offsets, longest
 
 __all__ = [
     "backend",
@@ -53,10 +53,11 @@ def _resolve_max_len(offsets: torch.Tensor, max_len: int | None, name: str, vali
         if compiling():
             raise _host_fact_needed("max_len", name)
         return longest(offsets)
-    if not isinstance(max_len, torch.SymInt):  # a traced size stays symbolic
-        max_len = int(max_len)
-    if max_len < 0:
-        raise ValueError(f"field {name!r}: max_len must be >= 0, got {max_len}")
+    if isinstance(max_len, torch.SymInt):  # a traced size stays symbolic
+        if max_len < 0:
+            raise ValueError(f"field {name!r}: max_len must be >= 0, got {max_len}")
+    else:
+        max_len = check_max_len(max_len, name)
     if validate and compiling():
         assert_longest_at_most(offsets, max_len, name)
     elif validate:
@@ -67,6 +68,15 @@ def _resolve_max_len(offsets: torch.Tensor, max_len: int | None, name: str, vali
                 f"field {name!r}: max_len={max_len} is shorter than the longest item ({needed})"
             )
     return max_len
+
+
+def _fill_padding(out: torch.Tensor, offsets: torch.Tensor, exact: int | None) -> torch.Tensor:
+    """Write an integer fill a double cannot hold (``2**53 + 1``) into the padding rows."""
+    if exact is None or out.numel() == 0:
+        return out
+    lengths = (offsets[1:] - offsets[:-1]).to(out.device)
+    padding = torch.arange(out.shape[1], device=out.device).unsqueeze(0) >= lengths.unsqueeze(1)
+    return out.masked_fill_(padding.view(*padding.shape, *([1] * (out.dim() - 2))), exact)
 
 
 def packed_to_padded(
@@ -86,7 +96,9 @@ def packed_to_padded(
             ``values[offsets[i]:offsets[i+1]]``.
         max_len: rows of the output; ``None`` uses the longest item. Shorter than the longest
             item is a ``ValueError``.
-        fill: the value of padding rows (cast to ``values.dtype``).
+        fill: the value of padding rows, stored exactly: integer dtypes take whole numbers in
+            their range (an int64 fill of ``2**53 + 1`` stays that), bool 0 / 1, float dtypes
+            any value they do not overflow; anything else is a ``ValueError``.
         name: the field name used in error messages.
         validate: check the offsets invariants first, and that no item is longer than
             ``max_len``. Eagerly that reads ``offsets`` on the host (a device sync for GPU
@@ -104,10 +116,12 @@ def packed_to_padded(
     _check_pair(values, offsets, name, "values")
     if values.dim() == 0:
         raise ValueError(f"field {name!r}: values must be [sum N_i, ...], got a scalar")
+    fill_double, exact = check_fill(values.dtype, fill, name)
     if validate:
         check_offsets(offsets, values.shape[0], name)
     max_len = _resolve_max_len(offsets, max_len, name, validate)
-    return torch.ops.hetload.packed_to_padded(values, offsets, max_len, float(fill))
+    out = torch.ops.hetload.packed_to_padded(values, offsets, max_len, fill_double)
+    return _fill_padding(out, offsets, exact)
 
 
 def packed_to_padded_local(
@@ -136,6 +150,9 @@ def packed_to_padded_local(
     _check_pair(values, offsets, name, "values")
     if values.is_floating_point() or values.is_complex() or values.dtype == torch.bool:
         raise ValueError(f"field {name!r}: an index field must be integer, got {values.dtype}")
+    if not isinstance(base, torch.Tensor):
+        raise TypeError(f"field {name!r}: base must be a torch.Tensor, got {type(base)}")
+    fill_double, exact = check_fill(values.dtype, fill, name)
     if validate:
         check_offsets(offsets, values.shape[0], name)
         check_offsets(base, None, f"{name} (base)")
@@ -144,9 +161,10 @@ def packed_to_padded_local(
                 f"field {name!r}: base has {base.numel() - 1} items, offsets {offsets.numel() - 1}"
             )
     max_len = _resolve_max_len(offsets, max_len, name, validate)
-    return torch.ops.hetload.packed_to_padded_local(
-        values, offsets, base.to(values.device), max_len, float(fill)
+    out = torch.ops.hetload.packed_to_padded_local(
+        values, offsets, base.to(values.device), max_len, fill_double
     )
+    return _fill_padding(out, offsets, exact)
 
 
 def padded_to_packed(
@@ -173,6 +191,8 @@ def padded_to_packed(
     _check_pair(padded, offsets, name, "padded")
     if padded.dim() < 2:
         raise ValueError(f"field {name!r}: padded must be [B, L, ...], got {tuple(padded.shape)}")
+    if total is not None:
+        total = check_max_len(total, name, "total")
     if validate:
         check_offsets(offsets, total, name)
         if offsets.numel() - 1 != padded.shape[0]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from hetload.ops.contract import dtype_name
+
 _OP = "hetload::rebase_index_"
 
 
@@ -21,14 +23,17 @@ def _check(samples: list[torch.Tensor], out: torch.Tensor, bases: list[int], cou
             f"{_OP}: {batch} samples but {len(bases)} bases and {len(counts)} counts"
         )
     if out.is_floating_point() or out.is_complex() or out.dtype == torch.bool:
-        raise RuntimeError(f"{_OP}: an index field must be integer, got {out.dtype}")
+        raise RuntimeError(f"{_OP}: an index field must be integer, got {dtype_name(out.dtype)}")
     if out.dim() < 1 or not out.is_contiguous():
         raise RuntimeError(f"{_OP}: out must be a contiguous [sum N_i, ...] tensor")
     top = min(torch.iinfo(out.dtype).max, 2**63 - 1)  # the compiled kernel's int64 bases
     total = 0
     for i, (s, base, count) in enumerate(zip(samples, bases, counts)):
         if s.dtype != out.dtype:
-            raise RuntimeError(f"{_OP}: sample {i} has dtype {s.dtype}, out has {out.dtype}")
+            raise RuntimeError(
+                f"{_OP}: sample {i} has dtype {dtype_name(s.dtype)}, "
+                f"out has {dtype_name(out.dtype)}"
+            )
         if s.device != out.device:
             raise RuntimeError(f"{_OP}: sample {i} is not on out's device")
         if s.dim() != out.dim():
@@ -42,7 +47,7 @@ def _check(samples: list[torch.Tensor], out: torch.Tensor, bases: list[int], cou
         if count > 0 and base > top - (count - 1):
             raise RuntimeError(
                 f"{_OP}: sample {i}'s packed indices reach {base} + {count - 1}, "
-                f"more than {out.dtype} holds"
+                f"more than {dtype_name(out.dtype)} holds"
             )
         total += s.numel()
     if total != out.numel():
@@ -88,13 +93,33 @@ def _rebase_numpy(samples, out, bases, counts) -> int:
 
 
 def _rebase_torch(samples, out, bases, counts) -> int:
-    """Any device, with one host sync in all (torch has no add for uint16/32/64)."""
+    """Any device, with one host sync in all. torch has no add for uint16/32/64: the add runs on
+    the signed integer of the same width (same bits, wrapping alike), the range check on the
+    values themselves."""
+    signed = _SIGNED.get(out.dtype, out.dtype)
+    bits = 8 * out.element_size()
     flags = []
     start = 0
     for s, base, count in zip(samples, bases, counts):
         end = start + s.shape[0]
-        torch.add(s, base, out=out[start:end])
-        flags.append(((s < 0) | (s >= count)).any())
+        shift = (int(base) + 2 ** (bits - 1)) % 2**bits - 2 ** (bits - 1)
+        torch.add(s.view(signed), shift, out=out[start:end].view(signed))
+        flags.append(((s < 0) | (s >= count)).any() if signed == s.dtype else _outside(s, count))
         start = end
     bad = torch.stack(flags).nonzero() if flags else None
     return int(bad[0, 0]) if bad is not None and bad.numel() else -1
+
+
+_SIGNED = {
+    torch.uint8: torch.int8,
+    torch.uint16: torch.int16,
+    torch.uint32: torch.int32,
+    torch.uint64: torch.int64,
+}
+
+
+def _outside(s: torch.Tensor, count: int) -> torch.Tensor:
+    """Whether an unsigned sample holds an index ``>= count``, compared without unsigned ops
+    torch lacks: as int64 (uint64 values beyond int64 wrap negative, and are outside too)."""
+    wide = s.view(torch.int64) if s.dtype == torch.uint64 else s.to(torch.int64)
+    return ((wide < 0) | (wide >= count)).any()
