@@ -88,14 +88,19 @@ class ErrorPolicy:
         """Re-raise ``exc`` under ``"raise"``; otherwise record ``(source, reason)`` and return."""
         if self.mode == "raise":
             raise exc
-        skipped = Skipped(str(source), f"{type(exc).__name__}: {exc}")
+        self.note(source, f"{type(exc).__name__}: {exc}")
+
+    def note(self, source: str, reason: str) -> None:
+        """Record ``(source, reason)`` in the report (and warn under ``"warn"``) without raising:
+        what a skip changed downstream, e.g. a substitute served in place of a skipped batch."""
+        skipped = Skipped(str(source), reason)
         self._local.append(skipped)
         if self.report_path is not None:
             self._append(skipped)
         log.info("skipped %s: %s", skipped.source, skipped.reason)
         if self.mode == "warn":
             warnings.warn(
-                f"hetload skipped {skipped.source}: {skipped.reason}", HetloadWarning, stacklevel=3
+                f"hetload skipped {skipped.source}: {skipped.reason}", HetloadWarning, stacklevel=4
             )
 
     @property

@@ -32,7 +32,9 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from hetload.data.substitute import SizeOrder, get_batch
 from hetload.errors import ErrorPolicy, OnError, Skipped
+from hetload.guards import check_regular, check_seed
 from hetload.io import ReadError, load, scan
 from hetload.transforms import run_seeded, sample_rng
 
@@ -54,9 +56,10 @@ class MeshFolder(Dataset):
         transform: applied to each loaded sample; a :class:`hetload.transforms.Transform` (or
             any callable wrapping them) draws from the sample's generator (see ``seed``).
         on_error: ``"raise"`` | ``"skip"`` | ``"warn"``, or an :class:`~hetload.ErrorPolicy`.
-            Under skip / warn an unreadable file (``ReadError``), a missing field and a
-            transform's ``ValueError`` make ``__getitem__`` return ``None`` and add a line to
-            :attr:`report`.
+            Under skip / warn a file the size scan cannot read is left out of ``files``; one
+            that fails later (``ReadError``), a missing field and a transform's ``ValueError``
+            make ``__getitem__`` return ``None``; each adds a line to :attr:`report`. A batch
+            is never empty: see :meth:`__getitems__`.
         fields: keep only these fields (every sample must have them: a file without one is a
             bad file), so files with different optional fields batch together. ``None``: all.
         load_options: keyword arguments of :func:`hetload.io.load` (``dtype``, ``polygons``...).
@@ -70,8 +73,9 @@ class MeshFolder(Dataset):
 
     Attributes:
         files: ``list[Path]``, one per sample.
-        sizes: ``np.int64 [len]``: vertex count of each file (0 for a file that failed to scan
-            under skip / warn).
+        sizes: ``np.int64 [len]``: vertex count of each file. A file the scan cannot read
+            (or that is not a regular file) is not in ``files`` at all under skip / warn: it is
+            named in :attr:`report` and no sampler ever plans it.
         field_sizes: ``{"verts": ..., "faces": ...}``, each ``np.int64 [len]``; faces are the
             rows of the loaded ``faces`` field (polygons fan-triangulated), exact for a hard
             per-batch budget: from :func:`hetload.io.scan` where it knows them
@@ -98,29 +102,39 @@ class MeshFolder(Dataset):
         if not self.root.is_dir():
             raise ValueError(f"MeshFolder: {self.root} is not a directory")
         suffixes = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
-        self.files = sorted(
-            (p for p in self.root.glob(pattern) if p.suffix.lower() in suffixes and p.is_file()),
-            key=lambda p: p.relative_to(self.root).as_posix(),
-        )
         self.transform = transform
         # shared: skips in DataLoader workers reach this process's report
         self.policy = ErrorPolicy(on_error, report_path=report_path).share()
         self.report_path = self.policy.report_path
         self.fields = None if fields is None else tuple(fields)
         self.load_options = dict(load_options or {})
-        self.seed = int(seed)
+        self.seed = check_seed(seed, "MeshFolder: seed")
+        found = sorted(
+            (p for p in self.root.glob(pattern) if p.suffix.lower() in suffixes),
+            key=lambda p: p.relative_to(self.root).as_posix(),
+        )
+        files = []
+        for path in found:
+            try:
+                if not path.is_dir():  # a folder named like a mesh is not a candidate
+                    files.append(check_regular(path))
+            except (OSError, ValueError) as exc:  # a FIFO would block its reader forever
+                self._skip(path, ReadError(path, str(exc).removeprefix(f"{path}: ")))
         # shared memory: set_epoch in the main process reaches (even persistent) workers
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
         counts, errors = _SizeIndex(self.root, index).counts(
-            self.files, scan_workers, progress and len(self.files) > 200
+            files, scan_workers, progress and len(files) > 200
         )
-        self._scan_errors: dict[int, ReadError] = {}
         for i, exc in errors.items():
-            self._skip(self.files[i], exc)  # raises under "raise"
-            self._scan_errors[i] = exc
-        self.field_sizes = {"verts": counts[:, 0].copy(), "faces": counts[:, 1].copy()}
+            self._skip(files[i], exc)  # raises under "raise"
+        # a file the scan cannot read is left out of the dataset, so no sampler ever plans it
+        # (with size 0 it would be batched with the other broken files: an all-skipped batch)
+        kept = np.array([i not in errors for i in range(len(files))], dtype=bool)
+        self.files: list[Path] = [path for path, keep in zip(files, kept) if keep]
+        self.field_sizes = {"verts": counts[kept, 0].copy(), "faces": counts[kept, 1].copy()}
         self.sizes = self.field_sizes["verts"]
+        self._order: SizeOrder | None = None  # built on the first batch
 
     # ------------------------------------------------------------------ dataset protocol
     def __len__(self) -> int:
@@ -133,8 +147,6 @@ class MeshFolder(Dataset):
             raise IndexError(f"MeshFolder: index {index} out of range for {len(self)} files")
         index %= len(self)
         path = self.files[index]
-        if index in self._scan_errors:
-            return None
         try:
             sample = load(path, **self.load_options)
             if self.fields is not None:
@@ -146,9 +158,19 @@ class MeshFolder(Dataset):
             return None
         return sample
 
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any] | None]:
+        """The samples of one batch (DataLoader calls this with a batch sampler's batches):
+        skipped ones are ``None``, and a batch whose every sample was skipped gets one
+        substitute instead, named in :attr:`report` (see :mod:`hetload.data.substitute`)."""
+        if self._order is None:
+            self._order = SizeOrder(self.sizes)
+        return get_batch(
+            indices, self.__getitem__, self._order, self.policy, lambda i: str(self.files[i])
+        )
+
     def set_epoch(self, epoch: int) -> None:
         """Reseed the transforms for ``epoch`` (workers see it: the epoch is in shared memory)."""
-        self._epoch.fill_(int(epoch))
+        self._epoch.fill_(check_seed(epoch, "MeshFolder: epoch"))
 
     @property
     def epoch(self) -> int:

@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
+from hetload.data.substitute import SizeOrder, get_batch
 from hetload.errors import ErrorPolicy, OnError
+from hetload.guards import NotRegularFile, open_regular_fd
 from hetload.shards.format import BLOCK, ShardError, decode_meta, decode_sample, member_name
 from hetload.shards.index import ShardIndex, check_shards, is_url
 
@@ -101,6 +103,7 @@ class ShardDataset(Dataset):
         self.sizes: np.ndarray = np.maximum(rows, 0)
         self._pid: int | None = None
         self._handles: OrderedDict[int, Any] = OrderedDict()
+        self._order: SizeOrder | None = None  # built on the first batch
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -129,6 +132,17 @@ class ShardDataset(Dataset):
         except (ShardError, OSError) as exc:
             self.policy.handle(getattr(exc, "source", f"{url}:{self._keys[i]}"), exc)
             return None
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any] | None]:
+        """The samples of one batch (DataLoader calls this with a batch sampler's batches):
+        skipped ones are ``None``, and a batch whose every sample was skipped gets one
+        substitute instead, named in :attr:`report` (see :mod:`hetload.data.substitute`)."""
+        if self._order is None:
+            self._order = SizeOrder(self.sizes)
+        return get_batch(indices, self.__getitem__, self._order, self.policy, self._describe)
+
+    def _describe(self, i: int) -> str:
+        return f"{self._urls[self._shard_of[i]]}:{self._keys[i]}"
 
     def _position(self, i: int) -> int:
         n = len(self._keys)
@@ -200,9 +214,12 @@ class ShardDataset(Dataset):
             self._handles.move_to_end(shard)
             return fd
         try:
-            fd = os.open(self._urls[shard], os.O_RDONLY)
+            # a FIFO or device listed as a shard is refused, never read (it could block)
+            fd = open_regular_fd(self._urls[shard])
         except FileNotFoundError:
             raise ShardError(self._urls[shard], None, "listed in the index but missing") from None
+        except NotRegularFile as exc:
+            raise ShardError(self._urls[shard], None, f"{exc.kind}, not a regular file") from None
         self._handles[shard] = fd
         if len(self._handles) > self.max_open:
             _, old = self._handles.popitem(last=False)

@@ -36,6 +36,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from hetload.collate import collate
 from hetload.errors import ErrorPolicy, OnError
+from hetload.guards import check_seed, shown
 from hetload.shards.format import ShardError, decode_sample
 from hetload.shards.index import ShardIndex, is_url
 
@@ -89,10 +90,6 @@ class StreamPlan:
 
     def batches_per_rank(self) -> int:
         return sum(self.quota[0])
-
-
-#: where a streamed sample carries its key between decoding and its transform
-_KEY = "__key__"
 
 
 class ShardStream(IterableDataset):
@@ -191,7 +188,7 @@ class ShardStream(IterableDataset):
             raise ValueError(f"even must be 'truncate' or 'pad', got {even!r}")
         self.even = even
         self.shuffle = shuffle
-        self.seed = int(seed)
+        self.seed = check_seed(seed, "ShardStream: seed")
         self.epoch = 0
         self._started = 0  # iterations begun since set_epoch (see set_epoch)
         self.fields = None if fields is None else list(fields)
@@ -204,7 +201,15 @@ class ShardStream(IterableDataset):
             size_field = next(
                 (n for n in ("verts", "points") if n in names), names[0] if names else None
             )
+        if size_field is not None and names and size_field not in names:
+            raise ValueError(
+                f"ShardStream: size_field {size_field!r} is not a field of the index "
+                f"(fields: {', '.join(names)})"
+            )
         self.size_field = size_field
+        # batches are cut on these sizes, from the index, both in the plan's dry run and in the
+        # stream itself (each streamed sample is matched to its index entry by key), so the two
+        # agree whatever `fields` decodes
         self._sizes = [
             np.maximum(np.asarray(shard.rows.get(size_field, [0] * shard.nsamples)), 0).tolist()
             for shard in self.index.shards
@@ -218,7 +223,7 @@ class ShardStream(IterableDataset):
         stream iterated again without ``set_epoch`` (in the main process, or in the copies
         ``persistent_workers=True`` keeps, which ``set_epoch`` cannot reach) still reshuffles.
         """
-        self.epoch = int(epoch)
+        self.epoch = check_seed(epoch, "ShardStream: epoch")
         self._started = 0
 
     @property
@@ -286,9 +291,10 @@ class ShardStream(IterableDataset):
         produced = 0
         while produced < quota:
             before = produced
-            for batch in self.batcher(self._samples(shards), self._size_of, seed):
+            for items in self.batcher(self._samples(shards), _item_size, seed):
+                batch = [sample for _, _, sample in items]
                 if self.transform is not None:
-                    batch = [self._transformed(sample, epoch) for sample in batch]
+                    batch = [self._transformed(key, sample, epoch) for _, key, sample in items]
                 yield batch if self.collate_fn is None else self.collate_fn(batch)
                 produced += 1
                 if produced == quota:
@@ -299,29 +305,54 @@ class ShardStream(IterableDataset):
                     names, None, f"no batch could be read, but this worker owes {quota}"
                 )
 
-    def _size_of(self, sample: dict[str, Any]) -> int:
-        value = sample.get(self.size_field) if self.size_field else None
-        return int(value.shape[0]) if isinstance(value, np.ndarray) and value.ndim else 0
-
-    def _samples(self, shards: list[int]) -> Iterator[dict[str, Any]]:
+    def _samples(self, shards: list[int]) -> Iterator[tuple[int, str, dict[str, Any]]]:
+        """``(size from the index, key, sample)`` of every sample of ``shards`` that matches
+        its index entry, in order."""
         for k in shards:
-            url = self.urls[k]
+            url, entry = self.urls[k], self.index.shards[k]
+            mismatch = _local_size_mismatch(url, entry.filesize)
+            if mismatch is not None:
+                # raised under "raise"; else the shard is still read, each sample checked
+                # against its index entry, up to the first that differs
+                self.policy.handle(url, ShardError(url, None, mismatch))
+            position = 0
             for raw in self._read_shard(k):
                 key = raw["__key__"]
                 members = {name: data for name, data in raw.items() if not name.startswith("__")}
+                problem = _entry_mismatch(entry, position, key, members)
+                if problem is not None:
+                    self._report_unserved(k, position, problem)
+                    break
+                position += 1
                 try:
                     sample = decode_sample(members, url, key, self.fields)
+                    _check_rows(entry, position - 1, sample, url, key)
                 except ShardError as exc:
                     self.policy.handle(exc.source, exc)
                     continue
-                if self.transform is not None:
-                    sample[_KEY] = key  # seeds the sample's transform; removed before collate
-                yield sample
+                yield self._sizes[k][position - 1], key, sample
+            else:
+                if position < entry.nsamples:
+                    self._report_unserved(k, position, f"the shard ends after {position} samples")
 
-    def _transformed(self, sample: dict[str, Any], epoch: int) -> Any:
+    def _report_unserved(self, k: int, position: int, problem: str) -> None:
+        """The shard differs from its index from sample ``position`` on: every sample not
+        served is named in one report entry (raised under ``on_error="raise"``)."""
+        entry = self.index.shards[k]
+        lost = entry.keys[position:]
+        named = f"key {lost[0]}" if len(lost) == 1 else f"keys {lost[0]}..{lost[-1]}"
+        unserved = f"; {len(lost)} samples not served ({named})" if lost else ""
+        error = ShardError(
+            self.urls[k],
+            None,
+            f"does not match the index at sample {position}: {problem}{unserved} "
+            "(rebuilt, replaced or truncated since the index was written?)",
+        )
+        self.policy.handle(error.source, error)
+
+    def _transformed(self, key: str, sample: dict[str, Any], epoch: int) -> Any:
         from hetload.transforms import run_seeded, sample_rng
 
-        key = sample.pop(_KEY)
         # keys written by `hetload preprocess` are positions; others are hashed stably
         position = int(key) if key.isdigit() else zlib.crc32(key.encode("utf-8"))
         return run_seeded(self.transform, sample, sample_rng(self.seed, epoch, position))
@@ -402,6 +433,55 @@ def _world(rank: int | None, world_size: int | None) -> tuple[int, int]:
     if not 0 <= rank < world_size:  # type: ignore[operator]
         raise ValueError(f"ShardStream: rank {rank} is outside [0, {world_size})")
     return int(rank), int(world_size)  # type: ignore[arg-type]
+
+
+def _item_size(item: tuple[int, str, dict[str, Any]]) -> int:
+    return item[0]
+
+
+def _local_size_mismatch(url: str, expected: int) -> str | None:
+    """For a local shard whose byte size differs from the index: the reason."""
+    if is_url(url) or expected < 0:
+        return None
+    try:
+        size = os.stat(url.removeprefix("file://")).st_size
+    except OSError:
+        return None  # opening it reports the real problem
+    if size == expected:
+        return None
+    return f"is {size} bytes, the index says {expected}: truncated or replaced"
+
+
+def _entry_mismatch(entry: Any, position: int, key: str, members: dict[str, Any]) -> str | None:
+    """How streamed sample ``position`` (``key``, its member suffixes) differs from the
+    index entry, or ``None``."""
+    if position >= entry.nsamples:
+        return f"a sample {shown(key)} beyond the {entry.nsamples} the index lists"
+    if key != entry.keys[position]:
+        return f"key {shown(key)} where the index has {entry.keys[position]}"
+    expected = {suffix for suffix, column in entry.offset.items() if column[position] >= 0}
+    if set(members) != expected:
+        return f"sample {key} has members {sorted(members)}, the index lists {sorted(expected)}"
+    for suffix, column in entry.size.items():
+        if column[position] >= 0 and len(members[suffix]) != column[position]:
+            return (
+                f"member {key}.{suffix} has {len(members[suffix])} bytes, the index says "
+                f"{column[position]}"
+            )
+    return None
+
+
+def _check_rows(entry: Any, position: int, sample: dict[str, Any], url: str, key: str) -> None:
+    """Each decoded array's first dimension must be the rows the index recorded (the plan
+    was cut on them)."""
+    for name, column in entry.rows.items():
+        value = sample.get(name)
+        if isinstance(value, np.ndarray) and value.ndim and value.shape[0] != column[position]:
+            raise ShardError(
+                url,
+                f"{key}.{name}.npy",
+                f"has {value.shape[0]} rows, the index says {column[position]}",
+            )
 
 
 def _size_hint(url: str, expected: int) -> str:
