@@ -24,6 +24,7 @@ from hetload.batch import HeteroBatch
 from hetload.collate import collate
 from hetload.config.load import ConfigError, LoaderConfig, load_config
 from hetload.config.types import closest
+from hetload.guards import shown
 from hetload.ragged import Ragged
 from hetload.schema import DEFAULT_SCHEMA, Schema
 
@@ -178,7 +179,7 @@ def _attr(module: Any, name: str, section: str, config: LoaderConfig) -> Any:
 def import_code(ref: str, where: str, config: LoaderConfig) -> Callable:
     """The callable named ``module:function`` (allowed by the validator only with custom code)."""
     if not config.allow_custom_code:
-        raise config.error(where, f"{ref!r} is custom code, which was not allowed")
+        raise config.error(where, f"{shown(ref)} is custom code, which was not allowed")
     module_name, qualname = ref.split(":")
     try:
         obj: Any = importlib.import_module(module_name)
@@ -189,7 +190,7 @@ def import_code(ref: str, where: str, config: LoaderConfig) -> Callable:
         if obj is None:
             raise config.error(where, f"{module_name!r} has no {qualname!r}")
     if not callable(obj):
-        raise config.error(where, f"{ref!r} is not callable")
+        raise config.error(where, f"{shown(ref)} is not callable")
     return obj
 
 
@@ -264,7 +265,7 @@ def _transform(config: LoaderConfig) -> Callable | None:
         else:
             try:
                 steps.extend(build([{name: kwargs}]).transforms)
-            except (TypeError, ValueError, KeyError) as exc:
+            except (TypeError, ValueError, KeyError, ArithmeticError) as exc:
                 raise config.error(where, str(exc).strip("'\"")) from None
     # hetload transforms inside the chain draw from the generator the dataset seeds per sample
     return _Chain(steps) if steps else None

@@ -128,9 +128,11 @@ def load_transform_specs(config: str | os.PathLike | Sequence[Any] | None) -> li
     if isinstance(config, (str, os.PathLike)):
         import yaml
 
+        from hetload.guards import read_regular
+
         path = Path(config)
         try:
-            data = yaml.safe_load(path.read_text())
+            data = yaml.safe_load(read_regular(path).decode("utf-8"))
         except yaml.YAMLError as exc:
             raise ValueError(f"{path}: not valid YAML ({exc})") from None
         if isinstance(data, Mapping):
@@ -204,13 +206,14 @@ def _init_worker(setup: _Setup) -> None:
 def _work(task: tuple[int, str, str]) -> tuple[int, int, EncodedSample | None, Exception | None]:
     """Read, transform and encode one file: ``(position, bytes read, sample, error)``; sample
     and error both ``None`` when the transforms dropped the sample."""
+    from hetload.guards import check_regular
     from hetload.io import ReadError
     from hetload.transforms import sample_rng
 
     position, rel, path = task
     nbytes = 0
     try:
-        nbytes = os.path.getsize(path)
+        nbytes = os.path.getsize(check_regular(path))  # a FIFO named *.obj would block forever
         sample = _WORKER["load"](path)
         counts = {k: v.shape[0] for k, v in sample.items() if isinstance(v, np.ndarray) and v.ndim}
         transform = _WORKER["transform"]
