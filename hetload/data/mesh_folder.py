@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from hetload.data.substitute import SizeOrder, get_batch
+from hetload.data.substitute import getitems
 from hetload.errors import ErrorPolicy, OnError, Skipped
 from hetload.guards import check_regular, check_seed
 from hetload.io import ReadError, load, scan
@@ -134,7 +134,6 @@ class MeshFolder(Dataset):
         self.files: list[Path] = [path for path, keep in zip(files, kept) if keep]
         self.field_sizes = {"verts": counts[kept, 0].copy(), "faces": counts[kept, 1].copy()}
         self.sizes = self.field_sizes["verts"]
-        self._order: SizeOrder | None = None  # built on the first batch
 
     # ------------------------------------------------------------------ dataset protocol
     def __len__(self) -> int:
@@ -162,11 +161,10 @@ class MeshFolder(Dataset):
         """The samples of one batch (DataLoader calls this with a batch sampler's batches):
         skipped ones are ``None``, and a batch whose every sample was skipped gets one
         substitute instead, named in :attr:`report` (see :mod:`hetload.data.substitute`)."""
-        if self._order is None:
-            self._order = SizeOrder(self.sizes)
-        return get_batch(
-            indices, self.__getitem__, self._order, self.policy, lambda i: str(self.files[i])
-        )
+        return getitems(self, indices)
+
+    def _describe(self, index: int) -> str:
+        return str(self.files[index])
 
     def set_epoch(self, epoch: int) -> None:
         """Reseed the transforms for ``epoch`` (workers see it: the epoch is in shared memory)."""

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from hetload.data.substitute import SizeOrder, get_batch
+from hetload.data.substitute import getitems
 from hetload.errors import ErrorPolicy, OnError
 from hetload.guards import NotRegularFile, open_regular_fd
 from hetload.shards.format import BLOCK, ShardError, decode_meta, decode_sample, member_name
@@ -103,7 +103,6 @@ class ShardDataset(Dataset):
         self.sizes: np.ndarray = np.maximum(rows, 0)
         self._pid: int | None = None
         self._handles: OrderedDict[int, Any] = OrderedDict()
-        self._order: SizeOrder | None = None  # built on the first batch
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -137,9 +136,7 @@ class ShardDataset(Dataset):
         """The samples of one batch (DataLoader calls this with a batch sampler's batches):
         skipped ones are ``None``, and a batch whose every sample was skipped gets one
         substitute instead, named in :attr:`report` (see :mod:`hetload.data.substitute`)."""
-        if self._order is None:
-            self._order = SizeOrder(self.sizes)
-        return get_batch(indices, self.__getitem__, self._order, self.policy, self._describe)
+        return getitems(self, indices)
 
     def _describe(self, i: int) -> str:
         return f"{self._urls[self._shard_of[i]]}:{self._keys[i]}"

@@ -11,8 +11,8 @@ and worker makes the same one; the batch keeps its step, the budget holds (the s
 larger unless nothing smaller can be read), and the report says which sample stood in for which.
 
 DataLoader calls a dataset's ``__getitems__(indices)`` with each batch of a batch sampler;
-:class:`~hetload.data.MeshFolder` and :class:`~hetload.data.ShardDataset` define it with
-:func:`get_batch`.
+:class:`~hetload.data.MeshFolder`, :class:`~hetload.data.ShardDataset` and the wrappers
+``build_loader`` puts around them define it with :func:`getitems`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 
 from hetload.errors import ErrorPolicy
 
-__all__ = ["SizeOrder", "get_batch"]
+__all__ = ["SizeOrder", "get_batch", "getitems"]
 
 
 class SizeOrder:
@@ -80,3 +80,18 @@ def get_batch(
         f"no sample can be read: the batch of {describe(first)} and every other sample were "
         "skipped (see the dataset's report)"
     )
+
+
+def getitems(dataset: Any, indices: Sequence[int]) -> list[Any]:
+    """``dataset.__getitems__``: :func:`get_batch` over ``dataset[i]``, for a dataset with an
+    :class:`~hetload.ErrorPolicy` ``policy`` and ``sizes`` (else a plain list of items).
+    ``dataset._describe(i)``, where defined, names sample ``i`` in the report."""
+    policy = getattr(dataset, "policy", None)
+    sizes = getattr(dataset, "sizes", None)
+    if not isinstance(policy, ErrorPolicy) or sizes is None:
+        return [dataset[i] for i in indices]
+    order = dataset.__dict__.get("_size_order")
+    if order is None:  # built once per process, on its first batch
+        order = dataset.__dict__["_size_order"] = SizeOrder(np.asarray(sizes))
+    describe = getattr(dataset, "_describe", None) or (lambda i: f"sample {i}")
+    return get_batch(indices, dataset.__getitem__, order, policy, describe)
