@@ -9,6 +9,7 @@ import numpy as np
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from hetload.guards import check_seed
 from hetload.samplers.cost import Budget, CostSpec, as_size_table, fingerprint
 from hetload.samplers.plan import EpochPlan, base_order, plan_epoch, sort_key
 from hetload.samplers.stats import SamplerStats, summarize
@@ -117,7 +118,7 @@ class BucketBatchSampler(Sampler[list[int]]):
             raise ValueError(f"windows must be a positive integer, got {windows!r}")
         self.num_replicas, self.rank = _world(num_replicas, rank)
         self.shuffle = bool(shuffle)
-        self.seed = int(seed)
+        self.seed = check_seed(seed, "BucketBatchSampler: seed")
         self.drop_last = bool(drop_last)
         self.oversize = oversize
         self._table = table
@@ -162,8 +163,9 @@ class BucketBatchSampler(Sampler[list[int]]):
         Setting the epoch a just-loaded state is in keeps its resume point, so the usual loop
         (``load_state_dict`` once, then ``set_epoch(epoch)`` at the top of every epoch) resumes.
         """
-        if int(epoch) != self.epoch:
-            self.epoch = int(epoch)
+        epoch = check_seed(epoch, "BucketBatchSampler: epoch")
+        if epoch != self.epoch:
+            self.epoch = epoch
             self._resume_at = 0
             self._yielded = 0
 
