@@ -45,13 +45,13 @@ def list_mesh_files(src: Path) -> list[Path]:
     """
     if not src.exists():
         raise FileNotFoundError(f"no such file or folder: {src}")
-    if src.is_file():
-        return [src]
+    if not src.is_dir():
+        return [src]  # a FIFO or device is listed too, and reported by check_file
     files = sorted(
         p
         for p in src.rglob("*")
         if p.suffix.lower() in MESH_SUFFIXES
-        and p.is_file()
+        and not p.is_dir()  # FIFOs and devices named like meshes are bad files, not ignored
         and not any(part.startswith(".") for part in p.relative_to(src).parts)
     )
     if not files:

@@ -143,7 +143,7 @@ class ShardDataset(Dataset):
 
     def _position(self, i: int) -> int:
         n = len(self._keys)
-        if not isinstance(i, (int, np.integer)):
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
             raise TypeError(f"ShardDataset indices are ints, got {type(i).__name__}")
         if not -n <= i < n:
             raise IndexError(f"sample {i} out of range for a dataset of {n}")

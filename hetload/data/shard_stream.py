@@ -25,6 +25,7 @@ that there are at least ``world_size`` shards, preferably ``world_size * num_wor
 from __future__ import annotations
 
 import os
+import stat
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from hetload.collate import collate
 from hetload.errors import ErrorPolicy, OnError
-from hetload.guards import check_seed, shown
+from hetload.guards import check_seed, open_regular, shown
 from hetload.shards.format import ShardError, decode_sample
 from hetload.shards.index import ShardIndex, is_url
 
@@ -444,10 +445,11 @@ def _local_size_mismatch(url: str, expected: int) -> str | None:
     if is_url(url) or expected < 0:
         return None
     try:
-        size = os.stat(url.removeprefix("file://")).st_size
+        info = os.stat(url.removeprefix("file://"))
     except OSError:
         return None  # opening it reports the real problem
-    if size == expected:
+    size = info.st_size
+    if size == expected or not stat.S_ISREG(info.st_mode):  # (a FIFO: refused on opening)
         return None
     return f"is {size} bytes, the index says {expected}: truncated or replaced"
 
@@ -506,6 +508,9 @@ def _open(url: str):
         except ImportError:
             return gopen(url, "rb")
         return fsspec.open(url, "rb").open()
-    if not is_url(url) and not os.path.exists(url.removeprefix("file://")):
-        raise FileNotFoundError(f"no shard at {url}")
+    if not is_url(url):
+        path = url.removeprefix("file://")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no shard at {url}")
+        return open_regular(path)  # a FIFO or device listed as a shard would block or not end
     return gopen(url, "rb")

@@ -97,15 +97,12 @@ class ShardEntry:
             ShardError: naming the index file, the entry and the column.
         """
         if not isinstance(data, Mapping):
-            raise ShardError(
-                f"entry {number}", None, f"index {where}: not a mapping: {shown(data)}"
-            )
+            raise ValueError(f"{where}: shardlist entry {number} is not a mapping: {shown(data)}")
         url = data.get("url")
         if not isinstance(url, str) or not url or "\0" in url:
-            raise ShardError(
-                f"entry {number}",
-                None,
-                f"index {where}: 'url' must be a non-empty string, got {shown(url)}",
+            raise ValueError(
+                f"{where}: shardlist entry {number}: 'url' must be a non-empty string, got "
+                f"{shown(url)}"
             )
 
         def bad(reason: str) -> ShardError:
@@ -306,7 +303,13 @@ class ShardIndex:
             raise ValueError(f"{text}: not a valid JSON index ({exc})") from None
         if not isinstance(data, Mapping) or not isinstance(data.get("shardlist"), list):
             raise ValueError(f"{text}: not a shard index (no 'shardlist' list)")
-        info = dict(data.get("hetload") or {})
+        info = data.get("hetload") or {}
+        if not isinstance(info, Mapping):
+            raise ValueError(f"{text}: 'hetload' must be a mapping, got {shown(info)}")
+        info = dict(info)
+        name = data.get("name", "")
+        if not isinstance(name, str):
+            raise ValueError(f"{text}: 'name' must be a string, got {shown(name)}")
         version = info.pop("format", None)
         if version != INDEX_FORMAT:
             raise ValueError(
@@ -315,7 +318,7 @@ class ShardIndex:
             )
         shards = [ShardEntry.from_json(entry, text, k) for k, entry in enumerate(data["shardlist"])]
         _check_unique_shards(shards, text)
-        return cls(shards, root=root, name=str(data.get("name", "")), info=info)
+        return cls(shards, root=root, name=name, info=info)
 
 
 def join_url(root: str, url: str) -> str:

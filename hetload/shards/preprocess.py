@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from hetload.errors import ErrorPolicy, OnError
-from hetload.shards.format import EncodedSample, encode_sample
+from hetload.shards.format import EncodedSample, check_field_name, encode_sample
 from hetload.shards.index import ShardEntry, ShardIndex, check_shards, merge_indexes, write_atomic
 from hetload.shards.journal import Journal
 from hetload.shards.writer import ShardSequence
@@ -160,6 +160,10 @@ def _check_casts(casts: Mapping[str, str] | None) -> dict[str, str]:
             raise ValueError(f"--cast {name}={dtype}: not a numpy dtype") from None
         if parsed.kind not in "biuf":
             raise ValueError(f"--cast {name}={dtype}: only numeric dtypes can be cast to")
+        try:  # refused before any file is read, not once per file
+            check_field_name(name)
+        except ValueError as exc:
+            raise ValueError(f"--cast {name}={dtype}: {exc}") from None
         out[str(name)] = parsed.name
     return dict(sorted(out.items()))
 
