@@ -305,6 +305,12 @@ class ShardStream(IterableDataset):
                 raise ShardError(
                     names, None, f"no batch could be read, but this worker owes {quota}"
                 )
+            # the repeats are named in the report, as the skips that caused them are
+            self.policy.note(
+                f"rank {self.rank} worker {worker} epoch {epoch}",
+                f"{quota - produced} of its {quota} planned batches are repeats from the start "
+                "of its stream (samples were skipped), so that every rank steps equally",
+            )
 
     def _samples(self, shards: list[int]) -> Iterator[tuple[int, str, dict[str, Any]]]:
         """``(size from the index, key, sample)`` of every sample of ``shards`` that matches
