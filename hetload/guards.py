@@ -67,7 +67,7 @@ def shown(value: Any, limit: int = 80) -> str:
                 if i:
                     emit(", ")
                 walk(element, depth + 1)
-            emit(closer)
+            emit("," + closer if type(item) is tuple and len(item) == 1 else closer)
         elif isinstance(item, dict):
             emit("{")
             for i, (key, element) in enumerate(item.items()):

@@ -142,8 +142,7 @@ class Budget:
             if (
                 isinstance(limit, bool)
                 or not isinstance(limit, (numbers.Integral, float))
-                or not math.isfinite(limit)
-                or not float(limit).is_integer()
+                or (isinstance(limit, float) and not (math.isfinite(limit) and limit.is_integer()))
                 or not 0 < limit <= _MAX_LIMIT
             ):
                 raise ValueError(
