@@ -147,6 +147,22 @@ def test_size_order_and_get_batch_reference():
     assert get_batch([2, 4], readable.get, order, policy, str) == ["c", None]
 
 
+def test_a_systematic_failure_stops_after_a_bounded_search(folder):
+    """A field no sample has makes every sample fail: the substitute search gives up with an
+    error saying so, after at most MAX_TRIES reads, instead of reading the whole dataset for
+    every batch."""
+    from hetload.data.substitute import MAX_TRIES
+
+    reads: list[int] = []
+    order = SizeOrder(np.arange(1000))
+    with pytest.raises(ValueError, match="nearest to them in size were all skipped"):
+        get_batch([500, 501], lambda i: reads.append(i), order, ErrorPolicy("skip"), str)
+    assert len(reads) == 2 + MAX_TRIES
+    ds = MeshFolder(folder, on_error="skip", fields=["normals"], index=None, progress=False)
+    with pytest.raises(ValueError, match="no sample can be read"):
+        ds.__getitems__([0, 1])
+
+
 def test_mesh_folder_counts_are_unchanged_for_clean_data(folder):
     """No substitute is ever served when nothing fails: each sample exactly once."""
     for path in folder.glob("late_*"):

@@ -24,7 +24,10 @@ import numpy as np
 
 from hetload.errors import ErrorPolicy
 
-__all__ = ["SizeOrder", "get_batch", "getitems"]
+__all__ = ["MAX_TRIES", "SizeOrder", "get_batch", "getitems"]
+
+#: the most samples read to find one substitute
+MAX_TRIES = 256
 
 
 class SizeOrder:
@@ -58,16 +61,27 @@ def get_batch(
     sample ``i`` in the report.
 
     Raises:
-        ValueError: every sample of the dataset is unreadable.
+        ValueError: every sample of the dataset is unreadable, or the :data:`MAX_TRIES`
+            samples nearest in size are.
     """
     samples = [getitem(i) for i in indices]
     if not samples or any(sample is not None for sample in samples):
         return samples
     # every sample failed: the smallest of them decides where the substitute comes from
     first = min((int(i) % len(order.order) for i in indices), key=lambda i: order.position[i])
+    tried = 0
     for j in order.candidates(first):
         if j in indices:
             continue
+        if tried == MAX_TRIES:
+            # a systematic failure (a field no sample has, a folder of broken files): stop
+            # rather than read the whole dataset for every batch
+            raise ValueError(
+                f"the {len(samples)} samples of the batch of {describe(first)} and the "
+                f"{MAX_TRIES} samples nearest to them in size were all skipped (see the "
+                "dataset's report): is every sample broken the same way?"
+            )
+        tried += 1
         sample = getitem(j)
         if sample is not None:
             policy.note(
