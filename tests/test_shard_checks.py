@@ -6,6 +6,7 @@ written."""
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hetload.data import ShardDataset, ShardStream
 from hetload.shards import ShardError, ShardIndex
@@ -301,3 +304,77 @@ def test_preprocess_refuses_a_cast_to_an_unstorable_name_before_reading(tmp_path
     (tmp_path / "src").mkdir()
     with pytest.raises(ValueError, match=r"--cast a\.b=int32: field name 'a\.b' cannot be stored"):
         preprocess(tmp_path / "src", tmp_path / "dst", casts={"a.b": "int32"}, progress=False)
+
+
+# ------------------------------------------------------------------ index fuzzing
+_REPLACEMENTS = [None, True, -1, 0, 1, 2**31, 2**63, 2**70, 1.5, float("nan"), "x", "", [], {}, [1]]
+
+
+def _leaves(node, path=()):
+    """Every (path, value) of a JSON tree, containers included."""
+    yield path, node
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(value, (*path, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _leaves(value, (*path, i))
+
+
+@settings(max_examples=100)
+@given(data=st.data())
+def test_fuzzed_index_loads_consistently_or_is_refused_naming_the_file(fuzz_shards, data):
+    """Any value of the index replaced by a value of another type or range: the index is
+    refused with a ValueError naming the file, or it loads, and then every sample that
+    ShardDataset or ShardStream serves is the one written, anything else being a ShardError
+    (raised under "raise", reported under "skip")."""
+    original, samples = fuzz_shards
+    index = json.loads(original.read_text())
+    leaves = [p for p, _ in _leaves(index) if p]
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(leaves))
+        target = index
+        for step in path[:-1]:  # an earlier replacement may have cut this path off
+            inside = isinstance(target, dict) and step in target
+            inside |= isinstance(target, list) and isinstance(step, int) and step < len(target)
+            target = target[step] if inside else None
+        last = path[-1]
+        if isinstance(target, dict) or (
+            isinstance(target, list) and isinstance(last, int) and last < len(target)
+        ):
+            target[last] = copy.deepcopy(data.draw(st.sampled_from(_REPLACEMENTS)))
+    folder = original.parent
+    path = folder / "fuzzed.json"
+    path.write_text(json.dumps(index, allow_nan=True))
+    try:
+        loaded = ShardIndex.load(path)
+    except ValueError as exc:
+        assert str(path) in str(exc), exc
+        return
+    loaded.root = str(folder)
+    for on_error in ("raise", "skip"):
+        try:
+            _read_all(loaded, samples, on_error)
+        except ShardError:
+            assert on_error == "raise"
+
+
+def _read_all(index: ShardIndex, samples: list[dict], on_error: str) -> None:
+    """Every sample ShardDataset and ShardStream serve from ``index`` is the one written."""
+    ds = ShardDataset(index, on_error=on_error)
+    served = [ds[i] for i in range(len(ds))]
+    if not index.shards:
+        return  # (an index without shards cannot be streamed: a ValueError says so)
+    stream = ShardStream(index, batch_size=2, on_error=on_error, collate_fn=None)
+    served += [sample for batch in stream for sample in batch]
+    for sample in served:
+        if sample is not None:
+            assert np.array_equal(sample["verts"], samples[int(sample["label"])]["verts"])
+
+
+@pytest.fixture(scope="module")
+def fuzz_shards(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fuzz")
+    samples = _samples(6)
+    write_shards(samples, folder, max_count=3)
+    return folder / "index.json", samples
