@@ -34,6 +34,8 @@ __all__ = [
 
 #: the largest seed or epoch accepted (int64, what torch's shared epoch counters hold)
 MAX_SEED = 2**63 - 1
+#: the most worker processes or threads any hetload entry point starts
+MAX_WORKERS = 1024
 
 
 class _Full(Exception):

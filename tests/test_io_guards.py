@@ -6,6 +6,7 @@ edges of their integer types are ValueErrors."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -275,3 +276,29 @@ def test_sampler_sizes_at_the_edges_of_integer_types(sizes, expected):
 def test_sampler_budgets_out_of_range(budget):
     with pytest.raises(ValueError, match="max_tokens: limits must be positive integers"):
         BucketBatchSampler([1, 2, 3], max_tokens=budget)
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--workers", "100000000"], r"workers must be in \[1, 1024\]"),
+        (["--seed", "-1"], "--seed must be in"),
+        (["--seed", "99999999999999999999999"], "--seed must be in"),
+    ],
+)
+def test_preprocess_refuses_worker_counts_and_seeds_out_of_range(tmp_path, capsys, args, expected):
+    """Regression: --workers 100000000 tried to start 10**8 processes (hung), and a negative
+    seed was taken (then every file failed its transform's generator)."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.obj").write_text(GOOD_OBJ)
+    assert main(["preprocess", str(tmp_path / "src"), str(tmp_path / "dst"), *args]) == 2
+    assert re.search(expected, capsys.readouterr().err)
+    assert not (tmp_path / "dst" / "index.json").exists()
+
+
+def test_mesh_folder_and_check_bound_their_workers(tmp_path, capsys):
+    (tmp_path / "a.obj").write_text(GOOD_OBJ)
+    with pytest.raises(ValueError, match="scan_workers must be in"):
+        MeshFolder(tmp_path, scan_workers=10**9, index=None)
+    assert main(["check", str(tmp_path), "--workers", "100000"]) == 2
+    assert "--workers must be in [1, 1024]" in capsys.readouterr().err

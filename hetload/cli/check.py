@@ -12,6 +12,8 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from hetload.guards import MAX_WORKERS
+
 MESH_SUFFIXES = (".obj", ".ply")
 
 
@@ -89,8 +91,8 @@ def run(args: argparse.Namespace) -> int:
 
     from hetload.cli._table import format_table
 
-    if args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise ValueError(f"--workers must be in [1, {MAX_WORKERS}], got {args.workers}")
     files = list_mesh_files(args.src)
     bar = tqdm(total=len(files), desc="check", unit="file", disable=args.quiet)
     if args.workers == 1 or len(files) == 1:

@@ -24,13 +24,13 @@ from hetload.config.types import (
     Type,
     Urls,
 )
+from hetload.guards import MAX_WORKERS
 
 __all__ = ["DATASET_TYPES", "REQUIRED", "SCHEMA", "SECTION_DOCS", "Key", "reference"]
 
 REQUIRED = object()
 # bounds past which a value is a typo, not a setting: checked here, before a DataLoader forks
 # a million workers or numpy allocates a plan for 9e18 ranks
-MAX_WORKERS = 1024
 MAX_PREFETCH = 1024
 MAX_RANKS = 1 << 20
 MAX_TIMEOUT_S = 365 * 24 * 3600

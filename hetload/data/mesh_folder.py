@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from hetload.data.substitute import getitems
 from hetload.errors import ErrorPolicy, OnError, Skipped
-from hetload.guards import check_regular, check_seed
+from hetload.guards import MAX_WORKERS, check_regular, check_seed
 from hetload.io import ReadError, load, scan
 from hetload.transforms import run_seeded, sample_rng
 
@@ -109,6 +109,8 @@ class MeshFolder(Dataset):
         self.fields = None if fields is None else tuple(fields)
         self.load_options = dict(load_options or {})
         self.seed = check_seed(seed, "MeshFolder: seed")
+        if isinstance(scan_workers, bool) or not 1 <= scan_workers <= MAX_WORKERS:
+            raise ValueError(f"MeshFolder: scan_workers must be in [1, {MAX_WORKERS}]")
         found = sorted(
             (p for p in self.root.glob(pattern) if p.suffix.lower() in suffixes),
             key=lambda p: p.relative_to(self.root).as_posix(),

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from hetload.errors import ErrorPolicy, OnError
+from hetload.guards import MAX_WORKERS, check_seed
 from hetload.shards.format import EncodedSample, check_field_name, encode_sample
 from hetload.shards.index import ShardEntry, ShardIndex, check_shards, merge_indexes, write_atomic
 from hetload.shards.journal import Journal
@@ -357,11 +358,11 @@ def preprocess(
     size_budget = parse_size(shard_size)
     if max_count is not None and max_count <= 0:
         raise ValueError(f"max_count must be positive, got {max_count}")
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+    if not 1 <= workers <= MAX_WORKERS:  # a typo of 10**8 would try to start 10**8 processes
+        raise ValueError(f"workers must be in [1, {MAX_WORKERS}], got {workers}")
     policy = ErrorPolicy(on_error)
     specs = load_transform_specs(transform)
-    setup = _Setup(specs, _check_casts(casts), int(seed))
+    setup = _Setup(specs, _check_casts(casts), check_seed(seed, "--seed"))
     _build_transform(specs)  # fail on a bad config here, not once per worker
 
     inputs = list_inputs(src)
