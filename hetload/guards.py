@@ -24,6 +24,7 @@ from typing import Any
 
 __all__ = [
     "NotRegularFile",
+    "check_fields",
     "check_regular",
     "check_seed",
     "open_regular",
@@ -185,3 +186,25 @@ def check_seed(value: Any, name: str = "seed") -> int:
     if not 0 <= value <= MAX_SEED:
         raise ValueError(f"{name} must be in [0, 2**63), got {shown(value)}")
     return value
+
+
+def check_fields(fields: Any, who: str) -> list[str] | None:
+    """``fields`` as a list of distinct non-empty names, or ``None``.
+
+    A bare string is refused: ``list("verts")`` would select the fields ``v``, ``e``, ``r``...
+
+    Raises:
+        ValueError: naming ``who`` and the offending value.
+    """
+    if fields is None:
+        return None
+    if isinstance(fields, (str, bytes)) or not isinstance(fields, (list, tuple)):
+        raise ValueError(f"{who}: fields must be a list of field names, got {shown(fields)}")
+    names = list(fields)
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{who}: fields must be non-empty strings, got {shown(name)}")
+    if len(set(names)) != len(names):
+        repeated = next(n for n in names if names.count(n) > 1)
+        raise ValueError(f"{who}: field {shown(repeated)} is listed twice in fields")
+    return names

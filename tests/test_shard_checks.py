@@ -378,3 +378,18 @@ def fuzz_shards(tmp_path_factory):
     samples = _samples(6)
     write_shards(samples, folder, max_count=3)
     return folder / "index.json", samples
+
+
+def test_shard_dataset_size_field_the_index_lacks_is_refused(shards):
+    """It would size every sample 0, and a sampler would then ignore the budget."""
+    with pytest.raises(ValueError, match=r"size_field 'normals' is not a field of the index"):
+        ShardDataset(shards, size_field="normals")
+
+
+@pytest.mark.parametrize("fields", ["verts", b"verts", ["verts", "verts"], ["verts", ""], [3]])
+def test_fields_that_are_not_a_list_of_names_are_refused(shards, fields):
+    """Regression: fields="verts" selected the fields 'v', 'e', 'r', 't', 's'."""
+    with pytest.raises(ValueError, match="ShardDataset: field"):
+        ShardDataset(shards, fields=fields)
+    with pytest.raises(ValueError, match="ShardStream: field"):
+        ShardStream(shards, batch_size=2, fields=fields)

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from hetload.data.substitute import getitems
 from hetload.errors import ErrorPolicy, OnError, Skipped
-from hetload.guards import MAX_WORKERS, check_regular, check_seed
+from hetload.guards import MAX_WORKERS, check_fields, check_regular, check_seed
 from hetload.io import ReadError, load, scan
 from hetload.transforms import run_seeded, sample_rng
 
@@ -106,6 +106,7 @@ class MeshFolder(Dataset):
         # shared: skips in DataLoader workers reach this process's report
         self.policy = ErrorPolicy(on_error, report_path=report_path).share()
         self.report_path = self.policy.report_path
+        fields = check_fields(fields, "MeshFolder")
         self.fields = None if fields is None else tuple(fields)
         self.load_options = dict(load_options or {})
         self.seed = check_seed(seed, "MeshFolder: seed")

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from hetload.data.substitute import getitems
 from hetload.errors import ErrorPolicy, OnError
-from hetload.guards import NotRegularFile, open_regular_fd
+from hetload.guards import NotRegularFile, check_fields, open_regular_fd, shown
 from hetload.shards.format import BLOCK, ShardError, decode_meta, decode_sample, member_name
 from hetload.shards.index import ShardIndex, check_shards, is_url
 
@@ -63,7 +63,7 @@ class ShardDataset(Dataset):
         max_open: int = 64,
     ) -> None:
         self.index = source if isinstance(source, ShardIndex) else ShardIndex.load(source)
-        self.fields = None if fields is None else list(fields)
+        self.fields = check_fields(fields, "ShardDataset")
         # shared: skips in DataLoader workers reach this process's report
         self.policy = ErrorPolicy(on_error).share()
         if check:
@@ -98,6 +98,12 @@ class ShardDataset(Dataset):
         if size_field is None:
             size_field = next((n for n in ("verts", "points") if n in names), None)
             size_field = size_field if size_field is not None or not names else names[0]
+        if size_field is not None and names and size_field not in names:
+            # every sample would be sized 0: the sampler would ignore the budget
+            raise ValueError(
+                f"ShardDataset: size_field {shown(size_field)} is not a field of the index "
+                f"(fields: {', '.join(names)})"
+            )
         self.size_field = size_field
         rows = self.index.rows(size_field) if size_field else np.zeros(len(self._keys), np.int64)
         self.sizes: np.ndarray = np.maximum(rows, 0)

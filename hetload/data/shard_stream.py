@@ -37,7 +37,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from hetload.collate import collate
 from hetload.errors import ErrorPolicy, OnError
-from hetload.guards import check_seed, open_regular, shown
+from hetload.guards import check_fields, check_seed, open_regular, shown
 from hetload.shards.format import ShardError, decode_sample
 from hetload.shards.index import ShardIndex, is_url
 
@@ -192,7 +192,7 @@ class ShardStream(IterableDataset):
         self.seed = check_seed(seed, "ShardStream: seed")
         self.epoch = 0
         self._started = 0  # iterations begun since set_epoch (see set_epoch)
-        self.fields = None if fields is None else list(fields)
+        self.fields = check_fields(fields, "ShardStream")
         self.collate_fn = collate_fn
         self.transform = transform
         # shared: skips in DataLoader workers reach this process's report
