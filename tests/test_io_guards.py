@@ -18,7 +18,7 @@ import yaml
 
 import hetload as hl
 from hetload.cli import main
-from hetload.config import ConfigError, build_loader, load_config
+from hetload.config import SCHEMA, ConfigError, build_loader, load_config
 from hetload.data import MeshFolder, ShardStream
 from hetload.guards import NotRegularFile, check_seed, open_regular, shown
 from hetload.io import ReadError
@@ -302,3 +302,25 @@ def test_mesh_folder_and_check_bound_their_workers(tmp_path, capsys):
         MeshFolder(tmp_path, scan_workers=10**9, index=None)
     assert main(["check", str(tmp_path), "--workers", "100000"]) == 2
     assert "--workers must be in [1, 1024]" in capsys.readouterr().err
+
+
+_ODD_VALUES = [
+    *(None, True, -1, 0, 2**63, 10**30, 1.5, 1e30, float("nan"), float("inf"), -1e300),
+    *("", "x", "auto", "os:system", "\x00", "/dev/zero", [], [1], ["verts"], {}, {"verts": 1}),
+]
+
+
+@pytest.mark.parametrize("section", sorted(SCHEMA))
+def test_every_config_key_takes_odd_values_as_config_errors(tmp_path, section):
+    """Every key of every section set to values of other types and ranges: building the
+    loader either works or raises a ConfigError of bounded length; nothing else escapes."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.obj").write_text(GOOD_OBJ)
+    for key in SCHEMA[section]:
+        for value in _ODD_VALUES:
+            config = {"dataset": {"type": "MeshFolder", "root": str(tmp_path / "data")}}
+            config.setdefault(section, {})[key] = value
+            try:
+                build_loader(config)
+            except ConfigError as exc:
+                assert len(str(exc)) < 600, (section, key, value)

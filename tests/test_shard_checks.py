@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from hetload.data import ShardDataset, ShardStream
@@ -321,7 +321,6 @@ def _leaves(node, path=()):
             yield from _leaves(value, (*path, i))
 
 
-@settings(max_examples=100)
 @given(data=st.data())
 def test_fuzzed_index_loads_consistently_or_is_refused_naming_the_file(fuzz_shards, data):
     """Any value of the index replaced by a value of another type or range: the index is
