@@ -14,8 +14,10 @@ communicating:
    how many batches each will yield. With ``even="truncate"`` (default) every rank yields the
    smallest rank's total, with ``even="pad"`` the largest's; the difference is taken from (or
    added to) the rank's workers with the most (fewest) batches, a padded stream repeating its
-   batches from its start. A sample that fails to decode (``on_error="skip"``) shortens its
-   stream, which is then padded the same way, so the counts hold even then.
+   batches from its start. A sample that fails to decode, or a shard that differs from its
+   index (``on_error="skip"``), shortens its stream, which is then padded the same way, so the
+   counts hold even then; samples are sized from the index (matched by key), so the dry run
+   and the stream cut the same batches whatever ``fields`` decodes.
 
 Every rank must hold at least one shard: make ``--shard-size`` / ``--max-count`` small enough
 that there are at least ``world_size`` shards, preferably ``world_size * num_workers`` or more
@@ -118,16 +120,21 @@ class ShardStream(IterableDataset):
             ``B * max N_i <= max_tokens``), or
         batcher: any :data:`Batcher` (e.g. :func:`token_batches` with more options).
         buffer_size: the bucketer's buffer, in samples (more pads less, holds more memory).
-        size_field: the field whose rows are a sample's size (default as ``ShardDataset``).
-        fields: the fields to decode; ``None`` for all.
+        size_field: the field whose rows are a sample's size (default as ``ShardDataset``),
+            read from the index, so it need not be among ``fields``; a field the index lacks
+            is refused.
+        fields: the fields to decode (a list of names); ``None`` for all.
         collate_fn: turns a list of samples into a batch (``None`` yields the lists).
         transform: applied to each sample of a batch just before ``collate_fn`` (batches are
             formed on the sizes stored in the shards), drawing from the generator of
             ``(seed, epoch, sample position)`` (:func:`hetload.transforms.sample_rng`, the sample
             position being its key): the same augmentation on any rank, worker count or rerun.
         even: ``"truncate"`` or ``"pad"`` (see the module docstring).
-        on_error: a shard or sample that cannot be read: ``"raise"``, or skip it (``"skip"``,
-            ``"warn"``) and record it in :attr:`report` (shared by the DataLoader workers).
+        on_error: a shard or sample that cannot be read, or that differs from the index
+            (byte size, sample keys, member names and sizes, rows, sample count: a shard is
+            read up to its first difference): ``"raise"``, or skip it (``"skip"``, ``"warn"``)
+            and record it in :attr:`report` (shared by the DataLoader workers), with the keys
+            of the samples not served and the batches repeated to keep ranks in step.
 
     Use it with ``DataLoader(stream, batch_size=None, ...)``: it yields whole batches. The
     arrays of streamed samples are read-only views of the bytes WebDataset read (``collate``
@@ -309,7 +316,7 @@ class ShardStream(IterableDataset):
             self.policy.note(
                 f"rank {self.rank} worker {worker} epoch {epoch}",
                 f"{quota - produced} of its {quota} planned batches are repeats from the start "
-                "of its stream (samples were skipped), so that every rank steps equally",
+                "of its stream (even='pad', or samples skipped), so that every rank steps equally",
             )
 
     def _samples(self, shards: list[int]) -> Iterator[tuple[int, str, dict[str, Any]]]:
