@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from hetload.guards import check_regular
+
 __all__ = ["ErrorPolicy", "HetloadWarning", "OnError", "Skipped"]
 
 OnError = Literal["raise", "skip", "warn"]
@@ -72,6 +74,8 @@ class ErrorPolicy:
             raise ValueError(f"on_error must be one of {_MODES}, got {mode!r}")
         self.mode: OnError = mode
         self.report_path: Path | None = None if report_path is None else Path(report_path)
+        if self.report_path is not None and self.report_path.exists():
+            check_regular(self.report_path)  # a FIFO would block the first skip forever
         self._local: list[Skipped] = []
 
     def share(self) -> ErrorPolicy:

@@ -329,3 +329,14 @@ def test_every_config_key_takes_odd_values_as_config_errors(tmp_path, section):
                 build_loader(config)
             except ConfigError as exc:
                 assert len(str(exc)) < 600, (section, key, value)
+
+
+def test_a_fifo_as_report_or_size_cache_never_blocks(fifo, tmp_path):
+    (tmp_path / "ok.obj").write_text(GOOD_OBJ)
+    with pytest.raises(NotRegularFile, match=r"pipe\.obj: is a FIFO"):
+        MeshFolder(tmp_path, index=None, report_path=fifo, on_error="skip")
+    other = tmp_path / "cache.json"
+    os.mkfifo(other)
+    with _deadline(60):  # the size cache is a FIFO: read as a miss, never opened blocking
+        ds = MeshFolder(tmp_path, index=other, on_error="skip", progress=False)
+    assert [p.name for p in ds.files] == ["ok.obj"]

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from hetload.data.substitute import getitems
 from hetload.errors import ErrorPolicy, OnError, Skipped
-from hetload.guards import MAX_WORKERS, check_fields, check_regular, check_seed
+from hetload.guards import MAX_WORKERS, check_fields, check_regular, check_seed, read_regular
 from hetload.io import ReadError, load, scan
 from hetload.transforms import run_seeded, sample_rng
 
@@ -259,7 +259,8 @@ class _SizeIndex:
     def _read(self) -> dict[str, list]:
         for path in self.candidates:
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
+                # a FIFO in the cache's place is not read (it would block): a cache miss
+                data = json.loads(read_regular(path).decode("utf-8"))
             except (OSError, ValueError):
                 continue
             if isinstance(data, dict) and data.get("version") == _INDEX_VERSION:
