@@ -124,9 +124,10 @@ class ShardEntry:
         keys = data.get("keys")
         if not isinstance(keys, list) or len(keys) != n:
             raise bad(f"column 'keys' has {_length(keys)} entries, nsamples is {n}")
-        for i, key in enumerate(keys):
-            if not isinstance(key, str) or not key or "\0" in key or "." in key.rsplit("/")[-1]:
-                raise bad(f"'keys' entry {i} is not a valid sample key: {shown(key)}")
+        if not _plain_keys(keys):  # the per-key loop runs only where the fast check fails
+            for i, key in enumerate(keys):
+                if not isinstance(key, str) or not key or "\0" in key or "." in key.rsplit("/")[-1]:
+                    raise bad(f"'keys' entry {i} is not a valid sample key: {shown(key)}")
         if len(set(keys)) != n:
             repeated = next(k for k, c in Counter(keys).items() if c > 1)
             raise bad(f"key {repeated!r} is listed twice")
@@ -201,6 +202,16 @@ class ShardEntry:
         )
 
 
+def _plain_keys(keys: list[Any]) -> bool:
+    """True when every key is a non-empty string without NUL or dot (what the writer makes),
+    checked with C-speed string operations."""
+    try:
+        joined = "\n".join(keys)
+    except TypeError:
+        return False
+    return "\0" not in joined and "." not in joined and (not keys or min(map(len, keys)) > 0)
+
+
 def _length(column: Any) -> str:
     return str(len(column)) if isinstance(column, list) else f"no list ({type(column).__name__})"
 
@@ -211,18 +222,25 @@ def _int_column(column: Any, name: str, n: int, low: int, bad: Callable[[str], E
         raise bad(f"column {name!r} has {_length(column)} entries, nsamples is {n}")
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    typed = [isinstance(v, int) and not isinstance(v, bool) for v in column]
-    if not all(typed):
-        i = typed.index(False)
-        raise bad(f"column {name!r} entry {i} is not an int: {shown(column[i])}")
     try:
-        values = np.asarray(column, dtype=np.int64)
-    except OverflowError:
+        # the fast path: a list of JSON ints becomes an integer array (a float, None, a string,
+        # a nested list or an int beyond 64 bits does not)
+        values = np.asarray(column)
+    except (OverflowError, ValueError):
         values = None
-    if values is None or (values >= 2**62).any() or (values < low).any():
-        i = next(j for j, v in enumerate(column) if not low <= v < 2**62)
+    if values is None or values.ndim != 1 or values.dtype.kind not in "iu":
+        i = next(
+            (j for j, v in enumerate(column) if isinstance(v, bool) or not isinstance(v, int)), 0
+        )
+        raise bad(
+            f"column {name!r} entry {i} is not an int: {shown(column[i])}"
+            if i or isinstance(column[0], bool) or not isinstance(column[0], int)
+            else f"column {name!r} is not a list of ints"
+        )
+    if (values >= 2**62).any() or (values < low).any():
+        i = int(np.argmax((values >= 2**62) | (values < low)))
         raise bad(f"column {name!r} entry {i} is out of range: {shown(column[i])}")
-    return values
+    return values.astype(np.int64, copy=False)
 
 
 @dataclass
@@ -449,6 +467,9 @@ def _check_unique_shards(shards: Sequence[ShardEntry], where: str) -> None:
                 shard.url, None, f"index {where}: entries {seen[url]} and {k} list the same shard"
             )
         seen[url] = k
+    total = sum(shard.nsamples for shard in shards)
+    if len(set().union(*(shard.keys for shard in shards))) == total:
+        return  # (the common case, in one pass of C; the loop below names the repeat)
     try:
         _check_unique_keys(shards)
     except ShardError as exc:
