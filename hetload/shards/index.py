@@ -229,14 +229,12 @@ def _int_column(column: Any, name: str, n: int, low: int, bad: Callable[[str], E
     except (OverflowError, ValueError):
         values = None
     if values is None or values.ndim != 1 or values.dtype.kind not in "iu":
-        i = next(
-            (j for j, v in enumerate(column) if isinstance(v, bool) or not isinstance(v, int)), 0
-        )
-        raise bad(
-            f"column {name!r} entry {i} is not an int: {shown(column[i])}"
-            if i or isinstance(column[0], bool) or not isinstance(column[0], int)
-            else f"column {name!r} is not a list of ints"
-        )
+        for i, value in enumerate(column):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise bad(f"column {name!r} entry {i} is not an int: {shown(value)}")
+            if not low <= value < 2**62:
+                raise bad(f"column {name!r} entry {i} is out of range: {shown(value)}")
+        raise bad(f"column {name!r} is not a list of ints")
     if (values >= 2**62).any() or (values < low).any():
         i = int(np.argmax((values >= 2**62) | (values < low)))
         raise bad(f"column {name!r} entry {i} is out of range: {shown(column[i])}")
