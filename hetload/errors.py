@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from hetload.guards import check_regular
+
 __all__ = ["ErrorPolicy", "HetloadWarning", "OnError", "Skipped", "caller_stacklevel"]
 
 OnError = Literal["raise", "skip", "warn"]
@@ -89,6 +91,8 @@ class ErrorPolicy:
             raise ValueError(f"on_error must be one of {_MODES}, got {mode!r}")
         self.mode: OnError = mode
         self.report_path: Path | None = None if report_path is None else Path(report_path)
+        if self.report_path is not None and self.report_path.exists():
+            check_regular(self.report_path)  # a FIFO would block the first skip forever
         self._local: list[Skipped] = []
 
     def share(self) -> ErrorPolicy:
@@ -105,7 +109,12 @@ class ErrorPolicy:
         """Re-raise ``exc`` under ``"raise"``; otherwise record ``(source, reason)`` and return."""
         if self.mode == "raise":
             raise exc
-        skipped = Skipped(str(source), f"{type(exc).__name__}: {exc}")
+        self.note(source, f"{type(exc).__name__}: {exc}")
+
+    def note(self, source: str, reason: str) -> None:
+        """Record ``(source, reason)`` in the report (and warn under ``"warn"``) without raising:
+        what a skip changed downstream, e.g. a substitute served in place of a skipped batch."""
+        skipped = Skipped(str(source), reason)
         self._local.append(skipped)
         if self.report_path is not None:
             self._append(skipped)

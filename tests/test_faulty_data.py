@@ -125,7 +125,10 @@ def test_every_broken_file_really_is_one(folder):
 def test_mesh_folder_skip_delivers_each_good_sample_once_per_epoch(folder):
     root, good, broken = folder
     ds = MeshFolder(root, on_error="skip", fields=["verts"], index=None, progress=False)
-    assert len(ds) == len(good) + len(broken)
+    # files the size scan cannot read are left out of the plan; those only a full load
+    # notices stay in and come back as None, dropped by collate
+    files = {p.relative_to(root).as_posix() for p in ds.files}
+    assert good.keys() <= files and len(files - good.keys()) < len(broken)
     sampler = BucketBatchSampler(ds.sizes, max_tokens=4_000, seed=1)
     loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=2)
     for epoch in range(2):

@@ -57,7 +57,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # whoever read our output stopped (`hetload stats DIR | head`): not an error to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (ValueError, OSError, TypeError, KeyError, ImportError, RuntimeError) as exc:
+    except (
+        ValueError,
+        OSError,
+        TypeError,
+        KeyError,
+        ImportError,
+        RuntimeError,
+        ArithmeticError,  # an OverflowError from a value no check foresaw: still one line
+    ) as exc:
         if args.debug:
             raise
         print(f"hetload {args.command}: error: {_one_line(exc)}", file=sys.stderr)

@@ -12,6 +12,8 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from hetload.guards import MAX_WORKERS
+
 MESH_SUFFIXES = (".obj", ".ply")
 
 
@@ -45,13 +47,13 @@ def list_mesh_files(src: Path) -> list[Path]:
     """
     if not src.exists():
         raise FileNotFoundError(f"no such file or folder: {src}")
-    if src.is_file():
-        return [src]
+    if not src.is_dir():
+        return [src]  # a FIFO or device is listed too, and reported by check_file
     files = sorted(
         p
         for p in src.rglob("*")
         if p.suffix.lower() in MESH_SUFFIXES
-        and p.is_file()
+        and not p.is_dir()  # FIFOs and devices named like meshes are bad files, not ignored
         and not any(part.startswith(".") for part in p.relative_to(src).parts)
     )
     if not files:
@@ -89,8 +91,8 @@ def run(args: argparse.Namespace) -> int:
 
     from hetload.cli._table import format_table
 
-    if args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise ValueError(f"--workers must be in [1, {MAX_WORKERS}], got {args.workers}")
     files = list_mesh_files(args.src)
     bar = tqdm(total=len(files), desc="check", unit="file", disable=args.quiet)
     if args.workers == 1 or len(files) == 1:

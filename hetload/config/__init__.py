@@ -4,6 +4,9 @@
 - ``schema.py``: every section and key with its type, default and meaning; :func:`reference`
 - ``load.py``: YAML (safe loading only), dotted overrides, validation -> :class:`LoaderConfig`
 - ``build.py``: :func:`build_loader`: dataset, transforms, sampler, collate, DataLoader, device
+- ``construct.py``: importing and constructing what a config names, errors naming the key
+- ``wrappers.py``: datasets wrapped around the configured one (fields, transforms, labels)
+- ``loader.py``: the :class:`Loader` returned, and the per-stage clocks of ``timed=True``
 
 A config has the sections ``dataset``, ``transforms``, ``sampler``, ``collate``, ``loader``,
 ``distributed`` and ``device``; only ``dataset`` is required. It never imports code unless the

@@ -2,280 +2,40 @@
 
 The pieces are hetload's own (``hetload.data``, ``hetload.transforms``, ``hetload.samplers``,
 ``hetload.collate``); this module only wires them as the config says. Where a piece is not
-installed the error names the config section that needs it.
+installed the error names the config section that needs it. ``construct.py`` imports and builds
+what a config names, ``wrappers.py`` holds the datasets wrapped around the configured one, and
+``loader.py`` the :class:`Loader` returned.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
-import inspect
 import os
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, IterableDataset
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
-from hetload.batch import HeteroBatch
 from hetload.collate import collate
-from hetload.config.load import ConfigError, LoaderConfig, load_config
-from hetload.config.types import closest
-from hetload.ragged import Ragged
+from hetload.config.construct import attr, construct, import_code, params, require
+from hetload.config.load import LoaderConfig, load_config
+from hetload.config.loader import Loader, StageTimes, TimedCollate, TimedReads, TimedStream
+from hetload.config.schema import MAX_RANKS
+from hetload.config.wrappers import Chain, KeepFields, Mapped
+from hetload.guards import shown
 from hetload.schema import DEFAULT_SCHEMA, Schema
 
-__all__ = ["Loader", "StageTimes", "build_loader"]
-
-
-# ---------------------------------------------------------------------------- the loader
-class StageTimes:
-    """Seconds spent per stage, summed over batches (filled when built with ``timed=True``).
-
-    ``read`` and ``collate`` are measured inside the process that does them (a worker when
-    ``num_workers > 0``, running in parallel with the main loop); ``transfer`` and ``pad`` are
-    measured in the main process with the device synchronized around each step.
-    """
-
-    def __init__(self) -> None:
-        self.read = 0.0
-        self.collate = 0.0
-        self.transfer = 0.0
-        self.pad = 0.0
-        self.batches = 0
-
-    def as_dict(self) -> dict[str, float]:
-        return {name: getattr(self, name) for name in ("read", "collate", "transfer", "pad")}
-
-
-class Loader:
-    """Batches as the config describes them, on the configured device.
-
-    Iterating gives :class:`~hetload.HeteroBatch` es moved to :attr:`device` (only the packed
-    buffers cross), with the padded views of ``device.pad`` fields already built there.
-
-    Attributes:
-        config: the validated :class:`~hetload.config.LoaderConfig`.
-        dataset: the dataset (map-style or iterable).
-        batch_sampler: the batch sampler of a map-style dataset (``None`` for streams).
-        dataloader: the underlying ``torch.utils.data.DataLoader``.
-        device: the ``torch.device`` batches are moved to.
-        times: per-stage seconds when built with ``timed=True`` (``hetload bench``), else None.
-    """
-
-    def __init__(
-        self,
-        config: LoaderConfig,
-        dataset: Any,
-        batch_sampler: Any,
-        dataloader: DataLoader,
-        device: torch.device,
-        times: StageTimes | None,
-    ) -> None:
-        self.config = config
-        self.dataset = dataset
-        self.batch_sampler = batch_sampler
-        self.dataloader = dataloader
-        self.device = device
-        self.times = times
-        self._pad = tuple(config.device["pad"])
-        self._non_blocking = config.device["non_blocking"]
-        self._batched = _batched_steps(config)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Fresh batches for ``epoch`` (call before each epoch, as with DistributedSampler)."""
-        self.epoch = int(epoch)
-        for part in (self.batch_sampler, self.dataset):
-            setter = getattr(part, "set_epoch", None)
-            if setter is not None:
-                setter(self.epoch)
-        sampler = getattr(self.batch_sampler, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(self.epoch)
-
-    def __len__(self) -> int:
-        """Batches per epoch on this rank."""
-        if self.batch_sampler is not None:
-            return len(self.batch_sampler)
-        count = getattr(self.dataset, "num_batches", None)
-        if count is None:
-            raise TypeError(f"{type(self.dataset).__name__} does not know its batch count")
-        return count(self.dataloader.num_workers)
-
-    def __iter__(self) -> Iterator[HeteroBatch]:
-        for item in self.dataloader:
-            if self.times is not None:
-                batch, read_s, collate_s = item
-                self.times.read += read_s
-                self.times.collate += collate_s
-                self.times.batches += 1
-            else:
-                batch = item
-            yield self._on_device(batch)
-
-    def _on_device(self, batch: HeteroBatch) -> HeteroBatch:
-        timing = self.times is not None and self.device.type == "cuda"
-        if self.device.type != "cpu":
-            start = _sync_clock(self.device) if timing else 0.0
-            batch = batch.to(self.device, non_blocking=self._non_blocking)
-            if timing:
-                self.times.transfer += _sync_clock(self.device) - start
-        start = _sync_clock(self.device) if timing else 0.0
-        if self._batched is not None:
-            batch = self._batched(batch, self.epoch)
-        for name in self._pad:
-            field = batch.get(name)
-            if not isinstance(field, Ragged):
-                raise self.config.error(
-                    "device.pad",
-                    f"the batch has no ragged field {name!r} (fields: {', '.join(batch.keys())})",
-                )
-            field.padded()
-            field.mask  # noqa: B018 (built and cached with the padded view)
-        if timing:
-            self.times.pad += _sync_clock(self.device) - start
-        return batch
-
-    def __repr__(self) -> str:
-        return (
-            f"Loader({type(self.dataset).__name__}, batches={len(self) if self._sized() else '?'}, "
-            f"workers={self.dataloader.num_workers}, device={self.device})"
-        )
-
-    def _sized(self) -> bool:
-        try:
-            len(self)
-        except (TypeError, ValueError):
-            return False
-        return True
-
-
-def _batched_steps(config: LoaderConfig) -> Callable | None:
-    """``device.transforms`` as ``fn(batch, epoch) -> batch`` (None when empty)."""
-    if not config.device["transforms"]:
-        return None
-    from hetload.batched.pipeline import Seeded, build
-
-    return Seeded(build(config.device["transforms"]), config.sampler["seed"])
-
-
-def _sync_clock(device: torch.device) -> float:
-    torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
-# ---------------------------------------------------------------------------- pieces
-def _require(module: str, section: str, config: LoaderConfig) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise ConfigError(
-            f"{config.source}: {section}: needs {module}, which is not available ({exc})"
-        ) from None
-
-
-def _attr(module: Any, name: str, section: str, config: LoaderConfig) -> Any:
-    value = getattr(module, name, None)
-    if value is None:
-        raise ConfigError(
-            f"{config.source}: {section}: {module.__name__}.{name} is not available in this "
-            "hetload build"
-        )
-    return value
-
-
-def import_code(ref: str, where: str, config: LoaderConfig) -> Callable:
-    """The callable named ``module:function`` (allowed by the validator only with custom code)."""
-    if not config.allow_custom_code:
-        raise config.error(where, f"{ref!r} is custom code, which was not allowed")
-    module_name, qualname = ref.split(":")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise config.error(where, f"cannot import {module_name!r} ({exc})") from None
-    for part in qualname.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            raise config.error(where, f"{module_name!r} has no {qualname!r}")
-    if not callable(obj):
-        raise config.error(where, f"{ref!r} is not callable")
-    return obj
-
-
-def _construct(cls: Callable, args: tuple, kwargs: dict[str, Any], where: str, config) -> Any:
-    """``cls(*args, **kwargs)``, an unknown keyword named with the closest valid one."""
-    try:
-        params = inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        params = {}
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    if params and not takes_any:
-        valid = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
-        for name in kwargs:
-            if name not in params:
-                guess = closest(name, valid)
-                hint = f"; did you mean {guess!r}?" if guess else ""
-                raise config.error(
-                    where,
-                    f"{getattr(cls, '__name__', cls)} has no argument {name!r}{hint} "
-                    f"Valid: {', '.join(valid)}",
-                )
-    try:
-        return cls(*args, **kwargs)
-    except (TypeError, ValueError) as exc:
-        raise config.error(where, str(exc)) from exc
-
-
-class _KeepFields:
-    """Drop every field but ``fields`` (picklable, for worker processes)."""
-
-    def __init__(self, fields: Sequence[str]) -> None:
-        self.fields = tuple(fields)
-
-    def __call__(self, sample: Mapping[str, Any] | None) -> dict[str, Any] | None:
-        if sample is None:
-            return None
-        missing = [f for f in self.fields if f not in sample]
-        if missing:
-            source = sample.get("path") or sample.get("key") or "a sample"
-            raise ValueError(
-                f"{source} has no field {missing[0]!r} listed in dataset.fields "
-                f"(it has: {', '.join(sample)})"
-            )
-        return {f: sample[f] for f in self.fields}
-
-
-class _Chain:
-    """Apply callables in order, passing ``None`` (a dropped sample) through."""
-
-    def __init__(self, steps: Sequence[Callable]) -> None:
-        self.steps = tuple(steps)
-
-    def __call__(self, sample: Any) -> Any:
-        for step in self.steps:
-            if sample is None:
-                return None
-            sample = step(sample)
-        return sample
-
-    def out_size(self, n: np.ndarray, field: str = "verts") -> np.ndarray:
-        """The steps' sizes (:func:`hetload.transforms.out_sizes`): the dataset's ``sizes``
-        follow them, and so does the sampler's budget."""
-        from hetload.transforms import out_sizes
-
-        for step in self.steps:
-            n = out_sizes(step, n, field)
-        return n
+__all__ = ["Loader", "StageTimes", "build_loader", "import_code"]
 
 
 def _transform(config: LoaderConfig) -> Callable | None:
     builtin = [(n, kw) for n, kw in config.transforms if ":" not in n]
     steps: list[Callable] = []
     if builtin:
-        transforms = _require("hetload.transforms", "transforms", config)
-        build = _attr(transforms, "build", "transforms", config)
+        transforms = require("hetload.transforms", "transforms", config)
+        build = attr(transforms, "build", "transforms", config)
     for i, (name, kwargs) in enumerate(config.transforms):
         where = f"transforms[{i}]"
         if ":" in name:
@@ -285,55 +45,10 @@ def _transform(config: LoaderConfig) -> Callable | None:
             try:
                 # the config's schema: Subsample renumbers the index fields it declares
                 steps.extend(build([{name: kwargs}], schema=_schema(config)).transforms)
-            except (TypeError, ValueError, KeyError) as exc:
+            except (TypeError, ValueError, KeyError, ArithmeticError) as exc:
                 raise config.error(where, str(exc).strip("'\"")) from None
     # hetload transforms inside the chain draw from the generator the dataset seeds per sample
-    return _Chain(steps) if steps else None
-
-
-class _Mapped(torch.utils.data.Dataset):
-    """A map-style dataset with ``fn`` applied to each sample, for sources without a
-    ``transform`` argument. Transforms draw from the generator of ``(seed, epoch, index)``, as
-    in MeshFolder; the epoch lives in shared memory so that workers see :meth:`set_epoch`.
-    ``sizes``, ``report`` and the rest pass through."""
-
-    def __init__(self, dataset: Any, fn: Callable, seed: int) -> None:
-        self.dataset = dataset
-        self.fn = fn
-        self.seed = seed
-        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
-
-    def set_epoch(self, epoch: int) -> None:
-        self._epoch.fill_(int(epoch))
-        setter = getattr(self.dataset, "set_epoch", None)
-        if setter is not None:
-            setter(epoch)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> Any:
-        from hetload.transforms import run_seeded, sample_rng
-
-        return run_seeded(self.fn, self.dataset[i], sample_rng(self.seed, int(self._epoch), i))
-
-    @property
-    def sizes(self) -> np.ndarray:
-        from hetload.transforms import out_sizes
-
-        return out_sizes(self.fn, self.dataset.sizes, "verts")
-
-    @property
-    def field_sizes(self) -> dict[str, np.ndarray]:
-        from hetload.transforms import out_sizes
-
-        table = getattr(self.dataset, "field_sizes", None) or {}
-        return {name: out_sizes(self.fn, rows, name) for name, rows in table.items()}
-
-    def __getattr__(self, name: str) -> Any:
-        if name in ("dataset", "fn", "seed", "_epoch") or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
+    return Chain(steps) if steps else None
 
 
 def _field_sizes(config: LoaderConfig, dataset: Any, name: str) -> np.ndarray:
@@ -354,14 +69,30 @@ def _world(config: LoaderConfig) -> tuple[int, int]:
     world, rank = dist["world_size"], dist["rank"]
     initialized = torch.distributed.is_available() and torch.distributed.is_initialized()
     if world == "auto":
-        env = os.environ.get("WORLD_SIZE")
-        world = int(env) if env else (torch.distributed.get_world_size() if initialized else 1)
+        env = _env_int(config, "distributed.world_size", "WORLD_SIZE", 1)
+        world = (
+            env if env is not None else (torch.distributed.get_world_size() if initialized else 1)
+        )
     if rank == "auto":
-        env = os.environ.get("RANK")
-        rank = int(env) if env else (torch.distributed.get_rank() if initialized else 0)
+        env = _env_int(config, "distributed.rank", "RANK", 0)
+        rank = env if env is not None else (torch.distributed.get_rank() if initialized else 0)
     if not 0 <= rank < world:
         raise config.error("distributed.rank", f"rank {rank} is outside a world of size {world}")
     return world, rank
+
+
+def _env_int(config: LoaderConfig, key: str, variable: str, low: int) -> int | None:
+    """``$variable`` as an int in ``[low, MAX_RANKS]``, ``None`` when unset or empty."""
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return None
+    if not text.isdecimal() or not low <= int(text) <= MAX_RANKS - (1 - low):
+        raise config.error(
+            key,
+            f"auto reads ${variable}, which is {shown(text)}: expected an integer in "
+            f"[{low}, {MAX_RANKS - (1 - low)}]",
+        )
+    return int(text)
 
 
 #: constructor arguments the config sets through its own keys, never through dataset.options
@@ -392,18 +123,18 @@ def _dataset(config: LoaderConfig, transform: Callable | None) -> Any:
     """A map-style dataset whose samples are transformed and trimmed to ``dataset.fields``."""
     _check_options(config)
     ds = config.dataset
-    data = _require("hetload.data", "dataset", config)
-    cls = _attr(data, ds["type"], "dataset.type", config)
+    data = require("hetload.data", "dataset", config)
+    cls = attr(data, ds["type"], "dataset.type", config)
     options = {"on_error": ds["on_error"], **ds["options"]}
-    keep = _KeepFields(ds["fields"]) if ds["fields"] else None
-    params = _params(cls)
-    if ds["fields"] and "fields" in params:
+    keep = KeepFields(ds["fields"]) if ds["fields"] else None
+    accepted = params(cls)
+    if ds["fields"] and "fields" in accepted:
         options["fields"] = ds["fields"]
         keep = None
-    if "seed" in params:  # MeshFolder: the seed of its per-sample transform generators
+    if "seed" in accepted:  # MeshFolder: the seed of its per-sample transform generators
         options["seed"] = config.sampler["seed"]
     if ds["labels"] is not None:
-        if "labels" not in params:
+        if "labels" not in accepted:
             raise config.error(
                 "dataset.labels",
                 f"{ds['type']} takes no labels; store them with `hetload preprocess --labels`",
@@ -411,19 +142,10 @@ def _dataset(config: LoaderConfig, transform: Callable | None) -> Any:
         options["labels"] = ds["labels"]  # the dataset's own mechanism (hetload.data.labels)
     steps = [s for s in (transform, keep) if s is not None]
     source = ds["root"] if ds["type"] == "MeshFolder" else ds["path"]
-    if steps and "transform" in params:
-        return _construct(
-            cls, (source,), {"transform": _Chain(steps), **options}, "dataset", config
-        )
-    made = _construct(cls, (source,), options, "dataset", config)
-    return _Mapped(made, _Chain(steps), config.sampler["seed"]) if steps else made
-
-
-def _params(cls: Any) -> Mapping[str, inspect.Parameter]:
-    try:
-        return inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        return {}
+    if steps and "transform" in accepted:
+        return construct(cls, (source,), {"transform": Chain(steps), **options}, "dataset", config)
+    made = construct(cls, (source,), options, "dataset", config)
+    return Mapped(made, Chain(steps), config.sampler["seed"]) if steps else made
 
 
 #: sampler keys a stream cannot honour (its batching is the streaming bucketer's)
@@ -446,8 +168,8 @@ def _stream(
                 f"sampler.{key}", "applies to map-style datasets; ShardStream cannot honour it"
             )
     _check_options(config)
-    data = _require("hetload.data", "dataset", config)
-    cls = _attr(data, "ShardStream", "dataset.type", config)
+    data = require("hetload.data", "dataset", config)
+    cls = attr(data, "ShardStream", "dataset.type", config)
     ds, sampler = config.dataset, config.sampler
     kwargs: dict[str, Any] = {
         "shuffle": sampler["shuffle"],
@@ -472,7 +194,7 @@ def _stream(
         kwargs["max_tokens"] = sampler["max_tokens"]
         kwargs["buffer_size"] = sampler["buffer_size"]
     kwargs.update(ds["options"])
-    return _construct(cls, (ds["urls"],), kwargs, "dataset", config)
+    return construct(cls, (ds["urls"],), kwargs, "dataset", config)
 
 
 def _cost(config: LoaderConfig) -> Any:
@@ -504,8 +226,8 @@ def _batch_sampler(config: LoaderConfig, dataset: Any, world: int, rank: int) ->
                 "not provide; use sampler.type: fixed",
             )
         sizes = np.asarray(sizes, dtype=np.int64)
-    samplers = _require("hetload.samplers", "sampler", config)
-    return _construct(
+    samplers = require("hetload.samplers", "sampler", config)
+    return construct(
         samplers.BucketBatchSampler,
         (sizes,),
         {
@@ -528,62 +250,6 @@ def _batch_sampler(config: LoaderConfig, dataset: Any, world: int, rank: int) ->
 def _schema(config: LoaderConfig) -> Schema:
     spec = config.collate
     return Schema({**DEFAULT_SCHEMA.fields, **spec["schema"]}, unknown=spec["unknown"])
-
-
-class _TimedCollate:
-    """``collate`` returning ``(batch, read seconds since the last batch, collate seconds)``.
-
-    Runs in the process that reads (a worker or the main process), so the read clock is that
-    process's: :class:`_TimedReads` adds to it, this resets it.
-    """
-
-    def __init__(self, collate_fn: Callable) -> None:
-        self.collate_fn = collate_fn
-
-    def __call__(self, samples: list[Any]) -> tuple[HeteroBatch, float, float]:
-        start = time.perf_counter()
-        batch = self.collate_fn(samples)
-        collated = time.perf_counter() - start
-        read = _READ_CLOCK[0]
-        _READ_CLOCK[0] = 0.0
-        return batch, read, collated
-
-
-#: seconds spent reading in this process since the last collate (per process: workers fork)
-_READ_CLOCK = [0.0]
-
-
-class _TimedReads(torch.utils.data.Dataset):
-    def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> Any:
-        start = time.perf_counter()
-        try:
-            return self.dataset[i]
-        finally:
-            _READ_CLOCK[0] += time.perf_counter() - start
-
-
-class _TimedStream(IterableDataset):
-    """A stream of ``(batch, _, collate seconds)`` -> ``(batch, read seconds, collate seconds)``,
-    read being the rest of the time the stream took to yield the batch."""
-
-    def __init__(self, stream: Any) -> None:
-        self.stream = stream
-
-    def __iter__(self) -> Iterator[tuple[HeteroBatch, float, float]]:
-        it = iter(self.stream)
-        while True:
-            start = time.perf_counter()
-            try:
-                batch, _, collated = next(it)
-            except StopIteration:
-                return
-            yield batch, time.perf_counter() - start - collated, collated
 
 
 def _device(config: LoaderConfig) -> torch.device:
@@ -635,7 +301,7 @@ def build_loader(
     collate_fn: Callable = functools.partial(collate, schema=_schema(cfg))
     times = StageTimes() if timed else None
     if timed:
-        collate_fn = _TimedCollate(collate_fn)
+        collate_fn = TimedCollate(collate_fn)
     loader_cfg = cfg.loader
     workers = loader_cfg["num_workers"]
     if loader_cfg["prefetch_factor"] is not None and not workers:
@@ -650,14 +316,14 @@ def build_loader(
     }
     if cfg.dataset["type"] == "ShardStream":
         dataset = _stream(cfg, transform, collate_fn, world, rank)
-        source = _TimedStream(dataset) if timed else dataset
+        source = TimedStream(dataset) if timed else dataset
         # the stream yields collated batches: no batching or collating left for the DataLoader
         dataloader = DataLoader(source, batch_size=None, collate_fn=_identity, **common)
         batch_sampler = None
     else:
         dataset = _dataset(cfg, transform)
         batch_sampler = _batch_sampler(cfg, dataset, world, rank)
-        source = _TimedReads(dataset) if timed else dataset
+        source = TimedReads(dataset) if timed else dataset
         dataloader = DataLoader(
             source, batch_sampler=batch_sampler, collate_fn=collate_fn, **common
         )

@@ -18,6 +18,7 @@ import yaml
 
 from hetload.config.schema import REQUIRED, SCHEMA, Key
 from hetload.config.types import CodeRef, Context, Invalid, closest
+from hetload.guards import NotRegularFile, read_regular, shown
 
 __all__ = ["ConfigError", "LoaderConfig", "load_config", "parse_override"]
 
@@ -97,11 +98,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def _read_yaml(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular(path).decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder, expected a YAML config file") from None
+    except NotRegularFile as exc:
+        raise ConfigError(f"{path}: is {exc.kind}, expected a YAML config file") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not a text file ({exc.reason})") from None
     try:
@@ -119,11 +120,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     parsed as YAML (``true``, ``null``, ``[a, b]``, ``1e5`` typed as YAML types them)."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. sampler.max_tokens=200000")
+        raise ConfigError(
+            f"override {shown(text)}: expected KEY=VALUE, e.g. sampler.max_tokens=200000"
+        )
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {text!r}: the value is not valid YAML ({exc})") from None
+        raise ConfigError(f"override {shown(text)}: the value is not valid YAML ({exc})") from None
     return [part.strip() for part in key.split(".")], value
 
 
@@ -132,14 +135,14 @@ def _unknown(source: str, where: str, name: str, valid: Sequence[str]) -> Config
     hint = f"; did you mean {guess!r}?" if guess else ""
     path = f"{where}.{name}" if where else name
     return ConfigError(
-        f"{source}: unknown key {path!r}{hint} Valid keys{' in ' + where if where else ''}: "
+        f"{source}: unknown key {shown(path)}{hint} Valid keys{' in ' + where if where else ''}: "
         + ", ".join(valid)
     )
 
 
 def _apply_override(raw: dict, text: str, source: str) -> tuple[str, ...]:
     path, value = parse_override(text)
-    label = f"{source} (override {text!r})"
+    label = f"{source} (override {shown(text)})"
     section = path[0]
     if section not in SECTIONS:
         raise _unknown(label, "", section, SECTIONS)
@@ -197,7 +200,7 @@ def _check_section(
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: {section}: expected a mapping of keys, got {raw!r}")
+        raise ConfigError(f"{source}: {section}: expected a mapping of keys, got {shown(raw)}")
     for name in raw:
         if not isinstance(name, str) or name not in keys:
             raise _unknown(source, section, str(name), list(keys))
@@ -236,7 +239,7 @@ def _check_transforms(
     if not isinstance(raw, list):
         raise ConfigError(
             f"{source}: transforms: expected a list of 'Name' or {{Name: {{arg: value}}}}, "
-            f"got {raw!r}"
+            f"got {shown(raw)}"
         )
     out = []
     for i, entry in enumerate(raw):
@@ -248,14 +251,15 @@ def _check_transforms(
             kwargs = {} if kwargs is None else kwargs
             if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
                 raise ConfigError(
-                    f"{where}: the arguments of {name!r} must be a mapping, got {kwargs!r}"
+                    f"{where}: the arguments of {shown(name)} must be a mapping, "
+                    f"got {shown(kwargs)}"
                 )
         else:
             raise ConfigError(
-                f"{where}: expected 'Name' or {{Name: {{arg: value}}}}, got {entry!r}"
+                f"{where}: expected 'Name' or {{Name: {{arg: value}}}}, got {shown(entry)}"
             )
         if not isinstance(name, str) or not name:
-            raise ConfigError(f"{where}: a transform name must be a string, got {name!r}")
+            raise ConfigError(f"{where}: a transform name must be a string, got {shown(name)}")
         if ":" in name:
             _check_code(where, name, allow_custom_code)
         else:
@@ -281,7 +285,7 @@ def _check_transform(where: str, name: str, kwargs: dict[str, Any]) -> None:
         guess = closest(name, list(known))
         hint = f"; did you mean {guess!r}?" if guess else ""
         raise ConfigError(
-            f"{where}: unknown transform {name!r}{hint} Known: {', '.join(sorted(known))}"
+            f"{where}: unknown transform {shown(name)}{hint} Known: {', '.join(sorted(known))}"
         )
     params = inspect.signature(known[name]).parameters
     for arg in kwargs:
@@ -289,11 +293,11 @@ def _check_transform(where: str, name: str, kwargs: dict[str, Any]) -> None:
             guess = closest(arg, list(params))
             hint = f"; did you mean {guess!r}?" if guess else ""
             raise ConfigError(
-                f"{where}: {name} has no argument {arg!r}{hint} Valid: {', '.join(params)}"
+                f"{where}: {name} has no argument {shown(arg)}{hint} Valid: {', '.join(params)}"
             )
     try:
         known[name](**kwargs)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, ArithmeticError) as exc:
         raise ConfigError(f"{where}: {name}: {exc}") from None
 
 
@@ -304,7 +308,7 @@ def _check_code(where: str, ref: str, allow_custom_code: bool) -> None:
         raise ConfigError(f"{where}: {exc.reason}") from None
     if not allow_custom_code:
         raise ConfigError(
-            f"{where}: {ref!r} would import and run code named by the config; allow it "
+            f"{where}: {shown(ref)} would import and run code named by the config; allow it "
             "explicitly with build_loader(..., allow_custom_code=True) or --allow-custom-code"
         )
 
@@ -349,7 +353,7 @@ def load_config(
     else:
         raise TypeError(f"a config is a YAML path or a dict, got {type(config).__name__}")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a mapping of sections at the top, got {raw!r}")
+        raise ConfigError(f"{source}: expected a mapping of sections at the top, got {shown(raw)}")
     for name in raw:
         if name not in SECTIONS:
             raise _unknown(source, "", str(name), SECTIONS)
@@ -401,5 +405,5 @@ def _check_device(source: str, device: str) -> None:
         torch.device(device)
     except (RuntimeError, ValueError) as exc:
         raise ConfigError(
-            f"{source}: device.type: {device!r} is not a torch device ({exc})"
+            f"{source}: device.type: {shown(device)} is not a torch device ({exc})"
         ) from None

@@ -25,10 +25,16 @@ from hetload.config.types import (
     Type,
     Urls,
 )
+from hetload.guards import MAX_WORKERS
 
 __all__ = ["DATASET_TYPES", "REQUIRED", "SCHEMA", "SECTION_DOCS", "Key", "reference"]
 
 REQUIRED = object()
+# bounds past which a value is a typo, not a setting: checked here, before a DataLoader forks
+# a million workers or numpy allocates a plan for 9e18 ranks
+MAX_PREFETCH = 1024
+MAX_RANKS = 1 << 20
+MAX_TIMEOUT_S = 365 * 24 * 3600
 DATASET_TYPES = ("MeshFolder", "ShardDataset", "ShardStream")
 ON_ERROR = Choice(("raise", "skip", "warn"))
 _FIELD_SPEC = Str()  # "ragged" | "fixed" | "meta" | "index:<field>", checked by Field.parse
@@ -175,28 +181,32 @@ SCHEMA: dict[str, dict[str, Key]] = {
         ),
     },
     "loader": {
-        "num_workers": Key(Int(min=0), 0, "DataLoader worker processes"),
+        "num_workers": Key(Int(min=0, max=MAX_WORKERS), 0, "DataLoader worker processes"),
         "pin_memory": Key(
             Either((Bool(), Choice(("auto",)))),
             "auto",
             "page-locked batches for fast copies (auto: when the device is CUDA)",
         ),
         "prefetch_factor": Key(
-            Either((Int(min=1),), nullable=True),
+            Either((Int(min=1, max=MAX_PREFETCH),), nullable=True),
             None,
             "batches prefetched per worker (null: torch's default, 2)",
         ),
         "persistent_workers": Key(Bool(), False, "keep workers alive between epochs"),
-        "timeout": Key(Float(min=0), 0.0, "seconds to wait for a batch from a worker (0: forever)"),
+        "timeout": Key(
+            Float(min=0, max=MAX_TIMEOUT_S),
+            0.0,
+            "seconds to wait for a batch from a worker (0: forever)",
+        ),
     },
     "distributed": {
         "world_size": Key(
-            Either((Int(min=1), Choice(("auto",)))),
+            Either((Int(min=1, max=MAX_RANKS), Choice(("auto",)))),
             "auto",
             "number of ranks (auto: $WORLD_SIZE, else 1)",
         ),
         "rank": Key(
-            Either((Int(min=0), Choice(("auto",)))),
+            Either((Int(min=0, max=MAX_RANKS - 1), Choice(("auto",)))),
             "auto",
             "this process's rank (auto: $RANK, else 0)",
         ),

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hetload.guards import shown
+
 
 class Invalid(Exception):
     """A value a type refuses; ``reason`` is a sentence fragment (the validator names the key)."""
@@ -32,8 +34,7 @@ class Context:
 
 
 def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return shown(value, 60)
 
 
 def _got(value: Any) -> str:
@@ -67,7 +68,11 @@ class Int(Type):
         if (self.min is not None and value < self.min) or (
             self.max is not None and value > self.max
         ):
-            raise Invalid(f"expected {self.describe()}, got {value}")
+            raise Invalid(f"expected {self.describe()}, got {_shown(value)}")
+        if value > INT64_MAX:
+            # every int a config gives ends up in an int64 (numpy, torch): an error here, with
+            # the key, rather than an OverflowError in the middle of a run
+            raise Invalid(f"expected {self.describe()}, got {_shown(value)} (more than 2**63 - 1)")
         return value
 
     def describe(self) -> str:
@@ -87,11 +92,14 @@ class Float(Type):
             (self.min is not None and value < self.min)
             or (self.max is not None and value > self.max)
         ):
-            raise Invalid(f"expected {self.describe()}, got {value}")
+            raise Invalid(f"expected {self.describe()}, got {_shown(value)}")
         return value
 
     def describe(self) -> str:
         return "a number" + _range(self.min, self.max)
+
+
+INT64_MAX = 2**63 - 1
 
 
 def _range(low: float | None, high: float | None) -> str:
@@ -232,7 +240,7 @@ class MapOf(Type):
             try:
                 out[k] = self.value.check(v, ctx)
             except Invalid as exc:
-                raise Invalid(f"{k!r}: {exc.reason}") from None
+                raise Invalid(f"{_shown(k)}: {exc.reason}") from None
         return out
 
     def describe(self) -> str:
@@ -292,7 +300,7 @@ class CodeRef(Type):
         if not all(part.isidentifier() for part in module.split(".")) or not all(
             part.isidentifier() for part in name.split(".")
         ):
-            raise Invalid(f"expected 'module:function' of Python identifiers, got {value!r}")
+            raise Invalid(f"expected 'module:function' of Python identifiers, got {_shown(value)}")
         return value
 
     def describe(self) -> str:

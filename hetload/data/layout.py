@@ -19,6 +19,7 @@ class LayoutFolder(MeshFolder):
     in its ``_find_files``."""
 
     _layout_keys: list[str]
+    _per_file: tuple[str, ...] = ("files", "_layout_keys")
 
     def _sample_keys(self, rels: list[str]) -> list[str]:
         return list(self._layout_keys)

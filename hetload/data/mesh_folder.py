@@ -33,7 +33,9 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from hetload.data.labels import LabelSpec, resolve_labels
+from hetload.data.substitute import getitems
 from hetload.errors import ErrorPolicy, OnError, Skipped
+from hetload.guards import MAX_WORKERS, check_fields, check_regular, check_seed, read_regular
 from hetload.io import ReadError, load, scan
 from hetload.keys import sample_key
 from hetload.transforms import out_sizes, run_seeded, sample_rng
@@ -60,9 +62,10 @@ class MeshFolder(Dataset):
         transform: applied to each loaded sample; a :class:`hetload.transforms.Transform` (or
             any callable wrapping them) draws from the sample's generator (see ``seed``).
         on_error: ``"raise"`` | ``"skip"`` | ``"warn"``, or an :class:`~hetload.ErrorPolicy`.
-            Under skip / warn an unreadable file (``ReadError``), a missing field and a
-            transform's ``ValueError`` make ``__getitem__`` return ``None`` and add a line to
-            :attr:`report`.
+            Under skip / warn a file the size scan cannot read is left out of ``files``; one
+            that fails later (``ReadError``), a missing field and a transform's ``ValueError``
+            make ``__getitem__`` return ``None``; each adds a line to :attr:`report`. A batch
+            is never empty: see :meth:`__getitems__`.
         fields: keep only these fields (every sample must have them: a file without one is a
             bad file), so files with different optional fields batch together. ``None``: all.
         load_options: keyword arguments of :func:`hetload.io.load` (``dtype``, ``polygons``...).
@@ -82,10 +85,11 @@ class MeshFolder(Dataset):
 
     Attributes:
         files: ``list[Path]``, one per sample.
-        sizes: ``np.int64 [len]``: vertex count of each sample (0 for a file that failed to
-            scan under skip / warn), after ``transform`` as its ``out_size`` states
-            (:func:`hetload.transforms.out_sizes`: ``SamplePoints(n)`` gives ``n``), so a
-            sampler budgets what the batch will hold.
+        sizes: ``np.int64 [len]``: vertex count of each sample, after ``transform`` as its
+            ``out_size`` states (:func:`hetload.transforms.out_sizes`: ``SamplePoints(n)`` gives
+            ``n``), so a sampler budgets what the batch will hold. A file the scan cannot read
+            (or that is not a regular file) is not in ``files`` at all under skip / warn: it is
+            named in :attr:`report` and no sampler ever plans it.
         field_sizes: ``{"verts": ..., "faces": ...}``, each ``np.int64 [len]``; faces are the
             rows of the loaded ``faces`` field (polygons fan-triangulated), exact for a hard
             per-batch budget: from :func:`hetload.io.scan` where it knows them
@@ -117,28 +121,35 @@ class MeshFolder(Dataset):
         self.root = Path(root)
         if not self.root.is_dir():
             raise ValueError(f"MeshFolder: {self.root} is not a directory")
+        self.transform = transform
+        # shared: skips in DataLoader workers reach this process's report
+        self.policy = ErrorPolicy(on_error, report_path=report_path).share()
+        self.report_path = self.policy.report_path
+        fields = check_fields(fields, "MeshFolder")
+        self.fields = None if fields is None else tuple(fields)
+        self.load_options = dict(load_options or {})
+        self.seed = check_seed(seed, "MeshFolder: seed")
+        if isinstance(scan_workers, bool) or not 1 <= scan_workers <= MAX_WORKERS:
+            raise ValueError(f"MeshFolder: scan_workers must be in [1, {MAX_WORKERS}]")
         self.files = self._find_files(pattern, extensions)
+        # shared memory: set_epoch in the main process reaches (even persistent) workers
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+        counts, errors = self._count(index, scan_workers, progress and len(self.files) > 200)
+        for i, exc in errors.items():
+            self._skip(self.files[i], exc)  # raises under "raise"
+        # a file the scan cannot read is left out of the dataset, so no sampler ever plans it
+        # (with size 0 it would be batched with the other broken files: an all-skipped batch)
+        kept = np.array([i not in errors for i in range(len(self.files))], dtype=bool)
+        if not kept.all():
+            self._keep_files(kept)
+            counts = counts[kept]
         rels = [p.relative_to(self.root).as_posix() for p in self.files]
         self.keys = self._sample_keys(rels)
         self.labels: np.ndarray | None = None
         self.classes: list[str] | None = None if classes is None else list(classes)
         if labels is not None:
             self.labels, self.classes = resolve_labels(self.root, rels, labels, classes)
-        self.transform = transform
-        # shared: skips in DataLoader workers reach this process's report
-        self.policy = ErrorPolicy(on_error, report_path=report_path).share()
-        self.report_path = self.policy.report_path
-        self.fields = None if fields is None else tuple(fields)
-        self.load_options = dict(load_options or {})
-        self.seed = int(seed)
-        # shared memory: set_epoch in the main process reaches (even persistent) workers
-        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
-
-        counts, errors = self._count(index, scan_workers, progress and len(self.files) > 200)
-        self._scan_errors: dict[int, ReadError] = {}
-        for i, exc in errors.items():
-            self._skip(self.files[i], exc)  # raises under "raise"
-            self._scan_errors[i] = exc
         self.raw_field_sizes = {"verts": counts[:, 0].copy(), "faces": counts[:, 1].copy()}
         # what the batches will hold: the transform states its output sizes (out_size)
         self.field_sizes = {
@@ -157,8 +168,6 @@ class MeshFolder(Dataset):
             raise IndexError(f"MeshFolder: index {index} out of range for {len(self)} files")
         index %= len(self)
         path = self.files[index]
-        if index in self._scan_errors:
-            return None
         try:
             sample = self._load(index)
             if self.fields is not None:
@@ -175,9 +184,18 @@ class MeshFolder(Dataset):
             sample["label"] = int(self.labels[index])
         return sample
 
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any] | None]:
+        """The samples of one batch (DataLoader calls this with a batch sampler's batches):
+        skipped ones are ``None``, and a batch whose every sample was skipped gets one
+        substitute instead, named in :attr:`report` (see :mod:`hetload.data.substitute`)."""
+        return getitems(self, indices)
+
+    def _describe(self, index: int) -> str:
+        return str(self.files[index])
+
     def set_epoch(self, epoch: int) -> None:
         """Reseed the transforms for ``epoch`` (workers see it: the epoch is in shared memory)."""
-        self._epoch.fill_(int(epoch))
+        self._epoch.fill_(check_seed(epoch, "MeshFolder: epoch"))
 
     @property
     def epoch(self) -> int:
@@ -203,13 +221,36 @@ class MeshFolder(Dataset):
     # The datasets of on-disk layouts (hetload.data.shapenet, scannet, semantic_kitti) are
     # MeshFolders that find their files, size them and read them their own way; all else (the
     # error policy and its report, fields, seeded transforms, set_epoch) is this class's.
+    #: attributes holding one entry per file, in file order: :meth:`_keep_files` filters them
+    _per_file: tuple[str, ...] = ("files",)
+
     def _find_files(self, pattern: str, extensions: Sequence[str]) -> list[Path]:
-        """The sample files under ``self.root``, in sample order."""
+        """The sample files under ``self.root``, in sample order. A folder named like a mesh is
+        not a candidate; a FIFO, device or dangling link is reported (it would block or fail
+        its reader), never opened."""
         suffixes = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
-        return sorted(
-            (p for p in self.root.glob(pattern) if p.suffix.lower() in suffixes and p.is_file()),
+        found = sorted(
+            (p for p in self.root.glob(pattern) if p.suffix.lower() in suffixes),
             key=lambda p: p.relative_to(self.root).as_posix(),
         )
+        files = []
+        for path in found:
+            try:
+                if not path.is_dir():
+                    files.append(check_regular(path))
+            except (OSError, ValueError) as exc:
+                self._skip(path, ReadError(path, str(exc).removeprefix(f"{path}: ")))
+        return files
+
+    def _keep_files(self, kept: np.ndarray) -> None:
+        """Keep the files where ``kept`` (bool ``[len(files)]``) is True, in every attribute of
+        :attr:`_per_file` (a layout lists its own per-file state there)."""
+        for name in self._per_file:
+            value = getattr(self, name)
+            if isinstance(value, np.ndarray):
+                setattr(self, name, value[kept])
+            else:
+                setattr(self, name, [item for item, keep in zip(value, kept) if keep])
 
     def _sample_keys(self, rels: list[str]) -> list[str]:
         """Each file's ``"key"`` from its path relative to the root (``rels``)."""
@@ -293,7 +334,8 @@ class _SizeIndex:
     def _read(self) -> dict[str, list]:
         for path in self.candidates:
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
+                # a FIFO in the cache's place is not read (it would block): a cache miss
+                data = json.loads(read_regular(path).decode("utf-8"))
             except (OSError, ValueError):
                 continue
             if isinstance(data, dict) and data.get("version") == _INDEX_VERSION:

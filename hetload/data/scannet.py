@@ -83,6 +83,8 @@ class ScanNetScenes(LayoutFolder):
             file.
     """
 
+    _per_file = (*LayoutFolder._per_file, "label_files")
+
     def __init__(
         self,
         root: str | os.PathLike,

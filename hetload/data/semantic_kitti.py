@@ -72,6 +72,8 @@ class SemanticKITTI(LayoutFolder):
         ValueError: ``root/sequences`` or a requested sequence is missing.
     """
 
+    _per_file = (*LayoutFolder._per_file, "label_files", "labelled")
+
     def __init__(
         self,
         root: str | os.PathLike,

@@ -61,6 +61,8 @@ class ShapeNetCore(LayoutFolder):
             ``{"synsetId", "name"}`` entries.
     """
 
+    _per_file = (*LayoutFolder._per_file, "_synset_labels")
+
     def __init__(
         self,
         root: str | os.PathLike,

@@ -19,7 +19,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from hetload.data.substitute import getitems
 from hetload.errors import ErrorPolicy, OnError
+from hetload.guards import NotRegularFile, check_fields, open_regular_fd, shown
 from hetload.shards.format import BLOCK, ShardError, decode_meta, decode_sample, member_name
 from hetload.shards.index import ShardIndex, check_shards, is_url
 from hetload.transforms import out_sizes, run_seeded, sample_rng
@@ -76,7 +78,7 @@ class ShardDataset(Dataset):
         seed: int = 0,
     ) -> None:
         self.index = source if isinstance(source, ShardIndex) else ShardIndex.load(source)
-        self.fields = None if fields is None else list(fields)
+        self.fields = check_fields(fields, "ShardDataset")
         # shared: skips in DataLoader workers reach this process's report
         self.policy = ErrorPolicy(on_error).share()
         if check:
@@ -111,6 +113,12 @@ class ShardDataset(Dataset):
         if size_field is None:
             size_field = next((n for n in ("verts", "points") if n in names), None)
             size_field = size_field if size_field is not None or not names else names[0]
+        if size_field is not None and names and size_field not in names:
+            # every sample would be sized 0: the sampler would ignore the budget
+            raise ValueError(
+                f"ShardDataset: size_field {shown(size_field)} is not a field of the index "
+                f"(fields: {', '.join(names)})"
+            )
         self.size_field = size_field
         self.transform = transform
         self.seed = int(seed)
@@ -176,9 +184,18 @@ class ShardDataset(Dataset):
             self.policy.handle(f"{url}:{self._keys[i]}", exc)
             return None
 
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any] | None]:
+        """The samples of one batch (DataLoader calls this with a batch sampler's batches):
+        skipped ones are ``None``, and a batch whose every sample was skipped gets one
+        substitute instead, named in :attr:`report` (see :mod:`hetload.data.substitute`)."""
+        return getitems(self, indices)
+
+    def _describe(self, i: int) -> str:
+        return f"{self._urls[self._shard_of[i]]}:{self._keys[i]}"
+
     def _position(self, i: int) -> int:
         n = len(self._keys)
-        if not isinstance(i, (int, np.integer)):
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
             raise TypeError(f"ShardDataset indices are ints, got {type(i).__name__}")
         if not -n <= i < n:
             raise IndexError(f"sample {i} out of range for a dataset of {n}")
@@ -246,9 +263,12 @@ class ShardDataset(Dataset):
             self._handles.move_to_end(shard)
             return fd
         try:
-            fd = os.open(self._urls[shard], os.O_RDONLY)
+            # a FIFO or device listed as a shard is refused, never read (it could block)
+            fd = open_regular_fd(self._urls[shard])
         except FileNotFoundError:
             raise ShardError(self._urls[shard], None, "listed in the index but missing") from None
+        except NotRegularFile as exc:
+            raise ShardError(self._urls[shard], None, f"{exc.kind}, not a regular file") from None
         self._handles[shard] = fd
         if len(self._handles) > self.max_open:
             _, old = self._handles.popitem(last=False)

@@ -14,8 +14,10 @@ communicating:
    how many batches each will yield. With ``even="truncate"`` (default) every rank yields the
    smallest rank's total, with ``even="pad"`` the largest's; the difference is taken from (or
    added to) the rank's workers with the most (fewest) batches, a padded stream repeating its
-   batches from its start. A sample that fails to decode (``on_error="skip"``) shortens its
-   stream, which is then padded the same way, so the counts hold even then.
+   batches from its start. A sample that fails to decode, or a shard that differs from its
+   index (``on_error="skip"``), shortens its stream, which is then padded the same way, so the
+   counts hold even then; samples are sized from the index (matched by key), so the dry run
+   and the stream cut the same batches whatever ``fields`` decodes.
 
 Every rank must hold at least one shard: make ``--shard-size`` / ``--max-count`` small enough
 that there are at least ``world_size`` shards, preferably ``world_size * num_workers`` or more
@@ -25,6 +27,7 @@ that there are at least ``world_size`` shards, preferably ``world_size * num_wor
 from __future__ import annotations
 
 import os
+import stat
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from hetload.collate import collate
 from hetload.errors import ErrorPolicy, OnError
+from hetload.guards import check_fields, check_seed, open_regular, shown
 from hetload.shards.format import ShardError, decode_sample
 from hetload.shards.index import ShardIndex, is_url
 from hetload.transforms import out_sizes
@@ -92,10 +96,6 @@ class StreamPlan:
         return sum(self.quota[0])
 
 
-#: where a streamed sample carries its key between decoding and its transform
-_KEY = "__key__"
-
-
 class ShardStream(IterableDataset):
     """Stream batches from preprocessed shards: local paths, ``pipe:`` commands or fsspec URLs.
 
@@ -121,16 +121,21 @@ class ShardStream(IterableDataset):
             ``B * max N_i <= max_tokens``), or
         batcher: any :data:`Batcher` (e.g. :func:`token_batches` with more options).
         buffer_size: the bucketer's buffer, in samples (more pads less, holds more memory).
-        size_field: the field whose rows are a sample's size (default as ``ShardDataset``).
-        fields: the fields to decode; ``None`` for all.
+        size_field: the field whose rows are a sample's size (default as ``ShardDataset``),
+            read from the index, so it need not be among ``fields``; a field the index lacks
+            is refused.
+        fields: the fields to decode (a list of names); ``None`` for all.
         collate_fn: turns a list of samples into a batch (``None`` yields the lists).
         transform: applied to each sample of a batch just before ``collate_fn`` (batches are
             formed on the sizes stored in the shards), drawing from the generator of
             ``(seed, epoch, sample position)`` (:func:`hetload.transforms.sample_rng`, the sample
             position being its key): the same augmentation on any rank, worker count or rerun.
         even: ``"truncate"`` or ``"pad"`` (see the module docstring).
-        on_error: a shard or sample that cannot be read: ``"raise"``, or skip it (``"skip"``,
-            ``"warn"``) and record it in :attr:`report` (shared by the DataLoader workers).
+        on_error: a shard or sample that cannot be read, or that differs from the index
+            (byte size, sample keys, member names and sizes, rows, sample count: a shard is
+            read up to its first difference): ``"raise"``, or skip it (``"skip"``, ``"warn"``)
+            and record it in :attr:`report` (shared by the DataLoader workers), with the keys
+            of the samples not served and the batches repeated to keep ranks in step.
 
     Use it with ``DataLoader(stream, batch_size=None, ...)``: it yields whole batches. The
     arrays of streamed samples are read-only views of the bytes WebDataset read (``collate``
@@ -192,10 +197,10 @@ class ShardStream(IterableDataset):
             raise ValueError(f"even must be 'truncate' or 'pad', got {even!r}")
         self.even = even
         self.shuffle = shuffle
-        self.seed = int(seed)
+        self.seed = check_seed(seed, "ShardStream: seed")
         self.epoch = 0
         self._started = 0  # iterations begun since set_epoch (see set_epoch)
-        self.fields = None if fields is None else list(fields)
+        self.fields = check_fields(fields, "ShardStream")
         self.collate_fn = collate_fn
         self.transform = transform
         # shared: skips in DataLoader workers reach this process's report
@@ -205,8 +210,15 @@ class ShardStream(IterableDataset):
             size_field = next(
                 (n for n in ("verts", "points") if n in names), names[0] if names else None
             )
+        if size_field is not None and names and size_field not in names:
+            raise ValueError(
+                f"ShardStream: size_field {size_field!r} is not a field of the index "
+                f"(fields: {', '.join(names)})"
+            )
         self.size_field = size_field
-        # batches are budgeted on the sizes after the transform, as it states them (out_size)
+        # batches are cut on these sizes, from the index after the transform as it states them
+        # (out_size), both in the plan's dry run and in the stream itself (each streamed sample
+        # is matched to its index entry by key), so the two agree whatever `fields` decodes
         self._sizes = [
             out_sizes(
                 transform,
@@ -228,7 +240,7 @@ class ShardStream(IterableDataset):
         stream iterated again without ``set_epoch`` (in the main process, or in the copies
         ``persistent_workers=True`` keeps, which ``set_epoch`` cannot reach) still reshuffles.
         """
-        self.epoch = int(epoch)
+        self.epoch = check_seed(epoch, "ShardStream: epoch")
         self._started = 0
 
     @property
@@ -296,9 +308,10 @@ class ShardStream(IterableDataset):
         produced = 0
         while produced < quota:
             before = produced
-            for batch in self.batcher(self._samples(shards), self._size_of, seed):
+            for items in self.batcher(self._samples(shards), _item_size, seed):
+                batch = [sample for _, _, sample in items]
                 if self.transform is not None:
-                    batch = [self._transformed(sample, epoch) for sample in batch]
+                    batch = [self._transformed(key, sample, epoch) for _, key, sample in items]
                 yield batch if self.collate_fn is None else self.collate_fn(batch)
                 produced += 1
                 if produced == quota:
@@ -308,33 +321,61 @@ class ShardStream(IterableDataset):
                 raise ShardError(
                     names, None, f"no batch could be read, but this worker owes {quota}"
                 )
+            # the repeats are named in the report, as the skips that caused them are
+            self.policy.note(
+                f"rank {self.rank} worker {worker} epoch {epoch}",
+                f"{quota - produced} of its {quota} planned batches are repeats from the start "
+                "of its stream (even='pad', or samples skipped), so that every rank steps equally",
+            )
 
-    def _size_of(self, sample: dict[str, Any]) -> int:
-        value = sample.get(self.size_field) if self.size_field else None
-        rows = int(value.shape[0]) if isinstance(value, np.ndarray) and value.ndim else 0
-        if self.transform is None:
-            return rows
-        return int(out_sizes(self.transform, np.array([rows]), self.size_field or "verts")[0])
-
-    def _samples(self, shards: list[int]) -> Iterator[dict[str, Any]]:
+    def _samples(self, shards: list[int]) -> Iterator[tuple[int, str, dict[str, Any]]]:
+        """``(size from the index, key, sample)`` of every sample of ``shards`` that matches
+        its index entry, in order."""
         for k in shards:
-            url = self.urls[k]
+            url, entry = self.urls[k], self.index.shards[k]
+            mismatch = _local_size_mismatch(url, entry.filesize)
+            if mismatch is not None:
+                # raised under "raise"; else the shard is still read, each sample checked
+                # against its index entry, up to the first that differs
+                self.policy.handle(url, ShardError(url, None, mismatch))
+            position = 0
             for raw in self._read_shard(k):
                 key = raw["__key__"]
                 members = {name: data for name, data in raw.items() if not name.startswith("__")}
+                problem = _entry_mismatch(entry, position, key, members)
+                if problem is not None:
+                    self._report_unserved(k, position, problem)
+                    break
+                position += 1
                 try:
                     sample = decode_sample(members, url, key, self.fields)
+                    _check_rows(entry, position - 1, sample, url, key)
                 except ShardError as exc:
                     self.policy.handle(exc.source, exc)
                     continue
-                if self.transform is not None:
-                    sample[_KEY] = key  # seeds the sample's transform; removed before collate
-                yield sample
+                yield self._sizes[k][position - 1], key, sample
+            else:
+                if position < entry.nsamples:
+                    self._report_unserved(k, position, f"the shard ends after {position} samples")
 
-    def _transformed(self, sample: dict[str, Any], epoch: int) -> Any:
+    def _report_unserved(self, k: int, position: int, problem: str) -> None:
+        """The shard differs from its index from sample ``position`` on: every sample not
+        served is named in one report entry (raised under ``on_error="raise"``)."""
+        entry = self.index.shards[k]
+        lost = entry.keys[position:]
+        named = f"key {lost[0]}" if len(lost) == 1 else f"keys {lost[0]}..{lost[-1]}"
+        unserved = f"; {len(lost)} samples not served ({named})" if lost else ""
+        error = ShardError(
+            self.urls[k],
+            None,
+            f"does not match the index at sample {position}: {problem}{unserved} "
+            "(rebuilt, replaced or truncated since the index was written?)",
+        )
+        self.policy.handle(error.source, error)
+
+    def _transformed(self, key: str, sample: dict[str, Any], epoch: int) -> Any:
         from hetload.transforms import run_seeded, sample_rng
 
-        key = sample.pop(_KEY)
         # keys written by `hetload preprocess` are positions; others are hashed stably
         position = int(key) if key.isdigit() else zlib.crc32(key.encode("utf-8"))
         return run_seeded(self.transform, sample, sample_rng(self.seed, epoch, position))
@@ -417,6 +458,56 @@ def _world(rank: int | None, world_size: int | None) -> tuple[int, int]:
     return int(rank), int(world_size)  # type: ignore[arg-type]
 
 
+def _item_size(item: tuple[int, str, dict[str, Any]]) -> int:
+    return item[0]
+
+
+def _local_size_mismatch(url: str, expected: int) -> str | None:
+    """For a local shard whose byte size differs from the index: the reason."""
+    if is_url(url) or expected < 0:
+        return None
+    try:
+        info = os.stat(url.removeprefix("file://"))
+    except OSError:
+        return None  # opening it reports the real problem
+    size = info.st_size
+    if size == expected or not stat.S_ISREG(info.st_mode):  # (a FIFO: refused on opening)
+        return None
+    return f"is {size} bytes, the index says {expected}: truncated or replaced"
+
+
+def _entry_mismatch(entry: Any, position: int, key: str, members: dict[str, Any]) -> str | None:
+    """How streamed sample ``position`` (``key``, its member suffixes) differs from the
+    index entry, or ``None``."""
+    if position >= entry.nsamples:
+        return f"a sample {shown(key)} beyond the {entry.nsamples} the index lists"
+    if key != entry.keys[position]:
+        return f"key {shown(key)} where the index has {entry.keys[position]}"
+    expected = {suffix for suffix, column in entry.offset.items() if column[position] >= 0}
+    if set(members) != expected:
+        return f"sample {key} has members {sorted(members)}, the index lists {sorted(expected)}"
+    for suffix, column in entry.size.items():
+        if column[position] >= 0 and len(members[suffix]) != column[position]:
+            return (
+                f"member {key}.{suffix} has {len(members[suffix])} bytes, the index says "
+                f"{column[position]}"
+            )
+    return None
+
+
+def _check_rows(entry: Any, position: int, sample: dict[str, Any], url: str, key: str) -> None:
+    """Each decoded array's first dimension must be the rows the index recorded (the plan
+    was cut on them)."""
+    for name, column in entry.rows.items():
+        value = sample.get(name)
+        if isinstance(value, np.ndarray) and value.ndim and value.shape[0] != column[position]:
+            raise ShardError(
+                url,
+                f"{key}.{name}.npy",
+                f"has {value.shape[0]} rows, the index says {column[position]}",
+            )
+
+
 def _size_hint(url: str, expected: int) -> str:
     """For a local shard whose size differs from the index: say so (the likely cause)."""
     if is_url(url) or not os.path.exists(url) or expected < 0:
@@ -439,6 +530,9 @@ def _open(url: str):
         except ImportError:
             return gopen(url, "rb")
         return fsspec.open(url, "rb").open()
-    if not is_url(url) and not os.path.exists(url.removeprefix("file://")):
-        raise FileNotFoundError(f"no shard at {url}")
+    if not is_url(url):
+        path = url.removeprefix("file://")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no shard at {url}")
+        return open_regular(path)  # a FIFO or device listed as a shard would block or not end
     return gopen(url, "rb")

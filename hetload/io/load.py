@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from hetload.guards import NotRegularFile, open_regular, read_regular
 from hetload.io.fallback import read_with_trimesh
 from hetload.io.obj import count_obj, read_obj
 from hetload.io.options import LoadOptions
@@ -118,7 +119,9 @@ def load(
     options = LoadOptions(dtype, index_dtype, polygons, allow_nonfinite)
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data = read_regular(path)  # a FIFO or device would block or never end
+    except NotRegularFile as exc:
+        raise ReadError(path, f"is {exc.kind}, not a regular file") from None
     except OSError as exc:
         raise ReadError(path, f"cannot read the file: {exc.strerror or exc}") from exc
     fmt = _format(path, data[:3])
@@ -142,7 +145,7 @@ def scan(path: str | os.PathLike) -> MeshInfo:
     """
     path = Path(path)
     try:
-        with path.open("rb") as fh:
+        with open_regular(path) as fh:
             head = fh.read(_HEADER_CHUNK)
             fmt = _format(path, head[:3])
             if fmt == "ply":
@@ -155,6 +158,8 @@ def scan(path: str | os.PathLike) -> MeshInfo:
                 fh.seek(0)
                 head = fh.read()
         size = path.stat().st_size
+    except NotRegularFile as exc:
+        raise ReadError(path, f"is {exc.kind}, not a regular file") from None
     except OSError as exc:
         raise ReadError(path, f"cannot read the file: {exc.strerror or exc}") from exc
     if fmt == "obj":

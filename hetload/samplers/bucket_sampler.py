@@ -9,6 +9,7 @@ import numpy as np
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from hetload.guards import check_seed
 from hetload.samplers.cost import Budget, CostSpec, as_size_table, fingerprint
 from hetload.samplers.plan import EpochPlan, base_order, plan_epoch, sort_key, window_reach
 from hetload.samplers.stats import SamplerStats, summarize
@@ -132,7 +133,7 @@ class BucketBatchSampler(Sampler[list[int]]):
             raise ValueError(f"spread must be a number >= 0 or None, got {spread!r}")
         self.num_replicas, self.rank = _world(num_replicas, rank)
         self.shuffle = bool(shuffle)
-        self.seed = int(seed)
+        self.seed = check_seed(seed, "BucketBatchSampler: seed")
         self.drop_last = bool(drop_last)
         self.oversize = oversize
         self._table = table
@@ -185,8 +186,9 @@ class BucketBatchSampler(Sampler[list[int]]):
         Setting the epoch a just-loaded state is in keeps its resume point, so the usual loop
         (``load_state_dict`` once, then ``set_epoch(epoch)`` at the top of every epoch) resumes.
         """
-        if int(epoch) != self.epoch:
-            self.epoch = int(epoch)
+        epoch = check_seed(epoch, "BucketBatchSampler: epoch")
+        if epoch != self.epoch:
+            self.epoch = epoch
             self._resume_at = 0
             self._yielded = 0
 

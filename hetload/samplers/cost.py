@@ -20,11 +20,15 @@ one numpy call and never admits a batch over the limit.
 from __future__ import annotations
 
 import hashlib
+import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+
+from hetload.guards import shown
 
 __all__ = ["Budget", "CostFn", "as_size_table", "fingerprint"]
 
@@ -66,14 +70,31 @@ def as_size_table(
 
 
 def _as_int_array(what: str, values) -> np.ndarray:
-    array = np.asarray(values)
+    try:
+        array = np.asarray(values)
+    except (OverflowError, ValueError, TypeError) as exc:
+        raise ValueError(f"{what}: sizes must be an integer array [N] or [N, K] ({exc})") from None
     if array.size == 0 and array.dtype.kind not in "iu":
         array = array.astype(np.int64)
     if array.dtype.kind not in "iu":
-        raise ValueError(f"{what}: sizes must be integers (point counts), got dtype {array.dtype}")
-    if array.dtype.kind == "i" and array.size and int(array.min()) < 0:
+        # floats (NaN included), bools, and Python ints beyond 2**64 (numpy keeps them as objects)
+        raise ValueError(
+            f"{what}: sizes must be integers (point counts) in [0, 2**63), got dtype {array.dtype}"
+        )
+    if array.size and array.dtype.kind == "i" and int(array.min()) < 0:
         raise ValueError(f"{what}: sizes must be >= 0, found {int(array.min())}")
+    if array.size and int(array.max()) > _MAX_SIZE:
+        # costs are int64 sums and products of sizes: far beyond any real count, they overflow
+        raise ValueError(f"{what}: sizes must be at most 2**48, found {int(array.max())}")
+    if array.size and float(np.max(array.sum(axis=0, dtype=np.float64))) >= _MAX_LIMIT:
+        raise ValueError(f"{what}: the sizes add up to 2**62 or more, which int64 costs overflow")
     return array
+
+
+#: the largest size a sample may have, and the largest budget: int64 costs built from them
+#: (sums over a batch, count x largest) stay far from overflowing
+_MAX_SIZE = 2**48
+_MAX_LIMIT = 2**62
 
 
 @dataclass(frozen=True)
@@ -118,8 +139,15 @@ class Budget:
                     f"max_tokens: {len(limits)} limits for {len(columns)} size columns"
                 )
         for limit in limits:
-            if isinstance(limit, bool) or not float(limit).is_integer() or limit <= 0:
-                raise ValueError(f"max_tokens: limits must be positive integers, got {limit!r}")
+            if (
+                isinstance(limit, bool)
+                or not isinstance(limit, (numbers.Integral, float))
+                or (isinstance(limit, float) and not (math.isfinite(limit) and limit.is_integer()))
+                or not 0 < limit <= _MAX_LIMIT
+            ):
+                raise ValueError(
+                    f"max_tokens: limits must be positive integers below 2**62, got {shown(limit)}"
+                )
         if not (callable(cost) or cost in _NAMED):
             raise ValueError(f"cost must be one of {_NAMED} or a callable, got {cost!r}")
         if max_batch_size is not None and (

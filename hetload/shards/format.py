@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from hetload.guards import shown
 from hetload.keys import sample_key
 
 __all__ = [
@@ -70,11 +71,18 @@ class ShardError(ValueError):
 
 
 def check_field_name(name: str) -> str:
-    """Field names become tar member suffixes: letters, digits and ``_`` only (no dots)."""
-    if not isinstance(name, str) or not _FIELD_NAME.match(name):
+    """Field names become tar member suffixes: letters, digits and ``_`` only (no dots), not
+    starting with ``__`` (WebDataset's own names, ``__key__``, ``__url__``: its readers drop
+    such members, so the field would not come back)."""
+    if not isinstance(name, str) or not _FIELD_NAME.fullmatch(name):
         raise ValueError(
-            f"field name {name!r} cannot be stored in a shard: use 1-64 letters, digits or '_' "
-            "(a dot would split the WebDataset key)"
+            f"field name {shown(name)} cannot be stored in a shard: use 1-64 letters, digits "
+            "or '_' (a dot would split the WebDataset key)"
+        )
+    if name.startswith("__"):
+        raise ValueError(
+            f"field name {name!r} cannot be stored in a shard: names starting with '__' are "
+            "WebDataset's own (__key__, __url__) and its readers drop them"
         )
     return name
 

@@ -25,13 +25,15 @@ import hashlib
 import json
 import os
 import posixpath
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hetload.guards import NotRegularFile, check_regular, open_regular, read_regular, shown
 from hetload.shards.format import ShardError
 
 __all__ = [
@@ -91,48 +93,159 @@ class ShardEntry:
         }
 
     @classmethod
-    def from_json(cls, data: Any, where: str) -> ShardEntry:
-        """Parse and validate one ``shardlist`` entry; ``where`` names the index file."""
-        if not isinstance(data, Mapping) or not isinstance(data.get("url"), str):
-            raise ValueError(f"{where}: a shardlist entry without a 'url': {str(data)[:80]}")
-        url = data["url"]
+    def from_json(cls, data: Any, where: str, number: int = 0) -> ShardEntry:
+        """Parse and validate one ``shardlist`` entry (entry ``number`` of index ``where``).
+
+        Every column is checked for its type and range, and the byte layout for consistency:
+        ``0 <= start[i] < end[i] <= start[i + 1]``, ``end[-1] <= filesize``, and each member's
+        ``[offset, offset + size)`` inside its sample's ``[start + 512, end)`` (-1 where absent).
+
+        Raises:
+            ShardError: naming the index file, the entry and the column.
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{where}: shardlist entry {number} is not a mapping: {shown(data)}")
+        url = data.get("url")
+        if not isinstance(url, str) or not url or "\0" in url:
+            raise ValueError(
+                f"{where}: shardlist entry {number}: 'url' must be a non-empty string, got "
+                f"{shown(url)}"
+            )
 
         def bad(reason: str) -> ShardError:
-            return ShardError(url, None, f"index {where}: {reason}")
+            return ShardError(url, None, f"index {where}, entry {number}: {reason}")
 
         n = data.get("nsamples")
-        if not isinstance(n, int) or n < 0:
-            raise bad(f"'nsamples' must be a non-negative int, got {n!r}")
-        columns: dict[str, Any] = {k: data.get(k) for k in ("keys", "start", "end")}
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < 2**40:
+            raise bad(f"'nsamples' must be a non-negative int, got {shown(n)}")
+        filesize = data.get("filesize", -1)
+        if (
+            isinstance(filesize, bool)
+            or not isinstance(filesize, int)
+            or not -1 <= filesize < 2**62
+        ):
+            raise bad(f"'filesize' must be an int >= -1 (-1: unknown), got {shown(filesize)}")
+        sha256 = data.get("sha256", "")
+        if not isinstance(sha256, str):
+            raise bad(f"'sha256' must be a string, got {shown(sha256)}")
+        keys = data.get("keys")
+        if not isinstance(keys, list) or len(keys) != n:
+            raise bad(f"column 'keys' has {_length(keys)} entries, nsamples is {n}")
+        if not _plain_keys(keys):  # the per-key loop runs only where the fast check fails
+            for i, key in enumerate(keys):
+                if not isinstance(key, str) or not key or "\0" in key or "." in key.rsplit("/")[-1]:
+                    raise bad(f"'keys' entry {i} is not a valid sample key: {shown(key)}")
+        if len(set(keys)) != n:
+            repeated = next(k for k, c in Counter(keys).items() if c > 1)
+            raise bad(f"key {repeated!r} is listed twice")
         members = data.get("members", {})
         rows = data.get("rows", {})
         if not isinstance(members, Mapping) or not isinstance(rows, Mapping):
             raise bad("'members' and 'rows' must be mappings")
-        for suffix, spec in members.items():
-            if not isinstance(spec, Mapping):
-                raise bad(f"members[{suffix!r}] must hold 'offset' and 'size' lists")
-            columns[f"members.{suffix}.offset"] = spec.get("offset")
-            columns[f"members.{suffix}.size"] = spec.get("size")
-        for name, column in rows.items():
-            columns[f"rows.{name}"] = column
-        for name, column in columns.items():
-            if not isinstance(column, list) or len(column) != n:
-                got = len(column) if isinstance(column, list) else type(column).__name__
-                raise bad(f"column {name!r} has {got} entries, nsamples is {n}")
         if "json" not in members:
             raise bad("no 'json' member column (every sample has a .json member)")
+        start = _int_column(data.get("start"), "start", n, 0, bad)
+        end = _int_column(data.get("end"), "end", n, 1, bad)
+        if n:
+            order = np.flatnonzero(end <= start)
+            if order.size:
+                i = int(order[0])
+                raise bad(f"sample {i}: 'end' {end[i]} is not after 'start' {start[i]}")
+            overlap = np.flatnonzero(start[1:] < end[:-1])
+            if overlap.size:
+                i = int(overlap[0]) + 1
+                raise bad(
+                    f"sample {i} starts at {start[i]}, before sample {i - 1} ends ({end[i - 1]})"
+                )
+            if filesize >= 0 and end[-1] > filesize:
+                raise bad(f"the last sample ends at byte {end[-1]}, past 'filesize' {filesize}")
+        offsets: dict[str, list[int]] = {}
+        sizes: dict[str, list[int]] = {}
+        for suffix, spec in members.items():
+            if not isinstance(suffix, str) or not (suffix == "json" or suffix.endswith(".npy")):
+                raise bad(f"member suffix {shown(suffix)} is neither 'json' nor '<field>.npy'")
+            if not isinstance(spec, Mapping):
+                raise bad(f"members[{suffix!r}] must hold 'offset' and 'size' lists")
+            offset = _int_column(spec.get("offset"), f"members.{suffix}.offset", n, -1, bad)
+            size = _int_column(spec.get("size"), f"members.{suffix}.size", n, -1, bad)
+            absent = offset < 0
+            if suffix == "json" and absent.any():
+                raise bad(f"sample {int(np.argmax(absent))} has no .json member")
+            wrong = np.flatnonzero(
+                np.where(
+                    absent,
+                    size != -1,
+                    (size < 0) | (offset < start + 512) | (offset + size > end),
+                )
+            )
+            if wrong.size:
+                i = int(wrong[0])
+                raise bad(
+                    f"members.{suffix} of sample {i}: offset {offset[i]}, size {size[i]} do not "
+                    f"lie inside the sample's bytes [{start[i]}, {end[i]})"
+                )
+            offsets[suffix], sizes[suffix] = offset.tolist(), size.tolist()
+        row_columns: dict[str, list[int]] = {}
+        for name, column in rows.items():
+            if not isinstance(name, str) or f"{name}.npy" not in members:
+                raise bad(f"rows of {shown(name)}, a field without a member column")
+            column = _int_column(column, f"rows.{name}", n, -1, bad)
+            present = np.asarray(offsets[f"{name}.npy"]) >= 0
+            if ((column >= 0) != present).any():
+                i = int(np.argmax((column >= 0) != present))
+                raise bad(f"rows.{name} of sample {i} disagrees with its member's presence")
+            row_columns[name] = column.tolist()
         return cls(
             url=url,
             nsamples=n,
-            filesize=int(data.get("filesize", -1)),
-            sha256=str(data.get("sha256", "")),
-            keys=[str(k) for k in columns["keys"]],
-            start=columns["start"],
-            end=columns["end"],
-            offset={s: list(spec["offset"]) for s, spec in members.items()},
-            size={s: list(spec["size"]) for s, spec in members.items()},
-            rows={name: list(column) for name, column in rows.items()},
+            filesize=filesize,
+            sha256=sha256,
+            keys=list(keys),
+            start=start.tolist(),
+            end=end.tolist(),
+            offset=offsets,
+            size=sizes,
+            rows=row_columns,
         )
+
+
+def _plain_keys(keys: list[Any]) -> bool:
+    """True when every key is a non-empty string without NUL or dot (what the writer makes),
+    checked with C-speed string operations."""
+    try:
+        joined = "\n".join(keys)
+    except TypeError:
+        return False
+    return "\0" not in joined and "." not in joined and (not keys or min(map(len, keys)) > 0)
+
+
+def _length(column: Any) -> str:
+    return str(len(column)) if isinstance(column, list) else f"no list ({type(column).__name__})"
+
+
+def _int_column(column: Any, name: str, n: int, low: int, bad: Callable[[str], Exception]):
+    """``int64 [n]`` from a JSON list of ``n`` ints ``>= low`` (and below 2**62)."""
+    if not isinstance(column, list) or len(column) != n:
+        raise bad(f"column {name!r} has {_length(column)} entries, nsamples is {n}")
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    try:
+        # the fast path: a list of JSON ints becomes an integer array (a float, None, a string,
+        # a nested list or an int beyond 64 bits does not)
+        values = np.asarray(column)
+    except (OverflowError, ValueError):
+        values = None
+    if values is None or values.ndim != 1 or values.dtype.kind not in "iu":
+        for i, value in enumerate(column):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise bad(f"column {name!r} entry {i} is not an int: {shown(value)}")
+            if not low <= value < 2**62:
+                raise bad(f"column {name!r} entry {i} is out of range: {shown(value)}")
+        raise bad(f"column {name!r} is not a list of ints")
+    if (values >= 2**62).any() or (values < low).any():
+        i = int(np.argmax((values >= 2**62) | (values < low)))
+        raise bad(f"column {name!r} entry {i} is out of range: {shown(column[i])}")
+    return values.astype(np.int64, copy=False)
 
 
 @dataclass
@@ -210,9 +323,9 @@ class ShardIndex:
             path = Path(text)
             if path.is_dir():
                 path = path / "index.json"
-            if not path.is_file():
+            if not path.exists():
                 raise FileNotFoundError(f"no shard index at {path}")
-            raw = path.read_bytes()
+            raw = read_regular(path)
             root, text = str(path.parent), str(path)
         try:
             data = json.loads(raw)
@@ -220,15 +333,22 @@ class ShardIndex:
             raise ValueError(f"{text}: not a valid JSON index ({exc})") from None
         if not isinstance(data, Mapping) or not isinstance(data.get("shardlist"), list):
             raise ValueError(f"{text}: not a shard index (no 'shardlist' list)")
-        info = dict(data.get("hetload") or {})
+        info = data.get("hetload") or {}
+        if not isinstance(info, Mapping):
+            raise ValueError(f"{text}: 'hetload' must be a mapping, got {shown(info)}")
+        info = dict(info)
+        name = data.get("name", "")
+        if not isinstance(name, str):
+            raise ValueError(f"{text}: 'name' must be a string, got {shown(name)}")
         version = info.pop("format", None)
         if version != INDEX_FORMAT:
             raise ValueError(
                 f"{text}: index format {version!r} is not hetload's format {INDEX_FORMAT} "
                 "(a plain wids shard list has no per-sample index; run `hetload preprocess`)"
             )
-        shards = [ShardEntry.from_json(entry, text) for entry in data["shardlist"]]
-        return cls(shards, root=root, name=str(data.get("name", "")), info=info)
+        shards = [ShardEntry.from_json(entry, text, k) for k, entry in enumerate(data["shardlist"])]
+        _check_unique_shards(shards, text)
+        return cls(shards, root=root, name=name, info=info)
 
 
 def join_url(root: str, url: str) -> str:
@@ -271,9 +391,12 @@ def check_shards(index: ShardIndex, *, deep: bool = False) -> None:
         if is_url(path):
             continue
         try:
+            check_regular(path)
             size = os.stat(path).st_size
         except FileNotFoundError:
             raise ShardError(path, None, "listed in the index but missing") from None
+        except NotRegularFile as exc:
+            raise ShardError(path, None, f"{exc.kind}, not a regular file") from None
         if shard.filesize >= 0 and size != shard.filesize:
             raise ShardError(
                 path,
@@ -283,7 +406,7 @@ def check_shards(index: ShardIndex, *, deep: bool = False) -> None:
             )
         if deep and shard.sha256:
             digest = hashlib.sha256()
-            with open(path, "rb") as f:
+            with open_regular(path) as f:
                 for block in iter(lambda f=f: f.read(1 << 20), b""):
                     digest.update(block)
             if digest.hexdigest() != shard.sha256:
@@ -343,6 +466,28 @@ def merge_indexes(parts: Sequence[ShardIndex], out_dir: str | os.PathLike) -> Sh
         "skipped": sum(int(index.info.get("skipped", 0)) for index in ordered),
     }
     return ShardIndex(shards, root=str(out_dir), name=first.name, info=info)
+
+
+def _check_unique_shards(shards: Sequence[ShardEntry], where: str) -> None:
+    """The same shard listed twice would be served twice: refused, as are sample keys shared
+    by two shards (a sample stored twice)."""
+    seen: dict[str, int] = {}
+    for k, shard in enumerate(shards):
+        url = posixpath.normpath(shard.url)
+        if url in seen:
+            raise ShardError(
+                shard.url, None, f"index {where}: entries {seen[url]} and {k} list the same shard"
+            )
+        seen[url] = k
+    total = sum(shard.nsamples for shard in shards)
+    if len(set().union(*(shard.keys for shard in shards))) == total:
+        return  # (the common case, in one pass of C; the loop below names the repeat)
+    try:
+        _check_unique_keys(shards)
+    except ShardError as exc:
+        raise ShardError(
+            exc.shard, None, f"index {where}: {exc.args[0].split(': ', 1)[1]}"
+        ) from None
 
 
 def _check_unique_keys(shards: Iterable[ShardEntry]) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from hetload.guards import check_regular
 from hetload.shards.format import EncodedSample, encode_sample
 from hetload.shards.settings import build_transform, cast
 
@@ -52,7 +53,7 @@ def _work(task: Task) -> tuple[int, int, EncodedSample | None, Exception | None]
     position, rel, path, values = task
     nbytes = 0
     try:
-        nbytes = os.path.getsize(path)
+        nbytes = os.path.getsize(check_regular(path))  # a FIFO named *.obj would block forever
         sample = _WORKER["load"](path)
         counts = {k: v.shape[0] for k, v in sample.items() if isinstance(v, np.ndarray) and v.ndim}
         transform = _WORKER["transform"]

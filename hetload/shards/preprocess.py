@@ -29,6 +29,7 @@ from typing import Any
 
 from hetload.data.labels import LabelSpec
 from hetload.errors import ErrorPolicy, OnError
+from hetload.guards import MAX_WORKERS, check_seed
 from hetload.shards.journal import Journal
 from hetload.shards.pool import Setup, ordered
 from hetload.shards.resume import (
@@ -128,11 +129,11 @@ def preprocess(
     size_budget = parse_size(shard_size)
     if max_count is not None and max_count <= 0:
         raise ValueError(f"max_count must be positive, got {max_count}")
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+    if not 1 <= workers <= MAX_WORKERS:  # a typo of 10**8 would try to start 10**8 processes
+        raise ValueError(f"workers must be in [1, {MAX_WORKERS}], got {workers}")
     policy = ErrorPolicy(on_error)
     specs = load_transform_specs(transform)
-    setup = Setup(specs, check_casts(casts), int(seed))
+    setup = Setup(specs, check_casts(casts), check_seed(seed, "--seed"))
     build_transform(specs)  # fail on a bad config here, not once per worker
 
     inputs = list_inputs(src)

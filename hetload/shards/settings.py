@@ -11,6 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from hetload.guards import read_regular
+from hetload.shards.format import check_field_name
+
 __all__ = [
     "INPUT_SUFFIXES",
     "build_transform",
@@ -120,8 +123,8 @@ def _yaml_source(config: str | os.PathLike) -> tuple[str, str]:
     )
     if not looks_inline:
         try:
-            if path.is_file():
-                return path.read_text(), str(path)
+            if path.exists():  # a FIFO or a folder is refused, never opened (it would block)
+                return read_regular(path).decode("utf-8"), str(path)
         except OSError:
             pass
         if path.suffix.lower() in (".yaml", ".yml", ".json"):
@@ -146,6 +149,10 @@ def check_casts(casts: Mapping[str, str] | None) -> dict[str, str]:
             raise ValueError(f"--cast {name}={dtype}: not a numpy dtype") from None
         if parsed.kind not in "biuf":
             raise ValueError(f"--cast {name}={dtype}: only numeric dtypes can be cast to")
+        try:  # refused before any file is read, not once per file
+            check_field_name(name)
+        except ValueError as exc:
+            raise ValueError(f"--cast {name}={dtype}: {exc}") from None
         out[str(name)] = parsed.name
     return dict(sorted(out.items()))
 
