@@ -487,8 +487,10 @@ def test_kitti_bin_not_whole_points(kitti):
     with pytest.raises(ReadError, match=r"000001\.bin.*multiple of 16"):
         SemanticKITTI(root, [0])  # sizes come from file sizes: the constructor sees it
     ds = SemanticKITTI(root, [0], on_error="skip")
-    assert ds[1] is None and [s.source for s in ds.report] == [str(odd)]
-    assert ds[0]["key"] == "00/000000" and ds[2]["key"] == "00/000002"
+    # a scan the sizing cannot read is left out of the dataset (no sampler plans it), reported
+    assert [s.source for s in ds.report] == [str(odd)]
+    assert [ds[i]["key"] for i in range(len(ds))] == ["00/000000", "00/000002"]
+    assert ds.label_files[1].name == "000002.label" and ds.labelled.tolist() == [True, True]
 
 
 def test_kitti_label_count_differs(kitti):
@@ -499,7 +501,8 @@ def test_kitti_label_count_differs(kitti):
         SemanticKITTI(root, [0])
     with pytest.warns(HetloadWarning, match=r"000002\.label"):
         ds = SemanticKITTI(root, [0], on_error="warn")
-    assert ds[2] is None and ds.report[0].source.endswith("000002.bin")
+    # found while sizing: the scan is left out of the dataset and reported
+    assert len(ds) == 2 and ds.report[0].source.endswith("000002.bin")
     assert str(short) in ds.report[0].reason
 
 
