@@ -21,12 +21,16 @@ class LoadOptions:
         polygons: also return the polygons as written: ``polygons`` (flat vertex indices,
             ``[sum P_j]``) and ``polygon_sizes`` (``[P]``).
         allow_nonfinite: keep NaN / infinite vertex coordinates instead of raising.
+        weld: STL only: merge exactly equal vertices (first occurrence order) instead of
+            three vertices per triangle as stored. The other formats index shared vertices
+            already and are returned as stored.
     """
 
     dtype: Any = np.float32
     index_dtype: Any = np.int64
     polygons: bool = False
     allow_nonfinite: bool = False
+    weld: bool = False
 
     def __post_init__(self) -> None:
         dtype = np.dtype(self.dtype)
