@@ -56,7 +56,14 @@ def is_binary_stl(data: bytes, size: int | None = None) -> bool:
     if size >= _HEADER and _HEADER + 50 * int.from_bytes(data[80:84], "little") == size:
         # the size fits a binary file: ASCII only if it also closes like one
         return not _closes_ascii(data) if len(data) == size else True
-    return False
+    # a damaged binary file with a 'solid' header: its body is not text
+    return not _text(data[_HEADER : _HEADER + _TAIL])
+
+
+def _text(chunk: bytes) -> bool:
+    """No control or non-ASCII bytes: what an ASCII STL holds and float32 data hardly does."""
+    body = np.frombuffer(chunk, dtype=np.uint8)
+    return not ((body < 9) | (body > 126)).any()
 
 
 def _closes_ascii(data: bytes) -> bool:
@@ -125,23 +132,31 @@ def _read_binary(path: str | os.PathLike, data: bytes):
             "(no 'solid' at the start)",
         )
     count = int.from_bytes(data[80:84], "little")
-    body = len(data) - _HEADER
-    if body != 50 * count:
-        reason = (
-            f"the header declares {count} triangles ({50 * count} bytes) but {body} bytes "
-            "follow it: "
+    if len(data) - _HEADER != 50 * count and _text(data[:_TAIL]):
+        raise ReadError(
+            path,
+            "not a binary STL (its size does not fit its triangle count) and not an ASCII one "
+            "(no 'solid' at the start)",
         )
-        reason += (
-            "truncated, or the count is wrong"
-            if body < 50 * count
-            else "the count is wrong, or bytes follow the last triangle"
-        )
-        raise ReadError(path, reason, "byte 80")
+    _check_count(path, count, len(data) - _HEADER)
     rows = np.frombuffer(data, dtype=_RECORD, count=count, offset=_HEADER)
     extra = {}
     if count and rows["attribute"].any():
         extra["face_attributes"] = rows["attribute"].astype(np.uint16)
     return rows["normal"], rows["corners"], extra
+
+
+def _check_count(path: str | os.PathLike, count: int, body: int) -> None:
+    if body == 50 * count:
+        return
+    reason = (
+        f"the header declares {count} triangles ({50 * count} bytes) but {body} bytes follow it: "
+    )
+    if body < 50 * count:
+        reason += "truncated, or the count is wrong"
+    else:
+        reason += "the count is wrong, or bytes follow the last triangle"
+    raise ReadError(path, reason, "byte 80")
 
 
 # ------------------------------------------------------------------------------------ ascii
@@ -191,7 +206,8 @@ def _read_ascii(path: str | os.PathLike, data: bytes):
         _raise_bad_number(path, buf, line_starts, newlines, lines, kinds, where)
     values = values.reshape(n, 12)
     extra = {"face_groups": groups} if groups is not None else {}
-    return values[:, :3].astype(np.float32), values[:, 3:].astype(np.float32), extra
+    with np.errstate(over="ignore"):  # past float32's range: inf, refused by the caller
+        return values[:, :3].astype(np.float32), values[:, 3:].astype(np.float32), extra
 
 
 def _classify(buf: np.ndarray, first: np.ndarray) -> np.ndarray:
@@ -210,39 +226,36 @@ def _classify(buf: np.ndarray, first: np.ndarray) -> np.ndarray:
 def _check_structure(path, kinds: np.ndarray, tokens: np.ndarray, where) -> np.ndarray | None:
     """Raise unless the lines are ``solid (facet outer vertex*3 endloop endfacet)* endsolid``,
     repeated; the solid of each triangle when there are several solids."""
-    solids = np.flatnonzero(kinds == _SOLID)
-    ends = np.flatnonzero(kinds == _ENDSOLID)
-    if not len(solids) or kinds[0] != _SOLID:
+    if kinds[0] != _SOLID:
         raise ReadError(path, "an ASCII STL starts with a 'solid' line", where(0))
-    expected = np.empty(len(kinds), dtype=np.int64)
+    ends = np.flatnonzero(kinds == _ENDSOLID)
     groups = []
     pos = 0
-    for number, start in enumerate(solids):
-        if start != pos:
-            break
-        later = ends[ends > start]
+    while pos < len(kinds):
+        if kinds[pos] != _SOLID:
+            found = _NAMES[int(kinds[pos])]
+            raise ReadError(path, f"expected 'solid', found '{found}'", where(pos))
+        later = ends[ends > pos]
         stop = int(later[0]) if len(later) else len(kinds)
-        facets = (stop - start - 1) // 7
-        expected[start] = _SOLID
-        expected[start + 1 : start + 1 + 7 * facets] = np.tile(_FACET_LINES, facets)
-        groups.append(np.full(facets, number, dtype=np.int64))
-        pos = start + 1 + 7 * facets
-        if pos < len(kinds):
-            expected[pos] = _ENDSOLID
-            pos += 1
-    if pos < len(kinds):
-        expected[pos:] = _SOLID
-    wrong = np.flatnonzero(expected[: len(kinds)] != kinds)
-    if len(wrong) or pos > len(kinds) or kinds[-1] != _ENDSOLID:
-        k = int(wrong[0]) if len(wrong) else len(kinds) - 1
-        if not len(wrong):
-            raise ReadError(path, "the file ends inside a solid: no 'endsolid' line", where(k))
-        raise ReadError(
-            path,
-            f"expected '{_NAMES[int(expected[k])]}', found '{_NAMES[int(kinds[k])]}'",
-            where(k),
-        )
-    need = np.array([_TOKENS.get(int(k), 0) for k in range(7)])[kinds]
+        body = kinds[pos + 1 : stop]
+        pattern = np.resize(_FACET_LINES, len(body))
+        wrong = np.flatnonzero(body != pattern)
+        if len(wrong):
+            k = pos + 1 + int(wrong[0])
+            expected, found = _NAMES[int(pattern[wrong[0]])], _NAMES[int(kinds[k])]
+            raise ReadError(path, f"expected '{expected}', found '{found}'", where(k))
+        if len(body) % 7:
+            expected = _NAMES[int(_FACET_LINES[len(body) % 7])]
+            if stop == len(kinds):
+                raise ReadError(path, f"the file ends where '{expected}' belongs", where(stop - 1))
+            raise ReadError(path, f"expected '{expected}', found 'endsolid'", where(stop))
+        if stop == len(kinds):
+            raise ReadError(
+                path, "the file ends inside a solid: no 'endsolid' line", where(stop - 1)
+            )
+        groups.append(np.full(len(body) // 7, len(groups), dtype=np.int64))
+        pos = stop + 1
+    need = np.array([_TOKENS.get(k, 0) for k in range(7)])[kinds]
     bad = np.flatnonzero((need > 0) & (tokens != need))
     if len(bad):
         k = int(bad[0])
@@ -285,11 +298,5 @@ def count_stl(path: str | os.PathLike, head: bytes, size: int, read_all) -> tupl
     if size < _HEADER:
         raise ReadError(path, f"{size} bytes: shorter than a binary STL header (84 bytes)")
     count = int.from_bytes(head[80:84], "little")
-    if size - _HEADER != 50 * count:
-        raise ReadError(
-            path,
-            f"the header declares {count} triangles ({50 * count} bytes) but {size - _HEADER} "
-            "bytes follow it",
-            "byte 80",
-        )
+    _check_count(path, count, size - _HEADER)
     return 3 * count, count
