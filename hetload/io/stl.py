@@ -76,7 +76,8 @@ def read_stl(path: str | os.PathLike, data: bytes, options: LoadOptions) -> dict
     """Parse STL bytes into a sample: ``verts`` ``[3F, 3]`` (three per triangle, as stored),
     ``faces`` i64 ``[F, 3]`` (``[[0, 1, 2], [3, 4, 5], ...]``), ``face_normals`` ``[F, 3]``
     as written (often zero), ``face_attributes`` uint16 ``[F]`` (binary, where any is not 0),
-    ``face_groups`` i64 ``[F]`` (ASCII with several solids).
+    ``face_groups`` i64 ``[F]`` (ASCII with several solids); only ``verts`` ``[0, 3]`` for a
+    file without triangles.
     """
     if not data:
         raise ReadError(path, "the file is empty")
@@ -90,6 +91,8 @@ def read_stl(path: str | os.PathLike, data: bytes, options: LoadOptions) -> dict
     if not options.allow_nonfinite:
         check_finite(path, "vertex", verts, lambda row: f"triangle {row // 3}")
         check_finite(path, "facet normal", normals, lambda row: f"triangle {row}")
+    if n == 0:  # as the other readers: no faces field for a file without faces
+        return {"verts": np.zeros((0, 3), dtype=dtype)}
     sample: dict[str, np.ndarray] = {}
     if options.weld:
         unique, faces = weld(verts)
