@@ -53,6 +53,7 @@ def test_plain_off_triangles_and_quads(tmp_path):
     np.testing.assert_array_equal(sample["polygons"], [i for p in faces for i in p])
     assert set(sample) == {"verts", "faces", "polygons", "polygon_sizes"}
     assert scan(tmp_path / "x.off") == ("off", 4, 3)
+    assert scan(tmp_path / "x.off").n_triangles == 1 + 2 + 3
 
 
 def test_modelnet_counts_glued_to_the_keyword(tmp_path):
@@ -469,4 +470,6 @@ def test_roundtrip(tmp_path_factory, mesh, binary, colored):
         assert "faces" not in sample
     if colored and not binary:
         np.testing.assert_array_equal(sample["colors"], colors)
-    assert scan(path)[:3] == ("off", len(verts), len(polygons))
+    info = scan(path)
+    assert info == ("off", len(verts), len(polygons))
+    assert info.n_triangles == (None if binary else len(fan(polygons)))

@@ -245,7 +245,11 @@ def test_real_corpus_sizes_and_report(shared_meshes, tmp_path):
         manifest = {r["path"]: r for r in csv.DictReader(fh, delimiter="\t")}
     # the corpus folder is read-only: the index goes to an explicit file
     ds = MeshFolder(shared_meshes, on_error="skip", index=tmp_path / "idx.json", progress=False)
-    assert len(ds) == sum(r["format"] in ("obj", "ply") for r in manifest.values())
+    # every format load reads: OBJ, PLY, OFF, STL here
+    assert len(ds) == sum(r["format"] in ("obj", "ply", "off", "stl") for r in manifest.values())
+    unreadable = {p.relative_to(shared_meshes).as_posix() for p in ds.unreadable}
+    assert {"MANIFEST.tsv", "README.md"} <= unreadable  # listed, not loaded
+    assert not any(name.endswith((".mtl", ".jpg", ".png")) for name in unreadable)
     for i, path in enumerate(ds.files):
         row = manifest[path.relative_to(shared_meshes).as_posix()]
         assert ds.sizes[i] == int(row["n_vertices"]), path
@@ -263,7 +267,7 @@ def test_real_corpus_sizes_and_report(shared_meshes, tmp_path):
             assert ds.field_sizes["faces"][i] == len(sample.get("faces", ())), ds.files[i]
     skipped = {s.source for s in ds.report}
     assert skipped == {str(p) for p, s in zip(ds.files, loaded) if s is None}
-    assert len(skipped) == 10  # tests/test_io_real_files.py names each and why
+    assert len(skipped) == 11  # tests/test_io_real_files.py names each and why
 
 
 def test_raise_inside_a_worker_reaches_the_main_process_as_read_error(folder):

@@ -1,4 +1,5 @@
-"""``MeshFolder``: a map-style dataset over a folder of OBJ / PLY files.
+"""``MeshFolder``: a map-style dataset over a folder of mesh files (every format
+:func:`hetload.io.load` reads: OBJ, PLY, OFF, STL, GLB / glTF, ...).
 
 Sizes come from :func:`hetload.io.scan` (headers and line prefixes, no float parsing; a file
 whose triangle count that cannot tell, such as an ASCII PLY, is loaded once), run in parallel
@@ -34,6 +35,7 @@ from tqdm import tqdm
 
 from hetload.errors import ErrorPolicy, OnError, Skipped
 from hetload.io import ReadError, load, scan
+from hetload.io.formats import find_mesh_files
 from hetload.transforms import run_seeded, sample_rng
 
 __all__ = ["MeshFolder"]
@@ -44,13 +46,16 @@ _INDEX_VERSION = 2  # 2: faces count the triangles load returns
 
 
 class MeshFolder(Dataset):
-    """Every OBJ / PLY file under ``root`` as one sample dict (``hetload.io.load``).
+    """Every mesh file under ``root`` as one sample dict (``hetload.io.load``).
 
     Args:
         root: the folder.
         pattern: a glob relative to ``root`` (``"**/*"``: every file below it), filtered by
-            ``extensions`` (compared case-insensitively). Files are sorted by relative path.
-        extensions: file suffixes to keep.
+            ``extensions`` (compared case-insensitively). Files are sorted by relative path;
+            hidden files and folders (``.name``, where the size index lives) are left out.
+        extensions: file suffixes to keep (``".off"`` or ``"off"``); ``None``: every format
+            ``load`` reads (:data:`hetload.io.formats.MESH_EXTENSIONS`). Files of a suffix
+            no reader handles are listed in :attr:`unreadable` and logged, never loaded.
         transform: applied to each loaded sample; a :class:`hetload.transforms.Transform` (or
             any callable wrapping them) draws from the sample's generator (see ``seed``).
         on_error: ``"raise"`` | ``"skip"`` | ``"warn"``, or an :class:`~hetload.ErrorPolicy`.
@@ -70,6 +75,8 @@ class MeshFolder(Dataset):
 
     Attributes:
         files: ``list[Path]``, one per sample.
+        unreadable: ``list[Path]``: files under ``root`` (matching ``pattern``) of a suffix no
+            hetload reader handles.
         sizes: ``np.int64 [len]``: vertex count of each file (0 for a file that failed to scan
             under skip / warn).
         field_sizes: ``{"verts": ..., "faces": ...}``, each ``np.int64 [len]``; faces are the
@@ -83,7 +90,7 @@ class MeshFolder(Dataset):
         root: str | os.PathLike,
         pattern: str = "**/*",
         *,
-        extensions: Sequence[str] = (".obj", ".ply"),
+        extensions: Sequence[str] | None = None,
         transform: Callable | None = None,
         on_error: OnError | ErrorPolicy = "raise",
         fields: Sequence[str] | None = None,
@@ -97,11 +104,20 @@ class MeshFolder(Dataset):
         self.root = Path(root)
         if not self.root.is_dir():
             raise ValueError(f"MeshFolder: {self.root} is not a directory")
-        suffixes = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
-        self.files = sorted(
-            (p for p in self.root.glob(pattern) if p.suffix.lower() in suffixes and p.is_file()),
-            key=lambda p: p.relative_to(self.root).as_posix(),
-        )
+        found = find_mesh_files(self.root, extensions, pattern)
+        self.files = found.files
+        self.unreadable = found.unreadable
+        if self.unreadable:
+            names = ", ".join(p.relative_to(self.root).as_posix() for p in self.unreadable[:5])
+            more = f" and {len(self.unreadable) - 5} more" if len(self.unreadable) > 5 else ""
+            log.warning(
+                "MeshFolder: %d files under %s have a suffix no reader handles, not loaded: "
+                "%s%s (see .unreadable)",
+                len(self.unreadable),
+                self.root,
+                names,
+                more,
+            )
         self.transform = transform
         # shared: skips in DataLoader workers reach this process's report
         self.policy = ErrorPolicy(on_error, report_path=report_path).share()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
+    "COMPANION_EXTENSIONS",
     "FALLBACK_EXTENSIONS",
     "MESH_EXTENSIONS",
     "OWN_EXTENSIONS",
@@ -29,6 +30,11 @@ OWN_EXTENSIONS: tuple[str, ...] = (".obj", ".ply", ".off", ".stl")
 FALLBACK_EXTENSIONS: tuple[str, ...] = (".glb", ".gltf", ".3mf", ".dae", ".xyz")
 #: every suffix ``load`` reads (compared case-insensitively)
 MESH_EXTENSIONS: tuple[str, ...] = OWN_EXTENSIONS + FALLBACK_EXTENSIONS
+#: files that come with meshes and are read through them (OBJ materials, textures, glTF
+#: buffers): neither inputs nor worth a report
+COMPANION_EXTENSIONS: tuple[str, ...] = (
+    ".mtl", ".png", ".jpg", ".jpeg", ".bmp", ".tga", ".tif", ".tiff", ".webp", ".ktx2", ".bin",
+)  # fmt: skip
 
 # files hetload itself writes beside the data: the size index (.hetload-index.json and its
 # temporary names), the preprocess journal; never inputs, never "unreadable files"
@@ -69,7 +75,8 @@ class MeshFiles:
 
     Attributes:
         files: the inputs, sorted by relative path (``/``-separated).
-        unreadable: files of a suffix no hetload reader handles (reported, never read).
+        unreadable: files of a suffix no hetload reader handles (reported, never read),
+            except :data:`COMPANION_EXTENSIONS` (materials, textures).
         not_selected: files of a suffix ``load`` reads that ``extensions`` left out.
     """
 
@@ -105,7 +112,7 @@ def find_mesh_files(
             found.files.append(path)
         elif suffix in MESH_EXTENSIONS:
             found.not_selected.append(path)
-        else:
+        elif suffix not in COMPANION_EXTENSIONS:
             found.unreadable.append(path)
     for group in (found.files, found.unreadable, found.not_selected):
         group.sort(key=lambda p: p.relative_to(root).as_posix())

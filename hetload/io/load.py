@@ -11,7 +11,7 @@ import numpy as np
 from hetload.io.fallback import read_with_trimesh
 from hetload.io.formats import FALLBACK_EXTENSIONS, MESH_EXTENSIONS
 from hetload.io.obj import count_obj, read_obj
-from hetload.io.off import count_off, read_off
+from hetload.io.off import count_off, is_binary_off, read_off
 from hetload.io.options import LoadOptions
 from hetload.io.ply import FACE_LISTS, PlyHeader, read_ply, read_ply_header
 from hetload.io.read_error import ReadError
@@ -158,11 +158,11 @@ def scan(path: str | os.PathLike) -> MeshInfo:
     PLY: from the header alone (the body is not read), and a binary file shorter than its
     header's declared rows is refused here already; the triangles of a binary face element
     follow from its byte size. OBJ: the ``v`` and ``f`` lines, counted by prefix, and the
-    corners of each ``f`` line. OFF: the counts line (``n_triangles`` is ``None``: only the
-    face lines tell the corners). STL: a binary file's triangle count,
-    checked against its size; an ASCII file's ``endfacet`` lines (``n_verts`` is three per
-    triangle, as ``load`` returns them without ``weld``). Other formats are loaded through
-    trimesh.
+    corners of each ``f`` line. OFF: the counts line, and the triangles from the first
+    number of each ASCII face line (``None`` for a binary file). STL: a binary file's
+    triangle count, checked against its size; an ASCII file's ``endfacet`` lines (``n_verts``
+    is three per triangle, as ``load`` returns them without ``weld``). Other formats are
+    loaded through trimesh.
 
     Raises:
         ReadError: the file cannot be read, or its header is broken.
@@ -186,6 +186,8 @@ def scan(path: str | os.PathLike) -> MeshInfo:
             n_verts, n_triangles = count_stl(path, head, size, path.read_bytes)
             return MeshInfo("stl", n_verts, n_triangles, n_triangles)
         if fmt == "off":
+            if not is_binary_off(head) and len(head) < size:
+                head += path.read_bytes()[len(head) :]  # ASCII: the face lines tell triangles
             return MeshInfo("off", *count_off(path, head))
     except OSError as exc:
         raise ReadError(path, f"cannot read the file: {exc.strerror or exc}") from exc

@@ -26,7 +26,7 @@ from hetload.io.polygons import fan_triangles
 from hetload.io.read_error import ReadError, check_finite, check_fits
 from hetload.io.text import NotNumbers, parse_numbers, tokens_per_line
 
-__all__ = ["count_off", "read_off"]
+__all__ = ["count_off", "is_binary_off", "read_off"]
 
 _KEYWORD = re.compile(rb"(ST)?(C)?(N)?(4)?(n)?OFF|off")
 _BINARY = re.compile(rb"\A[ \t\r\n]*[A-Za-z4]*OFF[ \t]+BINARY[ \t]*(\r\n|\n|\r)")
@@ -38,6 +38,11 @@ class _Layout:
 
     def __init__(self, normals: bool = False, colors: bool = False, uvs: bool = False) -> None:
         self.normals, self.colors, self.uvs = normals, colors, uvs
+
+
+def is_binary_off(head: bytes) -> bool:
+    """Whether the file starting with ``head`` is a binary OFF (``OFF BINARY`` keyword line)."""
+    return _BINARY.match(head) is not None
 
 
 def read_off(path: str | os.PathLike, data: bytes, options: LoadOptions) -> dict[str, np.ndarray]:
@@ -100,13 +105,13 @@ def _clean(data: bytes) -> np.ndarray:
     return buf
 
 
-def _read_ascii(
-    path: str | os.PathLike, data: bytes, options: LoadOptions
-) -> dict[str, np.ndarray]:
+def _ascii_rows(path: str | os.PathLike, data: bytes):
+    """The header and the line structure: ``(buf, line_starts, newlines, token_starts, counts,
+    layout, vertex lines, face lines, where)``; raises unless the counts match the lines."""
     buf = _clean(data)
     newlines = np.flatnonzero(buf == 10)
     line_starts = np.concatenate([[0], newlines[:-1] + 1])
-    _, counts = tokens_per_line(buf, line_starts)
+    token_starts, counts = tokens_per_line(buf, line_starts)
     rows = np.flatnonzero(counts)  # non-blank lines
     if not len(rows):
         raise ReadError(path, "the file holds only comments and blank lines")
@@ -148,10 +153,38 @@ def _read_ascii(
             where(extra),
         )
     vrows, frows = body[:n_verts], body[n_verts:]
+    return buf, line_starts, newlines, token_starts, counts, layout, vrows, frows, where
+
+
+def _read_ascii(
+    path: str | os.PathLike, data: bytes, options: LoadOptions
+) -> dict[str, np.ndarray]:
+    buf, line_starts, newlines, _, counts, layout, vrows, frows, where = _ascii_rows(path, data)
     sample = _vertices(path, buf, line_starts, newlines, counts, vrows, layout, options, where)
-    if n_faces:
-        _faces(path, buf, line_starts, newlines, counts, frows, n_verts, sample, options, where)
+    if len(frows):
+        _faces(path, buf, line_starts, newlines, counts, frows, len(vrows), sample, options, where)
     return sample
+
+
+def _ascii_triangles(path: str | os.PathLike, data: bytes) -> tuple[int, int, int | None]:
+    """``(n_verts, n_faces, n_triangles)``: the triangles from the first number of each face
+    line alone (``None`` where one is not a whole number >= 3: ``load`` names that line)."""
+    buf, _, _, token_starts, counts, _, vrows, frows, _ = _ascii_rows(path, data)
+    if not len(frows):
+        return len(vrows), 0, 0
+    starts = token_starts[(np.cumsum(counts) - counts)[frows]]
+    blanks = np.flatnonzero(buf <= 32)
+    ends = blanks[np.searchsorted(blanks, starts)]
+    keep = np.zeros(len(buf) + 1, dtype=np.int8)
+    keep[starts] += 1
+    keep[ends] -= 1
+    try:
+        sizes = parse_numbers(np.where(np.cumsum(keep[:-1]) > 0, buf, 32), np.float64, len(frows))
+    except NotNumbers:
+        return len(vrows), len(frows), None
+    if not ((sizes >= 3) & (sizes == np.floor(sizes))).all():
+        return len(vrows), len(frows), None
+    return len(vrows), len(frows), int((sizes - 2).sum())
 
 
 def _parse_block(
@@ -473,39 +506,23 @@ def _check_binary_indices(path, flat: np.ndarray, sizes: np.ndarray, n_verts: in
 
 # ------------------------------------------------------------------------------------- scan
 def count_off(path: str | os.PathLike, data: bytes) -> tuple[int, int, int | None]:
-    """``(n_verts, n_faces, n_triangles or None)`` from the header (and, for a binary file
-    whose faces are all triangles without colors, the file size).
+    """``(n_verts, n_faces, n_triangles or None)``: a binary file's counts from its header
+    (triangles ``None``); an ASCII file's (the whole file in ``data``) from its counts line and
+    the first number of each face line, no float parsed.
 
     Raises:
-        ReadError: no counts where the header should hold them.
+        ReadError: no counts where the header should hold them, or counts the lines contradict.
     """
     if not data.strip():
         raise ReadError(path, "the file is empty")
     binary = _BINARY.match(data)
-    if binary is not None:
-        start = binary.end()
-        check_fits(path, 12, len(data) - start, "the counts", f"byte {start}")
-        n_verts, n_faces, _ = struct.unpack_from(">3i", data, start)
-        if n_verts < 0 or n_faces < 0 or 12 + 12 * n_verts > len(data) - start:
-            n_verts, n_faces, _ = struct.unpack_from("<3i", data, start)
-        if n_verts < 0 or n_faces < 0:
-            raise ReadError(path, f"negative counts ({n_verts}, {n_faces})", "header")
-        return n_verts, n_faces, None
-    lines = []
-    for line in data.splitlines():
-        words = line.split(b"#", 1)[0].split()
-        if words:
-            lines.append(words)
-            if len(lines) == 2:
-                break
-    if not lines:
-        raise ReadError(path, "the file holds only comments and blank lines")
-    found = _keyword(path, lines[0][0], "header")
-    if found is None:
-        return (*_counts(path, lines[0], "header"), None)
-    tokens = ([found[1]] if found[1] else []) + lines[0][1:]
-    if not tokens:
-        if len(lines) < 2:
-            raise ReadError(path, "the file ends after its keyword: no counts line")
-        tokens = lines[1]
-    return (*_counts(path, tokens, "header"), None)
+    if binary is None:
+        return _ascii_triangles(path, data)
+    start = binary.end()
+    check_fits(path, 12, len(data) - start, "the counts", f"byte {start}")
+    n_verts, n_faces, _ = struct.unpack_from(">3i", data, start)
+    if n_verts < 0 or n_faces < 0 or 12 + 12 * n_verts > len(data) - start:
+        n_verts, n_faces, _ = struct.unpack_from("<3i", data, start)
+    if n_verts < 0 or n_faces < 0:
+        raise ReadError(path, f"negative counts ({n_verts}, {n_faces})", "header")
+    return n_verts, n_faces, None
