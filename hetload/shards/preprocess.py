@@ -1,4 +1,4 @@
-"""``preprocess``: OBJ/PLY files -> WebDataset shards + ``index.json``, parallel and resumable.
+"""``preprocess``: mesh files -> WebDataset shards + ``index.json``, parallel and resumable.
 
 The run is a pure function of (sorted input list, settings):
 
@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from hetload.errors import ErrorPolicy, OnError
+from hetload.io.formats import find_mesh_files, is_hetload_file
 from hetload.shards.format import EncodedSample, encode_sample
 from hetload.shards.index import ShardEntry, ShardIndex, check_shards, merge_indexes, write_atomic
 from hetload.shards.journal import Journal
@@ -46,6 +47,7 @@ from hetload.shards.writer import ShardSequence
 
 __all__ = [
     "PreprocessResult",
+    "find_inputs",
     "list_inputs",
     "load_transform_specs",
     "merge_parts",
@@ -54,7 +56,6 @@ __all__ = [
     "preprocess",
 ]
 
-INPUT_SUFFIXES = (".obj", ".ply")
 JOURNAL = ".hetload-journal.jsonl"
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(i?)b?|b?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
@@ -89,27 +90,41 @@ def parse_part(text: str | tuple[int, int]) -> tuple[int, int]:
     return i, n
 
 
-def list_inputs(src: str | os.PathLike) -> list[tuple[str, Path]]:
-    """``(relative path, path)`` of every input, sorted by relative path.
+def list_inputs(
+    src: str | os.PathLike, extensions: Sequence[str] | str | None = None
+) -> list[tuple[str, Path]]:
+    """``(relative path, path)`` of every input, sorted by relative path (see
+    :func:`find_inputs`)."""
+    return find_inputs(src, extensions)[0]
 
-    ``src`` is a folder (every ``.obj`` / ``.ply`` below it, any case) or a text file listing one
-    path per line (relative to the list's folder; blank lines and ``#`` comments ignored).
+
+def find_inputs(
+    src: str | os.PathLike, extensions: Sequence[str] | str | None = None
+) -> tuple[list[tuple[str, Path]], list[str]]:
+    """``(inputs, unreadable)``: ``(relative path, path)`` of every input, sorted by relative
+    path, and the relative paths of the files under a folder ``src`` that no reader handles.
+
+    ``src`` is a folder (every file of a suffix :func:`hetload.io.load` reads, any case, or of
+    ``extensions``; hidden entries left out) or a text file listing one path per line
+    (relative to the list's folder; blank lines and ``#`` comments ignored).
+
+    Raises:
+        ValueError: a path listed twice, or hetload's own index / journal listed as an input.
     """
     src = Path(src)
+    unreadable: list[str] = []
     if src.is_dir():
-        found = [
-            Path(root, name)
-            for root, _, names in os.walk(src)
-            for name in names
-            if name.lower().endswith(INPUT_SUFFIXES)
-        ]
-        pairs = [(path.relative_to(src).as_posix(), path) for path in found]
+        found = find_mesh_files(src, extensions)
+        pairs = [(path.relative_to(src).as_posix(), path) for path in found.files]
+        unreadable = [path.relative_to(src).as_posix() for path in found.unreadable]
     elif src.is_file():
         pairs = []
         for line in src.read_text().splitlines():
             line = line.strip()
             if line and not line.startswith("#"):
                 path = Path(line) if Path(line).is_absolute() else src.parent / line
+                if is_hetload_file(path):
+                    raise ValueError(f"{src}: {line} is a file hetload writes, not an input")
                 pairs.append((line, path))
     else:
         raise FileNotFoundError(f"no input folder or file list at {src}")
@@ -117,7 +132,7 @@ def list_inputs(src: str | os.PathLike) -> list[tuple[str, Path]]:
     for (a, _), (b, _) in pairwise(pairs):
         if a == b:
             raise ValueError(f"{src}: {a} is listed twice")
-    return pairs
+    return pairs, unreadable
 
 
 def load_transform_specs(config: str | os.PathLike | Sequence[Any] | None) -> list[Any] | None:
@@ -280,6 +295,8 @@ class PreprocessResult:
     seconds: float = 0.0
     already_complete: bool = False
     errors: list[dict[str, str]] = field(default_factory=list)
+    #: files under the source folder of a suffix no reader handles (not read)
+    unreadable: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         rate = self.read_files / self.seconds if self.seconds > 0 else 0.0
@@ -289,6 +306,10 @@ class PreprocessResult:
             ("files", f"{self.files} ({self.skipped} skipped, see errors.jsonl)"),
             ("samples", f"{self.samples} in {self.shards} shards, {self.shard_bytes / 1e6:.1f} MB"),
         ]
+        if self.unreadable:
+            more = f", ... ({len(self.unreadable)})" if len(self.unreadable) > 3 else ""
+            names = ", ".join(self.unreadable[:3]) + more
+            rows.append(("not read", f"no reader handles {names}"))
         if self.already_complete:
             rows.append(("status", "already complete: nothing to do"))
         else:
@@ -318,8 +339,10 @@ def preprocess(
     part: tuple[int, int] | str = (0, 1),
     seed: int = 0,
     progress: bool = True,
+    extensions: Sequence[str] | str | None = None,
 ) -> PreprocessResult:
-    """Preprocess every OBJ/PLY under ``src`` into shards in ``dst`` (see the module docstring).
+    """Preprocess every mesh file under ``src`` into shards in ``dst`` (see the module
+    docstring).
 
     Args:
         src: a folder (searched recursively) or a text file listing input paths.
@@ -336,6 +359,9 @@ def preprocess(
         part: ``(i, n)`` or ``"i/n"``: process the ``i``-th of ``n`` contiguous slices.
         seed: the seed of random transforms.
         progress: show a tqdm bar (files/s, MB/s).
+        extensions: the suffixes read from a folder ``src`` (default: every format
+            :func:`hetload.io.load` reads); the files no reader handles are listed in the
+            result's ``unreadable``.
 
     Returns:
         A :class:`PreprocessResult`. Running again on a finished ``dst`` does nothing; running
@@ -357,7 +383,7 @@ def preprocess(
     setup = _Setup(specs, _check_casts(casts), int(seed))
     _build_transform(specs)  # fail on a bad config here, not once per worker
 
-    inputs = list_inputs(src)
+    inputs, unreadable = find_inputs(src, extensions)
     total = len(inputs)
     lo, hi = i * total // n, (i + 1) * total // n
     out_dir = Path(dst) if n == 1 else Path(dst) / f"part-{i:04d}-of-{n:04d}"
@@ -378,6 +404,7 @@ def preprocess(
     with _exclusive(out_dir), _full_disk_hint(out_dir):
         finished = _finished(out_dir, header)
         if finished is not None:
+            finished.unreadable = unreadable
             return finished
         if not (out_dir / JOURNAL).exists():
             _refuse_stray_shards(out_dir)
@@ -389,6 +416,7 @@ def preprocess(
         )
         tasks = [(pos, inputs[pos][0], str(inputs[pos][1])) for pos in range(done, hi)]
         result = PreprocessResult(out_dir, hi - lo, 0, 0, 0, 0, resumed_at=done - lo)
+        result.unreadable = unreadable
         started = time.perf_counter()
         skipped: list[dict[str, str]] = []
         bar = _progress_bar(hi - lo, done - lo, progress, out_dir.name)
