@@ -30,6 +30,7 @@ __all__ = ["count_off", "is_binary_off", "read_off"]
 
 _KEYWORD = re.compile(rb"(ST)?(C)?(N)?(4)?(n)?OFF|off")
 _BINARY = re.compile(rb"\A[ \t\r\n]*[A-Za-z4]*OFF[ \t]+BINARY[ \t]*(\r\n|\n|\r)")
+_COMMENT = re.compile(rb"#[^\n]*")
 _FLOAT_CHARS = (b".", b"e", b"E", b"n", b"N", b"i", b"I")
 
 
@@ -88,21 +89,15 @@ def _counts(path: str | os.PathLike, tokens: list[bytes], where: str) -> tuple[i
 
 # ------------------------------------------------------------------------------------ ascii
 def _clean(data: bytes) -> np.ndarray:
-    """The bytes as a writable uint8 array with ``\\n`` line ends and comments blanked."""
+    """The bytes as a uint8 array with ``\n`` line ends and comments removed (each line keeps
+    its number: a comment runs to the end of its line)."""
     if b"\r" in data:
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if b"#" in data:
+        data = _COMMENT.sub(b"", data)
     if not data.endswith(b"\n"):
         data += b"\n"
-    buf = np.frombuffer(data, dtype=np.uint8).copy()
-    if b"#" in data:
-        newline = buf == 10
-        hashes = np.cumsum(buf == 35)
-        line = np.cumsum(newline) - newline  # line number of each byte
-        ends = np.flatnonzero(newline)
-        before = np.concatenate([[0], hashes[ends[:-1]]])  # '#'s before each line
-        comment = (hashes - before[line]) > 0
-        buf[comment & ~newline] = 32
-    return buf
+    return np.frombuffer(data, dtype=np.uint8)
 
 
 def _ascii_rows(path: str | os.PathLike, data: bytes):
@@ -178,8 +173,9 @@ def _ascii_triangles(path: str | os.PathLike, data: bytes) -> tuple[int, int, in
     keep = np.zeros(len(buf) + 1, dtype=np.int8)
     keep[starts] += 1
     keep[ends] -= 1
+    inside = np.cumsum(keep[:-1], dtype=np.int8) > 0  # int8: the default would be 8 bytes a byte
     try:
-        sizes = parse_numbers(np.where(np.cumsum(keep[:-1]) > 0, buf, 32), np.float64, len(frows))
+        sizes = parse_numbers(np.where(inside, buf, np.uint8(32)), np.float64, len(frows))
     except NotNumbers:
         return len(vrows), len(frows), None
     if not ((sizes >= 3) & (sizes == np.floor(sizes))).all():
@@ -331,9 +327,12 @@ def _faces(
             "(colormap indices are not supported)",
             face_where(0),
         )
-    index = np.repeat(row_start + 1 - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
-    index += np.arange(len(index), dtype=np.int64)
-    flat_f = values[index]
+    if (sizes == sizes[0]).all():  # one polygon size (all triangles, say): column slices
+        flat_f = values.reshape(len(sizes), -1)[:, 1 : 1 + int(sizes[0])].reshape(-1)
+    else:
+        index = np.repeat(row_start + 1 - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
+        index += np.arange(len(index), dtype=np.int64)
+        flat_f = values[index]
     flat = flat_f.astype(np.int64)
     wrong = np.flatnonzero((flat_f != flat) | (flat < 0) | (flat >= n_verts))
     if len(wrong):

@@ -201,7 +201,8 @@ def _read_ascii(path: str | os.PathLike, data: bytes):
     keep[newlines[lines[vertex]]] -= 1
     keep[second + 6] += 1
     keep[newlines[lines[facet]]] -= 1
-    numbers = np.where(np.cumsum(keep[:-1]) > 0, buf, np.uint8(32))
+    inside = np.cumsum(keep[:-1], dtype=np.int8) > 0  # int8: the default is 8 bytes a byte
+    numbers = np.where(inside, buf, np.uint8(32))
     n = len(facet)
     try:
         values = parse_numbers(numbers, np.float64, 12 * n) if n else np.zeros(0)
