@@ -195,7 +195,7 @@ def off_stl_seeds() -> dict[str, bytes]:
 
     tri = verts[faces].astype("<f4")  # [12, 3, 3]
     rows = np.zeros(12, dtype=[("n", "<f4", (3,)), ("v", "<f4", (9,)), ("a", "<u2")])
-    rows["n"], rows["v"], rows["a"] = verts[: 12 % 10 + 2][:1], tri.reshape(12, 9), 7
+    rows["n"], rows["v"], rows["a"] = verts[0], tri.reshape(12, 9), 7
     seeds["binary.stl"] = (
         b"solid binary header".ljust(80) + np.uint32(12).tobytes() + rows.tobytes()
     )

@@ -28,7 +28,7 @@ from hetload.io.text import NotNumbers, parse_numbers, tokens_per_line
 
 __all__ = ["count_off", "is_binary_off", "read_off"]
 
-_KEYWORD = re.compile(rb"(ST)?(C)?(N)?(4)?(n)?OFF|off")
+_KEYWORD = re.compile(rb"(ST)?(C)?(N)?(4)?(n)?OFF|(?i:off)")
 _BINARY = re.compile(rb"\A[ \t\r\n]*[A-Za-z4]*OFF[ \t]+BINARY[ \t]*(\r\n|\n|\r)")
 _COMMENT = re.compile(rb"#[^\n]*")
 _FLOAT_CHARS = (b".", b"e", b"E", b"n", b"N", b"i", b"I")
