@@ -1,5 +1,5 @@
-"""Reader fuzzing: every mutated OBJ / PLY either loads to a valid sample or raises ``ReadError``,
-within 2 s of CPU time and 10x the file size (+1 MiB) of memory.
+"""Reader fuzzing: every mutated OBJ / PLY / OFF / STL either loads to a valid sample or raises
+``ReadError``, within 2 s of CPU time and 10x the file size (+1 MiB) of memory.
 
 The default run is time-boxed (a few seconds); ``HYPOTHESIS_PROFILE=thorough`` runs 20x more
 examples, and ``scripts/fuzz_readers.py`` runs for as long as it is given (see RELIABILITY.md).
@@ -9,6 +9,7 @@ The mutations and the contract live in ``tests/fuzzing.py``.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,6 +74,24 @@ def test_each_mutation_on_each_seed_shape(kind, workdir):
 @given(name=st.sampled_from(sorted(SEEDS)), steps=mutations)
 def test_generated_seeds_fuzzed(name, steps, workdir):
     run_case(name, SEEDS[name], steps, workdir)
+
+
+OFF_STL = sorted(name for name in SEEDS if name.endswith((".off", ".stl")))
+
+
+@settings(max_examples=EXAMPLES // 4)
+@given(name=st.sampled_from(OFF_STL), steps=mutations)
+def test_off_stl_scan_fuzzed(name, steps, workdir):
+    """``scan`` of a damaged OFF / STL: counts or a ReadError naming the file, nothing else."""
+    path = workdir / f"scan{Path(name).suffix}"
+    path.write_bytes(mutate(SEEDS[name], steps))
+    try:
+        info = hio.scan(path)
+    except hio.ReadError as exc:
+        assert str(exc).startswith(str(path))
+        return
+    assert info.n_verts >= 0 and info.n_faces >= 0
+    assert info.n_triangles is None or info.n_triangles >= 0
 
 
 @settings(max_examples=EXAMPLES)

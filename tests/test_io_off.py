@@ -4,6 +4,7 @@ and a hypothesis roundtrip through ASCII and binary files written by the test.""
 
 from __future__ import annotations
 
+import contextlib
 import struct
 
 import numpy as np
@@ -169,6 +170,9 @@ def test_vertices_keep_the_files_order_and_count(tmp_path):
         ("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1.5 2\n", r"vertex 1.5, outside"),
         ("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n2 0 1\n", r"face 0 declares 2 corners"),
         ("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n4 0 1 2\n", r"declares 4 corners but its line"),
+        # found by scripts/fuzz_readers.py: an infinite corner count raised OverflowError
+        ("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\ninf 0 1 2\n", r"face 0 declares inf corners"),
+        ("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n1e300 0 1 2\n", r"declares 1e\+300 corners but"),
         ("OFF\n3 1 0\n0 0 nan\n1 0 0\n0 1 0\n3 0 1 2\n", r"\(line 3\).*vertex 0 is not finite"),
         ("OFF\n3 1 0\n0 0 1e39\n1 0 0\n0 1 0\n3 0 1 2\n", r"vertex 0 is not finite"),
         ("4OFF\n1 0 0\n0 0 0 1\n", r"4D / n-dimensional"),
@@ -187,6 +191,8 @@ def test_malformed_files_name_the_file_and_the_reason(tmp_path, text, match):
     with pytest.raises(ReadError, match=match) as info:
         load(path)
     assert str(info.value).startswith(str(path))
+    with contextlib.suppress(ReadError):  # scan: counts or a ReadError, nothing else
+        scan(path)
 
 
 def test_nonfinite_values_in_any_float_field(tmp_path):

@@ -178,8 +178,9 @@ def _ascii_triangles(path: str | os.PathLike, data: bytes) -> tuple[int, int, in
         sizes = parse_numbers(np.where(inside, buf, np.uint8(32)), np.float64, len(frows))
     except NotNumbers:
         return len(vrows), len(frows), None
-    if not ((sizes >= 3) & (sizes == np.floor(sizes))).all():
-        return len(vrows), len(frows), None
+    valid = np.isfinite(sizes) & (sizes >= 3) & (sizes == np.floor(sizes))
+    if not (valid & (sizes + 1 <= counts[frows])).all():
+        return len(vrows), len(frows), None  # load names the line
     return len(vrows), len(frows), int((sizes - 2).sum())
 
 
@@ -299,14 +300,15 @@ def _faces(
     def face_where(k: int) -> str:
         return where(int(frows[k]))
 
-    bad = np.flatnonzero(~(sizes_f >= 3) | (sizes_f != np.floor(sizes_f)) | (sizes_f + 1 > tokens))
+    whole = np.isfinite(sizes_f) & (sizes_f >= 3) & (sizes_f == np.floor(sizes_f))
+    bad = np.flatnonzero(~whole | (sizes_f + 1 > tokens))
     if len(bad):
         k = int(bad[0])
         size = sizes_f[k]
         reason = (
             f"face {k} declares {size:g} corners; a face needs at least 3"
-            if not size >= 3 or size != np.floor(size)
-            else f"face {k} declares {int(size)} corners but its line holds {int(tokens[k]) - 1}"
+            if not whole[k]
+            else f"face {k} declares {size:g} corners but its line holds {int(tokens[k]) - 1}"
         )
         raise ReadError(path, reason, face_where(k))
     sizes = sizes_f.astype(np.int64)
