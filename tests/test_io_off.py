@@ -280,6 +280,16 @@ def test_binary_off_damaged(tmp_path, cut, match):
     assert str(info.value).startswith(str(path))
 
 
+def test_binary_off_corner_count_past_the_end(tmp_path):
+    data = binary_off(CUBE_VERTS[:3], [])
+    data = data[:11] + struct.pack(">3i", 3, 1, 0) + data[23:]
+    # a count below (file size / 4) whose colors count would lie past the end: struct.error once
+    n = (len(data) + 8) // 4 - 1
+    data += struct.pack(">2i", n, 0)
+    with pytest.raises(ReadError, match="face 0 of 1 runs past the end: truncated"):
+        load(write(tmp_path, data))
+
+
 def test_binary_off_bad_index(tmp_path):
     path = write(tmp_path, binary_off(CUBE_VERTS[:3], [[0, 1, 5]]))
     with pytest.raises(ReadError, match=r"face 0 refers to vertex 5, outside \[0, 3\)"):

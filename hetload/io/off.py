@@ -5,8 +5,9 @@ optional" says the format), then ``NVertices NFaces [NEdges]`` (on the keyword's
 ModelNet's ``OFF490 518 0`` has it), then one vertex per line (``x y z [nx ny nz] [r g b [a]]
 [s t]``) and one face per line (``n v0 .. v(n-1) [r g b [a]]``). ``#`` starts a comment;
 blank lines are skipped. ``4OFF`` / ``nOFF`` (homogeneous / n-dimensional coordinates) are
-refused. ``OFF BINARY``: the same data as 32-bit big-endian ints and floats (a file whose
-big-endian counts cannot fit its size is read as little-endian, as older writers produced).
+refused. ``OFF BINARY``: the same data as 32-bit big-endian ints and floats, vertex colors as
+4 floats (RGBA), each face as ``n v0 .. v(n-1) ncolors c0 ..`` (a file whose big-endian counts
+cannot fit its size is read as little-endian, as older writers produced).
 
 Colors are kept as stored: integers (no ``.`` or exponent in the first colored row, every value
 a whole number) as ``uint8`` 0..255, otherwise floats in the sample's dtype. A plain ``OFF`` whose
@@ -441,7 +442,8 @@ def _binary_faces(
     i4 = struct.Struct(order + "i")
     # the first face's layout, tried for every face at once
     n = i4.unpack_from(data, offset)[0]
-    nc = i4.unpack_from(data, offset + 4 + 4 * n)[0] if 3 <= n < len(data) // 4 else -1
+    fits = n >= 3 and offset + 8 + 4 * n <= len(data)
+    nc = i4.unpack_from(data, offset + 4 + 4 * n)[0] if fits else -1
     if n >= 3 and nc in (0, 3, 4):
         record = np.dtype(
             [("n", order + "i4"), ("v", order + "i4", (n,)), ("nc", order + "i4")]
