@@ -122,7 +122,18 @@ def _big_files() -> dict[str, bytes]:
     ascii_body = v_lines.replace("v ", "") + "".join(
         f"3 {a} {b} {c}\n" for a, b, c in faces.tolist()
     )
+    off = f"OFF\n{n} {2 * n} 0\n" + ascii_body
+    tri_rows = np.zeros(2 * n, dtype=[("n", "<f4", (3,)), ("v", "<f4", (9,)), ("a", "<u2")])
+    tri_rows["v"] = verts[faces].reshape(-1, 9)
+    stl_lines = ["solid big"]
+    for t in verts[faces[:5000]].tolist():
+        stl_lines += ["facet normal 0 0 1", " outer loop"]
+        stl_lines += [f"  vertex {x:.6g} {y:.6g} {z:.6g}" for x, y, z in t]
+        stl_lines += [" endloop", "endfacet"]
     return {
+        "big.off": off.encode(),
+        "big.stl": b"big".ljust(80) + np.uint32(2 * n).tobytes() + tri_rows.tobytes(),
+        "big_ascii.stl": ("\n".join([*stl_lines, "endsolid big"]) + "\n").encode(),
         "big.obj": (v_lines + tri).encode(),
         "big_mixed.obj": (v_lines + "vt 0 0\nvn 0 0 1\n" + mixed).encode(),
         "big.ply": header + verts.tobytes() + rows.tobytes(),

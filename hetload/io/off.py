@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import struct
+from itertools import pairwise
 
 import numpy as np
 
@@ -31,6 +32,7 @@ __all__ = ["count_off", "is_binary_off", "read_off"]
 
 _KEYWORD = re.compile(rb"(ST)?(C)?(N)?(4)?(n)?OFF|(?i:off)")
 _BINARY = re.compile(rb"\A[ \t\r\n]*[A-Za-z4]*OFF[ \t]+BINARY[ \t]*(\r\n|\n|\r)")
+_CHUNK = 1 << 18
 _COMMENT = re.compile(rb"#[^\n]*")
 _FLOAT_CHARS = (b".", b"e", b"E", b"n", b"N", b"i", b"I")
 
@@ -102,12 +104,12 @@ def _clean(data: bytes) -> np.ndarray:
 
 
 def _ascii_rows(path: str | os.PathLike, data: bytes):
-    """The header and the line structure: ``(buf, line_starts, newlines, token_starts, counts,
-    layout, vertex lines, face lines, where)``; raises unless the counts match the lines."""
+    """The header and the line structure: ``(buf, line_starts, newlines, counts, layout,
+    vertex lines, face lines, where)``; raises unless the counts match the lines."""
     buf = _clean(data)
     newlines = np.flatnonzero(buf == 10)
     line_starts = np.concatenate([[0], newlines[:-1] + 1])
-    token_starts, counts = tokens_per_line(buf, line_starts)
+    counts = _tokens_per_line(buf, line_starts)
     rows = np.flatnonzero(counts)  # non-blank lines
     if not len(rows):
         raise ReadError(path, "the file holds only comments and blank lines")
@@ -149,13 +151,30 @@ def _ascii_rows(path: str | os.PathLike, data: bytes):
             where(extra),
         )
     vrows, frows = body[:n_verts], body[n_verts:]
-    return buf, line_starts, newlines, token_starts, counts, layout, vrows, frows, where
+    return buf, line_starts, newlines, counts, layout, vrows, frows, where
+
+
+def _tokens_per_line(buf: np.ndarray, line_starts: np.ndarray) -> np.ndarray:
+    """Whitespace-separated tokens of each line, int64 ``[L]``: one bool a byte, no array per
+    token (a face line ``3 1 2 3`` holds a token every 2 bytes)."""
+    first = buf > 32
+    first[1:] &= buf[:-1] <= 32
+    counts = np.empty(len(line_starts), dtype=np.int64)
+    # reduceat casts its whole input to int64 first: lines in chunks of ~256 KiB keep that
+    # temporary small; every line holds at least its '\n', so no segment is empty
+    bounds = np.searchsorted(line_starts, np.arange(0, len(buf), _CHUNK))
+    bounds = np.unique(np.append(bounds, len(line_starts)))
+    for a, b in pairwise(bounds):
+        end = line_starts[b] if b < len(line_starts) else len(buf)
+        seg = first[line_starts[a] : end]
+        counts[a:b] = np.add.reduceat(seg, line_starts[a:b] - line_starts[a], dtype=np.int64)
+    return counts
 
 
 def _read_ascii(
     path: str | os.PathLike, data: bytes, options: LoadOptions
 ) -> dict[str, np.ndarray]:
-    buf, line_starts, newlines, _, counts, layout, vrows, frows, where = _ascii_rows(path, data)
+    buf, line_starts, newlines, counts, layout, vrows, frows, where = _ascii_rows(path, data)
     sample = _vertices(path, buf, line_starts, newlines, counts, vrows, layout, options, where)
     if len(frows):
         _faces(path, buf, line_starts, newlines, counts, frows, len(vrows), sample, options, where)
@@ -165,9 +184,10 @@ def _read_ascii(
 def _ascii_triangles(path: str | os.PathLike, data: bytes) -> tuple[int, int, int | None]:
     """``(n_verts, n_faces, n_triangles)``: the triangles from the first number of each face
     line alone (``None`` where one is not a whole number >= 3: ``load`` names that line)."""
-    buf, _, _, token_starts, counts, _, vrows, frows, _ = _ascii_rows(path, data)
+    buf, line_starts, _, counts, _, vrows, frows, _ = _ascii_rows(path, data)
     if not len(frows):
         return len(vrows), 0, 0
+    token_starts, _ = tokens_per_line(buf, line_starts)
     starts = token_starts[(np.cumsum(counts) - counts)[frows]]
     blanks = np.flatnonzero(buf <= 32)
     ends = blanks[np.searchsorted(blanks, starts)]

@@ -202,7 +202,9 @@ def _read_ascii(path: str | os.PathLike, data: bytes):
     keep[second + 6] += 1
     keep[newlines[lines[facet]]] -= 1
     inside = np.cumsum(keep[:-1], dtype=np.int8) > 0  # int8: the default is 8 bytes a byte
+    del keep, token_starts
     numbers = np.where(inside, buf, np.uint8(32))
+    del inside
     n = len(facet)
     try:
         values = parse_numbers(numbers, np.float64, 12 * n) if n else np.zeros(0)
@@ -217,12 +219,14 @@ def _read_ascii(path: str | os.PathLike, data: bytes):
 def _classify(buf: np.ndarray, first: np.ndarray) -> np.ndarray:
     """The kind of each line from its first token (``-1``: not a keyword)."""
     kinds = np.full(len(first), -1, dtype=np.int64)
-    padded = np.concatenate([buf, np.full(10, 32, dtype=np.uint8)])
-    for word, kind in sorted(_KEYWORDS, key=lambda kw: len(kw[0])):
+    padded = np.concatenate([buf, np.full(9, 32, dtype=np.uint8)])
+    # the 9 bytes from each first token: a strided view gathered once (9 bytes a line)
+    raw = np.lib.stride_tricks.sliding_window_view(padded, 9)[first]
+    lower = raw | np.uint8(0x20)  # ASCII letters to lower case
+    for word, kind in _KEYWORDS:
         width = len(word)
         target = np.frombuffer(word, dtype=np.uint8)
-        window = padded[first[:, None] + np.arange(width + 1)]
-        match = ((window[:, :width] | 0x20) == target).all(axis=1) & (window[:, width] <= 32)
+        match = (lower[:, :width] == target).all(axis=1) & (raw[:, width] <= 32)
         kinds[match] = kind
     return kinds
 
