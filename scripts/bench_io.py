@@ -197,6 +197,10 @@ def main() -> None:
                 "scan": lambda p=path: hl.io.scan(p),
                 "trimesh": lambda p=path: trimesh.load(p, process=False),
             }
+            try:
+                trimesh.load(path, process=False)
+            except Exception:  # binary OFF: trimesh reads only ASCII OFF
+                del fns["trimesh"]
             if path.suffix == ".ply":
                 fns["plyfile"] = lambda p=path: plyfile.PlyData.read(str(p))
             if label.startswith("generated PLY binary"):
@@ -206,7 +210,7 @@ def main() -> None:
             elif label == "generated OFF binary":
                 fns["floor"] = off_floor(path)
             for clock, table in ((time.perf_counter, wall), (time.thread_time, cpu)):
-                row = {"plyfile": float("nan"), "floor": float("nan")}
+                row = {"plyfile": float("nan"), "floor": float("nan"), "trimesh": float("nan")}
                 row.update(medians_ms(fns, args.repeat, clock))
                 row.update(case=label, MB=path.stat().st_size / 2**20)
                 table.append(row)
