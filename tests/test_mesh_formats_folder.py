@@ -6,6 +6,7 @@ with ModelNet's broken ``OFF<counts>`` first line) goes through MeshFolder and p
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +105,7 @@ def test_modelnet_folder_through_preprocess(modelnet, tmp_path):
         np.testing.assert_array_equal(np.asarray(sample["faces"]), reference_triangles(faces))
 
 
-def test_every_format_is_found_by_default_and_extensions_narrow(tmp_path):
+def test_every_format_is_found_by_default_and_extensions_narrow(tmp_path, caplog):
     trimesh = pytest.importorskip("trimesh")
     mesh = trimesh.Trimesh([[0, 0, 0], [1, 0, 0], [0, 1, 0]], [[0, 1, 2]], process=False)
     (tmp_path / "sub").mkdir()
@@ -118,9 +119,11 @@ def test_every_format_is_found_by_default_and_extensions_narrow(tmp_path):
     (tmp_path / ".hidden").mkdir()
     (tmp_path / ".hidden" / "e.obj").write_text("v 0 0 0\n")
 
-    ds = MeshFolder(tmp_path, index=None, progress=False)
+    with caplog.at_level(logging.WARNING, logger="hetload"):
+        ds = MeshFolder(tmp_path, index=None, progress=False)
     assert [p.name for p in ds.files] == ["a.off", "b.STL", "d.obj", "c.glb"]
     assert [p.name for p in ds.unreadable] == ["notes.md"]
+    assert "1 files under" in caplog.text and "not loaded: notes.md" in caplog.text
     for i in range(len(ds)):
         assert ds[i]["verts"].shape[1] == 3
     narrow = MeshFolder(tmp_path, extensions=["off", ".stl"], index=None, progress=False)

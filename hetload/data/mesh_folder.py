@@ -105,19 +105,9 @@ class MeshFolder(Dataset):
         if not self.root.is_dir():
             raise ValueError(f"MeshFolder: {self.root} is not a directory")
         found = find_mesh_files(self.root, extensions, pattern)
-        self.files = found.files
-        self.unreadable = found.unreadable
-        if self.unreadable:
-            names = ", ".join(p.relative_to(self.root).as_posix() for p in self.unreadable[:5])
-            more = f" and {len(self.unreadable) - 5} more" if len(self.unreadable) > 5 else ""
-            log.warning(
-                "MeshFolder: %d files under %s have a suffix no reader handles, not loaded: "
-                "%s%s (see .unreadable)",
-                len(self.unreadable),
-                self.root,
-                names,
-                more,
-            )
+        self.files, self.unreadable = found.files, found.unreadable
+        if found.unreadable:
+            log.warning("MeshFolder: %s (see .unreadable)", found.unreadable_note(self.root))
         self.transform = transform
         # shared: skips in DataLoader workers reach this process's report
         self.policy = ErrorPolicy(on_error, report_path=report_path).share()

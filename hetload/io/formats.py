@@ -84,6 +84,15 @@ class MeshFiles:
     unreadable: list[Path] = field(default_factory=list)
     not_selected: list[Path] = field(default_factory=list)
 
+    def unreadable_note(self, root: str | os.PathLike, show: int = 5) -> str:
+        """One line naming (the first ``show`` of) the unreadable files, for a log."""
+        names = ", ".join(p.relative_to(root).as_posix() for p in self.unreadable[:show])
+        more = f" and {len(self.unreadable) - show} more" if len(self.unreadable) > show else ""
+        return (
+            f"{len(self.unreadable)} files under {root} have a suffix no reader handles, "
+            f"not loaded: {names}{more}"
+        )
+
 
 def find_mesh_files(
     root: str | os.PathLike,
