@@ -123,11 +123,13 @@ def test_binary_nonfinite(tmp_path):
         load(write(tmp_path, binary_stl(TETRA, normals)))
 
 
-def test_dtype_options(tmp_path):
+def test_dtype_and_polygons_options(tmp_path):
     path = write(tmp_path, binary_stl(TETRA, NORMALS))
-    sample = load(path, dtype=np.float64, index_dtype=np.int32)
+    sample = load(path, dtype=np.float64, index_dtype=np.int32, polygons=True)
     assert sample["verts"].dtype == np.float64 and sample["face_normals"].dtype == np.float64
     assert sample["faces"].dtype == np.int32
+    np.testing.assert_array_equal(sample["polygons"], np.arange(12))
+    np.testing.assert_array_equal(sample["polygon_sizes"], [3, 3, 3, 3])
 
 
 # -------------------------------------------------------------------------------- ascii

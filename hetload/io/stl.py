@@ -102,6 +102,9 @@ def read_stl(path: str | os.PathLike, data: bytes, options: LoadOptions) -> dict
         sample["verts"] = verts.astype(dtype)
         sample["faces"] = np.arange(3 * n, dtype=options.index_dtype).reshape(n, 3)
     sample["face_normals"] = normals.astype(dtype)
+    if options.polygons:  # every STL polygon is a triangle
+        sample["polygons"] = sample["faces"].reshape(-1).copy()
+        sample["polygon_sizes"] = np.full(n, 3, dtype=np.int64)
     sample.update(extra)
     return sample
 
