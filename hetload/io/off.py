@@ -26,7 +26,7 @@ import numpy as np
 from hetload.io.options import LoadOptions
 from hetload.io.polygons import fan_triangles
 from hetload.io.read_error import ReadError, check_finite, check_fits
-from hetload.io.text import NotNumbers, parse_numbers, tokens_per_line
+from hetload.io.text import NotNumbers, parse_numbers
 
 __all__ = ["count_off", "is_binary_off", "read_off"]
 
@@ -183,24 +183,28 @@ def _read_ascii(
 
 def _ascii_triangles(path: str | os.PathLike, data: bytes) -> tuple[int, int, int | None]:
     """``(n_verts, n_faces, n_triangles)``: the triangles from the first number of each face
-    line alone (``None`` where one is not a whole number >= 3: ``load`` names that line)."""
+    line alone, read as decimal digits (``None`` where one is not a whole number >= 3 that
+    its line has room for: ``load`` names that line)."""
     buf, line_starts, _, counts, _, vrows, frows, _ = _ascii_rows(path, data)
     if not len(frows):
         return len(vrows), 0, 0
-    token_starts, _ = tokens_per_line(buf, line_starts)
-    starts = token_starts[(np.cumsum(counts) - counts)[frows]]
-    blanks = np.flatnonzero(buf <= 32)
-    ends = blanks[np.searchsorted(blanks, starts)]
-    keep = np.zeros(len(buf) + 1, dtype=np.int8)
-    keep[starts] += 1
-    keep[ends] -= 1
-    inside = np.cumsum(keep[:-1], dtype=np.int8) > 0  # int8: the default would be 8 bytes a byte
-    try:
-        sizes = parse_numbers(np.where(inside, buf, np.uint8(32)), np.float64, len(frows))
-    except NotNumbers:
-        return len(vrows), len(frows), None
-    valid = np.isfinite(sizes) & (sizes >= 3) & (sizes == np.floor(sizes))
-    if not (valid & (sizes + 1 <= counts[frows])).all():
+    start = line_starts[frows].copy()
+    while True:  # leading blanks (rare): step the lines that have one
+        blank = np.flatnonzero(buf[start] <= 32)
+        if not len(blank):
+            break
+        start[blank] += 1
+    sizes = np.zeros(len(frows), dtype=np.int64)
+    pos = start.copy()
+    for _ in range(10):  # up to 9 digits; a longer count is no face size a line can hold
+        byte = buf[np.minimum(pos, len(buf) - 1)]
+        digit = (byte >= 48) & (byte <= 57)
+        if not digit.any():
+            break
+        sizes[digit] = sizes[digit] * 10 + (byte[digit] - 48)
+        pos[digit] += 1
+    ended = buf[np.minimum(pos, len(buf) - 1)] <= 32
+    if not (ended & (pos > start) & (sizes >= 3) & (sizes + 1 <= counts[frows])).all():
         return len(vrows), len(frows), None  # load names the line
     return len(vrows), len(frows), int((sizes - 2).sum())
 
