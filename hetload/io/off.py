@@ -19,10 +19,10 @@ from __future__ import annotations
 import os
 import re
 import struct
-from itertools import pairwise
 
 import numpy as np
 
+from hetload.io.lines import first_token, token_counts
 from hetload.io.options import LoadOptions
 from hetload.io.polygons import fan_triangles
 from hetload.io.read_error import ReadError, check_finite, check_fits
@@ -32,7 +32,6 @@ __all__ = ["count_off", "is_binary_off", "read_off"]
 
 _KEYWORD = re.compile(rb"(ST)?(C)?(N)?(4)?(n)?OFF|(?i:off)")
 _BINARY = re.compile(rb"\A[ \t\r\n]*[A-Za-z4]*OFF[ \t]+BINARY[ \t]*(\r\n|\n|\r)")
-_CHUNK = 1 << 18
 _COMMENT = re.compile(rb"#[^\n]*")
 _FLOAT_CHARS = (b".", b"e", b"E", b"n", b"N", b"i", b"I")
 
@@ -109,7 +108,7 @@ def _ascii_rows(path: str | os.PathLike, data: bytes):
     buf = _clean(data)
     newlines = np.flatnonzero(buf == 10)
     line_starts = np.concatenate([[0], newlines[:-1] + 1])
-    counts = _tokens_per_line(buf, line_starts)
+    counts = token_counts(buf, line_starts)
     rows = np.flatnonzero(counts)  # non-blank lines
     if not len(rows):
         raise ReadError(path, "the file holds only comments and blank lines")
@@ -154,23 +153,6 @@ def _ascii_rows(path: str | os.PathLike, data: bytes):
     return buf, line_starts, newlines, counts, layout, vrows, frows, where
 
 
-def _tokens_per_line(buf: np.ndarray, line_starts: np.ndarray) -> np.ndarray:
-    """Whitespace-separated tokens of each line, int64 ``[L]``: one bool a byte, no array per
-    token (a face line ``3 1 2 3`` holds a token every 2 bytes)."""
-    first = buf > 32
-    first[1:] &= buf[:-1] <= 32
-    counts = np.empty(len(line_starts), dtype=np.int64)
-    # reduceat casts its whole input to int64 first: lines in chunks of ~256 KiB keep that
-    # temporary small; every line holds at least its '\n', so no segment is empty
-    bounds = np.searchsorted(line_starts, np.arange(0, len(buf), _CHUNK))
-    bounds = np.unique(np.append(bounds, len(line_starts)))
-    for a, b in pairwise(bounds):
-        end = line_starts[b] if b < len(line_starts) else len(buf)
-        seg = first[line_starts[a] : end]
-        counts[a:b] = np.add.reduceat(seg, line_starts[a:b] - line_starts[a], dtype=np.int64)
-    return counts
-
-
 def _read_ascii(
     path: str | os.PathLike, data: bytes, options: LoadOptions
 ) -> dict[str, np.ndarray]:
@@ -188,12 +170,7 @@ def _ascii_triangles(path: str | os.PathLike, data: bytes) -> tuple[int, int, in
     buf, line_starts, _, counts, _, vrows, frows, _ = _ascii_rows(path, data)
     if not len(frows):
         return len(vrows), 0, 0
-    start = line_starts[frows].copy()
-    while True:  # leading blanks (rare): step the lines that have one
-        blank = np.flatnonzero(buf[start] <= 32)
-        if not len(blank):
-            break
-        start[blank] += 1
+    start = first_token(buf, line_starts[frows])
     sizes = np.zeros(len(frows), dtype=np.int64)
     pos = start.copy()
     for _ in range(10):  # up to 9 digits; a longer count is no face size a line can hold

@@ -19,9 +19,10 @@ import os
 
 import numpy as np
 
+from hetload.io.lines import first_token, token_counts
 from hetload.io.options import LoadOptions
 from hetload.io.read_error import ReadError, check_finite
-from hetload.io.text import NotNumbers, parse_numbers, tokens_per_line
+from hetload.io.text import NotNumbers, parse_numbers
 
 __all__ = ["count_stl", "is_binary_stl", "read_stl", "weld"]
 
@@ -174,9 +175,9 @@ def _read_ascii(path: str | os.PathLike, data: bytes):
     buf = np.frombuffer(data, dtype=np.uint8)
     newlines = np.flatnonzero(buf == 10)
     line_starts = np.concatenate([[0], newlines[:-1] + 1])
-    token_starts, counts = tokens_per_line(buf, line_starts)
+    counts = token_counts(buf, line_starts)
     lines = np.flatnonzero(counts)  # non-blank lines
-    first = token_starts[np.concatenate([[0], np.cumsum(counts)[:-1]])[lines]]
+    first = first_token(buf, line_starts[lines])
     kinds = _classify(buf, first)
 
     def where(k: int) -> str:
@@ -191,7 +192,7 @@ def _read_ascii(path: str | os.PathLike, data: bytes):
     vertex = np.flatnonzero(kinds == _VERTEX)
     facet = np.flatnonzero(kinds == _FACET)
     # 'normal' must follow 'facet'
-    second = token_starts[np.concatenate([[0], np.cumsum(counts)[:-1]])[lines[facet]] + 1]
+    second = first_token(buf, first[facet] + 5)  # after 'facet'
     window = buf[np.minimum(second[:, None] + np.arange(7), len(buf) - 1)]
     normal = ((window[:, :6] | 0x20) == np.frombuffer(b"normal", np.uint8)).all(axis=1)
     not_normal = np.flatnonzero(~(normal & (window[:, 6] <= 32)))
@@ -205,7 +206,7 @@ def _read_ascii(path: str | os.PathLike, data: bytes):
     keep[second + 6] += 1
     keep[newlines[lines[facet]]] -= 1
     inside = np.cumsum(keep[:-1], dtype=np.int8) > 0  # int8: the default is 8 bytes a byte
-    del keep, token_starts
+    del keep
     numbers = np.where(inside, buf, np.uint8(32))
     del inside
     n = len(facet)
