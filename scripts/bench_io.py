@@ -3,11 +3,12 @@
 Run:  .venv/bin/python scripts/bench_io.py [--repeat 5] [--verts 100000]
 
 Cases: a generated grid mesh (~100k vertices, ~200k triangles) written as OBJ, ASCII PLY (6
-digits, as Blender / MeshLab write, and plyfile's 17-20 digits) and binary little- / big-endian
-PLY, and the largest files of ../shared/data/meshes. Prints medians (ms) and ratios; ``scan``
-is compared with a full hetload load of the same file. Both wall-clock and the thread's CPU time
-are reported: the development machine is shared, and CPU time is what other processes' load
-disturbs least.
+digits, as Blender / MeshLab write, and plyfile's 17-20 digits), binary little- / big-endian
+PLY, ASCII OFF (as ModelNet's files: 6 digits) and binary OFF, binary and ASCII STL (the same
+triangles, 3 vertices each), and the largest files of ../shared/data/meshes. Prints medians
+(ms) and ratios; ``scan`` is compared with a full hetload load of the same file. Both
+wall-clock and the thread's CPU time are reported: the development machine is shared, and CPU
+time is what other processes' load disturbs least.
 """
 
 from __future__ import annotations
@@ -83,6 +84,39 @@ def write_files(folder: Path, verts: np.ndarray, faces: np.ndarray) -> dict[str,
         )
         data.write(str(path))
         out[name] = path
+    out.update(write_off_stl(folder, verts, faces))
+    return out
+
+
+def write_off_stl(folder: Path, verts: np.ndarray, faces: np.ndarray) -> dict[str, Path]:
+    out = {}
+    v_rows = "".join(f"{x:.6f} {y:.6f} {z:.6f}\n" for x, y, z in verts.tolist())
+    f_rows = "".join(f"3 {a} {b} {c}\n" for a, b, c in faces.tolist())
+    out["OFF ascii %.6f"] = folder / "grid.off"
+    out["OFF ascii %.6f"].write_text(f"OFF\n{len(verts)} {len(faces)} 0\n" + v_rows + f_rows)
+    records = np.empty(len(faces), dtype=[("n", ">i4"), ("v", ">i4", (3,)), ("nc", ">i4")])
+    records["n"], records["v"], records["nc"] = 3, faces, 0
+    out["OFF binary"] = folder / "grid_binary.off"
+    out["OFF binary"].write_bytes(
+        b"OFF BINARY\n"
+        + np.asarray([len(verts), len(faces), 0], ">i4").tobytes()
+        + verts.astype(">f4").tobytes()
+        + records.tobytes()
+    )
+    tri = verts[faces]  # [F, 3, 3]
+    rows = np.zeros(len(faces), dtype=[("n", "<f4", (3,)), ("v", "<f4", (9,)), ("a", "<u2")])
+    rows["v"] = tri.reshape(-1, 9)
+    out["STL binary"] = folder / "grid.stl"
+    out["STL binary"].write_bytes(
+        b"bench".ljust(80) + np.uint32(len(faces)).tobytes() + rows.tobytes()
+    )
+    lines = ["solid grid"]
+    for t in tri.tolist():
+        lines += ["facet normal 0 0 0", "outer loop"]
+        lines += [f"vertex {x:.6e} {y:.6e} {z:.6e}" for x, y, z in t]
+        lines += ["endloop", "endfacet"]
+    out["STL ascii %e"] = folder / "grid_ascii.stl"
+    out["STL ascii %e"].write_text("\n".join([*lines, "endsolid grid"]) + "\n")
     return out
 
 
@@ -117,6 +151,33 @@ def binary_floor(path: Path) -> float:
     return run
 
 
+def stl_floor(path: Path):
+    """Read the bytes and view the triangle records: three float32 vertices per triangle."""
+    record = np.dtype([("n", "<f4", (3,)), ("v", "<f4", (9,)), ("a", "<u2")])
+
+    def run():
+        data = path.read_bytes()
+        rows = np.frombuffer(data, record, offset=84)
+        verts = rows["v"].reshape(-1, 3).astype(np.float32)
+        return verts, np.arange(len(verts), dtype=np.int64).reshape(-1, 3), rows["n"].copy()
+
+    return run
+
+
+def off_floor(path: Path):
+    """Read the bytes and view the big-endian vertex rows and triangle records."""
+
+    def run():
+        data = path.read_bytes()
+        n_v, n_f, _ = np.frombuffer(data, ">i4", 3, 11)
+        v = np.frombuffer(data, ">f4", 3 * n_v, 23).reshape(-1, 3)
+        rec = np.dtype([("n", ">i4"), ("v", ">i4", (3,)), ("nc", ">i4")])
+        f = np.frombuffer(data, rec, n_f, 23 + 12 * n_v)
+        return v.astype(np.float32), f["v"].astype(np.int64)
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
@@ -136,12 +197,20 @@ def main() -> None:
                 "scan": lambda p=path: hl.io.scan(p),
                 "trimesh": lambda p=path: trimesh.load(p, process=False),
             }
+            try:
+                trimesh.load(path, process=False)
+            except Exception:  # binary OFF: trimesh reads only ASCII OFF
+                del fns["trimesh"]
             if path.suffix == ".ply":
                 fns["plyfile"] = lambda p=path: plyfile.PlyData.read(str(p))
             if label.startswith("generated PLY binary"):
                 fns["floor"] = binary_floor(path)
+            elif label == "generated STL binary":
+                fns["floor"] = stl_floor(path)
+            elif label == "generated OFF binary":
+                fns["floor"] = off_floor(path)
             for clock, table in ((time.perf_counter, wall), (time.thread_time, cpu)):
-                row = {"plyfile": float("nan"), "floor": float("nan")}
+                row = {"plyfile": float("nan"), "floor": float("nan"), "trimesh": float("nan")}
                 row.update(medians_ms(fns, args.repeat, clock))
                 row.update(case=label, MB=path.stat().st_size / 2**20)
                 table.append(row)

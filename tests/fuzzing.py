@@ -1,4 +1,4 @@
-"""Mutated OBJ / PLY inputs and the contract every reader result must meet.
+"""Mutated OBJ / PLY / OFF / STL inputs and the contract every reader result must meet.
 
 Shared by ``tests/test_fuzz_readers.py`` (a short run in the default suite) and
 ``scripts/fuzz_readers.py`` (the long local run). A mutation is ``(kind, seed)``: ``kind`` names
@@ -174,16 +174,57 @@ def generated_seeds() -> dict[str, bytes]:
         "binary_little_endian", [("vertex", 12, ["float x", "float y", "float z"])]
     )
     seeds["points.ply"] = header + verts.astype("<f4").tobytes()
+    seeds.update(off_stl_seeds())
+    return seeds
+
+
+def off_stl_seeds() -> dict[str, bytes]:
+    """OFF (plain, ModelNet's glued counts, COFF with comments and face colors, NSTOFF, binary
+    with mixed polygons) and STL (binary with a 'solid' header and attributes, ASCII with two
+    solids and CRLF)."""
+    seeds: dict[str, bytes] = {}
+    verts, faces = _mesh(1, 10, 12)
+    v_rows = [f"{x:.6g} {y:.6g} {z:.6g}" for x, y, z in verts.tolist()]
+    f_rows = [f"3 {a} {b} {c}" for a, b, c in faces.tolist()]
+    seeds["plain.off"] = ("OFF\n10 12 0\n" + "\n".join(v_rows + f_rows) + "\n").encode()
+    seeds["modelnet.off"] = ("OFF10 12 0\n" + "\n".join(v_rows + f_rows) + "\n").encode()
+    colored = [f"{row} {10 * i} 20 30 255" for i, row in enumerate(v_rows)]
+    polys = [f"4 {a} {b} {c} {(c + 1) % 10} 0.5 0.25 1.0 # quad" for a, b, c in faces.tolist()]
+    seeds["colors_comments.off"] = (
+        "# a comment\nCOFF\n\n10 12 0\n" + "\n".join(colored + polys) + "\n"
+    ).encode()
+    rich = [f"{row} 0 0 1 0.5 0.5" for row in v_rows]
+    seeds["normals_uvs.off"] = ("STNOFF\n10 12 0\n" + "\n".join(rich + f_rows) + "\n").encode()
+    body = [b"OFF BINARY\n", np.asarray([10, 3, 0], ">i4").tobytes(), verts.astype(">f4").tobytes()]
+    for poly in ([0, 1, 2], [3, 4, 5, 6], [7, 8, 9, 0, 1]):
+        body.append(np.asarray([len(poly), *poly, 0], ">i4").tobytes())
+    seeds["binary.off"] = b"".join(body)
+
+    tri = verts[faces].astype("<f4")  # [12, 3, 3]
+    rows = np.zeros(12, dtype=[("n", "<f4", (3,)), ("v", "<f4", (9,)), ("a", "<u2")])
+    rows["n"], rows["v"], rows["a"] = verts[0], tri.reshape(12, 9), 7
+    seeds["binary.stl"] = (
+        b"solid binary header".ljust(80) + np.uint32(12).tobytes() + rows.tobytes()
+    )
+    lines = []
+    for name, part in (("a", tri[:5]), ("b", tri[5:])):
+        lines.append(f"solid {name}")
+        for t in part.tolist():
+            lines += ["facet normal 0 0 1", " outer loop"]
+            lines += [f"  vertex {x:.6g} {y:.6g} {z:.6g}" for x, y, z in t]
+            lines += [" endloop", "endfacet"]
+        lines.append(f"endsolid {name}")
+    seeds["ascii.stl"] = ("\r\n".join(lines) + "\r\n").encode()
     return seeds
 
 
 def corpus_seeds(root: Path, limit: int = MAX_CORPUS_SEED) -> dict[str, bytes]:
-    """The real OBJ / PLY files of at most ``limit`` bytes under ``root`` (none if absent)."""
+    """The real OBJ / PLY / OFF / STL files of at most ``limit`` bytes under ``root`` (none if
+    absent)."""
     if not root.is_dir():
         return {}
-    found = sorted(
-        p for p in root.rglob("*") if p.suffix.lower() in (".obj", ".ply") and p.is_file()
-    )
+    suffixes = (".obj", ".ply", ".off", ".stl")
+    found = sorted(p for p in root.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
     return {
         p.relative_to(root).as_posix(): p.read_bytes() for p in found if p.stat().st_size <= limit
     }
@@ -394,6 +435,23 @@ def _splice(data: bytes, r: random.Random) -> bytes:
     return data[:b] + data[a:b] * r.randint(1, 4) + data[b:]
 
 
+def _off_stl_count(data: bytes, r: random.Random) -> bytes:
+    """An OFF counts line or face corner count, or a binary STL's triangle count, replaced by
+    another or an absurd one."""
+    value = r.choice([*_COUNTS, r.randrange(64)])
+    binary_stl = not data.startswith((b"ply", b"OFF")) and b"\0" in data[84:400]
+    if binary_stl and len(data) >= 84:
+        return data[:80] + (value % 2**32).to_bytes(4, "little") + data[84:]
+    text = str(value if r.random() < 0.8 else -value).encode()
+    sites = list(re.finditer(rb"(?m)^(?:OFF|COFF|STNOFF)?[ \t]*(\d+)[ \t]+(\d+)", data))
+    sites += list(re.finditer(rb"(?m)^()(\d+)[ \t]+\d+[ \t]+\d+[ \t]+\d+", data))[:50]
+    if not sites:
+        return data
+    m = r.choice(sites)
+    group = r.choice([g for g in (1, 2) if m.group(g)])
+    return data[: m.start(group)] + text + data[m.end(group) :]
+
+
 MUTATIONS: dict[str, Callable[[bytes, random.Random], bytes]] = {
     "truncate": _truncate,
     "flip_bytes": _flip_bytes,
@@ -408,6 +466,7 @@ MUTATIONS: dict[str, Callable[[bytes, random.Random], bytes]] = {
     "format_tag": _format_tag,
     "property_type": _property_type,
     "splice": _splice,
+    "off_stl_count": _off_stl_count,
 }
 
 
@@ -499,8 +558,9 @@ def check_sample(sample: dict[str, np.ndarray], fmt: str) -> None:
             indexed = f"faces_{name}" in sample or (fmt == "obj" and name != "colors")
             if not indexed and len(value) != n:
                 fail(f"per-vertex {name} has {len(value)} rows for {n} vertices")
-    if "face_groups" in sample and len(sample["face_groups"]) != (n_faces or 0):
-        fail(f"face_groups has {len(sample['face_groups'])} rows, faces {n_faces}")
+    for name in ("face_groups", "face_colors", "face_normals", "face_attributes"):
+        if name in sample and len(sample[name]) != (n_faces or 0):
+            fail(f"{name} has {len(sample[name])} rows, faces {n_faces}")
     for name, value in sample.items():
         if name.endswith("_sizes"):
             flat = sample.get(name[: -len("_sizes")])

@@ -71,7 +71,43 @@ def test_demo_data(capsys, tmp_path: Path) -> None:
 def test_check_good_folder(capsys, demo_dir: Path) -> None:
     code, out, _ = _run(capsys, "check", str(demo_dir), "--quiet", "--workers", "2")
     assert code == 0
-    assert out.strip() == f"checked 24 files under {demo_dir}: 24 good, 0 bad"
+    # the demo's manifest is listed as what it is: a file no reader handles
+    assert out.splitlines() == [
+        f"checked 24 files under {demo_dir}: 24 good, 0 bad",
+        "1 files not read (no reader handles their suffix):",
+        "  manifest.tsv",
+    ]
+
+
+def test_check_finds_every_format_load_reads(capsys, tmp_path: Path) -> None:
+    # 5 OFF / STL / GLB files and 1 OBJ: all 6 are checked (issue 11: "checked 1 files")
+    trimesh = pytest.importorskip("trimesh")
+    root = tmp_path / "mixed"
+    root.mkdir()
+    tri = "0 0 0\n1 0 0\n0 1 0\n"
+    (root / "a.off").write_text("OFF\n3 1 0\n" + tri + "3 0 1 2\n")
+    (root / "b.OFF").write_text("OFF3 1 0\n" + tri + "3 0 1 2\n")
+    mesh = trimesh.Trimesh([[0, 0, 0], [1, 0, 0], [0, 1, 0]], [[0, 1, 2]], process=False)
+    (root / "c.stl").write_bytes(mesh.export(file_type="stl"))
+    (root / "d.stl").write_bytes(mesh.export(file_type="stl_ascii").encode())
+    (root / "e.glb").write_bytes(mesh.export(file_type="glb"))
+    (root / "f.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    (root / "notes.txt").write_text("x")
+    (root / ".hetload-index.json").write_text("{}")
+    code, out, _ = _run(capsys, "check", str(root), "--quiet", "--workers", "1")
+    assert code == 0
+    assert out.splitlines() == [
+        f"checked 6 files under {root}: 6 good, 0 bad",
+        "1 files not read (no reader handles their suffix):",
+        "  notes.txt",
+    ]
+    code, out, _ = _run(capsys, "check", str(root), "--quiet", "--ext", "off", "--ext", ".STL")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == f"checked 4 files under {root}: 4 good, 0 bad"
+    assert "2 files not read (not selected by --ext):" in lines
+    assert "  e.glb" in lines and "  f.obj" in lines
+    assert ".hetload-index.json" not in out
 
 
 def test_check_lists_bad_files_with_reasons(capsys, demo_dir: Path, tmp_path: Path) -> None:
@@ -91,7 +127,8 @@ def test_check_lists_bad_files_with_reasons(capsys, demo_dir: Path, tmp_path: Pa
     table = "\n".join(lines[3:])
     for name in ("truncated.ply", "sub/two_coords.obj", "empty.obj"):
         assert name in table
-    assert "good.ply" not in table and "notes.txt" not in table
+    assert "good.ply" not in table
+    assert lines[-2:] == ["1 files not read (no reader handles their suffix):", "  notes.txt"]
     assert "(line 1)" in table  # the reason says where
     # one file at a time, too
     code, out, _ = _run(capsys, "check", str(bad / "truncated.ply"), "--quiet")
@@ -102,7 +139,7 @@ def test_check_unusable_source(capsys, tmp_path: Path) -> None:
     code, _, err = _run(capsys, "check", str(tmp_path / "missing"))
     assert code == 2 and "no such file or folder" in _one_line_error(err, "check")
     code, _, err = _run(capsys, "check", str(tmp_path))
-    assert code == 2 and "holds no .obj or .ply files" in err
+    assert code == 2 and "holds no mesh files (.obj .ply .off .stl" in err
 
 
 # ---------------------------------------------------------------------------- stats

@@ -1,5 +1,5 @@
-"""Reader fuzzing: every mutated OBJ / PLY either loads to a valid sample or raises ``ReadError``,
-within 2 s of CPU time and 10x the file size (+1 MiB) of memory.
+"""Reader fuzzing: every mutated OBJ / PLY / OFF / STL either loads to a valid sample or raises
+``ReadError``, within 2 s of CPU time and 10x the file size (+1 MiB) of memory.
 
 The default run is time-boxed (a few seconds); ``HYPOTHESIS_PROFILE=thorough`` runs 20x more
 examples, and ``scripts/fuzz_readers.py`` runs for as long as it is given (see RELIABILITY.md).
@@ -9,6 +9,7 @@ The mutations and the contract live in ``tests/fuzzing.py``.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,6 +76,24 @@ def test_generated_seeds_fuzzed(name, steps, workdir):
     run_case(name, SEEDS[name], steps, workdir)
 
 
+OFF_STL = sorted(name for name in SEEDS if name.endswith((".off", ".stl")))
+
+
+@settings(max_examples=EXAMPLES // 4)
+@given(name=st.sampled_from(OFF_STL), steps=mutations)
+def test_off_stl_scan_fuzzed(name, steps, workdir):
+    """``scan`` of a damaged OFF / STL: counts or a ReadError naming the file, nothing else."""
+    path = workdir / f"scan{Path(name).suffix}"
+    path.write_bytes(mutate(SEEDS[name], steps))
+    try:
+        info = hio.scan(path)
+    except hio.ReadError as exc:
+        assert str(exc).startswith(str(path))
+        return
+    assert info.n_verts >= 0 and info.n_faces >= 0
+    assert info.n_triangles is None or info.n_triangles >= 0
+
+
 @settings(max_examples=EXAMPLES)
 @given(data=st.data(), steps=mutations)
 def test_real_files_fuzzed(data, steps, corpus, workdir):
@@ -103,7 +122,18 @@ def _big_files() -> dict[str, bytes]:
     ascii_body = v_lines.replace("v ", "") + "".join(
         f"3 {a} {b} {c}\n" for a, b, c in faces.tolist()
     )
+    off = f"OFF\n{n} {2 * n} 0\n" + ascii_body
+    tri_rows = np.zeros(2 * n, dtype=[("n", "<f4", (3,)), ("v", "<f4", (9,)), ("a", "<u2")])
+    tri_rows["v"] = verts[faces].reshape(-1, 9)
+    stl_lines = ["solid big"]
+    for t in verts[faces[:5000]].tolist():
+        stl_lines += ["facet normal 0 0 1", " outer loop"]
+        stl_lines += [f"  vertex {x:.6g} {y:.6g} {z:.6g}" for x, y, z in t]
+        stl_lines += [" endloop", "endfacet"]
     return {
+        "big.off": off.encode(),
+        "big.stl": b"big".ljust(80) + np.uint32(2 * n).tobytes() + tri_rows.tobytes(),
+        "big_ascii.stl": ("\n".join([*stl_lines, "endsolid big"]) + "\n").encode(),
         "big.obj": (v_lines + tri).encode(),
         "big_mixed.obj": (v_lines + "vt 0 0\nvn 0 0 1\n" + mixed).encode(),
         "big.ply": header + verts.tobytes() + rows.tobytes(),

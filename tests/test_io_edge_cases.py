@@ -294,11 +294,22 @@ def test_bad_option_values(tmp_path):
 
 
 def test_other_formats_go_through_trimesh(tmp_path):
-    pytest.importorskip("trimesh")
-    data = "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n"
-    sample = load(write(tmp_path, "x.off", data))
+    trimesh = pytest.importorskip("trimesh")
+    mesh = trimesh.Trimesh([[0, 0, 0], [1, 0, 0], [0, 1, 0]], [[0, 1, 2]], process=False)
+    path = tmp_path / "x.glb"
+    path.write_bytes(mesh.export(file_type="glb"))
+    sample = load(path)
     assert sample["verts"].shape == (3, 3) and sample["faces"].tolist() == [[0, 1, 2]]
-    raises(write(tmp_path, "bad.off", "OFF\n3 1 0\n0 0 0\n"), "trimesh could not read it")
+    raises(write(tmp_path, "bad.glb", "not a glb"), "trimesh could not read it")
+    # OFF and STL have their own readers now: a broken one says what is wrong, not trimesh
+    raises(write(tmp_path, "bad.off", "OFF\n3 1 0\n0 0 0\n"), "only 1 lines follow")
+
+
+def test_a_suffix_no_reader_handles_is_refused(tmp_path):
+    raises(write(tmp_path, "notes.txt", "v 0 0 0\n"), "no reader for '.txt' files", ".off .stl")
+    raises(write(tmp_path, "README", "v 0 0 0\n"), "no reader for 'suffix-less' files")
+    # a PLY or OFF magic is read whatever the name
+    assert load(write(tmp_path, "mesh.bin", "OFF\n1 0 0\n1 2 3\n"))["verts"].tolist() == [[1, 2, 3]]
 
 
 def test_ascii_ply_blank_lines_and_trailing_spaces(tmp_path):

@@ -245,7 +245,11 @@ def test_real_corpus_sizes_and_report(shared_meshes, tmp_path):
         manifest = {r["path"]: r for r in csv.DictReader(fh, delimiter="\t")}
     # the corpus folder is read-only: the index goes to an explicit file
     ds = MeshFolder(shared_meshes, on_error="skip", index=tmp_path / "idx.json", progress=False)
-    assert len(ds) == sum(r["format"] in ("obj", "ply") for r in manifest.values())
+    # every format load reads: OBJ, PLY, OFF, STL here
+    assert len(ds) == sum(r["format"] in ("obj", "ply", "off", "stl") for r in manifest.values())
+    unreadable = {p.relative_to(shared_meshes).as_posix() for p in ds.unreadable}
+    assert {"MANIFEST.tsv", "README.md"} <= unreadable  # listed, not loaded
+    assert not any(name.endswith((".mtl", ".jpg", ".png")) for name in unreadable)
     for i, path in enumerate(ds.files):
         row = manifest[path.relative_to(shared_meshes).as_posix()]
         assert ds.sizes[i] == int(row["n_vertices"]), path

@@ -134,7 +134,8 @@ def manifest():
     if not (SHARED / "MANIFEST.tsv").is_file():
         pytest.skip("../shared/data/meshes is not present")
     with open(SHARED / "MANIFEST.tsv", newline="") as fh:
-        return [r for r in csv.DictReader(fh, delimiter="\t") if r["format"] in ("obj", "ply")]
+        formats = ("obj", "ply", "off", "stl")
+        return [r for r in csv.DictReader(fh, delimiter="\t") if r["format"] in formats]
 
 
 def test_real_files(manifest):
@@ -146,7 +147,7 @@ def test_real_files(manifest):
         except ReadError:
             continue
         if info.n_triangles is None:
-            assert row["format"] == "ply" or info.n_faces, row["path"]
+            assert row["format"] in ("ply", "off") or info.n_faces, row["path"]
             continue
         assert info.n_triangles == rows, row["path"]
         pairs = [part.split(":") for part in row["face_arity"].split(",") if part]

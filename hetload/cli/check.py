@@ -1,7 +1,8 @@
-"""``hetload check SRC``: read every OBJ/PLY file under SRC and list the ones that fail, and why.
+"""``hetload check SRC``: read every mesh file under SRC and list the ones that fail, and why.
 
 A file passes when :func:`hetload.io.load` reads it and :func:`hetload.io.scan` (what
 ``MeshFolder.sizes`` and the sampler rely on) reports the vertex count the full read found.
+Files of a suffix no reader handles are listed after the table (not read, not counted as bad).
 Exit status: 0 every file is good, 1 some are bad, 2 SRC itself is unusable.
 """
 
@@ -13,21 +14,28 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from hetload.guards import MAX_WORKERS
-
-MESH_SUFFIXES = (".obj", ".ply")
+from hetload.io.formats import MESH_EXTENSIONS, MeshFiles, find_mesh_files, normalize_extensions
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "check",
-        help="validate every OBJ/PLY file, list the bad ones with reasons",
+        help="validate every mesh file, list the bad ones with reasons",
         description=(
-            "Read every .obj/.ply file under SRC (a folder, searched recursively, or one file) "
-            "with hetload's readers and print a table of the files that fail, with the reason. "
-            "Exit status 1 when any file is bad."
+            f"Read every mesh file ({' '.join(MESH_EXTENSIONS)}) under SRC (a folder, searched "
+            "recursively, hidden entries left out, or one file) with hetload's readers and "
+            "print a table of the files that fail, with the reason, then the files no reader "
+            "handles. Exit status 1 when any file is bad."
         ),
     )
-    parser.add_argument("src", type=Path, help="a folder of OBJ/PLY files, or one file")
+    parser.add_argument("src", type=Path, help="a folder of mesh files, or one file")
+    parser.add_argument(
+        "--ext",
+        action="append",
+        default=None,
+        metavar="SUFFIX",
+        help="check only these suffixes (repeatable or comma-separated: --ext off,stl)",
+    )
     parser.add_argument(
         "--workers",
         type=int,
@@ -38,27 +46,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def list_mesh_files(src: Path) -> list[Path]:
-    """Every OBJ/PLY file under ``src`` (or ``src`` itself), sorted; hidden files skipped.
+def list_mesh_files(src: Path, extensions: list[str] | None = None) -> MeshFiles:
+    """The mesh files under ``src`` (or ``src`` itself), sorted; hidden entries left out
+    (:func:`hetload.io.formats.find_mesh_files`).
 
     Raises:
         FileNotFoundError: ``src`` does not exist.
-        ValueError: ``src`` is a folder without OBJ/PLY files.
+        ValueError: ``src`` is a folder without mesh files (of the selected suffixes).
     """
     if not src.exists():
         raise FileNotFoundError(f"no such file or folder: {src}")
-    if not src.is_dir():
-        return [src]  # a FIFO or device is listed too, and reported by check_file
-    files = sorted(
-        p
-        for p in src.rglob("*")
-        if p.suffix.lower() in MESH_SUFFIXES
-        and not p.is_dir()  # FIFOs and devices named like meshes are bad files, not ignored
-        and not any(part.startswith(".") for part in p.relative_to(src).parts)
-    )
-    if not files:
-        raise ValueError(f"{src} holds no .obj or .ply files")
-    return files
+    if not src.is_dir():  # a FIFO or device is listed too, and reported by check_file
+        return MeshFiles([src])
+    wanted = normalize_extensions(None if not extensions else ",".join(extensions))
+    found = find_mesh_files(src, wanted)
+    if not found.files:
+        raise ValueError(f"{src} holds no mesh files ({' '.join(wanted)})")
+    return found
 
 
 def check_file(path: Path) -> str | None:
@@ -93,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 1 <= args.workers <= MAX_WORKERS:
         raise ValueError(f"--workers must be in [1, {MAX_WORKERS}], got {args.workers}")
-    files = list_mesh_files(args.src)
+    found = list_mesh_files(args.src, args.ext)
+    files = found.files
     bar = tqdm(total=len(files), desc="check", unit="file", disable=args.quiet)
     if args.workers == 1 or len(files) == 1:
         reasons = []
@@ -114,5 +119,11 @@ def run(args: argparse.Namespace) -> int:
     )
     if bad:
         print(format_table(["file", "reason"], bad))
-        return 1
-    return 0
+    for group, why in (
+        (found.unreadable, "no reader handles their suffix"),
+        (found.not_selected, "not selected by --ext"),
+    ):
+        if group:
+            print(f"{len(group)} files not read ({why}):")
+            print("\n".join(f"  {p.relative_to(root)}" for p in group))
+    return 1 if bad else 0

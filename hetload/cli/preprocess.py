@@ -1,4 +1,4 @@
-"""``hetload preprocess SRC DST``: OBJ/PLY files -> WebDataset shards + size index."""
+"""``hetload preprocess SRC DST``: mesh files -> WebDataset shards + size index."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "preprocess",
-        help="OBJ/PLY folder -> WebDataset shards + size index (parallel, resumable)",
+        help="mesh folder -> WebDataset shards + size index (parallel, resumable)",
         description=(
-            "Read every OBJ/PLY under SRC (or listed in the text file SRC), optionally transform "
+            "Read every mesh file (OBJ, PLY, OFF, STL, GLB, ...; hidden entries left out) under "
+            "SRC (or listed in the text file SRC), optionally transform "
             "it, and write DST/shard-000000.tar, ... (one .npy per field, a .json of metadata "
             "per sample), DST/index.json (a wids shard list with per-sample offsets and sizes) "
             "and DST/errors.jsonl (skipped files and why). The output depends only on the "
@@ -81,6 +82,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="process the I-th of N slices (0-based) into DST/part-000I-of-000N/; "
         "join them with `hetload merge-index DST`",
     )
+    parser.add_argument(
+        "--ext",
+        action="append",
+        default=None,
+        metavar="SUFFIX",
+        help="read only these suffixes from SRC (repeatable or comma-separated: --ext off,stl)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -109,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         labels=args.labels,
         classes=None if args.classes is None else [c.strip() for c in args.classes.split(",")],
         manifest=args.manifest,
+        extensions=None if not args.ext else ",".join(args.ext),
     )
     print(result)
     return 0

@@ -57,7 +57,7 @@ def folder_sizes(root: Path, workers: int, quiet: bool) -> tuple[dict[str, np.nd
 
     folder = MeshFolder(root, on_error="skip", scan_workers=workers, progress=not quiet)
     if len(folder) == 0:
-        raise ValueError(f"{root} holds no .obj or .ply files")
+        raise ValueError(f"{root} holds no mesh files")
     bad = {skipped.source for skipped in folder.report}
     keep = np.array([str(path) not in bad for path in folder.files], dtype=bool)
     sizes = {name: np.asarray(column)[keep] for name, column in folder.field_sizes.items()}

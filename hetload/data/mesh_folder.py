@@ -1,4 +1,5 @@
-"""``MeshFolder``: a map-style dataset over a folder of OBJ / PLY files.
+"""``MeshFolder``: a map-style dataset over a folder of mesh files (every format
+:func:`hetload.io.load` reads: OBJ, PLY, OFF, STL, GLB / glTF, ...).
 
 Sizes come from :func:`hetload.io.scan` (headers and line prefixes, no float parsing; a file
 whose triangle count that cannot tell, such as an ASCII PLY, is loaded once), run in parallel
@@ -37,6 +38,7 @@ from hetload.data.substitute import getitems
 from hetload.errors import ErrorPolicy, OnError, Skipped
 from hetload.guards import MAX_WORKERS, check_fields, check_regular, check_seed, read_regular
 from hetload.io import ReadError, load, scan
+from hetload.io.formats import find_mesh_files
 from hetload.keys import sample_key
 from hetload.transforms import out_sizes, run_seeded, sample_rng
 
@@ -48,7 +50,7 @@ _INDEX_VERSION = 2  # 2: faces count the triangles load returns
 
 
 class MeshFolder(Dataset):
-    """Every OBJ / PLY file under ``root`` as one sample dict (``hetload.io.load``).
+    """Every mesh file under ``root`` as one sample dict (``hetload.io.load``).
 
     Every sample carries ``"key"``, its path relative to ``root`` without the extension
     (``"chair/a"``), and with ``labels=`` an int ``"label"``; both are added after ``fields``
@@ -57,8 +59,11 @@ class MeshFolder(Dataset):
     Args:
         root: the folder.
         pattern: a glob relative to ``root`` (``"**/*"``: every file below it), filtered by
-            ``extensions`` (compared case-insensitively). Files are sorted by relative path.
-        extensions: file suffixes to keep.
+            ``extensions`` (compared case-insensitively). Files are sorted by relative path;
+            hidden files and folders (``.name``, where the size index lives) are left out.
+        extensions: file suffixes to keep (``".off"`` or ``"off"``); ``None``: every format
+            ``load`` reads (:data:`hetload.io.formats.MESH_EXTENSIONS`). Files of a suffix
+            no reader handles are listed in :attr:`unreadable` and logged, never loaded.
         transform: applied to each loaded sample; a :class:`hetload.transforms.Transform` (or
             any callable wrapping them) draws from the sample's generator (see ``seed``).
         on_error: ``"raise"`` | ``"skip"`` | ``"warn"``, or an :class:`~hetload.ErrorPolicy`.
@@ -85,6 +90,8 @@ class MeshFolder(Dataset):
 
     Attributes:
         files: ``list[Path]``, one per sample.
+        unreadable: ``list[Path]``: files under ``root`` (matching ``pattern``) of a suffix no
+            hetload reader handles.
         sizes: ``np.int64 [len]``: vertex count of each sample, after ``transform`` as its
             ``out_size`` states (:func:`hetload.transforms.out_sizes`: ``SamplePoints(n)`` gives
             ``n``), so a sampler budgets what the batch will hold. A file the scan cannot read
@@ -105,7 +112,7 @@ class MeshFolder(Dataset):
         root: str | os.PathLike,
         pattern: str = "**/*",
         *,
-        extensions: Sequence[str] = (".obj", ".ply"),
+        extensions: Sequence[str] | None = None,
         transform: Callable | None = None,
         on_error: OnError | ErrorPolicy = "raise",
         fields: Sequence[str] | None = None,
@@ -131,6 +138,7 @@ class MeshFolder(Dataset):
         self.seed = check_seed(seed, "MeshFolder: seed")
         if isinstance(scan_workers, bool) or not 1 <= scan_workers <= MAX_WORKERS:
             raise ValueError(f"MeshFolder: scan_workers must be in [1, {MAX_WORKERS}]")
+        self.unreadable: list[Path] = []
         self.files = self._find_files(pattern, extensions)
         # shared memory: set_epoch in the main process reaches (even persistent) workers
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
@@ -224,20 +232,20 @@ class MeshFolder(Dataset):
     #: attributes holding one entry per file, in file order: :meth:`_keep_files` filters them
     _per_file: tuple[str, ...] = ("files",)
 
-    def _find_files(self, pattern: str, extensions: Sequence[str]) -> list[Path]:
-        """The sample files under ``self.root``, in sample order. A folder named like a mesh is
-        not a candidate; a FIFO, device or dangling link is reported (it would block or fail
-        its reader), never opened."""
-        suffixes = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
-        found = sorted(
-            (p for p in self.root.glob(pattern) if p.suffix.lower() in suffixes),
-            key=lambda p: p.relative_to(self.root).as_posix(),
-        )
+    def _find_files(self, pattern: str, extensions: Sequence[str] | None) -> list[Path]:
+        """The sample files under ``self.root``, in sample order (:func:`find_mesh_files`:
+        every format ``load`` reads unless ``extensions`` narrows it; hidden entries, such as
+        the size index, never). A folder named like a mesh is not a candidate; a FIFO, device or
+        dangling link is reported (it would block or fail its reader), never opened; files no
+        reader handles are listed in :attr:`unreadable` and logged."""
+        found = find_mesh_files(self.root, extensions, pattern)
+        self.unreadable = found.unreadable
+        if found.unreadable:
+            log.warning("MeshFolder: %s (see .unreadable)", found.unreadable_note(self.root))
         files = []
-        for path in found:
+        for path in found.files:
             try:
-                if not path.is_dir():
-                    files.append(check_regular(path))
+                files.append(check_regular(path))
             except (OSError, ValueError) as exc:
                 self._skip(path, ReadError(path, str(exc).removeprefix(f"{path}: ")))
         return files

@@ -1,4 +1,5 @@
-"""Formats without a hetload reader (OFF, STL, GLB, ...), read through trimesh."""
+"""Formats without a hetload reader (GLB / glTF, 3MF, DAE, XYZ: ``FALLBACK_EXTENSIONS`` in
+``formats.py``), read through trimesh."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ __all__ = ["read_with_trimesh"]
 def read_with_trimesh(path: str | os.PathLike, options: LoadOptions) -> dict[str, np.ndarray]:
     """``verts`` (and ``faces`` for a mesh) as trimesh reads them (``process=False``).
 
-    A scene is merged into one sample. trimesh may merge or split vertices in these formats
-    (STL stores none to begin with); only OBJ and PLY are read faithfully by hetload itself.
+    A scene is merged into one sample. trimesh may merge or split vertices in these formats;
+    OBJ, PLY, OFF and STL are read faithfully by hetload itself.
     """
     import trimesh
 

@@ -10,10 +10,13 @@ import numpy as np
 
 from hetload.guards import NotRegularFile, open_regular, read_regular
 from hetload.io.fallback import read_with_trimesh
+from hetload.io.formats import FALLBACK_EXTENSIONS, MESH_EXTENSIONS
 from hetload.io.obj import count_obj, read_obj
+from hetload.io.off import count_off, is_binary_off, read_off
 from hetload.io.options import LoadOptions
 from hetload.io.ply import FACE_LISTS, PlyHeader, read_ply, read_ply_header
 from hetload.io.read_error import ReadError
+from hetload.io.stl import count_stl, read_stl
 
 __all__ = ["MeshInfo", "load", "scan"]
 
@@ -57,13 +60,29 @@ class MeshInfo(_Counts):
         )
 
 
+_OWN = {".obj": "obj", ".ply": "ply", ".off": "off", ".stl": "stl"}
+
+
 def _format(path: Path, head: bytes) -> str:
+    """The reader of ``path``: its suffix, else a ``ply`` / ``OFF`` magic at the start.
+
+    Raises:
+        ReadError: a suffix no reader handles (the message lists the ones that are read).
+    """
     suffix = path.suffix.lower()
-    if suffix == ".ply" or (suffix not in (".obj",) and head.startswith(b"ply")):
+    if suffix in _OWN:
+        return _OWN[suffix]
+    if head.startswith(b"ply"):
         return "ply"
-    if suffix == ".obj":
-        return "obj"
-    return suffix.lstrip(".") or "unknown"
+    if head.lstrip()[:3] == b"OFF":
+        return "off"
+    if suffix in FALLBACK_EXTENSIONS:
+        return suffix.lstrip(".")
+    raise ReadError(
+        path,
+        f"no reader for {suffix or 'suffix-less'!r} files; hetload reads "
+        f"{' '.join(MESH_EXTENSIONS)}",
+    )
 
 
 def load(
@@ -73,11 +92,14 @@ def load(
     index_dtype: Any = np.int64,
     polygons: bool = False,
     allow_nonfinite: bool = False,
+    weld: bool = False,
 ) -> dict[str, np.ndarray]:
     """Read one mesh or point cloud file into a sample dict.
 
-    OBJ and PLY are read by hetload's own readers, faithfully: ``verts`` is the file's vertex
-    array, in the file's order and count. Other formats go through trimesh.
+    OBJ, PLY, OFF and STL are read by hetload's own readers, faithfully: ``verts`` is the
+    file's vertex array, in the file's order and count (STL: three vertices per triangle, as
+    stored). GLB / glTF, 3MF, DAE and XYZ go through trimesh (which may merge or split
+    vertices); any other suffix is refused (:data:`hetload.io.formats.MESH_EXTENSIONS`).
 
     Args:
         path: the file; the format comes from the suffix (a ``ply`` magic also counts).
@@ -88,6 +110,8 @@ def load(
         polygons: also return ``polygons`` / ``polygon_sizes``, the faces as written.
         allow_nonfinite: keep NaN / infinite values instead of raising; checked in every float
             field (positions, normals, uvs, float colors, weights, float PLY properties).
+        weld: STL: merge exactly equal vertices (first occurrence order); the other formats
+            index shared vertices already.
 
     Returns:
         A dict of numpy arrays, present when the file has them:
@@ -101,9 +125,14 @@ def load(
           uvs (OBJ ``vt``, PLY face ``texcoord``), else per vertex. Where only some OBJ corners
           have a uv (normal) index, the others hold -1 in ``faces_uvs`` (``faces_normals``),
           as PyTorch3D pads them; ``collate`` refuses -1, so drop the field or fill it first;
-        - ``colors`` ``[N, 3|4]`` (uint8 as stored in PLY, float for OBJ ``v x y z r g b``);
+        - ``colors`` ``[N, 3|4]`` (uint8 as stored in PLY, float for OBJ ``v x y z r g b``;
+          OFF: uint8 where written as integers, else float);
+        - ``face_colors`` ``[F, 3|4]`` per triangle (PLY face colors, OFF face colorspecs);
+        - ``face_normals`` ``[F, 3]`` (STL facet normals as written) and, for binary STL
+          whose attribute words are not all 0, ``face_attributes`` uint16 ``[F]``;
         - ``face_groups`` i64 ``[F]``: OBJ ``o`` / ``g`` group of each triangle (names compared
-          word by word: ``g a  b`` is ``g a b``);
+          word by word: ``g a  b`` is ``g a b``); the solid of each triangle in an ASCII STL
+          with several solids;
         - OBJ ``lines`` i64 ``[E, 2]`` (each segment of each ``l`` polyline), ``point_indices``
           i64 ``[P]`` (``p`` statements), ``vertex_weights`` ``[N]`` (the ``w`` of
           ``v x y z w``, 1.0 where a line has none; never divided into x y z);
@@ -116,7 +145,7 @@ def load(
         ReadError: for every file that cannot be read exactly; the message names the file and
             the place (line, or element and byte offset).
     """
-    options = LoadOptions(dtype, index_dtype, polygons, allow_nonfinite)
+    options = LoadOptions(dtype, index_dtype, polygons, allow_nonfinite, weld)
     path = Path(path)
     try:
         data = read_regular(path)  # a FIFO or device would block or never end
@@ -124,11 +153,15 @@ def load(
         raise ReadError(path, f"is {exc.kind}, not a regular file") from None
     except OSError as exc:
         raise ReadError(path, f"cannot read the file: {exc.strerror or exc}") from exc
-    fmt = _format(path, data[:3])
+    fmt = _format(path, data[:64])
     if fmt == "obj":
         return read_obj(path, data, options)
     if fmt == "ply":
         return read_ply(path, data, options)
+    if fmt == "off":
+        return read_off(path, data, options)
+    if fmt == "stl":
+        return read_stl(path, data, options)
     return read_with_trimesh(path, options)
 
 
@@ -138,7 +171,11 @@ def scan(path: str | os.PathLike) -> MeshInfo:
     PLY: from the header alone (the body is not read), and a binary file shorter than its
     header's declared rows is refused here already; the triangles of a binary face element
     follow from its byte size. OBJ: the ``v`` and ``f`` lines, counted by prefix, and the
-    corners of each ``f`` line. Other formats are loaded through trimesh.
+    corners of each ``f`` line. OFF: the counts line, and the triangles from the first
+    number of each ASCII face line (``None`` for a binary file). STL: a binary file's
+    triangle count, checked against its size; an ASCII file's ``endfacet`` lines (``n_verts``
+    is three per triangle, as ``load`` returns them without ``weld``). Other formats are
+    loaded through trimesh.
 
     Raises:
         ReadError: the file cannot be read, or its header is broken.
@@ -147,7 +184,7 @@ def scan(path: str | os.PathLike) -> MeshInfo:
     try:
         with open_regular(path) as fh:
             head = fh.read(_HEADER_CHUNK)
-            fmt = _format(path, head[:3])
+            fmt = _format(path, head[:64])
             if fmt == "ply":
                 while b"end_header" not in head and len(head) < (1 << 20):
                     more = fh.read(_HEADER_CHUNK)
@@ -158,6 +195,13 @@ def scan(path: str | os.PathLike) -> MeshInfo:
                 fh.seek(0)
                 head = fh.read()
         size = path.stat().st_size
+        if fmt == "stl":
+            n_verts, n_triangles = count_stl(path, head, size, path.read_bytes)
+            return MeshInfo("stl", n_verts, n_triangles, n_triangles)
+        if fmt == "off":
+            if not is_binary_off(head) and len(head) < size:
+                head += path.read_bytes()[len(head) :]  # ASCII: the face lines tell triangles
+            return MeshInfo("off", *count_off(path, head))
     except NotRegularFile as exc:
         raise ReadError(path, f"is {exc.kind}, not a regular file") from None
     except OSError as exc:

@@ -25,12 +25,16 @@ class LoadOptions:
             ``[sum P_j]``) and ``polygon_sizes`` (``[P]``).
         allow_nonfinite: keep NaN / infinite values instead of raising; checked in every float
             field (positions, normals, uvs, float colors, float extra properties).
+        weld: STL only: merge exactly equal vertices (first occurrence order) instead of
+            three vertices per triangle as stored. The other formats index shared vertices
+            already and are returned as stored.
     """
 
     dtype: Any = np.float32
     index_dtype: Any = np.int64
     polygons: bool = False
     allow_nonfinite: bool = False
+    weld: bool = False
 
     def __post_init__(self) -> None:
         dtype = None if self.dtype is None else np.dtype(self.dtype)

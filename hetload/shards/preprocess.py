@@ -1,4 +1,4 @@
-"""``preprocess``: OBJ/PLY files -> WebDataset shards + ``index.json``, parallel and resumable.
+"""``preprocess``: mesh files -> WebDataset shards + ``index.json``, parallel and resumable.
 
 The run is a pure function of (sorted input list, settings):
 
@@ -45,9 +45,9 @@ from hetload.shards.resume import (
     resume_point,
 )
 from hetload.shards.settings import (
-    INPUT_SUFFIXES,
     build_transform,
     check_casts,
+    find_inputs,
     list_inputs,
     load_transform_specs,
     parse_part,
@@ -57,9 +57,9 @@ from hetload.shards.targets import resolve_targets
 from hetload.shards.writer import ShardSequence
 
 __all__ = [
-    "INPUT_SUFFIXES",
     "JOURNAL",
     "PreprocessResult",
+    "find_inputs",
     "list_inputs",
     "load_transform_specs",
     "merge_parts",
@@ -85,8 +85,10 @@ def preprocess(
     labels: LabelSpec = None,
     classes: Sequence[str] | None = None,
     manifest: str | os.PathLike | None = None,
+    extensions: Sequence[str] | str | None = None,
 ) -> PreprocessResult:
-    """Preprocess every OBJ/PLY under ``src`` into shards in ``dst`` (see the module docstring).
+    """Preprocess every mesh file under ``src`` into shards in ``dst`` (see the module
+    docstring).
 
     Args:
         src: a folder (searched recursively) or a text file listing input paths.
@@ -112,6 +114,9 @@ def preprocess(
             ``src``, with or without extension) to per-sample values (``label``: an int or a
             class name; other columns: numbers or strings), stored with the sample.
             :func:`hetload.data.labels.read_manifest` describes the format.
+        extensions: the suffixes read from a folder ``src`` (default: every format
+            :func:`hetload.io.load` reads); the files no reader handles are listed in the
+            result's ``unreadable``.
 
     Shards keep each sample's source path (its ``key`` on read is that path without the
     extension) and the values above; ``index.json`` records ``classes`` under ``settings``.
@@ -136,7 +141,7 @@ def preprocess(
     setup = Setup(specs, check_casts(casts), check_seed(seed, "--seed"))
     build_transform(specs)  # fail on a bad config here, not once per worker
 
-    inputs = list_inputs(src)
+    inputs, unreadable = find_inputs(src, extensions)
     targets = resolve_targets(src, [rel for rel, _ in inputs], labels, classes, manifest)
     total = len(inputs)
     lo, hi = i * total // n, (i + 1) * total // n
@@ -159,6 +164,7 @@ def preprocess(
     with exclusive(out_dir), full_disk_hint(out_dir):
         earlier = finished(out_dir, header)
         if earlier is not None:
+            earlier.unreadable = unreadable
             return earlier
         if not (out_dir / JOURNAL).exists():
             refuse_stray_shards(out_dir)
@@ -171,6 +177,7 @@ def preprocess(
         values = targets.values or [{}] * total
         tasks = [(pos, inputs[pos][0], str(inputs[pos][1]), values[pos]) for pos in range(done, hi)]
         result = PreprocessResult(out_dir, hi - lo, 0, 0, 0, 0, resumed_at=done - lo)
+        result.unreadable = unreadable
         started = time.perf_counter()
         skipped: list[dict[str, str]] = []
         bar = _progress_bar(hi - lo, done - lo, progress, out_dir.name)

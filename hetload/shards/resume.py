@@ -48,6 +48,8 @@ class PreprocessResult:
     seconds: float = 0.0
     already_complete: bool = False
     errors: list[dict[str, str]] = field(default_factory=list)
+    #: files under the source folder of a suffix no reader handles (not read)
+    unreadable: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         rate = self.read_files / self.seconds if self.seconds > 0 else 0.0
@@ -57,6 +59,10 @@ class PreprocessResult:
             ("files", f"{self.files} ({self.skipped} skipped, see errors.jsonl)"),
             ("samples", f"{self.samples} in {self.shards} shards, {self.shard_bytes / 1e6:.1f} MB"),
         ]
+        if self.unreadable:
+            more = f", ... ({len(self.unreadable)})" if len(self.unreadable) > 3 else ""
+            names = ", ".join(self.unreadable[:3]) + more
+            rows.append(("not read", f"no reader handles {names}"))
         if self.already_complete:
             rows.append(("status", "already complete: nothing to do"))
         else:

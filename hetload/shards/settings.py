@@ -12,20 +12,20 @@ from typing import Any
 import numpy as np
 
 from hetload.guards import read_regular
+from hetload.io.formats import find_mesh_files, is_hetload_file
 from hetload.shards.format import check_field_name
 
 __all__ = [
-    "INPUT_SUFFIXES",
     "build_transform",
     "cast",
     "check_casts",
+    "find_inputs",
     "list_inputs",
     "load_transform_specs",
     "parse_part",
     "parse_size",
 ]
 
-INPUT_SUFFIXES = (".obj", ".ply")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(i?)b?|b?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 
@@ -59,27 +59,41 @@ def parse_part(text: str | tuple[int, int]) -> tuple[int, int]:
     return i, n
 
 
-def list_inputs(src: str | os.PathLike) -> list[tuple[str, Path]]:
-    """``(relative path, path)`` of every input, sorted by relative path.
+def list_inputs(
+    src: str | os.PathLike, extensions: Sequence[str] | str | None = None
+) -> list[tuple[str, Path]]:
+    """``(relative path, path)`` of every input, sorted by relative path (see
+    :func:`find_inputs`)."""
+    return find_inputs(src, extensions)[0]
 
-    ``src`` is a folder (every ``.obj`` / ``.ply`` below it, any case) or a text file listing one
-    path per line (relative to the list's folder; blank lines and ``#`` comments ignored).
+
+def find_inputs(
+    src: str | os.PathLike, extensions: Sequence[str] | str | None = None
+) -> tuple[list[tuple[str, Path]], list[str]]:
+    """``(inputs, unreadable)``: ``(relative path, path)`` of every input, sorted by relative
+    path, and the relative paths of the files under a folder ``src`` that no reader handles.
+
+    ``src`` is a folder (every file of a suffix :func:`hetload.io.load` reads, any case, or of
+    ``extensions``; hidden entries left out) or a text file listing one path per line
+    (relative to the list's folder; blank lines and ``#`` comments ignored).
+
+    Raises:
+        ValueError: a path listed twice, or hetload's own index / journal listed as an input.
     """
     src = Path(src)
+    unreadable: list[str] = []
     if src.is_dir():
-        found = [
-            Path(root, name)
-            for root, _, names in os.walk(src)
-            for name in names
-            if name.lower().endswith(INPUT_SUFFIXES)
-        ]
-        pairs = [(path.relative_to(src).as_posix(), path) for path in found]
+        found = find_mesh_files(src, extensions)
+        pairs = [(path.relative_to(src).as_posix(), path) for path in found.files]
+        unreadable = [path.relative_to(src).as_posix() for path in found.unreadable]
     elif src.is_file():
         pairs = []
-        for line in src.read_text().splitlines():
+        for line in read_regular(src).decode("utf-8").splitlines():
             line = line.strip()
             if line and not line.startswith("#"):
                 path = Path(line) if Path(line).is_absolute() else src.parent / line
+                if is_hetload_file(path):
+                    raise ValueError(f"{src}: {line} is a file hetload writes, not an input")
                 pairs.append((line, path))
     else:
         raise FileNotFoundError(f"no input folder or file list at {src}")
@@ -87,7 +101,7 @@ def list_inputs(src: str | os.PathLike) -> list[tuple[str, Path]]:
     for (a, _), (b, _) in pairwise(pairs):
         if a == b:
             raise ValueError(f"{src}: {a} is listed twice")
-    return pairs
+    return pairs, unreadable
 
 
 def load_transform_specs(config: str | os.PathLike | Sequence[Any] | None) -> list[Any] | None:
