@@ -72,8 +72,9 @@ def test_check_good_folder(capsys, demo_dir: Path) -> None:
     code, out, _ = _run(capsys, "check", str(demo_dir), "--quiet", "--workers", "2")
     assert code == 0
     # the demo's manifest is listed as what it is: a file no reader handles
+    meshes = [p for p in demo_dir.rglob("*") if p.suffix in (".obj", ".ply", ".off")]
     assert out.splitlines() == [
-        f"checked 24 files under {demo_dir}: 24 good, 0 bad",
+        f"checked {len(meshes)} files under {demo_dir}: {len(meshes)} good, 0 bad",
         "1 files not read (no reader handles their suffix):",
         "  manifest.tsv",
     ]
@@ -144,11 +145,17 @@ def test_check_unusable_source(capsys, tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------- stats
 def _scan_reference(root: Path) -> np.ndarray:
-    """Vertex counts read with plyfile / by counting OBJ 'v ' lines (independent of hetload)."""
+    """Vertex counts read with plyfile / by counting OBJ 'v ' lines / from the OFF header
+    (independent of hetload)."""
     counts = []
-    for path in sorted(p for p in root.rglob("*") if p.suffix in (".ply", ".obj")):
+    for path in sorted(p for p in root.rglob("*") if p.suffix in (".ply", ".obj", ".off")):
         if path.suffix == ".ply":
             counts.append(plyfile.PlyData.read(str(path))["vertex"].count)
+        elif path.suffix == ".off":
+            words = [
+                w for line in path.read_text().splitlines() for w in line.split("#")[0].split()
+            ]
+            counts.append(int(words[1]) if words[0] == "OFF" else int(words[0][3:]))
         else:
             with path.open() as fh:
                 counts.append(sum(1 for line in fh if line.startswith("v ")))
@@ -162,7 +169,8 @@ def test_stats_on_a_folder(capsys, demo_dir: Path, tmp_path: Path) -> None:
     )
     assert code == 0
     lines = out.splitlines()
-    assert lines[0] == f"{demo_dir}: 24 samples (sizes from OBJ/PLY headers)"
+    n = sum(1 for p in demo_dir.rglob("*") if p.suffix in (".obj", ".ply", ".off"))
+    assert lines[0] == f"{demo_dir}: {n} samples (sizes from mesh headers)"
     verts = next(line for line in lines if line.startswith("verts "))
     counts = _scan_reference(demo_dir)
     cells = verts.replace(",", "").split()
@@ -175,10 +183,11 @@ def test_stats_on_a_folder(capsys, demo_dir: Path, tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_stats_on_a_shard_index(capsys, shards: Path) -> None:
+def test_stats_on_a_shard_index(capsys, shards: Path, demo_dir: Path) -> None:
     code, out, _ = _run(capsys, "stats", str(shards / "index.json"), "--batch-size", "4")
     assert code == 0
-    assert out.splitlines()[0] == f"{shards / 'index.json'}: 24 samples (sizes from shard index)"
+    n = sum(1 for p in demo_dir.rglob("*") if p.suffix in (".obj", ".ply", ".off"))
+    assert out.splitlines()[0] == f"{shards / 'index.json'}: {n} samples (sizes from shard index)"
     assert "fixed batch_size=4" in out and "verts 12 B/row" in out
 
 
@@ -199,7 +208,7 @@ def test_stats_reports_unscannable_files(capsys, demo_dir: Path, tmp_path: Path)
     (mixed / "broken.ply").write_bytes(b"ply\nformat ascii 1.0\nelement vertex x\nend_header\n")
     code, out, _ = _run(capsys, "stats", str(mixed), "--quiet")
     assert code == 0
-    assert out.splitlines()[0] == f"{mixed}: 5 samples (sizes from OBJ/PLY headers)"
+    assert out.splitlines()[0] == f"{mixed}: 5 samples (sizes from mesh headers)"
     assert f"1 files could not be scanned (see `hetload check {mixed}`)" in out
 
 

@@ -31,6 +31,23 @@ def test_normals_on_some_faces_only(tmp_path):
     equal(sample["faces_normals"], [[0, 0, 0], [-1, -1, -1]], np.int64)
 
 
+@pytest.mark.parametrize(
+    ("faces", "expected"),
+    [
+        # slash totals of the line equal three 'v/t' corners: the fast path must not take it
+        ("f 1/1 2 3/2/1\n", [[0, -1, 1]]),
+        ("f 1/2 2/3 3\nf 1/1 2 3/3/1\n", [[1, 2, -1], [0, -1, 2]]),
+        ("f 1/1 2//1 3/2\n", [[0, -1, 1]]),
+    ],
+)
+def test_mixed_corner_formats_keep_each_corner(tmp_path, faces, expected):
+    # found by the property test below: the vectorized parser checked slash totals only, so
+    # 'f 1/1 2 3/2/1' read as corners (1, 1) (2, 3) (2, 1): a wrong uv without an error
+    sample = read(tmp_path, TRIANGLE + "vt 0 0\nvt 1 0\nvt 1 1\nvn 0 0 1\n" + faces)
+    equal(sample["faces_uvs"], expected, np.int64)
+    equal(sample["faces"], [[0, 1, 2]] * len(expected), np.int64)
+
+
 @st.composite
 def partial_corners(draw):
     """Faces of 3..5 corners; each corner with or without a uv index (1-based, may be

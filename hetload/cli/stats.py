@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         source, bad = "shard index", []
     else:
         sizes, bad = folder_sizes(args.path, args.workers, args.quiet)
-        row_bytes, source = dict(stats.DEFAULT_ROW_BYTES), "OBJ/PLY headers"
+        row_bytes, source = dict(stats.DEFAULT_ROW_BYTES), "mesh headers"
     field = args.field or next((f for f in ("verts", "points") if f in sizes), None)
     if field is None or field not in sizes:
         raise ValueError(

@@ -181,6 +181,26 @@ def _faces(
     return arity, cv, ct, cn
 
 
+_WHITESPACE = np.zeros(256, dtype=bool)
+_WHITESPACE[[9, 10, 11, 12, 13, 32]] = True
+
+
+def _every_corner_has(
+    buf: np.ndarray, slash: np.ndarray, line_starts: np.ndarray, slashes: int
+) -> bool:
+    """Whether every corner token of the face lines in ``buf`` holds exactly ``slashes``
+    slashes (each line's keyword token none): a per-token count, since per-line or per-file
+    totals of a mixed line can match the first corner's format and shift every later number."""
+    blank = _WHITESPACE[buf]
+    first = ~blank
+    first[1:] &= blank[:-1]
+    token = np.cumsum(first) - 1
+    per_token = np.bincount(token[slash], minlength=int(token[-1]) + 1)
+    expected = np.full(len(per_token), slashes, dtype=np.int64)
+    expected[token[line_starts]] = 0
+    return bool((per_token == expected).all())
+
+
 def _fits_int32(values: np.ndarray) -> bool:
     return bool(values.min() >= -(2**31) and values.max() < 2**31)
 
@@ -196,6 +216,8 @@ def _face_chunk(
     slash = buf == ord("/")
     slashes = int(np.count_nonzero(slash))
     pairs = int(np.count_nonzero(slash[:-1] & slash[1:])) if slashes else 0
+    if slashes and not _every_corner_has(buf, slash, line_starts, key[0]):
+        raise Irregular  # mixed corner formats: totals can agree by chance ("1/1 2 3/1/1")
     buf[slash] = _SPACE
     del slash
     # 0 is no OBJ index, so it can mark lines: the keyword 'f' becomes a 0 (a 0 in the file
