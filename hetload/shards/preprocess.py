@@ -233,20 +233,3 @@ def _tick(bar, result: PreprocessResult, started: float) -> None:
     elapsed = time.perf_counter() - started
     if elapsed > 0 and result.read_files % 16 == 1:
         bar.set_postfix_str(f"{result.read_bytes / 1e6 / elapsed:.1f} MB/s", refresh=False)
-
-
-def _progress_bar(total: int, initial: int, enabled: bool, name: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, unit="file", desc=f"preprocess {name}", smoothing=0.1)
-
-
-def _tick(bar, result: PreprocessResult, started: float) -> None:
-    if bar is None:
-        return
-    bar.update(1)
-    elapsed = time.perf_counter() - started
-    if elapsed > 0 and result.read_files % 16 == 1:
-        bar.set_postfix_str(f"{result.read_bytes / 1e6 / elapsed:.1f} MB/s", refresh=False)
