@@ -11,7 +11,7 @@ from torch.utils.data import Sampler
 
 from hetload.guards import check_seed
 from hetload.samplers.cost import Budget, CostSpec, as_size_table, fingerprint
-from hetload.samplers.plan import EpochPlan, base_order, plan_epoch, sort_key
+from hetload.samplers.plan import EpochPlan, base_order, plan_epoch, sort_key, window_reach
 from hetload.samplers.stats import SamplerStats, summarize
 
 __all__ = ["BucketBatchSampler", "ResumeError"]
@@ -37,8 +37,9 @@ class BucketBatchSampler(Sampler[list[int]]):
     ...     sampler.set_epoch(epoch)
     ...     for batch in loader: ...
 
-    Each epoch the samples are dealt at random into ``windows`` windows, each window is sorted
-    by size and cut greedily into batches that fit, and the batches are shuffled (see
+    Each epoch the samples are dealt at random into ``windows`` windows (the samples of sparse
+    sizes into fewer), each window is sorted by size and cut greedily into batches that fit,
+    and the batches are shuffled (see
     :mod:`hetload.samplers.plan`). All randomness comes from a generator seeded by
     ``(seed, epoch)``: every rank computes the same global plan without communicating and takes
     its own column of it.
@@ -69,9 +70,14 @@ class BucketBatchSampler(Sampler[list[int]]):
             ``"skip"`` leaves it out of every epoch, ``"alone"`` gives it a batch of its own (the
             one way a batch can exceed the budget). Counted in :meth:`stats`.
         windows: how many windows an epoch is dealt into. A pair of samples batched together
-            is batched together again in the next epoch with probability below
-            ``1 / windows`` (0.038 at the default 20 on the benchmark's data); fewer windows
-            pad less. Reduced on small data so that a window holds at least 16 batches.
+            is batched together again in the next epoch with probability about
+            ``1 / windows`` where sizes are dense; fewer windows pad less. Reduced on small
+            data so that a window holds at least 16 batches.
+        spread: where sizes are sparse (heavy tails, small data), a sample is dealt among
+            fewer windows (at least 2), so that dealing widens a batch's size range by at most
+            about ``1 + spread`` in cost: padding efficiency about ``1 - spread / 2`` or
+            better, fresh batches wherever that allows (see BENCHMARKS.md). ``None`` deals
+            every sample among all windows (fresher, more padding on heavy tails).
 
     Iterating yields lists of int indices, ``len(self)`` of them: the batches of this rank for
     the current epoch from where it resumes. Call :meth:`set_epoch` before each epoch.
@@ -108,6 +114,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         rank: int | None = None,
         oversize: Oversize = "error",
         windows: int = 20,
+        spread: float | None = 0.015,
     ) -> None:
         table, columns = as_size_table(sizes)
         self.budget = Budget.build(max_tokens, columns, cost, max_batch_size)
@@ -116,6 +123,12 @@ class BucketBatchSampler(Sampler[list[int]]):
             raise ValueError(f"oversize must be one of {_OVERSIZE}, got {oversize!r}")
         if isinstance(windows, bool) or int(windows) != windows or windows < 1:
             raise ValueError(f"windows must be a positive integer, got {windows!r}")
+        if spread is not None and (
+            isinstance(spread, bool)
+            or not isinstance(spread, int | float)
+            or not 0 <= spread <= 1e6  # also refuses nan
+        ):
+            raise ValueError(f"spread must be a number >= 0 or None, got {spread!r}")
         self.num_replicas, self.rank = _world(num_replicas, rank)
         self.shuffle = bool(shuffle)
         self.seed = check_seed(seed, "BucketBatchSampler: seed")
@@ -135,11 +148,13 @@ class BucketBatchSampler(Sampler[list[int]]):
         self._base = self._base_order()
         estimated_batches = self.budget.total_load(table, self._base)
         self.n_windows = max(1, min(int(windows), int(estimated_batches // _MIN_WINDOW_BATCHES)))
+        self.spread = None if spread is None else float(spread)
+        self._reach = self._window_reach()
         self.fingerprint = fingerprint(
             table,
             self.budget.describe(),
-            f"oversize={oversize} windows={self.n_windows} shuffle={self.shuffle} "
-            f"drop_last={self.drop_last}",
+            f"oversize={oversize} windows={self.n_windows} spread={self.spread} "
+            f"shuffle={self.shuffle} drop_last={self.drop_last}",
         )
         self.epoch = 0
         self._resume_at = 0
@@ -154,6 +169,12 @@ class BucketBatchSampler(Sampler[list[int]]):
             over[self._oversize] = True
             base = base[~over[base]]
         return base
+
+    def _window_reach(self) -> np.ndarray | None:
+        """Per position of the base order, among how many windows it is dealt (``None``: all)."""
+        if self.spread is None or self.n_windows == 1 or not self.shuffle:
+            return None
+        return window_reach(self._table, self._base, self.budget, self.n_windows, self.spread)
 
     # -- epochs ---------------------------------------------------------------------------
 
@@ -184,6 +205,7 @@ class BucketBatchSampler(Sampler[list[int]]):
                 shuffle=self.shuffle,
                 drop_last=self.drop_last,
                 alone=alone,
+                reach=self._reach,
             )
             self._cached = (self.seed, self.epoch, plan)
         return self._cached[2]
@@ -260,6 +282,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         if int(state["seed"]) != self.seed:
             self.seed = int(state["seed"])
             self._base = self._base_order()
+            self._reach = self._window_reach()
         self.epoch = int(state["epoch"])
         consumed = int(state["consumed"])
         if not 0 <= consumed <= self.steps_per_epoch:

@@ -4,11 +4,15 @@ The plan for epoch ``e`` is a pure function of the sizes, the budget and ``(seed
 
 1. **Deal.** Every sample goes to one of ``n_windows`` windows at random. Inside a window the
    samples keep the dataset-wide size order (computed once, ties broken at random), so a
-   window is a random subset of the data, sorted by size.
+   window is a random subset of the data, sorted by size. Where sizes are sparse (the tails of
+   a heavy-tailed distribution) a sample is dealt among the first few windows only
+   (:func:`window_reach`): spreading those samples over every window would leave each window
+   with large size gaps between neighbours, and the gaps become padding.
 2. **Cut.** Each window is cut greedily, smallest samples first, into the longest runs that fit
    the :class:`~hetload.samplers.cost.Budget`. A run of neighbours in size order pads little;
    since windows are dealt afresh every epoch, two samples batched together meet again in the
-   next epoch only if they land in the same window again (probability ``1 / n_windows``).
+   next epoch only if they land in the same window again (probability ``1 / n_windows`` where
+   sizes are dense, at most about one half in the sparse tails).
 3. **Balance.** The batches are made a multiple of the world size ``W`` (splitting the batches
    with the most samples in two, or dropping the smallest under ``drop_last``), grouped ``W``
    at a time by similar cost into steps, and the steps are shuffled: no rank waits on a
@@ -30,11 +34,23 @@ import numpy as np
 
 from hetload.samplers.cost import Budget
 
-__all__ = ["EpochPlan", "base_order", "cut_windows", "deal_windows", "epoch_rng", "plan_epoch"]
+__all__ = [
+    "EpochPlan",
+    "base_order",
+    "cut_windows",
+    "deal_windows",
+    "epoch_rng",
+    "plan_epoch",
+    "window_reach",
+]
 
 # independent random streams derived from the user's seed
 _BASE_STREAM = 0x5EED0
 _EPOCH_STREAM = 0x5EED1
+# samples handled at once where a whole-order float temporary would cost bytes per sample
+_CHUNK = 1 << 14
+# every sample is dealt among at least this many windows, so no batch is the same every epoch
+_MIN_REACH = 2.0
 
 
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
@@ -69,10 +85,60 @@ def base_order(key: np.ndarray, seed: int | None) -> np.ndarray:
     return shuffled[np.argsort(key[shuffled], kind="stable")]
 
 
+def window_reach(
+    table: np.ndarray, base: np.ndarray, budget: Budget, n_windows: int, spread: float
+) -> np.ndarray:
+    """``[M]`` for each position of ``base``: among how many windows (fractional, from
+    ``min(2, n_windows)`` to ``n_windows``) that sample is dealt, in steps of
+    ``n_windows / 255`` (uint8; uint16 and steps of ``n_windows / 65535`` past 255 windows):
+    one byte per sample held between epochs.
+
+    A batch of ``c`` samples cut from a window where a sample's neighbourhood is dealt among
+    ``w`` windows spans about ``c * w`` positions of the base order. Where samples of nearly
+    equal size are dense (or tied) that span costs no padding and every sample goes among all
+    windows. Where they are sparse (the tails) it would widen the batch's size range, so ``w``
+    shrinks until the span stays within the positions whose cost (one sample alone, the
+    base's sort key) is at most ``1 + spread`` times its own: ``w = ahead / c``. At least two
+    windows, so that no batch comes back identical every epoch.
+
+    Float32 products and comparisons only (no ``log``/``exp``, whose last bit differs between
+    math libraries): the same plan on every machine.
+    """
+    m = base.shape[0]
+    load = np.empty(m, dtype=np.float32)
+    for lo in range(0, m, _CHUNK):
+        wide = table[base[lo : lo + _CHUNK]].astype(np.int64)
+        load[lo : lo + _CHUNK] = budget.load(np.ones(wide.shape[0], np.int64), wide, wide)
+    limit = np.float32(1.0 + spread)
+    dtype, top = _reach_dtype(n_windows)
+    reach = np.empty(m, dtype=dtype)
+    for lo in range(0, m, _CHUNK):
+        here = load[lo : lo + _CHUNK]
+        # base is sorted by this load, so the positions within the spread form a run from here
+        ahead = np.searchsorted(load, here * limit, side="right") - np.arange(lo, lo + here.size)
+        # samples per batch around here: 1 / load (no limit for a zero size: any number fits)
+        per_batch = np.full(here.shape, float(budget.max_batch_size or max(m, 1)))
+        np.minimum(per_batch, 1.0 / here, out=per_batch, where=here > 0)
+        windows = np.clip(ahead / per_batch, min(_MIN_REACH, n_windows), n_windows)
+        # rounded up: never below the two-window floor
+        reach[lo : lo + _CHUNK] = np.ceil(windows * (top / n_windows))
+    return reach
+
+
+def _reach_dtype(n_windows: int) -> tuple[type, int]:
+    return (np.uint8, 255) if n_windows <= 255 else (np.uint16, 65535)
+
+
 def deal_windows(
-    base: np.ndarray, n_windows: int, rng: np.random.Generator
+    base: np.ndarray,
+    n_windows: int,
+    rng: np.random.Generator,
+    reach: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Deal the size-sorted ``base`` order into ``n_windows`` random windows.
+
+    ``reach`` (``[M]``, from :func:`window_reach`): sample ``base[p]`` goes to one of the first
+    ``reach[p] * n_windows / 255`` windows, uniformly (``None``: among all).
 
     Returns ``order`` (``[N]``, each window's samples contiguous and still in size order) and
     ``starts`` (int64 ``[n_windows + 1]``, where each window begins in ``order``).
@@ -80,7 +146,16 @@ def deal_windows(
     if n_windows == 1:
         return base, np.array([0, base.shape[0]], dtype=np.int64)
     dtype = np.uint16 if n_windows <= 2**16 else np.uint32
-    window = rng.integers(n_windows, size=base.shape[0], dtype=dtype)
+    if reach is None:
+        window = rng.integers(n_windows, size=base.shape[0], dtype=dtype)
+    else:
+        window = np.empty(base.shape[0], dtype=dtype)
+        step = n_windows / _reach_dtype(n_windows)[1]
+        for lo in range(0, base.shape[0], _CHUNK):
+            share = rng.random(min(_CHUNK, base.shape[0] - lo)) * reach[lo : lo + _CHUNK]
+            share *= step
+            # float -> int truncates: window floor(u * reach) < reach <= n_windows
+            window[lo : lo + _CHUNK] = np.minimum(share, n_windows - 1)
     starts = np.zeros(n_windows + 1, dtype=np.int64)
     np.cumsum(np.bincount(window, minlength=n_windows), out=starts[1:])
     # one masked pass per window rather than an argsort: no int64 permutation of N entries,
@@ -248,6 +323,7 @@ def plan_epoch(
     shuffle: bool = True,
     drop_last: bool = False,
     alone: np.ndarray | None = None,
+    reach: np.ndarray | None = None,
 ) -> EpochPlan:
     """Plan one epoch.
 
@@ -263,9 +339,11 @@ def plan_epoch(
         shuffle: False keeps one window and the size order of batches and steps.
         drop_last: make the steps equal by dropping batches instead of splitting them.
         alone: ``[A]`` samples over the budget that still get a batch each (``oversize="alone"``).
+        reach: ``[M]`` among how many windows each position of ``base`` is dealt
+            (:func:`window_reach`; ``None``: all).
     """
     rng = epoch_rng(seed, epoch)
-    order, starts = deal_windows(base, n_windows if shuffle else 1, rng)
+    order, starts = deal_windows(base, n_windows if shuffle else 1, rng, reach)
     pieces = [np.zeros(1, dtype=np.int64)]
     # window by window: the int64 work arrays of the cut cover one window, not the dataset
     for lo, hi in pairwise(starts.tolist()):
