@@ -53,7 +53,9 @@ def test_stream_returns_the_samples_bit_for_bit(tmp_path):
             seen.append(int(sample["label"]))
     assert seen == list(range(30))  # shuffle=False, one stream: the index order
     lists = list(ShardStream(tmp_path, batch_size=30, shuffle=False, collate_fn=None))
-    assert [sorted(s) for s in lists[0]] == [sorted(s) for s in samples]
+    # every streamed sample says whether it repeats one already served this epoch
+    assert [sorted(s) for s in lists[0]] == [sorted([*s, "is_repeat"]) for s in samples]
+    assert not any(s["is_repeat"] for s in lists[0])
 
 
 def test_two_ranks_two_workers_disjoint_covering_equal(tmp_path):
@@ -155,10 +157,20 @@ def test_bad_shards_raise_or_are_skipped_never_hang(tmp_path):
         list(ShardStream(tmp_path, batch_size=2, shuffle=False))
     skipping = ShardStream(tmp_path, batch_size=2, shuffle=False, on_error="skip", even="pad")
     batches = list(skipping)
-    assert len(batches) == skipping.num_batches()  # padded up to the planned count
-    assert skipping.report and all("shard-000001.tar" in s.source for s in skipping.report)
-    labels = {label for b in batches for label in b["label"].tolist()}
-    assert set(range(5)) | set(range(10, 20)) <= labels
+    assert len(batches) == skipping.num_batches()  # the planned count, every batch non-empty
+    assert all(len(b) for b in batches)
+    assert skipping.report and all(
+        "shard-000001.tar" in s.source or "stands in for it (is_repeat=True)" in s.reason
+        for s in skipping.report
+    )
+    fresh = [
+        label
+        for b in batches
+        for label, again in zip(b["label"].tolist(), b["is_repeat"].tolist())
+        if not again
+    ]
+    assert len(fresh) == len(set(fresh))  # only marked repeats come twice
+    assert set(range(5)) | set(range(10, 20)) <= set(fresh)
     # the samples the cut lost are named, by key, in the report
     reasons = " ".join(s.reason for s in skipping.report)
     assert "is 3000 bytes" in reasons
