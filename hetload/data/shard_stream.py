@@ -32,7 +32,15 @@ import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
 from hetload.collate import collate
-from hetload.data.stream_plan import EVEN, Even, StreamPlan, plan_segment, shard_order, stream_seed
+from hetload.data.stream_plan import (
+    EVEN,
+    Even,
+    StreamPlan,
+    interleave,
+    plan_segment,
+    shard_order,
+    stream_seed,
+)
 from hetload.errors import ErrorPolicy, OnError
 from hetload.guards import check_seed, open_regular, shown
 from hetload.samplers.bucket_sampler import ResumeError
@@ -391,14 +399,20 @@ class ShardStream(IterableDataset):
         running = self._running
         base = {"version": _STATE_VERSION, "seed": self.seed, "fingerprint": self.fingerprint}
         if info is not None:
-            if running is None:
-                raise ValueError("ShardStream.state_dict() in a worker before it iterated")
+            if running is None:  # (StatefulDataLoader asks before the first batch)
+                if self._resume is not None:
+                    return dict(self._resume)
+                running = {"epoch": self.epoch + self._started, "history": [], "plan": info.id}
             segments = [*running["history"], [self.world_size, info.num_workers, None]]
             return {
                 **base,
                 "epoch": running["epoch"],
                 "segments": segments,
-                "worker_state": {"worker": info.id, "yielded": self._yielded},
+                "worker_state": {
+                    "worker": info.id,
+                    "plan_worker": running["plan"],
+                    "yielded": self._yielded,
+                },
             }
         if running is not None and num_workers is None:
             epoch, history, workers = running["epoch"], running["history"], running["workers"]
@@ -476,10 +490,18 @@ class ShardStream(IterableDataset):
                     f"a state of DataLoader worker {worker_state['worker']} was loaded in worker "
                     f"{worker}"
                 )
+            mine = int(worker_state["plan_worker"])
             skip = int(worker_state["yielded"])
         else:
-            skip = plan.worker_steps(self.rank, start)[worker]
-        self._running = {"epoch": epoch, "history": history, "workers": workers}
+            # A DataLoader asks its workers in turn from worker 0; the plan's next step may be
+            # another worker's. Worker i serves the plan's worker (i + first) % K: the same
+            # cyclic order from the same place, so the resumed steps are the planned ones.
+            order = interleave(plan.quota[self.rank])
+            first = int(order[start]) if start < order.shape[0] else 0
+            mine = (worker + first) % workers
+            skip = plan.worker_steps(self.rank, start)[mine]
+        worker = mine
+        self._running = {"epoch": epoch, "history": history, "workers": workers, "plan": mine}
         # the rank's step counts, in the main process, from where the segment resumes
         self._yielded = start if info is None else skip
         if worker == 0 and start == 0 and skip == 0:
