@@ -73,7 +73,7 @@ def test_two_ranks_two_workers_disjoint_covering_equal(tmp_path):
     assert sorted(flat[0] + flat[1]) == list(range(40))
 
 
-@pytest.mark.parametrize("even", ["truncate", "pad"])
+@pytest.mark.parametrize("even", ["exact", "truncate", "pad"])
 def test_uneven_shards_still_give_equal_batch_counts(tmp_path, even):
     write_shards(make_samples(37, seed=2), tmp_path, max_count=5)  # 8 shards, the last short
     counts, seen = [], []
@@ -89,6 +89,8 @@ def test_uneven_shards_still_give_equal_batch_counts(tmp_path, even):
     assert not set(seen[0]) & set(seen[1])  # ranks never share a sample
     if even == "pad":  # every sample at least once, repeats only to pad
         assert set(seen[0]) | set(seen[1]) == set(range(37))
+    if even == "exact":  # every sample exactly once (no rank is short of samples here)
+        assert sorted(seen[0] + seen[1]) == list(range(37))
 
 
 def test_token_budget_batches_fit(tmp_path):
