@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pickle
 from collections import Counter
 from pathlib import Path
@@ -325,3 +326,45 @@ def test_build_loader_state_resumes_at_another_world_and_worker_count(shards):
         assert len(rest) == expected
         served.update(fresh(labels(rest)))
     assert served == Counter(range(61))
+
+
+# ------------------------------------------------------------------ the numpy dry run
+@settings(deadline=None, max_examples=60)
+@given(
+    sizes=st.lists(st.integers(0, 3000), max_size=300),
+    buffer_size=st.integers(2, 40),
+    oversize=st.sampled_from(["skip", "alone"]),
+    drop_last=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_numpy_dry_run_cuts_what_the_bucketer_cuts(sizes, buffer_size, oversize, drop_last, seed):
+    """``StreamBucketer.plan_positions`` (the plan's fast path) against the bucketer itself
+    run on positions: the same batches, in the same order."""
+    from hetload.samplers import StreamBucketer
+
+    stage = StreamBucketer(
+        int, 2000, buffer_size=buffer_size, seed=seed, oversize=oversize, drop_last=drop_last
+    )
+    reference = list(
+        StreamBucketer(
+            sizes.__getitem__,
+            2000,
+            buffer_size=buffer_size,
+            seed=seed,
+            oversize=oversize,
+            drop_last=drop_last,
+        )(range(len(sizes)))
+    )
+    pos, cuts = stage.plan_positions(np.asarray(sizes, dtype=np.int64))
+    got = [pos[a:b].tolist() for a, b in itertools.pairwise(cuts)]
+    assert got == [list(batch) for batch in reference]
+
+
+def test_fixed_batches_numpy_dry_run():
+    from hetload.data.shard_stream import fixed_batches
+
+    batcher = fixed_batches(3)
+    for n in (0, 1, 3, 7):
+        pos, cuts = batcher.plan_positions(np.zeros(n, dtype=np.int64), 0)
+        reference = list(batcher(range(n), int, 0))
+        assert [pos[a:b].tolist() for a, b in itertools.pairwise(cuts)] == reference
