@@ -192,7 +192,9 @@ def plan_segment(
         keep: ranks whose sample numbers are kept (``None``: all); the others keep counts.
         describe: names a list of shards in errors.
     """
-    live = [(k, ids) for k in order if (ids := remaining(k)).size]
+    # shards with something left; their sample numbers are made again per stream, so that
+    # only one stream's are held at a time (the job's would be 8 bytes per sample)
+    live = [(k, n) for k in order if (n := remaining(k).size)]
     shards: list[list[list[int]]] = []
     raw: list[list[tuple[np.ndarray | None, np.ndarray | None, np.ndarray]]] = []
     for r in range(world):
@@ -200,7 +202,7 @@ def plan_segment(
         shards.append([[k for k, _ in mine[w::workers]] for w in range(workers)])
         row = []
         for w in range(workers):
-            parts = [ids for _, ids in mine[w::workers]]
+            parts = [remaining(k) for k, _ in mine[w::workers]]
             seq = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
             try:
                 pos, cuts = dry_run(batcher, sizes[seq], seed_of(r, w))
@@ -214,7 +216,7 @@ def plan_segment(
     counts = [[int(cuts.shape[0] - 1) for _, _, cuts in row] for row in raw]
     totals = [sum(row) for row in counts]
     served = sum(int(cuts[-1]) for row in raw for _, _, cuts in row)
-    total_samples = sum(ids.size for _, ids in live)
+    total_samples = sum(n for _, n in live)
     target = (min(totals) if even == "truncate" else max(totals)) if totals else 0
     streams, quota = [], []
     repeated = split = 0
@@ -236,9 +238,9 @@ def plan_segment(
                 # a rank with nothing left to serve repeats the segment's first sample
                 if not live:
                     raise ValueError("ShardStream: no sample left to plan")  # pragma: no cover
-                first_shard, first_ids = live[0]
+                first_shard = live[0][0]
                 shards[r][0] = [first_shard]
-                seq0 = first_ids[:1] if keep is None or r in keep else None
+                seq0 = remaining(first_shard)[:1] if keep is None or r in keep else None
                 pos0 = np.zeros(1, dtype=np.int64) if seq0 is not None else None
                 row[0] = (seq0, pos0, np.array([0, 1], dtype=np.int64))
                 lows[0], highs[0], flags[0] = [0] * short, [1] * short, [True] * short
