@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from hetload.data.shard_stream import fixed_batches, token_batches
+from hetload.data.shard_stream import ShardStream, fixed_batches, token_batches
 from hetload.data.stream_plan import plan_segment, shard_order, stream_seed
 
 
 def synthetic(samples: int, shards: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    sizes = np.clip(rng.lognormal(np.log(2000), 1.0, samples), 16, 100_000).astype(np.int64)
+    sizes = np.clip(rng.lognormal(np.log(2000), 1.0, samples), 16, 100_000).astype(np.int32)
     starts = np.linspace(0, samples, shards + 1).astype(np.int64)
     return sizes, starts
 
@@ -53,17 +53,21 @@ def plan(sizes, starts, *, ranks, workers, batcher, keep, segment=0, mask=None):
 
 
 def measure(fn):
-    tracemalloc.start()
+    """Seconds of one run, then the peak of another under tracemalloc (which slows numpy's
+    allocations, so it is not timed)."""
     start = time.perf_counter()
     result = fn()
     seconds = time.perf_counter() - start
+    tracemalloc.start()
+    fn()
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return result, seconds, peak / 2**20
 
 
-def index_cost(n: int) -> tuple[float, float]:
-    """Bytes per sample of index.json and seconds per sample to load it (ShardIndex.load)."""
+def index_cost(n: int) -> tuple[float, float, float]:
+    """Bytes per sample of index.json, seconds per sample to load it (ShardIndex.load), and
+    the seconds from ``ShardStream(...)`` to its first batch on that data."""
     from hetload.shards.index import ShardIndex
     from hetload.shards.writer import write_shards
 
@@ -82,7 +86,10 @@ def index_cost(n: int) -> tuple[float, float]:
         start = time.perf_counter()
         ShardIndex.load(path)
         load = time.perf_counter() - start
-    return size / n, load / n
+        start = time.perf_counter()
+        next(iter(ShardStream(tmp, max_tokens=4096, buffer_size=256)))
+        first = time.perf_counter() - start
+    return size / n, load / n, first
 
 
 def main() -> None:
@@ -138,12 +145,13 @@ def main() -> None:
             f"  resume at {args.ranks // 2} ranks from step {step}: {seconds:.2f} s, "
             f"peak {peak:.0f} MiB"
         )
-    per_sample, load = index_cost(args.index_samples)
+    per_sample, load, first = index_cost(args.index_samples)
     print(
         f"index.json: {per_sample:.0f} B/sample, load {load * 1e6:.1f} us/sample -> at "
         f"{args.samples:,}: {per_sample * args.samples / 2**20:.0f} MiB, "
         f"{load * args.samples:.1f} s"
     )
+    print(f"first batch of a {args.index_samples:,}-sample ShardStream: {first:.2f} s")
 
 
 if __name__ == "__main__":

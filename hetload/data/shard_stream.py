@@ -186,9 +186,10 @@ class ShardStream(PlannedStream, IterableDataset):
         ]
         counts = [shard.nsamples for shard in self.index.shards]
         self._starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
-        self._flat_sizes = np.asarray(
-            [size for sizes in self._sizes for size in sizes], dtype=np.int64
-        )
+        flat = np.asarray([size for sizes in self._sizes for size in sizes], dtype=np.int64)
+        # int32 while it fits: 4 bytes per sample held by every rank and worker
+        fits = flat.size == 0 or int(flat.max()) < 2**31
+        self._flat_sizes = flat.astype(np.int32) if fits else flat
         # what the plan depends on besides (seed, epoch): a state from other data is refused
         self.fingerprint = fingerprint(
             counts, self._flat_sizes, f"{self.shuffle} {self.even} {self.size_field}"
