@@ -64,9 +64,9 @@ class StreamBatches:
     """The batches of one (rank, worker) stream, in the order it yields them.
 
     Attributes:
-        seq: int64 ``[M]`` the global sample numbers the stream reads, in reading order
+        seq: int32/int64 ``[M]`` the global sample numbers the stream reads, in reading order
             (``None`` where only the counts were kept).
-        pos: int64 ``[P]`` positions into ``seq``, each batch contiguous (``None`` likewise).
+        pos: int32/int64 ``[P]`` positions into ``seq``, each batch contiguous (``None`` likewise).
         lo, hi: int64 ``[B]``: batch ``b`` is ``seq[pos[lo[b]:hi[b]]]``.
         repeat: bool ``[B]``: the batch repeats samples the epoch serves elsewhere.
     """
@@ -81,7 +81,7 @@ class StreamBatches:
         return int(self.lo.shape[0])
 
     def batch(self, b: int) -> np.ndarray:
-        """int64: the global sample numbers of batch ``b``."""
+        """The global sample numbers of batch ``b`` (int32 below 2**31 samples)."""
         if self.seq is None or self.pos is None:
             raise ValueError("this stream's plan kept counts only")
         return self.seq[self.pos[self.lo[b] : self.hi[b]]]
@@ -211,6 +211,8 @@ def plan_segment(
                     f"ShardStream: planning the batches of {describe(shards[r][w])}: {exc}"
                 ) from None
             kept = keep is None or r in keep
+            if kept and sizes.shape[0] < 2**31:  # int32 numbers: half the bytes per sample
+                seq, pos = seq.astype(np.int32), pos.astype(np.int32)
             row.append((seq if kept else None, pos if kept else None, cuts))
         raw.append(row)
     counts = [[int(cuts.shape[0] - 1) for _, _, cuts in row] for row in raw]
