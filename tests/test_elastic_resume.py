@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader
@@ -26,7 +27,7 @@ from torch.utils.data import DataLoader
 from hetload.config import build_loader
 from hetload.data import ShardStream
 from hetload.data.stream_plan import interleave
-from hetload.samplers import BucketBatchSampler, RepeatIndices, ResumeError
+from hetload.samplers import BucketBatchSampler, MarkedIndices, ResumeError
 from hetload.shards.writer import write_shards
 
 
@@ -102,7 +103,7 @@ def test_sampler_chained_elastic_resume_serves_every_sample_once(n, worlds, cuts
             it = iter(s)
             for _ in range(take):
                 batch = next(it)
-                if not isinstance(batch, RepeatIndices):
+                if not getattr(batch, "is_repeat", False):
                     served.update(batch)
             states.append(s.state_dict())
         assert all(st_ == states[0] for st_ in states)  # any rank's state is the job's
@@ -116,9 +117,11 @@ def test_sampler_repeats_are_marked_and_counted():
         BucketBatchSampler(sizes, 100, num_replicas=4, rank=r, shuffle=False) for r in range(4)
     ]
     batches = [b for s in ranks for b in s]
-    repeats = [b for b in batches if isinstance(b, RepeatIndices)]
+    assert all(isinstance(b, MarkedIndices) for b in batches)  # an epoch with repeats
+    repeats = [b for b in batches if b.is_repeat]
     assert len(repeats) == ranks[0].stats().duplicated == 2
-    originals = [b for b in batches if not isinstance(b, RepeatIndices)]
+    assert pickle.loads(pickle.dumps(repeats[0])).is_repeat  # crosses worker queues
+    originals = [b for b in batches if not b.is_repeat]
     assert Counter(i for b in originals for i in b) == Counter(range(6))
 
 
@@ -368,3 +371,25 @@ def test_fixed_batches_numpy_dry_run():
         pos, cuts = batcher.plan_positions(np.zeros(n, dtype=np.int64), 0)
         reference = list(batcher(range(n), int, 0))
         assert [pos[a:b].tolist() for a, b in itertools.pairwise(cuts)] == reference
+
+
+def test_map_style_batches_carry_is_repeat_through_worker_processes():
+    import hetload
+    from hetload.samplers import MarkRepeats
+
+    class Points(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 6
+
+        def __getitem__(self, i: int) -> dict:
+            return {"verts": np.zeros((100, 3), np.float32), "label": i}
+
+    seen = []
+    for rank in range(4):  # 6 samples, 4 ranks: two samples served twice
+        sampler = BucketBatchSampler(np.full(6, 100), 100, num_replicas=4, rank=rank)
+        loader = DataLoader(
+            MarkRepeats(Points()), batch_sampler=sampler, collate_fn=hetload.collate, num_workers=2
+        )
+        seen += [(b["label"].tolist(), b["is_repeat"].tolist()) for b in loader]
+    assert sum(again for _, rep in seen for again in rep) == 2
+    assert sorted(fresh(seen)) == list(range(6))

@@ -215,7 +215,8 @@ class PlannedStream:
             history, _, worker_state = self._resume_for(epoch, workers)
             if worker_state is not None:
                 raise ValueError("a per-worker state cannot be restated as a step")
-        total = self._segment(epoch, history, self.world_size, workers, None).batches_per_rank()
+        mine = frozenset([self.rank])  # (the steps are the same on every rank)
+        total = self._segment(epoch, history, self.world_size, workers, mine).batches_per_rank()
         if isinstance(step, bool) or int(step) != step or not 0 <= step <= total:
             raise ValueError(f"step must be an integer in [0, {total}], got {step!r}")
         return {

@@ -12,7 +12,7 @@ from torch.utils.data import Sampler
 from hetload.guards import check_seed
 from hetload.samplers.cost import Budget, CostSpec, as_size_table, fingerprint
 from hetload.samplers.plan import EpochPlan, base_order, plan_epoch, sort_key, window_reach
-from hetload.samplers.repeats import RepeatIndices
+from hetload.samplers.repeats import MarkedIndices
 from hetload.samplers.stats import SamplerStats, summarize
 
 __all__ = ["BucketBatchSampler", "ResumeError"]
@@ -63,8 +63,10 @@ class BucketBatchSampler(Sampler[list[int]]):
             splits the batches with the most samples in two (every sample exactly once), and
             only when even batches of one sample cannot fill whole steps (fewer samples than
             ranks; 6 samples that need 5 batches on 4 ranks) repeats a few single samples,
-            counted as ``duplicated`` and yielded as a :class:`RepeatIndices` (wrap the dataset
-            in :class:`~hetload.samplers.MarkRepeats` for ``batch["is_repeat"]``); True drops
+            counted as ``duplicated``; in such an epoch every batch is a
+            :class:`~hetload.samplers.MarkedIndices` that says whether it repeats (wrap the
+            dataset in :class:`~hetload.samplers.MarkRepeats` for ``batch["is_repeat"]``); True
+            drops
             the batches with the fewest samples (counted as ``dropped``).
         num_replicas, rank: the DDP world; default from ``torch.distributed`` when it is
             initialized, else 1 and 0.
@@ -266,7 +268,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         for step, b in enumerate(plan.schedule[start:, self.rank].tolist(), start):
             self._yielded += 1
             indices = order[cuts[b] : cuts[b + 1]].tolist()
-            yield RepeatIndices(indices) if repeats is not None and repeats[step] else indices
+            yield indices if repeats is None else MarkedIndices(indices, bool(repeats[step]))
         self._resume_at = 0
         self._history = []
 
