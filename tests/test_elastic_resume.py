@@ -393,3 +393,22 @@ def test_map_style_batches_carry_is_repeat_through_worker_processes():
         seen += [(b["label"].tolist(), b["is_repeat"].tolist()) for b in loader]
     assert sum(again for _, rep in seen for again in rep) == 2
     assert sorted(fresh(seen)) == list(range(6))
+
+
+@pytest.mark.parametrize(
+    "segments",
+    [[], [[0, 1, 3]], [[2, 1, -1]], [[2, True, 3]], [[2, 1, None]], [[2, 1]], "x"],
+)
+def test_malformed_stream_states_are_refused(shards, segments):
+    s = stream(shards, 0, 2)
+    state = s.state_dict(step=1, num_workers=0)
+    with pytest.raises(ResumeError, match="segment"):
+        s.load_state_dict({**state, "segments": segments})
+
+
+def test_a_step_beyond_the_segment_is_refused(shards):
+    s = stream(shards, 0, 2)
+    state = s.state_dict(step=1, num_workers=0)
+    s.load_state_dict({**state, "segments": [[2, 1, 10_000]]})
+    with pytest.raises(ResumeError, match="10000"):
+        next(iter(s))

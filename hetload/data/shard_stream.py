@@ -226,6 +226,11 @@ class ShardStream(PlannedStream, IterableDataset):
         self._started += 1
         history, start, worker_state = self._resume_for(epoch, workers)
         plan = self._segment(epoch, history, self.world_size, workers, frozenset([self.rank]))
+        if start > plan.batches_per_rank():
+            raise ResumeError(
+                f"ShardStream state is at step {start}, its segment has "
+                f"{plan.batches_per_rank()} steps"
+            )
         if worker_state is not None:
             if worker_state["worker"] != worker:
                 raise ResumeError(

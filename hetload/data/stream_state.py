@@ -247,8 +247,18 @@ class PlannedStream:
         segments = state["segments"]
         if not isinstance(segments, (list, tuple)) or not segments:
             raise ResumeError(f"ShardStream state has no segments: {shown(segments)}")
-        for seg in segments[:-1]:
-            if len(seg) != 3 or not all(isinstance(v, int) and v >= 0 for v in seg):
+        for i, seg in enumerate(segments):
+            # [world >= 1, workers >= 1, steps >= 0]; steps None only in a worker's own state
+            last = i == len(segments) - 1
+            ok = isinstance(seg, (list, tuple)) and len(seg) == 3
+            ok = ok and all(isinstance(v, int) and not isinstance(v, bool) for v in seg[:2])
+            ok = ok and min(seg[:2]) >= 1
+            steps = seg[2] if ok else None
+            ok = ok and (
+                (steps is None and last and "worker_state" in state)
+                or (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0)
+            )
+            if not ok:
                 raise ResumeError(f"ShardStream state: bad segment {shown(seg)}")
         self.seed = check_seed(state["seed"], "ShardStream state: seed")
         self.epoch = check_seed(state["epoch"], "ShardStream state: epoch")
