@@ -417,8 +417,10 @@ class ShardStream(PlannedStream, IterableDataset):
         served is named in one report entry (raised under ``on_error="raise"``)."""
         entry = self.index.shards[k]
         lost = entry.keys[position:]
-        named = f"key {lost[0]}" if len(lost) == 1 else f"keys {lost[0]}..{lost[-1]}"
-        unserved = f"; {len(lost)} samples not served ({named})" if lost else ""
+        unserved = ""
+        if lost:  # (none lost: the shard has a sample beyond those the index lists)
+            named = f"key {lost[0]}" if len(lost) == 1 else f"keys {lost[0]}..{lost[-1]}"
+            unserved = f"; {len(lost)} samples not served ({named})"
         error = ShardError(
             self.urls[k],
             None,
