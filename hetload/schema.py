@@ -154,6 +154,7 @@ DEFAULT_SCHEMA = Schema(
         "polygons": "index:verts",  # i64 [sum P_j] faces as written (load(polygons=True))
         "polygon_sizes": "ragged",  # i64 [P] corners per polygon
         "label": "fixed",  # one class label per sample
+        "is_repeat": "fixed",  # bool: served a second time this epoch to fill a step
         "path": "meta",
         "key": "meta",
     }

@@ -98,3 +98,18 @@ def test_every_readme_python_block_runs_on_the_demo_data(checkout, monkeypatch):
 def test_config_reference_document_is_current():
     doc = (REPO / "docs" / "config-reference.md").read_text()
     assert reference().strip() in doc, "regenerate docs/config-reference.md (see its first line)"
+
+
+def test_the_many_machines_example_runs_and_resumes(tmp_path):
+    from hetload import demo
+    from hetload.shards.preprocess import preprocess
+
+    block = re.search(r"## Training on many machines\n.+?```python\n(.+?)```", README, re.S)
+    assert block, "the many-machines example is missing"
+    demo.generate(tmp_path / "meshes", n=24, seed=1)
+    preprocess(tmp_path / "meshes", tmp_path / "shards", max_count=4, progress=False)
+    for _ in range(2):  # the second run finds the checkpoint and resumes (at its end)
+        namespace = {"SHARDS": str(tmp_path / "shards"), "CKPT": str(tmp_path / "c.pt")}
+        namespace["EPOCHS"] = 1
+        exec(compile(block.group(1), "README.md", "exec"), namespace)
+        assert (tmp_path / "c.pt").exists()

@@ -97,11 +97,10 @@ def test_dataloader_with_workers_resumes_from_consumed_not_prefetched():
     assert got + rest == expected
 
 
-def test_refuses_other_world_other_data_other_budget():
+def test_refuses_other_data_other_budget():
+    """(Another world size is an elastic resume: tests/test_elastic_resume.py.)"""
     sizes = lognormal_sizes(500)
     state = BucketBatchSampler(sizes, 524_288, num_replicas=4).state_dict()
-    with pytest.raises(ResumeError, match="num_replicas=4"):
-        BucketBatchSampler(sizes, 524_288, num_replicas=2).load_state_dict(state)
     changed = sizes.copy()
     changed[10] += 1
     with pytest.raises(ResumeError, match="other sizes"):

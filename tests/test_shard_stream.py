@@ -53,9 +53,11 @@ def test_stream_returns_the_samples_bit_for_bit(tmp_path):
             seen.append(int(sample["label"]))
     assert seen == list(range(30))  # shuffle=False, one stream: the index order
     lists = list(ShardStream(tmp_path, batch_size=30, shuffle=False, collate_fn=None))
-    # every sample also carries its key: the source the writer recorded, here "sample-<i>"
-    assert [sorted(s) for s in lists[0]] == [sorted([*s, "key"]) for s in samples]
+    # every streamed sample carries its key (the source the writer recorded, here "sample-<i>")
+    # and whether it repeats one already served this epoch
+    assert [sorted(s) for s in lists[0]] == [sorted([*s, "key", "is_repeat"]) for s in samples]
     assert [s["key"] for s in lists[0]] == [f"sample-{i}" for i in range(30)]
+    assert not any(s["is_repeat"] for s in lists[0])
 
 
 def test_two_ranks_two_workers_disjoint_covering_equal(tmp_path):
@@ -73,7 +75,7 @@ def test_two_ranks_two_workers_disjoint_covering_equal(tmp_path):
     assert sorted(flat[0] + flat[1]) == list(range(40))
 
 
-@pytest.mark.parametrize("even", ["truncate", "pad"])
+@pytest.mark.parametrize("even", ["exact", "truncate", "pad"])
 def test_uneven_shards_still_give_equal_batch_counts(tmp_path, even):
     write_shards(make_samples(37, seed=2), tmp_path, max_count=5)  # 8 shards, the last short
     counts, seen = [], []
@@ -89,6 +91,8 @@ def test_uneven_shards_still_give_equal_batch_counts(tmp_path, even):
     assert not set(seen[0]) & set(seen[1])  # ranks never share a sample
     if even == "pad":  # every sample at least once, repeats only to pad
         assert set(seen[0]) | set(seen[1]) == set(range(37))
+    if even == "exact":  # every sample exactly once (no rank is short of samples here)
+        assert sorted(seen[0] + seen[1]) == list(range(37))
 
 
 def test_token_budget_batches_fit(tmp_path):
@@ -157,11 +161,20 @@ def test_bad_shards_raise_or_are_skipped_never_hang(tmp_path):
         list(ShardStream(tmp_path, batch_size=2, shuffle=False))
     skipping = ShardStream(tmp_path, batch_size=2, shuffle=False, on_error="skip", even="pad")
     batches = list(skipping)
-    assert len(batches) == skipping.num_batches()  # padded up to the planned count
-    skips = [s for s in skipping.report if "repeats from the start" not in s.reason]
-    assert skips and all("shard-000001.tar" in s.source for s in skips)
-    labels = {label for b in batches for label in b["label"].tolist()}
-    assert set(range(5)) | set(range(10, 20)) <= labels
+    assert len(batches) == skipping.num_batches()  # the planned count, every batch non-empty
+    assert all(len(b) for b in batches)
+    assert skipping.report and all(
+        "shard-000001.tar" in s.source or "stands in for it (is_repeat=True)" in s.reason
+        for s in skipping.report
+    )
+    fresh = [
+        label
+        for b in batches
+        for label, again in zip(b["label"].tolist(), b["is_repeat"].tolist())
+        if not again
+    ]
+    assert len(fresh) == len(set(fresh))  # only marked repeats come twice
+    assert set(range(5)) | set(range(10, 20)) <= set(fresh)
     # the samples the cut lost are named, by key, in the report
     reasons = " ".join(s.reason for s in skipping.report)
     assert "is 3000 bytes" in reasons

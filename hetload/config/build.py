@@ -25,6 +25,7 @@ from hetload.config.loader import Loader, StageTimes, TimedCollate, TimedReads, 
 from hetload.config.schema import MAX_RANKS
 from hetload.config.wrappers import Chain, KeepFields, Mapped
 from hetload.guards import shown
+from hetload.samplers.repeats import MarkRepeats
 from hetload.schema import DEFAULT_SCHEMA, Schema
 
 __all__ = ["Loader", "StageTimes", "build_loader", "import_code"]
@@ -323,11 +324,19 @@ def build_loader(
     else:
         dataset = _dataset(cfg, transform)
         batch_sampler = _batch_sampler(cfg, dataset, world, rank)
-        source = TimedReads(dataset) if timed else dataset
+        source = dataset
+        if sampler_is_bucket(batch_sampler):
+            # the few samples served twice to keep ranks in step carry is_repeat=True
+            source = MarkRepeats(dataset)
+        source = TimedReads(source) if timed else source
         dataloader = DataLoader(
             source, batch_sampler=batch_sampler, collate_fn=collate_fn, **common
         )
     return Loader(cfg, dataset, batch_sampler, dataloader, device, times)
+
+
+def sampler_is_bucket(batch_sampler: Any) -> bool:
+    return type(batch_sampler).__name__ == "BucketBatchSampler"
 
 
 def _identity(item: Any) -> Any:

@@ -76,9 +76,52 @@ class Loader:
         self._non_blocking = config.device["non_blocking"]
         self._batched = _batched_steps(config)
         self.epoch = 0
+        self._step: int | None = None  # batches of this epoch the consumer has taken
+
+    def _source(self) -> Any:
+        """What holds the epoch's plan and state: the batch sampler, else the stream."""
+        part = self.batch_sampler if self.batch_sampler is not None else self.dataset
+        if not hasattr(part, "state_dict"):
+            raise TypeError(
+                f"{type(part).__name__} keeps no resumable state; use sampler.type: bucket "
+                "(BucketBatchSampler) or dataset.type: ShardStream"
+            )
+        return part
+
+    def _resume_step(self) -> int:
+        part = self._source()
+        if part is self.dataset:
+            return part.resume_step(self.dataloader.num_workers)
+        return part.resume_step
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the run stands: the epoch, and the batches of it the consumer has taken (not
+        those DataLoader workers prefetched). Plain data for a checkpoint; the same on every
+        rank, and any rank's state resumes the whole job, also at another world size or
+        worker count (:meth:`load_state_dict`)."""
+        part = self._source()
+        step = self._resume_step() if self._step is None else self._step
+        if part is self.dataset:
+            source = part.state_dict(step=step, num_workers=self.dataloader.num_workers)
+        else:
+            source = part.state_dict(consumed=step)
+        return {"version": 1, "epoch": self.epoch, "step": step, "source": source}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict`: the next iteration (after ``set_epoch`` of the saved
+        epoch, or none) serves the rest of the saved epoch, exactly once per sample over all
+        ranks, at this world size and worker count."""
+        if not isinstance(state, dict) or "source" not in state or "epoch" not in state:
+            raise ValueError("Loader.load_state_dict: not a Loader.state_dict()")
+        self._source().load_state_dict(state["source"])
+        self.epoch = int(state["epoch"])
+        self._step = None
 
     def set_epoch(self, epoch: int) -> None:
-        """Fresh batches for ``epoch`` (call before each epoch, as with DistributedSampler)."""
+        """Fresh batches for ``epoch`` (call before each epoch, as with DistributedSampler).
+        Setting the epoch a loaded state is in keeps its resume point."""
+        if int(epoch) != self.epoch:
+            self._step = None
         self.epoch = int(epoch)
         for part in (self.batch_sampler, self.dataset):
             setter = getattr(part, "set_epoch", None)
@@ -98,6 +141,8 @@ class Loader:
         return count(self.dataloader.num_workers)
 
     def __iter__(self) -> Iterator[HeteroBatch]:
+        resumable = self.batch_sampler is None or hasattr(self.batch_sampler, "state_dict")
+        self._step = self._resume_step() if resumable else 0
         for item in self.dataloader:
             if self.times is not None:
                 batch, read_s, collate_s = item
@@ -106,7 +151,9 @@ class Loader:
                 self.times.batches += 1
             else:
                 batch = item
-            yield self._on_device(batch)
+            batch = self._on_device(batch)
+            self._step += 1  # taken by the consumer once it has the batch
+            yield batch
 
     def _on_device(self, batch: HeteroBatch) -> HeteroBatch:
         timing = self.times is not None and self.device.type == "cuda"

@@ -211,10 +211,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "this process's rank (auto: $RANK, else 0)",
         ),
         "even": Key(
-            Choice(("truncate", "pad")),
-            "truncate",
-            "equal batch counts on every rank (ShardStream only): cut every rank to the "
-            "smallest rank's count, or repeat batches up to the largest's",
+            Choice(("exact", "pad", "truncate")),
+            "exact",
+            "equal steps on every rank (ShardStream only): exact = every sample once per epoch "
+            "(batches split; a repeat only where a rank has fewer samples than steps, marked "
+            "is_repeat), pad = repeat whole batches (marked), truncate = drop the surplus "
+            "(counted in stats() and the report)",
         ),
     },
     "device": {

@@ -1,27 +1,22 @@
 """``ShardStream``: preprocessed shards streamed through WebDataset, batched, collated.
 
 Each epoch every process computes the same global plan from the index alone, without
-communicating:
+communicating (:mod:`hetload.data.stream_plan`): the shards are permuted by ``(seed, epoch)``
+and dealt to ranks and their DataLoader workers; each worker's batches are cut by a dry run of
+the batcher on the sizes the index holds; every rank runs the same number of steps. By default
+(``even="exact"``) every sample is served exactly once per epoch across all ranks: a rank short
+of steps splits its largest batches, and only where it has fewer samples than steps repeats
+one, in a batch whose samples carry ``is_repeat=True``. A worker then reads its shards and
+serves the planned batches in order, holding a sample only until its batch is complete.
 
-1. the shards are permuted by ``(seed, epoch)`` (or kept in order when ``shuffle=False``);
-2. shard ``k`` of that order goes to rank ``k % world_size``; a rank's shards go round-robin to
-   its DataLoader workers (every rank is assumed to run the same ``num_workers``);
-3. each (rank, worker) stream reads its shards in order with WebDataset's tar reader and feeds
-   the samples to the batching stage, seeded by ``(seed, epoch, rank, worker)``;
-4. **equal batch counts** (the webdataset trap: a rank with fewer batches leaves the others
-   waiting in an all-reduce forever): the batching stage is deterministic given the sample sizes,
-   which the index holds, so every process dry-runs it on the sizes of every stream and knows
-   how many batches each will yield. With ``even="truncate"`` (default) every rank yields the
-   smallest rank's total, with ``even="pad"`` the largest's; the difference is taken from (or
-   added to) the rank's workers with the most (fewest) batches, a padded stream repeating its
-   batches from its start. A sample that fails to decode, or a shard that differs from its
-   index (``on_error="skip"``), shortens its stream, which is then padded the same way, so the
-   counts hold even then; samples are sized from the index (matched by key), so the dry run
-   and the stream cut the same batches whatever ``fields`` decodes.
+The plan also makes the stream resumable: :meth:`ShardStream.state_dict` records the step
+(the same on every rank), and :meth:`ShardStream.load_state_dict` resumes after it, at the same
+world size and worker count (each worker skips the batches and whole shards already consumed)
+or at another one (the samples not yet consumed are planned again over the new ranks).
 
 Every rank must hold at least one shard: make ``--shard-size`` / ``--max-count`` small enough
 that there are at least ``world_size`` shards, preferably ``world_size * num_workers`` or more
-(a worker without a shard yields nothing, and truncation then costs more).
+(a worker without a shard yields nothing, and the others then split more).
 """
 
 from __future__ import annotations
@@ -29,74 +24,33 @@ from __future__ import annotations
 import os
 import stat
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
 from hetload.collate import collate
+from hetload.data.batchers import Batcher, fixed_batches, token_batches
+from hetload.data.stream_plan import (
+    EVEN,
+    Even,
+    StreamPlan,
+    interleave,
+)
+from hetload.data.stream_state import PlannedStream, fingerprint
 from hetload.errors import ErrorPolicy, OnError
 from hetload.guards import check_fields, check_seed, open_regular, shown
+from hetload.samplers.bucket_sampler import ResumeError
 from hetload.shards.format import ShardError, decode_sample
 from hetload.shards.index import ShardIndex, is_url
 from hetload.transforms import out_sizes
 
 __all__ = ["Batcher", "ShardStream", "StreamPlan", "fixed_batches", "token_batches"]
 
-#: ``batcher(items, size_fn, seed) -> iterator of lists of items``; must depend only on the
-#: sequence of ``size_fn(item)`` values and ``seed`` (ShardStream dry-runs it on sizes)
-Batcher = Callable[[Iterable[Any], Callable[[Any], int], int], Iterator[list[Any]]]
 
-
-def fixed_batches(batch_size: int) -> Batcher:
-    """A batcher of ``batch_size`` samples per batch (the last one shorter), in stream order."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-
-    def batcher(items: Iterable[Any], size_fn: Callable[[Any], int], seed: int):
-        batch: list[Any] = []
-        for item in items:
-            batch.append(item)
-            if len(batch) == batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
-
-    return batcher
-
-
-def token_batches(max_tokens: int, buffer_size: int = 2048, **options: Any) -> Batcher:
-    """:func:`hetload.samplers.stream_batches` (a bounded buffer, sorted and cut under the
-    budget) as a :data:`Batcher`; ``options`` are its ``cost``, ``max_batch_size``, ``oversize``.
-    """
-    from hetload.samplers import stream_batches
-
-    def batcher(items: Iterable[Any], size_fn: Callable[[Any], int], seed: int):
-        return stream_batches(
-            items, size_fn, max_tokens, buffer_size=buffer_size, seed=seed, **options
-        )
-
-    return batcher
-
-
-@dataclass(frozen=True)
-class StreamPlan:
-    """One epoch: ``shards[r][w]`` (shard numbers read by worker ``w`` of rank ``r``, in order),
-    ``counts[r][w]`` (batches its stream yields), ``quota[r][w]`` (batches it must yield)."""
-
-    shards: list[list[list[int]]]
-    counts: list[list[int]]
-    quota: list[list[int]]
-
-    def batches_per_rank(self) -> int:
-        return sum(self.quota[0])
-
-
-class ShardStream(IterableDataset):
+class ShardStream(PlannedStream, IterableDataset):
     """Stream batches from preprocessed shards: local paths, ``pipe:`` commands or fsspec URLs.
 
     >>> stream = ShardStream("dst/index.json", max_tokens=200_000, seed=0)   # doctest: +SKIP
@@ -130,7 +84,12 @@ class ShardStream(IterableDataset):
             formed on the sizes stored in the shards), drawing from the generator of
             ``(seed, epoch, sample position)`` (:func:`hetload.transforms.sample_rng`, the sample
             position being its key): the same augmentation on any rank, worker count or rerun.
-        even: ``"truncate"`` or ``"pad"`` (see the module docstring).
+        even: how every rank gets the same number of steps
+            (:mod:`hetload.data.stream_plan`): ``"exact"`` (default) serves every sample
+            exactly once per epoch across all ranks (splitting batches; a sample repeats only
+            when a rank has fewer samples than steps, marked ``is_repeat``); ``"pad"`` repeats
+            whole batches (marked); ``"truncate"`` drops batches of the longer ranks, counted in
+            :meth:`stats` and the :attr:`report`.
         on_error: a shard or sample that cannot be read, or that differs from the index
             (byte size, sample keys, member names and sizes, rows, sample count: a shard is
             read up to its first difference): ``"raise"``, or skip it (``"skip"``, ``"warn"``)
@@ -139,7 +98,15 @@ class ShardStream(IterableDataset):
 
     Use it with ``DataLoader(stream, batch_size=None, ...)``: it yields whole batches. The
     arrays of streamed samples are read-only views of the bytes WebDataset read (``collate``
-    copies them once into the batch); a transform must not modify them in place.
+    copies them once into the batch); a transform must not modify them in place. Every sample
+    carries ``is_repeat`` (a bool; ``batch["is_repeat"]``, bool ``[B]``, after ``collate``): True
+    where the sample was already served this epoch and only fills a step (weigh it 0 in the
+    loss to count every sample once).
+
+    **Resuming** (:meth:`state_dict`, :meth:`load_state_dict`): the state names the epoch and
+    the step reached, the same on every rank, so any one rank's state resumes the whole job,
+    also at another world size or worker count. torchdata's ``StatefulDataLoader`` saves and
+    restores it per worker by itself (then at the same world size and worker count).
     """
 
     def __init__(
@@ -159,7 +126,7 @@ class ShardStream(IterableDataset):
         fields: Sequence[str] | None = None,
         collate_fn: Callable[[list[dict[str, Any]]], Any] | None = collate,
         transform: Callable[..., Any] | None = None,
-        even: Literal["truncate", "pad"] = "truncate",
+        even: Even = "exact",
         on_error: OnError | ErrorPolicy = "raise",
     ) -> None:
         super().__init__()
@@ -193,8 +160,8 @@ class ShardStream(IterableDataset):
                 else token_batches(int(max_tokens), buffer_size)  # type: ignore[arg-type]
             )
         self.batcher = batcher
-        if even not in ("truncate", "pad"):
-            raise ValueError(f"even must be 'truncate' or 'pad', got {even!r}")
+        if even not in EVEN:
+            raise ValueError(f"even must be one of {EVEN}, got {even!r}")
         self.even = even
         self.shuffle = shuffle
         self.seed = check_seed(seed, "ShardStream: seed")
@@ -231,7 +198,20 @@ class ShardStream(IterableDataset):
         targets = settings.get("targets", {}) if isinstance(settings, dict) else {}
         #: the class names ``label`` numbers (written by ``preprocess --labels``), or None
         self.classes: list[str] | None = targets.get("classes") if targets else None
-        self._plans: dict[tuple[int, int], StreamPlan] = {}
+        counts = [shard.nsamples for shard in self.index.shards]
+        self._starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
+        flat = np.asarray([size for sizes in self._sizes for size in sizes], dtype=np.int64)
+        # int32 while it fits: 4 bytes per sample held by every rank and worker
+        fits = flat.size == 0 or int(flat.max()) < 2**31
+        self._flat_sizes = flat.astype(np.int32) if fits else flat
+        # what the plan depends on besides (seed, epoch): a state from other data is refused
+        self.fingerprint = fingerprint(
+            counts, self._flat_sizes, f"{self.shuffle} {self.even} {self.size_field}"
+        )
+        self._plans: dict[tuple, Any] = {}
+        self._resume: dict[str, Any] | None = None
+        self._yielded = 0  # batches of the running iteration, in this process (see state_dict)
+        self._running: dict[str, Any] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Select the shard order and batching seed of ``epoch`` (call before iterating).
@@ -239,132 +219,222 @@ class ShardStream(IterableDataset):
         Each iteration started afterwards in the same object advances the epoch by one, so a
         stream iterated again without ``set_epoch`` (in the main process, or in the copies
         ``persistent_workers=True`` keeps, which ``set_epoch`` cannot reach) still reshuffles.
+        Setting the epoch a just-loaded state is in keeps its resume point.
         """
         self.epoch = check_seed(epoch, "ShardStream: epoch")
         self._started = 0
+        if self._resume is not None and self._resume["epoch"] != self.epoch:
+            self._resume = None
 
     @property
     def report(self):
         """Shards and samples skipped by any process (DataLoader workers included), with reasons."""
         return self.policy.report
 
-    def num_batches(self, num_workers: int = 0) -> int:
-        """Batches this rank yields in the next epoch with ``num_workers`` DataLoader workers."""
-        return self.plan(num_workers).batches_per_rank()
-
-    def plan(self, num_workers: int = 0, epoch: int | None = None) -> StreamPlan:
-        """The plan of ``epoch`` (default: the next one) for every rank and worker; the same in
-        every process."""
-        workers = max(1, int(num_workers))
-        key = (self.epoch + self._started if epoch is None else int(epoch), workers)
-        if key not in self._plans:
-            self._plans = {key: self._make_plan(*key)}
-        return self._plans[key]
-
-    def _make_plan(self, epoch: int, workers: int) -> StreamPlan:
-        count, world = len(self.urls), self.world_size
-        if count < world:
-            raise ValueError(
-                f"ShardStream: {count} shards cannot feed {world} ranks; preprocess with a "
-                f"smaller --shard-size or --max-count so there are at least {world} "
-                f"(better {world} x num_workers)"
-            )
-        order = (
-            np.random.default_rng([0x5EED5, self.seed, epoch]).permutation(count)
-            if self.shuffle
-            else np.arange(count)
-        ).tolist()
-        shards = [[order[r::world][w::workers] for w in range(workers)] for r in range(world)]
-        counts = [
-            [self._count(shards[r][w], self._stream_seed(epoch, r, w)) for w in range(workers)]
-            for r in range(world)
-        ]
-        totals = [sum(row) for row in counts]
-        target = min(totals) if self.even == "truncate" else max(totals)
-        quota = [_share(row, target) for row in counts]
-        return StreamPlan(shards, counts, quota)
-
-    def _stream_seed(self, epoch: int, rank: int, worker: int) -> int:
-        state = np.random.SeedSequence([0x5EED6, self.seed, epoch, rank, worker])
-        return int(state.generate_state(1)[0])
-
-    def _count(self, shards: list[int], seed: int) -> int:
-        sizes = (size for k in shards for size in self._sizes[k])
-        try:
-            return sum(1 for _ in self.batcher(sizes, int, seed))
-        except ValueError as exc:
-            names = ", ".join(self.urls[k] for k in shards)
-            raise ValueError(f"ShardStream: planning the batches of {names}: {exc}") from None
+    # -- serving ------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Any]:
         info = get_worker_info()
         workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
         epoch = self.epoch + self._started
         self._started += 1
-        plan = self.plan(workers, epoch)
-        shards = plan.shards[self.rank][worker]
-        quota = plan.quota[self.rank][worker]
-        seed = self._stream_seed(epoch, self.rank, worker)
-        produced = 0
-        while produced < quota:
-            before = produced
-            for items in self.batcher(self._samples(shards), _item_size, seed):
-                batch = [sample for _, _, sample in items]
-                if self.transform is not None:
-                    batch = [self._transformed(key, sample, epoch) for _, key, sample in items]
-                yield batch if self.collate_fn is None else self.collate_fn(batch)
-                produced += 1
-                if produced == quota:
-                    return
-            if produced == before:
-                names = ", ".join(self.urls[k] for k in shards)
-                raise ShardError(
-                    names, None, f"no batch could be read, but this worker owes {quota}"
+        history, start, worker_state = self._resume_for(epoch, workers)
+        plan = self._segment(epoch, history, self.world_size, workers, frozenset([self.rank]))
+        if start > plan.batches_per_rank():
+            raise ResumeError(
+                f"ShardStream state is at step {start}, its segment has "
+                f"{plan.batches_per_rank()} steps"
+            )
+        if worker_state is not None:
+            if worker_state["worker"] != worker:
+                raise ResumeError(
+                    f"a state of DataLoader worker {worker_state['worker']} was loaded in worker "
+                    f"{worker}"
                 )
-            # the repeats are named in the report, as the skips that caused them are
+            mine = int(worker_state["plan_worker"])
+            skip = int(worker_state["yielded"])
+        else:
+            # A DataLoader asks its workers in turn from worker 0; the plan's next step may be
+            # another worker's. Worker i serves the plan's worker (i + first) % K: the same
+            # cyclic order from the same place, so the resumed steps are the planned ones.
+            order = interleave(plan.quota[self.rank])
+            first = int(order[start]) if start < order.shape[0] else 0
+            mine = (worker + first) % workers
+            skip = plan.worker_steps(self.rank, start)[mine]
+        worker = mine
+        self._running = {"epoch": epoch, "history": history, "workers": workers, "plan": mine}
+        # the rank's step counts, in the main process, from where the segment resumes
+        self._yielded = start if info is None else skip
+        if worker == 0 and start == 0 and skip == 0:
+            self._note_plan(plan, epoch)
+        stream = plan.streams[self.rank][worker]
+        shards = plan.shards[self.rank][worker]
+        for batch in self._serve(stream, shards, skip, epoch, f"rank {self.rank} worker {worker}"):
+            self._yielded += 1
+            yield batch
+        if info is None:
+            self._resume = None  # the epoch was served to its end
+
+    def _note_plan(self, plan: StreamPlan, epoch: int) -> None:
+        """Dropped and repeated samples are in the report (once, by worker 0 of rank 0)."""
+        if self.rank != 0:
+            return
+        where = f"epoch {epoch} (all ranks)"
+        if plan.dropped:
             self.policy.note(
-                f"rank {self.rank} worker {worker} epoch {epoch}",
-                f"{quota - produced} of its {quota} planned batches are repeats from the start "
-                "of its stream (even='pad', or samples skipped), so that every rank steps equally",
+                where,
+                f"{plan.dropped} of {plan.samples} samples are not served: "
+                f"even={self.even!r} (or the batcher) left them out",
+            )
+        if plan.repeated:
+            self.policy.note(
+                where,
+                f"{plan.repeated} samples are served twice (is_repeat=True) so that every rank "
+                f"steps {plan.batches_per_rank()} times",
             )
 
-    def _samples(self, shards: list[int]) -> Iterator[tuple[int, str, dict[str, Any]]]:
-        """``(size from the index, key, sample)`` of every sample of ``shards`` that matches
-        its index entry, in order."""
+    def _serve(
+        self, stream: Any, shards: list[int], skip: int, epoch: int, who: str
+    ) -> Iterator[Any]:
+        """Read ``shards`` and yield the planned batches from batch ``skip`` on, in order.
+
+        A sample is held from its read until its last planned batch is served. Samples that
+        cannot be read (``on_error`` skip/warn) leave their batch smaller; a batch none of
+        whose samples could be read gets a substitute (the last sample served, or the next one
+        read), marked ``is_repeat`` and named in the report, so no batch is empty and the rank
+        keeps its step count.
+        """
+        n = len(stream)
+        if skip >= n:
+            return
+        seq, pos, lo, hi = stream.seq, stream.pos, stream.lo, stream.hi
+        uses = np.bincount(
+            np.concatenate([pos[lo[b] : hi[b]] for b in range(skip, n)]), minlength=seq.shape[0]
+        )
+        ready = [int(pos[lo[b] : hi[b]].max()) for b in range(n)]
+        # seq holds each shard's samples contiguously, shards in reading order
+        shard_of = np.searchsorted(self._starts, seq, side="right") - 1
+        needed_shards = set(shard_of[np.flatnonzero(uses)].tolist())
+        change = np.flatnonzero(np.diff(shard_of)).tolist()
+        last_of = dict(zip(shard_of[change].tolist(), change))
+        if seq.size:
+            last_of[int(shard_of[-1])] = seq.shape[0] - 1
+        arrival = {int(g): a for a, g in enumerate(seq.tolist()) if uses[a]}
+        held: dict[int, tuple[str, Any] | None] = {}
+        spare: list[tuple[str, Any]] = []  # the last sample served: a substitute
+        waiting = [False]
+        b = skip
+
+        def emit(frontier: int) -> Iterator[Any]:
+            nonlocal b
+            while b < n and ready[b] <= frontier:
+                items = []
+                for a in pos[lo[b] : hi[b]].tolist():
+                    item = held.get(a)
+                    if item is not None:
+                        items.append(item)
+                    uses[a] -= 1
+                    if uses[a] <= 0:
+                        held.pop(a, None)
+                repeat = bool(stream.repeat[b])
+                if not items:
+                    if not spare:
+                        waiting[0] = True
+                        for a in pos[lo[b] : hi[b]].tolist():
+                            uses[a] += 1  # undo: served when a substitute arrives
+                        return
+                    self.policy.note(
+                        f"{who} epoch {epoch}",
+                        f"batch {b} of its plan has no readable sample; sample "
+                        f"{spare[-1][0]} stands in for it (is_repeat=True)",
+                    )
+                    items, repeat = [spare[-1]], True
+                waiting[0] = False
+                spare[:] = [items[-1]]
+                yield self._finish(items, repeat, epoch)
+                b += 1
+
+        frontier = -1
         for k in shards:
-            url, entry = self.urls[k], self.index.shards[k]
-            mismatch = _local_size_mismatch(url, entry.filesize)
-            if mismatch is not None:
-                # raised under "raise"; else the shard is still read, each sample checked
-                # against its index entry, up to the first that differs
-                self.policy.handle(url, ShardError(url, None, mismatch))
-            position = 0
-            for raw in self._read_shard(k):
-                key = raw["__key__"]
-                members = {name: data for name, data in raw.items() if not name.startswith("__")}
-                problem = _entry_mismatch(entry, position, key, members)
-                if problem is not None:
-                    self._report_unserved(k, position, problem)
-                    break
-                position += 1
-                try:
-                    sample = decode_sample(members, url, key, self.fields)
-                    _check_rows(entry, position - 1, sample, url, key)
-                except ShardError as exc:
-                    self.policy.handle(exc.source, exc)
+            if b >= n:
+                break
+            end = last_of.get(k, frontier)
+            if k not in needed_shards:
+                frontier = max(frontier, end)
+                yield from emit(frontier)
+                continue
+            first = int(self._starts[k])
+            for position, key, sample in self._samples(k, arrival, first):
+                a = arrival.get(first + position)
+                if a is None:
                     continue
-                yield self._sizes[k][position - 1], key, sample
-            else:
-                if position < entry.nsamples:
-                    self._report_unserved(k, position, f"the shard ends after {position} samples")
+                held[a] = None if sample is None else (key, sample)
+                if sample is not None and waiting[0]:
+                    spare[:] = [(key, sample)]
+                frontier = max(frontier, a)
+                yield from emit(frontier)
+            frontier = max(frontier, end)
+            yield from emit(frontier)
+        if b < n:
+            names = ", ".join(self.urls[k] for k in shards)
+            raise ShardError(
+                names, None, f"no sample could be read, but {who} owes {n - b} batches"
+            )
+
+    def _finish(self, items: list[tuple[str, Any]], repeat: bool, epoch: int) -> Any:
+        """The batch of ``(key, sample)`` items: transformed, marked, collated."""
+        batch = []
+        for key, sample in items:
+            if self.transform is not None:
+                sample = self._transformed(key, sample, epoch)
+            if isinstance(sample, dict):
+                sample = {**sample, "is_repeat": repeat}
+            batch.append(sample)
+        return batch if self.collate_fn is None else self.collate_fn(batch)
+
+    def _samples(
+        self, k: int, wanted: Mapping[int, int], first: int
+    ) -> Iterator[tuple[int, str, dict[str, Any] | None]]:
+        """``(position, key, sample)`` of shard ``k``'s samples that match its index entry, in
+        order; only those whose global number ``first + position`` is in ``wanted`` are decoded,
+        ``None`` for one that could not be (reported)."""
+        url, entry = self.urls[k], self.index.shards[k]
+        mismatch = _local_size_mismatch(url, entry.filesize)
+        if mismatch is not None:
+            # raised under "raise"; else the shard is still read, each sample checked
+            # against its index entry, up to the first that differs
+            self.policy.handle(url, ShardError(url, None, mismatch))
+        position = 0
+        for raw in self._read_shard(k):
+            key = raw["__key__"]
+            members = {name: data for name, data in raw.items() if not name.startswith("__")}
+            problem = _entry_mismatch(entry, position, key, members)
+            if problem is not None:
+                self._report_unserved(k, position, problem)
+                return
+            position += 1
+            if first + position - 1 not in wanted:
+                continue
+            try:
+                sample = decode_sample(members, url, key, self.fields)
+                _check_rows(entry, position - 1, sample, url, key)
+            except ShardError as exc:
+                self.policy.handle(exc.source, exc)
+                yield position - 1, key, None
+                continue
+            yield position - 1, key, sample
+        if position < entry.nsamples:
+            self._report_unserved(k, position, f"the shard ends after {position} samples")
 
     def _report_unserved(self, k: int, position: int, problem: str) -> None:
         """The shard differs from its index from sample ``position`` on: every sample not
         served is named in one report entry (raised under ``on_error="raise"``)."""
         entry = self.index.shards[k]
         lost = entry.keys[position:]
-        named = f"key {lost[0]}" if len(lost) == 1 else f"keys {lost[0]}..{lost[-1]}"
-        unserved = f"; {len(lost)} samples not served ({named})" if lost else ""
+        unserved = ""
+        if lost:  # (none lost: the shard has a sample beyond those the index lists)
+            named = f"key {lost[0]}" if len(lost) == 1 else f"keys {lost[0]}..{lost[-1]}"
+            unserved = f"; {len(lost)} samples not served ({named})"
         error = ShardError(
             self.urls[k],
             None,
@@ -425,27 +495,6 @@ class ShardStream(IterableDataset):
         )
 
 
-def _share(counts: list[int], target: int) -> list[int]:
-    """Per-worker quotas summing to ``target``: cut from the largest / add to the smallest
-    non-empty streams first, so the workers of a rank stay as even as possible."""
-    quota = list(counts)
-    total = sum(quota)
-    if total > target:
-        while total > target:
-            w = max(range(len(quota)), key=lambda j: (quota[j], j))
-            quota[w] -= 1
-            total -= 1
-    elif total < target:
-        live = [w for w, c in enumerate(counts) if c > 0]
-        if not live:
-            raise ValueError("ShardStream: a rank has no batches to pad from")
-        while total < target:
-            w = min(live, key=lambda j: (quota[j], j))
-            quota[w] += 1
-            total += 1
-    return quota
-
-
 def _world(rank: int | None, world_size: int | None) -> tuple[int, int]:
     if (rank is None) != (world_size is None):
         raise ValueError("ShardStream: pass both rank and world_size, or neither")
@@ -456,10 +505,6 @@ def _world(rank: int | None, world_size: int | None) -> tuple[int, int]:
     if not 0 <= rank < world_size:  # type: ignore[operator]
         raise ValueError(f"ShardStream: rank {rank} is outside [0, {world_size})")
     return int(rank), int(world_size)  # type: ignore[arg-type]
-
-
-def _item_size(item: tuple[int, str, dict[str, Any]]) -> int:
-    return item[0]
 
 
 def _local_size_mismatch(url: str, expected: int) -> str | None:

@@ -12,13 +12,14 @@ from torch.utils.data import Sampler
 from hetload.guards import check_seed
 from hetload.samplers.cost import Budget, CostSpec, as_size_table, fingerprint
 from hetload.samplers.plan import EpochPlan, base_order, plan_epoch, sort_key, window_reach
+from hetload.samplers.repeats import MarkedIndices
 from hetload.samplers.stats import SamplerStats, summarize
 
 __all__ = ["BucketBatchSampler", "ResumeError"]
 
 Oversize = Literal["error", "skip", "alone"]
 _OVERSIZE = ("error", "skip", "alone")
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 #: a window holds at least this many batches' worth of samples; fewer windows on small data
 _MIN_WINDOW_BATCHES = 16
 
@@ -62,8 +63,11 @@ class BucketBatchSampler(Sampler[list[int]]):
             splits the batches with the most samples in two (every sample exactly once), and
             only when even batches of one sample cannot fill whole steps (fewer samples than
             ranks; 6 samples that need 5 batches on 4 ranks) repeats a few single samples,
-            counted as ``duplicated``; True drops the batches with the fewest samples
-            (counted as ``dropped``).
+            counted as ``duplicated``; in such an epoch every batch is a
+            :class:`~hetload.samplers.MarkedIndices` that says whether it repeats (wrap the
+            dataset in :class:`~hetload.samplers.MarkRepeats` for ``batch["is_repeat"]``); True
+            drops
+            the batches with the fewest samples (counted as ``dropped``).
         num_replicas, rank: the DDP world; default from ``torch.distributed`` when it is
             initialized, else 1 and 0.
         oversize: a sample whose cost alone exceeds the budget: ``"error"`` refuses the sizes,
@@ -100,6 +104,12 @@ class BucketBatchSampler(Sampler[list[int]]):
     ``num_workers=0``. torchdata's ``StatefulDataLoader`` needs nothing more: it calls
     ``state_dict()`` right after drawing each batch's indices and keeps that snapshot until the
     batch is delivered, so ``loader.state_dict()`` / ``loader.load_state_dict()`` resume exactly.
+
+    **Elastic resume.** A state loaded at another ``num_replicas`` (any rank's state: every
+    rank is at the same step) resumes the epoch there: the samples of the first ``consumed``
+    steps of the saved plan (all ranks) are taken out, and the rest is planned over the new
+    world by the same rule (:meth:`plan`), so the epoch still serves every sample exactly once.
+    Chained resumes stack: the state keeps each earlier ``[num_replicas, consumed]``.
     """
 
     def __init__(
@@ -161,7 +171,9 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.epoch = 0
         self._resume_at = 0
         self._yielded = 0
-        self._cached: tuple[int, int, EpochPlan] | None = None
+        #: [num_replicas, consumed] of the current epoch's earlier segments (elastic resumes)
+        self._history: list[list[int]] = []
+        self._cached: tuple[Any, EpochPlan] | None = None
 
     def _base_order(self) -> np.ndarray:
         """The samples to batch (oversize ones left out), sorted by size, ties by the seed."""
@@ -191,26 +203,45 @@ class BucketBatchSampler(Sampler[list[int]]):
             self.epoch = epoch
             self._resume_at = 0
             self._yielded = 0
+            self._history = []
 
     def plan(self) -> EpochPlan:
-        """The global plan of the current epoch (all ranks), computed once per epoch."""
-        if self._cached is None or self._cached[:2] != (self.seed, self.epoch):
-            alone = self._oversize if self.oversize == "alone" else None
-            plan = plan_epoch(
-                self._table,
-                self._base,
-                self.budget,
-                seed=self.seed,
-                epoch=self.epoch,
-                world_size=self.num_replicas,
-                n_windows=self.n_windows,
-                shuffle=self.shuffle,
-                drop_last=self.drop_last,
-                alone=alone,
-                reach=self._reach,
-            )
-            self._cached = (self.seed, self.epoch, plan)
-        return self._cached[2]
+        """The global plan of the current epoch (all ranks), computed once per epoch; after an
+        elastic resume, the plan of the samples the earlier world sizes left."""
+        key = (self.seed, self.epoch, self.num_replicas, tuple(map(tuple, self._history)))
+        if self._cached is None or self._cached[0] != key:
+            left = None
+            for world, consumed in self._history:
+                done = self._plan_on(left, world)
+                ids = done.schedule[:consumed].ravel()
+                left = np.ones(self._table.shape[0], dtype=bool) if left is None else left
+                for b in np.unique(ids).tolist():
+                    left[done.batch(b)] = False
+            self._cached = (key, self._plan_on(left, self.num_replicas))
+        return self._cached[1]
+
+    def _plan_on(self, left: np.ndarray | None, world: int) -> EpochPlan:
+        """The epoch's plan over ``world`` ranks of the samples ``left`` marks (all: None)."""
+        alone = self._oversize if self.oversize == "alone" else None
+        base, reach = self._base, self._reach
+        if left is not None:
+            kept = left[base]
+            base = base[kept]
+            reach = None if reach is None else reach[kept]  # each sample keeps its reach
+            alone = None if alone is None else alone[left[alone]]
+        return plan_epoch(
+            self._table,
+            base,
+            self.budget,
+            seed=self.seed,
+            epoch=self.epoch,
+            world_size=world,
+            n_windows=self.n_windows,
+            shuffle=self.shuffle,
+            drop_last=self.drop_last,
+            alone=alone,
+            reach=reach,
+        )
 
     @property
     def steps_per_epoch(self) -> int:
@@ -235,10 +266,13 @@ class BucketBatchSampler(Sampler[list[int]]):
         start = self._resume_at
         self._yielded = start
         order, cuts = plan.order, plan.cuts
-        for b in plan.schedule[start:, self.rank].tolist():
+        repeats = _repeats(plan.schedule)[:, self.rank] if plan.duplicated else None
+        for step, b in enumerate(plan.schedule[start:, self.rank].tolist(), start):
             self._yielded += 1
-            yield order[cuts[b] : cuts[b + 1]].tolist()
+            indices = order[cuts[b] : cuts[b + 1]].tolist()
+            yield indices if repeats is None else MarkedIndices(indices, bool(repeats[step]))
         self._resume_at = 0
+        self._history = []
 
     # -- resume ---------------------------------------------------------------------------
 
@@ -257,11 +291,13 @@ class BucketBatchSampler(Sampler[list[int]]):
             "consumed": int(consumed),
             "num_replicas": self.num_replicas,
             "fingerprint": self.fingerprint,
+            "history": [list(h) for h in self._history],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume from :meth:`state_dict`: the next iteration yields the remaining batches of
-        the saved epoch. Refuses (``ResumeError``) another world size, data or configuration."""
+        the saved epoch (at another ``num_replicas``: the remaining samples, planned over this
+        world; see the class doc). Refuses (``ResumeError``) other data or configuration."""
         missing = [
             k
             for k in ("version", "seed", "epoch", "consumed", "num_replicas", "fingerprint")
@@ -269,13 +305,15 @@ class BucketBatchSampler(Sampler[list[int]]):
         ]
         if missing:
             raise ResumeError(f"sampler state is missing {missing}")
-        if state["version"] != _STATE_VERSION:
+        if state["version"] not in (1, _STATE_VERSION):
             raise ResumeError(f"sampler state version {state['version']} is not {_STATE_VERSION}")
-        if state["num_replicas"] != self.num_replicas:
-            raise ResumeError(
-                f"sampler state was saved with num_replicas={state['num_replicas']}, this run has "
-                f"{self.num_replicas}: the batches of a different world size are a different plan"
-            )
+        history = [list(h) for h in state.get("history", [])]
+        saved_world = state["num_replicas"]
+        for h in [*history, [saved_world, 0]]:
+            if len(h) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in h):
+                raise ResumeError(f"sampler state has a malformed history entry {h!r}")
+            if h[0] < 1 or h[1] < 0:
+                raise ResumeError(f"sampler state has a malformed history entry {h!r}")
         if state["fingerprint"] != self.fingerprint:
             raise ResumeError(
                 "sampler state was saved for other sizes or another budget/configuration "
@@ -287,6 +325,22 @@ class BucketBatchSampler(Sampler[list[int]]):
             self._reach = self._window_reach()
         self.epoch = int(state["epoch"])
         consumed = int(state["consumed"])
+        self._history = history
+        if saved_world != self.num_replicas:
+            # the saved world's plan, to count its steps
+            self._history, world_now = history, self.num_replicas
+            self.num_replicas = saved_world
+            try:
+                saved_steps = self.steps_per_epoch
+            finally:
+                self.num_replicas = world_now
+            if not 0 <= consumed <= saved_steps:
+                raise ResumeError(
+                    f"sampler state has consumed={consumed}, its epoch has {saved_steps}"
+                )
+            # elastic: the consumed samples leave the plan, the rest is planned over this world
+            self._history = history + ([[saved_world, consumed]] if consumed else [])
+            consumed = 0
         if not 0 <= consumed <= self.steps_per_epoch:
             raise ResumeError(
                 f"sampler state has consumed={consumed}, the epoch has {self.steps_per_epoch}"
@@ -315,6 +369,15 @@ class BucketBatchSampler(Sampler[list[int]]):
             f"{self.budget.limits.tolist()}, cost={cost!r}, windows={self.n_windows}, "
             f"world={self.num_replicas}, rank={self.rank}, epoch={self.epoch})"
         )
+
+
+def _repeats(schedule: np.ndarray) -> np.ndarray:
+    """bool ``[S, W]``: the batch at ``(step, rank)`` was already scheduled earlier (in step
+    order, ranks in order within a step): its samples are served a second time."""
+    flat = schedule.ravel()
+    seen = np.ones(flat.shape[0], dtype=bool)
+    seen[np.unique(flat, return_index=True)[1]] = False
+    return seen.reshape(schedule.shape)
 
 
 def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:

@@ -158,6 +158,19 @@ class StreamBucketer:
         if n == 0:
             return []
         table = np.asarray(sizes, dtype=np.int64).reshape(n, -1)
+        groups, kept = self._cut(table, rng, final)
+        emit = [[buffer[i] for i in group.tolist()] for group in groups]
+        kept_list = kept.tolist()
+        buffer[:] = [buffer[i] for i in kept_list]
+        sizes[:] = [sizes[i] for i in kept_list]
+        return emit
+
+    def _cut(
+        self, table: np.ndarray, rng: np.random.Generator, final: bool
+    ) -> tuple[list[np.ndarray], np.ndarray]:
+        """Cut a buffer of sizes ``[n, K]``: the buffer positions of each batch to emit, and
+        those that stay (the one rule of both ``__call__`` and :meth:`plan_positions`)."""
+        n = table.shape[0]
         order = np.lexsort((rng.random(n), sort_key(table, self._budget)))
         cuts = cut_windows(table[order], np.array([0, n], dtype=np.int64), self._budget)
         n_batches = cuts.shape[0] - 1
@@ -171,21 +184,60 @@ class StreamBucketer:
             candidates = rng.permutation(n_batches - 1)
             leaving = np.cumsum(np.diff(cuts)[candidates])
             chosen = candidates[: int(np.searchsorted(leaving, n // 2)) + 1]
-        emit = [[buffer[i] for i in order[cuts[b] : cuts[b + 1]].tolist()] for b in chosen.tolist()]
+        emit = [order[cuts[b] : cuts[b + 1]] for b in chosen.tolist()]
         if final:
-            buffer.clear()
-            sizes.clear()
-        else:
-            stay = np.ones(n_batches, dtype=bool)
-            stay[chosen] = False
-            kept = [
-                i
-                for b in np.flatnonzero(stay).tolist()
-                for i in order[cuts[b] : cuts[b + 1]].tolist()
-            ]
-            buffer[:] = [buffer[i] for i in kept]
-            sizes[:] = [sizes[i] for i in kept]
-        return emit
+            return emit, np.zeros(0, dtype=np.int64)
+        stay = np.ones(n_batches, dtype=bool)
+        stay[chosen] = False
+        kept = [order[cuts[b] : cuts[b + 1]] for b in np.flatnonzero(stay).tolist()]
+        return emit, np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
+
+    def plan_positions(self, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What ``self(samples)`` would cut from samples of these sizes, in numpy: positions
+        ``0..n-1`` each batch contiguous (int64), and ``cuts`` (int64 ``[B + 1]``). The same
+        random draws in the same order as ``__call__``, so the same batches (a test checks)."""
+        k = self._budget.limits.shape[0]
+        table = np.asarray(sizes, dtype=np.int64).reshape(len(sizes), -1 if len(sizes) else k)
+        n = table.shape[0]
+        if n == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64)
+        if table.shape[1] != k:
+            raise ValueError(f"sizes have {table.shape[1]} columns, the budget {k}")
+        rng = np.random.default_rng(self._entropy)
+        ones = np.ones(n, dtype=np.int64)
+        fits = self._budget.fits(ones, table, table)
+        if not fits.all() and self.oversize == "error":
+            p = int(np.argmin(fits))
+            raise ValueError(
+                f"sample #{p} of size {table[p].tolist()} exceeds max_tokens="
+                f"{self._budget.limits.tolist()} alone; pass oversize='skip' or 'alone'"
+            )
+        fit_rank = np.cumsum(fits)  # fitting samples up to and including each position
+        out: list[np.ndarray] = []
+        buffer = np.zeros(0, dtype=np.int64)
+        i = 0
+        while i < n:
+            need = self.buffer_size - buffer.shape[0]
+            # the position where the buffer fills: the need-th fitting sample from i
+            before = int(fit_rank[i - 1]) if i else 0
+            j = int(np.searchsorted(fit_rank, before + need, side="left")) + 1
+            j = min(j, n)
+            chunk = np.arange(i, j, dtype=np.int64)
+            if self.oversize == "alone":
+                out.extend(chunk[~fits[i:j]].reshape(-1, 1))
+            buffer = np.concatenate([buffer, chunk[fits[i:j]]])
+            i = j
+            if buffer.shape[0] >= self.buffer_size:
+                groups, kept = self._cut(table[buffer], rng, final=False)
+                out.extend(buffer[g] for g in groups)
+                buffer = buffer[kept]
+        if buffer.shape[0]:
+            groups, _ = self._cut(table[buffer], rng, final=True)
+            out.extend(buffer[g] for g in groups)
+        cuts = np.zeros(len(out) + 1, dtype=np.int64)
+        np.cumsum([g.shape[0] for g in out], out=cuts[1:])
+        pos = np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+        return pos.astype(np.int64, copy=False), cuts
 
 
 def stream_batches(
