@@ -49,9 +49,11 @@ def test_the_collate_quick_start_runs():
 
 
 def _python_blocks() -> list[str]:
-    """The README's python blocks, less those of "Scenes, ShapeNet and LiDAR": that example
-    needs the downloaded layouts, and test_layouts runs it verbatim on miniature copies."""
+    """The README's python blocks, less those with a test of their own: "Scenes, ShapeNet and
+    LiDAR" needs the downloaded layouts (test_layouts runs it on miniature copies), "Training on
+    many machines" a checkpoint path and shards (run below with both)."""
     text = re.sub(r"### Scenes, ShapeNet and LiDAR\n.*?(?=\n## )", "", README, flags=re.S)
+    text = re.sub(r"## Training on many machines\n.*?(?=\n## )", "", text, flags=re.S)
     return re.findall(r"```python\n(.+?)```", text, re.S)
 
 
