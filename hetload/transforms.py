@@ -62,6 +62,7 @@ __all__ = [
     "sample_rng",
     "seeded",
     "select_rows",
+    "split_spec",
 ]
 
 Sample = dict[str, Any]
@@ -536,6 +537,17 @@ _REGISTRY = {
 }
 
 
+def split_spec(spec: Any) -> tuple[Any, dict[str, Any]] | None:
+    """``(name, kwargs)`` of a transform entry ``"Name"`` or ``{"Name": {arg: value}}`` (the
+    form of configs and of :func:`build`), or ``None`` for anything else."""
+    if isinstance(spec, str):
+        return spec, {}
+    if isinstance(spec, Mapping) and len(spec) == 1:
+        name, kwargs = next(iter(spec.items()))
+        return name, dict(kwargs or {})
+    return None
+
+
 def build(
     specs: Sequence[str | Mapping[str, Mapping[str, Any] | None]], schema: Schema | None = None
 ) -> Compose:
@@ -549,13 +561,10 @@ def build(
     """
     steps = []
     for spec in specs:
-        if isinstance(spec, str):
-            name, kwargs = spec, {}
-        elif isinstance(spec, Mapping) and len(spec) == 1:
-            name, kwargs = next(iter(spec.items()))
-            kwargs = dict(kwargs or {})
-        else:
+        parsed = split_spec(spec)
+        if parsed is None:
             raise TypeError(f"a transform is 'Name' or {{Name: {{arg: value}}}}, got {spec!r}")
+        name, kwargs = parsed
         if name not in _REGISTRY:
             raise KeyError(f"unknown transform {name!r}; known: {', '.join(sorted(_REGISTRY))}")
         cls = _REGISTRY[name]

@@ -27,6 +27,7 @@ from hetload.batched.random import sample_seeds
 from hetload.batched.serialize import serialize
 from hetload.batched.surface import sample_surface
 from hetload.ragged import Ragged
+from hetload.transforms import split_spec
 
 __all__ = [
     "BatchTransform",
@@ -323,13 +324,10 @@ def build(specs: Sequence[str | Mapping[str, Mapping[str, Any] | None]]) -> Comp
     """A :class:`Compose` from entries ``"Name"`` or ``{"Name": {arg: value}}``."""
     steps = []
     for i, spec in enumerate(specs):
-        if isinstance(spec, str):
-            name, kwargs = spec, {}
-        elif isinstance(spec, Mapping) and len(spec) == 1:
-            name, kwargs = next(iter(spec.items()))
-            kwargs = dict(kwargs or {})
-        else:
+        parsed = split_spec(spec)
+        if parsed is None:
             raise ValueError(f"batched transform {i}: expected 'Name' or {{Name: {{...}}}}")
+        name, kwargs = parsed
         cls = _BY_NAME.get(name)
         if cls is None:
             raise ValueError(

@@ -186,12 +186,8 @@ class ShardStream(PlannedStream, IterableDataset):
         # batches are cut on these sizes, from the index after the transform as it states them
         # (out_size), both in the plan's dry run and in the stream itself (each streamed sample
         # is matched to its index entry by key), so the two agree whatever `fields` decodes
-        self._sizes = [
-            out_sizes(
-                transform,
-                np.maximum(np.asarray(shard.rows.get(size_field, [0] * shard.nsamples)), 0),
-                size_field or "verts",
-            ).tolist()
+        per_shard = [
+            np.maximum(np.asarray(shard.rows.get(size_field, [0] * shard.nsamples)), 0)
             for shard in self.index.shards
         ]
         settings = self.index.info.get("settings", {})
@@ -200,7 +196,9 @@ class ShardStream(PlannedStream, IterableDataset):
         self.classes: list[str] | None = targets.get("classes") if targets else None
         counts = [shard.nsamples for shard in self.index.shards]
         self._starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
-        flat = np.asarray([size for sizes in self._sizes for size in sizes], dtype=np.int64)
+        # one array for every sample (no per-shard Python lists held by every worker copy)
+        rows = np.concatenate(per_shard) if per_shard else np.zeros(0, np.int64)
+        flat = np.asarray(out_sizes(transform, rows, size_field or "verts"), dtype=np.int64)
         # int32 while it fits: 4 bytes per sample held by every rank and worker
         fits = flat.size == 0 or int(flat.max()) < 2**31
         self._flat_sizes = flat.astype(np.int32) if fits else flat
