@@ -230,7 +230,7 @@ def test_missing_things(tmp_path: Path, folder: Path) -> None:
     msg = _error(tmp_path, "dataset:\n  type: ShardDataset\n")
     assert "dataset.path: required when dataset.type is ShardDataset" in msg
     msg = _error(tmp_path, "dataset:\n  root: data\n")
-    assert "dataset.type: required (one of: MeshFolder, ShardDataset, ShardStream)" in msg
+    assert "dataset.type: required (one of: MeshFolder, ModelNet, ShapeNetCore, " in msg
     msg = _error(tmp_path, "sampler:\n  seed: 1\n")
     assert "dataset: required" in msg
     msg = _error(tmp_path, "dataset:\n  type: ShardDataset\n  path: data/index.json\n")

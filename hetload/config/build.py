@@ -16,15 +16,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from hetload.collate import collate
-from hetload.config.construct import attr, construct, import_code, params, require
+from hetload.config.construct import attr, construct, import_code, require
+from hetload.config.coverage import check_options, dataset_kwargs, signature_names
 from hetload.config.load import LoaderConfig, load_config
 from hetload.config.loader import Loader, StageTimes, TimedCollate, TimedReads, TimedStream
 from hetload.config.schema import MAX_RANKS
 from hetload.config.wrappers import Chain, KeepFields, Mapped
 from hetload.guards import shown
+from hetload.samplers.fixed import FixedBatchSampler
 from hetload.samplers.repeats import MarkRepeats
 from hetload.schema import DEFAULT_SCHEMA, Schema
 
@@ -96,28 +98,11 @@ def _env_int(config: LoaderConfig, key: str, variable: str, low: int) -> int | N
     return int(text)
 
 
-#: constructor arguments the config sets through its own keys, never through dataset.options
-_MANAGED = {
-    "on_error": "dataset.on_error",
-    "fields": "dataset.fields",
-    "transform": "transforms",
-    "index": "dataset.index",
-    "shuffle": "sampler.shuffle",
-    "seed": "sampler.seed",
-    "batch_size": "sampler.batch_size",
-    "max_tokens": "sampler.max_tokens",
-    "buffer_size": "sampler.buffer_size",
-    "rank": "distributed.rank",
-    "world_size": "distributed.world_size",
-    "even": "distributed.even",
-    "collate_fn": "collate",
-}
-
-
 def _check_options(config: LoaderConfig) -> None:
-    for name in config.dataset["options"]:
-        if name in _MANAGED:
-            raise config.error(f"dataset.options.{name}", f"set it with {_MANAGED[name]} instead")
+    reason = check_options(config.dataset["type"], config.dataset["options"])
+    if reason is not None:
+        name, _, why = reason.partition(": ")
+        raise config.error(f"dataset.options.{name}", why)
 
 
 def _dataset(config: LoaderConfig, transform: Callable | None) -> Any:
@@ -126,23 +111,21 @@ def _dataset(config: LoaderConfig, transform: Callable | None) -> Any:
     ds = config.dataset
     data = require("hetload.data", "dataset", config)
     cls = attr(data, ds["type"], "dataset.type", config)
-    options = {"on_error": ds["on_error"], **ds["options"]}
+    # the keys the coverage table maps to this class's arguments (split, synsets, label_map...)
+    options = {
+        "on_error": ds["on_error"],
+        **dataset_kwargs(ds["type"], ds, config.given),
+        **ds["options"],
+    }
     keep = KeepFields(ds["fields"]) if ds["fields"] else None
-    accepted = params(cls)
+    accepted = set(signature_names(ds["type"]))
     if ds["fields"] and "fields" in accepted:
         options["fields"] = ds["fields"]
         keep = None
-    if "seed" in accepted:  # MeshFolder: the seed of its per-sample transform generators
+    if "seed" in accepted:  # folders: the seed of their per-sample transform generators
         options["seed"] = config.sampler["seed"]
-    if ds["labels"] is not None:
-        if "labels" not in accepted:
-            raise config.error(
-                "dataset.labels",
-                f"{ds['type']} takes no labels; store them with `hetload preprocess --labels`",
-            )
-        options["labels"] = ds["labels"]  # the dataset's own mechanism (hetload.data.labels)
     steps = [s for s in (transform, keep) if s is not None]
-    source = ds["root"] if ds["type"] == "MeshFolder" else ds["path"]
+    source = ds["path"] if ds["type"] == "ShardDataset" else ds["root"]
     if steps and "transform" in accepted:
         return construct(cls, (source,), {"transform": Chain(steps), **options}, "dataset", config)
     made = construct(cls, (source,), options, "dataset", config)
@@ -150,7 +133,7 @@ def _dataset(config: LoaderConfig, transform: Callable | None) -> Any:
 
 
 #: sampler keys a stream cannot honour (its batching is the streaming bucketer's)
-_MAP_STYLE_ONLY = ("cost", "max_batch_size", "oversize", "windows", "drop_last")
+_MAP_STYLE_ONLY = ("cost", "max_batch_size", "oversize", "windows", "spread", "drop_last")
 
 
 def _stream(
@@ -183,8 +166,7 @@ def _stream(
         "collate_fn": collate_fn,
         "transform": transform,
     }
-    if ds["index"] is not None:
-        kwargs["index"] = ds["index"]
+    kwargs.update(dataset_kwargs("ShardStream", ds, config.given))  # index, size_field
     if sampler["type"] == "fixed":
         kwargs["batch_size"] = sampler["batch_size"]
     else:
@@ -206,15 +188,21 @@ def _cost(config: LoaderConfig) -> Any:
 def _batch_sampler(config: LoaderConfig, dataset: Any, world: int, rank: int) -> Any:
     sampler = config.sampler
     if sampler["type"] == "fixed":
-        order = DistributedSampler(
-            dataset,
-            num_replicas=world,
-            rank=rank,
-            shuffle=sampler["shuffle"],
-            seed=sampler["seed"],
-            drop_last=sampler["drop_last"],
+        # DistributedSampler + BatchSampler's batches, with state and marked repeats
+        return construct(
+            FixedBatchSampler,
+            (len(dataset),),
+            {
+                "batch_size": sampler["batch_size"],
+                "shuffle": sampler["shuffle"],
+                "seed": sampler["seed"],
+                "drop_last": sampler["drop_last"],
+                "num_replicas": world,
+                "rank": rank,
+            },
+            "sampler",
+            config,
         )
-        return BatchSampler(order, sampler["batch_size"], sampler["drop_last"])
     budget = sampler["max_tokens"]
     if isinstance(budget, dict):
         sizes = {name: _field_sizes(config, dataset, name) for name in budget}
@@ -242,6 +230,7 @@ def _batch_sampler(config: LoaderConfig, dataset: Any, world: int, rank: int) ->
             "rank": rank,
             "oversize": sampler["oversize"],
             "windows": sampler["windows"],
+            "spread": sampler["spread"],
         },
         "sampler",
         config,
@@ -307,6 +296,13 @@ def build_loader(
     workers = loader_cfg["num_workers"]
     if loader_cfg["prefetch_factor"] is not None and not workers:
         raise cfg.error("loader.prefetch_factor", "needs loader.num_workers > 0")
+    if loader_cfg["multiprocessing_context"] is not None and not workers:
+        raise cfg.error("loader.multiprocessing_context", "needs loader.num_workers > 0")
+    if not loader_cfg["in_order"] and not workers:
+        raise cfg.error(
+            "loader.in_order",
+            "false needs loader.num_workers > 0 (one process reads in order anyway)",
+        )
     pin = loader_cfg["pin_memory"]
     common = {
         "num_workers": workers,
@@ -314,6 +310,8 @@ def build_loader(
         "prefetch_factor": loader_cfg["prefetch_factor"] if workers else None,
         "persistent_workers": loader_cfg["persistent_workers"] and workers > 0,
         "timeout": loader_cfg["timeout"] if workers else 0,
+        "multiprocessing_context": loader_cfg["multiprocessing_context"] if workers else None,
+        "in_order": loader_cfg["in_order"],
     }
     if cfg.dataset["type"] == "ShardStream":
         dataset = _stream(cfg, transform, collate_fn, world, rank)
@@ -325,18 +323,13 @@ def build_loader(
         dataset = _dataset(cfg, transform)
         batch_sampler = _batch_sampler(cfg, dataset, world, rank)
         source = dataset
-        if sampler_is_bucket(batch_sampler):
-            # the few samples served twice to keep ranks in step carry is_repeat=True
-            source = MarkRepeats(dataset)
+        # the few samples served twice to keep ranks in step carry is_repeat=True
+        source = MarkRepeats(dataset)
         source = TimedReads(source) if timed else source
         dataloader = DataLoader(
             source, batch_sampler=batch_sampler, collate_fn=collate_fn, **common
         )
     return Loader(cfg, dataset, batch_sampler, dataloader, device, times)
-
-
-def sampler_is_bucket(batch_sampler: Any) -> bool:
-    return type(batch_sampler).__name__ == "BucketBatchSampler"
 
 
 def _identity(item: Any) -> Any:

@@ -370,6 +370,7 @@ def load_config(
         name: _check_section(source, name, raw.get(name), ctx, cwd_ctx, overridden)
         for name in SCHEMA
     }
+    _check_labels(source, sections["dataset"])
     cost = sections["sampler"]["cost"]
     if cost not in ("padded", "sum"):
         _check_code(f"{source}: sampler.cost", cost, allow_custom_code)
@@ -384,6 +385,24 @@ def load_config(
         given=given,
         **sections,
     )
+
+
+def _check_labels(source: str, dataset: dict[str, Any]) -> None:
+    """``dataset.labels`` means a class per folder for MeshFolder, whether to read the per-point
+    label files for SemanticKITTI: each type takes only its own kind of value."""
+    labels, kind = dataset["labels"], dataset["type"]
+    if labels is None:
+        return
+    if kind == "MeshFolder" and labels != "folder":
+        raise ConfigError(
+            f"{source}: dataset.labels: MeshFolder takes labels: folder (or null), got "
+            f"{shown(labels)}"
+        )
+    if kind == "SemanticKITTI" and not isinstance(labels, bool):
+        raise ConfigError(
+            f"{source}: dataset.labels: SemanticKITTI takes true, false or null (whether its "
+            f".label files are required, skipped or read where present), got {shown(labels)}"
+        )
 
 
 def _check_schema(source: str, fields: dict[str, str]) -> None:

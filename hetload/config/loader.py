@@ -80,6 +80,13 @@ class Loader:
 
     def _source(self) -> Any:
         """What holds the epoch's plan and state: the batch sampler, else the stream."""
+        if not self.config.loader["in_order"]:
+            # batches then come in the order workers finish them: "the first k batches" is not
+            # a prefix of the plan, and no state can say which were served
+            raise TypeError(
+                "loader.in_order is false: batches arrive in completion order, so the loader "
+                "keeps no exact resume state; set loader.in_order: true to checkpoint"
+            )
         part = self.batch_sampler if self.batch_sampler is not None else self.dataset
         if not hasattr(part, "state_dict"):
             raise TypeError(
@@ -141,7 +148,9 @@ class Loader:
         return count(self.dataloader.num_workers)
 
     def __iter__(self) -> Iterator[HeteroBatch]:
-        resumable = self.batch_sampler is None or hasattr(self.batch_sampler, "state_dict")
+        resumable = self.config.loader["in_order"] and (
+            self.batch_sampler is None or hasattr(self.batch_sampler, "state_dict")
+        )
         self._step = self._resume_step() if resumable else 0
         for item in self.dataloader:
             if self.times is not None:

@@ -6,6 +6,7 @@ This table is the single source of truth: the validator checks configs against i
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from hetload.config.types import (
     Float,
     FsPath,
     Int,
+    LabelTable,
     ListOf,
     MapOf,
     Str,
@@ -27,7 +29,16 @@ from hetload.config.types import (
 )
 from hetload.guards import MAX_WORKERS
 
-__all__ = ["DATASET_TYPES", "REQUIRED", "SCHEMA", "SECTION_DOCS", "Key", "reference"]
+__all__ = [
+    "DATASET_TYPES",
+    "FOLDER_TYPES",
+    "REQUIRED",
+    "SCHEMA",
+    "SECTION_DOCS",
+    "Key",
+    "api_default",
+    "reference",
+]
 
 REQUIRED = object()
 # bounds past which a value is a typo, not a setting: checked here, before a DataLoader forks
@@ -35,9 +46,21 @@ REQUIRED = object()
 MAX_PREFETCH = 1024
 MAX_RANKS = 1 << 20
 MAX_TIMEOUT_S = 365 * 24 * 3600
-DATASET_TYPES = ("MeshFolder", "ShardDataset", "ShardStream")
+#: the folder datasets (``dataset.root``): MeshFolder and the on-disk layouts of hetload.data
+FOLDER_TYPES = ("MeshFolder", "ModelNet", "ShapeNetCore", "ScanNetScenes", "SemanticKITTI")
+DATASET_TYPES = (*FOLDER_TYPES, "ShardDataset", "ShardStream")
 ON_ERROR = Choice(("raise", "skip", "warn"))
 _FIELD_SPEC = Str()  # "ragged" | "fixed" | "meta" | "index:<field>", checked by Field.parse
+
+
+def api_default(cls: str, name: str) -> Any:
+    """The default of argument ``name`` of hetload's ``cls`` (a dataset or sampler class): a key
+    that mirrors a constructor argument takes its default from the constructor itself, so the
+    two cannot drift apart."""
+    from hetload import data, samplers
+
+    owner = getattr(data, cls, None) or getattr(samplers, cls)
+    return inspect.signature(owner).parameters[name].default
 
 
 @dataclass(frozen=True)
@@ -71,9 +94,53 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "root": Key(
             FsPath(kind="dir"),
             None,
-            "folder of OBJ/PLY files",
-            only=("MeshFolder",),
-            required_for=("MeshFolder",),
+            "folder of OBJ/PLY files (MeshFolder), or the layout's root: ModelNet40/, "
+            "ShapeNetCore.v2/, ScanNet's scans/, SemanticKITTI's dataset/ (holding sequences/)",
+            only=FOLDER_TYPES,
+            required_for=FOLDER_TYPES,
+        ),
+        "split": Key(
+            Choice(("train", "test")),
+            api_default("ModelNet", "split"),
+            "the ModelNet split read (root/<class>/<split>/*.off)",
+            only=("ModelNet",),
+        ),
+        "synsets": Key(
+            Either((ListOf(Str()),), nullable=True),
+            None,
+            "the synsets read, by id (02691156) or taxonomy.json name (airplane); null: all",
+            only=("ShapeNetCore",),
+        ),
+        "model_file": Key(
+            Str(),
+            api_default("ShapeNetCore", "model_file"),
+            "each model's file under its model folder (model.obj for ShapeNetCore v1)",
+            only=("ShapeNetCore",),
+        ),
+        "scenes": Key(
+            Either((ListOf(Str()), FsPath(kind="file")), nullable=True),
+            None,
+            "the scenes read: a list of names, or a split file of one name per line "
+            "(scannetv2_train.txt); null: every scene under root",
+            only=("ScanNetScenes",),
+        ),
+        "sequences": Key(
+            Either(
+                (Choice(("train", "valid", "test")), ListOf(Either((Int(min=0), Str())))),
+                nullable=True,
+            ),
+            None,
+            "train | valid | test (the benchmark's splits), or a list of sequence numbers "
+            "(0, 8 or '08'); null: every sequence with a velodyne/ folder",
+            only=("SemanticKITTI",),
+        ),
+        "label_map": Key(
+            Either((LabelTable(),), nullable=True),
+            None,
+            "raw label id -> training id, applied to the per-point labels (an id the map lacks "
+            "is an error of that sample): {0: 0, 10: 1, 252: 1} or a YAML file "
+            "(semantic-kitti.yaml: its learning_map)",
+            only=("ScanNetScenes", "SemanticKITTI"),
         ),
         "path": Key(
             FsPath(),
@@ -97,11 +164,18 @@ SCHEMA: dict[str, dict[str, Key]] = {
             only=("ShardStream",),
         ),
         "labels": Key(
-            Either((Choice(("folder",)),), nullable=True),
+            Either((Choice(("folder",)), Bool()), nullable=True),
             None,
-            "folder: add `label`, the index of the file's top folder among every folder "
-            "under root, sorted, empty ones included (MeshFolder(labels='folder'))",
-            only=("MeshFolder",),
+            "MeshFolder: folder adds `label`, the index of the file's top folder among every "
+            "folder under root, sorted, empty ones included; SemanticKITTI: true makes a missing "
+            ".label file an error, false never reads labels, null reads those that exist",
+            only=("MeshFolder", "SemanticKITTI"),
+        ),
+        "size_field": Key(
+            Either((Str(),), nullable=True),
+            None,
+            "the field whose rows are a sample's size for the sampler (null: verts)",
+            only=("ShardDataset", "ShardStream"),
         ),
         "fields": Key(
             Either((ListOf(Str()),), nullable=True),
@@ -112,7 +186,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "options": Key(
             AnyMap(),
             {},
-            "further keyword arguments of the dataset class, checked against its signature",
+            "further keyword arguments of the dataset class, checked against its signature "
+            "(which ones, per type: the table below)",
         ),
     },
     "sampler": {
@@ -157,8 +232,16 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "seed": Key(Int(min=0), 0, "seed of all sampling randomness (with the epoch)"),
         "windows": Key(
             Int(min=1),
-            20,  # BucketBatchSampler's own default (a test keeps the two equal)
+            api_default("BucketBatchSampler", "windows"),
             "windows an epoch is dealt into: more = fresher batches, fewer = less padding",
+            only=("bucket",),
+        ),
+        "spread": Key(
+            Either((Float(min=0, max=1e6),), nullable=True),
+            api_default("BucketBatchSampler", "spread"),
+            "per-epoch noise on the size order, as a fraction of a window: each sample may be "
+            "dealt into the neighbouring windows, so batches differ every epoch at almost no "
+            "padding cost (null: fixed windows)",
             only=("bucket",),
         ),
         "drop_last": Key(
@@ -193,6 +276,18 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "batches prefetched per worker (null: torch's default, 2)",
         ),
         "persistent_workers": Key(Bool(), False, "keep workers alive between epochs"),
+        "in_order": Key(
+            Bool(),
+            True,
+            "false: a worker's batch is served as soon as it is ready, not in sampler order "
+            "(faster with uneven samples; batches then depend on timing, so the loader refuses "
+            "state_dict: no exact resume)",
+        ),
+        "multiprocessing_context": Key(
+            Either((Choice(("fork", "spawn", "forkserver")),), nullable=True),
+            None,
+            "how workers start (null: the platform's default)",
+        ),
         "timeout": Key(
             Float(min=0, max=MAX_TIMEOUT_S),
             0.0,
@@ -274,4 +369,17 @@ def reference() -> str:
             row = [f"`{name}`", key.type.describe(), f"`{_default_text(key)}`", doc]
             lines.append("| " + " | ".join(v.replace("|", "\\|") for v in row) + " |")
         lines.append("")
+        if section == "dataset":
+            lines += _options_table()
     return "\n".join(lines)
+
+
+def _options_table() -> list[str]:
+    """Per dataset type, the constructor arguments ``dataset.options`` passes through (from
+    :data:`hetload.config.coverage.COVERAGE`, which a test keeps equal to the signatures)."""
+    from hetload.config.coverage import option_names
+
+    lines = ["| dataset.type | `dataset.options` it takes |", "|---|---|"]
+    for kind in DATASET_TYPES:
+        lines.append(f"| `{kind}` | {', '.join(option_names(kind)) or '(none)'} |")
+    return [*lines, ""]

@@ -321,3 +321,25 @@ def closest(value: str, options: Sequence[str]) -> str | None:
     squashed = {o.lower().replace("_", ""): o for o in options}
     match = difflib.get_close_matches(value.lower().replace("_", ""), list(squashed), n=1)
     return squashed[match[0]] if match else None
+
+
+class LabelTable(Type):
+    """A label map (:class:`hetload.data.LabelMap`): a mapping ``raw id: id`` of integers, or the
+    path of a YAML file holding one (a ``semantic-kitti.yaml`` with its ``learning_map``).
+    Checked here by building the map once, so a bad entry fails before anything runs."""
+
+    def check(self, value: Any, ctx: Context) -> Any:
+        from hetload.data.label_map import LabelMap
+
+        if isinstance(value, str) and value:
+            value = FsPath(kind="file").check(value, ctx)
+        elif not isinstance(value, dict):
+            raise Invalid(f"expected {self.describe()}, {_got(value)}")
+        try:
+            LabelMap(value)
+        except ValueError as exc:
+            raise Invalid(str(exc)) from None
+        return value
+
+    def describe(self) -> str:
+        return "a mapping of integer raw id -> integer id, or the path of a YAML file holding one"

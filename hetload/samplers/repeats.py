@@ -23,24 +23,40 @@ __all__ = ["MarkRepeats", "MarkedIndices", "is_repeat", "mark"]
 
 
 class MarkedIndices(list):
-    """A batch's indices and ``is_repeat``: whether its samples were already served this epoch.
+    """A batch's indices and ``is_repeat``: whether its samples were already served this epoch,
+    one flag for the whole batch or (``FixedBatchSampler``, whose padding repeats a few samples
+    at the end of a batch) a tuple of one flag per index.
 
     A plain ``list`` otherwise; it keeps its class and flag through a DataLoader's worker
     queues (pickled)."""
 
-    def __init__(self, indices: Sequence[int] = (), is_repeat: bool = False) -> None:
+    def __init__(
+        self, indices: Sequence[int] = (), is_repeat: bool | Sequence[bool] = False
+    ) -> None:
         super().__init__(indices)
-        self.is_repeat = bool(is_repeat)
+        if isinstance(is_repeat, (bool, int)):
+            self.is_repeat: bool | tuple[bool, ...] = bool(is_repeat)
+        else:
+            self.is_repeat = tuple(bool(r) for r in is_repeat)
+            if len(self.is_repeat) != len(self):
+                raise ValueError(
+                    f"{len(self.is_repeat)} is_repeat flags for a batch of {len(self)} indices"
+                )
 
 
 def is_repeat(indices: Any) -> bool:
-    """True for the index list of a repeated batch."""
-    return bool(getattr(indices, "is_repeat", False))
+    """True for the index list of a repeated batch (for per-index flags: all repeated)."""
+    flag = getattr(indices, "is_repeat", False)
+    return all(flag) if isinstance(flag, tuple) else bool(flag)
 
 
-def mark(samples: list[Any], repeat: bool) -> list[Any]:
-    """Each dict sample with ``is_repeat`` set (a shallow copy; others unchanged)."""
-    return [{**s, "is_repeat": repeat} if isinstance(s, dict) else s for s in samples]
+def mark(samples: list[Any], repeat: bool | Sequence[bool]) -> list[Any]:
+    """Each dict sample with ``is_repeat`` set (a shallow copy; others unchanged); ``repeat``
+    one flag for all, or one per sample."""
+    flags = [repeat] * len(samples) if isinstance(repeat, bool) else list(repeat)
+    return [
+        {**s, "is_repeat": bool(r)} if isinstance(s, dict) else s for s, r in zip(samples, flags)
+    ]
 
 
 class MarkRepeats(Dataset):
@@ -65,7 +81,12 @@ class MarkRepeats(Dataset):
         samples = getitems(indices) if getitems else [self.dataset[i] for i in indices]
         if not hasattr(indices, "is_repeat"):
             return samples
-        return mark(list(samples), is_repeat(indices))
+        flags = indices.is_repeat
+        if isinstance(flags, tuple) and len(samples) != len(flags):
+            # a batch whose skipped samples were dropped: the flags no longer line up, and a
+            # sample of unknown standing counts as served (never weighed 0 by mistake)
+            flags = False
+        return mark(list(samples), flags)
 
     def __getattr__(self, name: str) -> Any:
         # sizes, set_epoch, report, ...: the wrapped dataset's
