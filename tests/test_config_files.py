@@ -7,7 +7,10 @@ import csv
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
+from layout_data import KITTI_MAP, write_kitti, write_modelnet, write_scannet, write_shapenet
 
 from hetload import demo
 from hetload.config import build_loader, load_config
@@ -19,6 +22,10 @@ TESTED = {
     "pointcloud-classification.yaml",
     "mesh-autoencoder.yaml",
     "streaming-ddp.yaml",
+    "modelnet-classification.yaml",
+    "shapenet-classification.yaml",
+    "scannet-segmentation.yaml",
+    "semantic-kitti.yaml",
 }
 
 
@@ -140,3 +147,82 @@ def test_streaming_ddp_config(demo_dir: Path) -> None:
         )
     assert counts[0] == counts[1] > 0
     assert not seen[0] & seen[1]
+
+
+# ---------------------------------------------------------------------------- layouts
+def _keys(loader) -> Counter:
+    return Counter(k for batch in loader for k in batch.key)
+
+
+def test_modelnet_config(tmp_path: Path) -> None:
+    ref = write_modelnet(tmp_path / "ModelNet")
+    loader = build_loader(
+        CONFIGS / "modelnet-classification.yaml",
+        [f"dataset.root={tmp_path / 'ModelNet'}", "loader.num_workers=0", "dataset.split=test"],
+    )
+    assert loader.dataset.classes == ["bowl", "cone", "desk"]
+    seen = Counter()
+    for batch in loader:
+        assert (batch.verts.lengths == 1024).all()
+        for key, label in zip(batch.key, batch.label.tolist()):
+            assert ref[key]["label"] == label
+            seen[key] += 1
+    assert seen == Counter(k for k in ref if "/test/" in k)  # every test sample once
+
+
+def test_shapenet_config(tmp_path: Path) -> None:
+    ref = write_shapenet(tmp_path / "ShapeNet")
+    loader = build_loader(
+        CONFIGS / "shapenet-classification.yaml",
+        [
+            f"dataset.root={tmp_path / 'ShapeNet'}",
+            "dataset.synsets=[02691156]",  # no taxonomy.json here: ids, not names
+            "loader.num_workers=0",
+        ],
+    )
+    assert _keys(loader) == Counter(k for k in ref if k.startswith("02691156/"))
+    for batch in loader:
+        assert batch.label.tolist() == [0] * len(batch)  # the first of the sorted synsets
+        for key, verts in zip(batch.key, batch.verts.unbind()):
+            assert verts.shape == ref[key]["verts"].shape
+            assert float(verts.norm(dim=1).max()) == pytest.approx(1.0, abs=1e-5)  # normalized
+
+
+def test_scannet_config(tmp_path: Path) -> None:
+    ref = write_scannet(tmp_path / "scans")
+    loader = build_loader(
+        CONFIGS / "scannet-segmentation.yaml",
+        [f"dataset.root={tmp_path / 'scans'}", "loader.num_workers=0"],
+    )
+    seen = Counter()
+    for batch in loader:
+        assert set(batch.keys()) == {"verts", "labels", "key"}
+        assert len(batch) <= 2
+        for key, labels in zip(batch.key, batch.labels.unbind()):
+            assert labels.tolist() == ref[key]["labels"].tolist()  # the identity map
+            seen[key] += 1
+    assert seen == Counter(list(ref))
+
+
+def test_semantic_kitti_config(tmp_path: Path) -> None:
+    ref = write_kitti(tmp_path / "dataset")
+    (tmp_path / "semantic-kitti.yaml").write_text(yaml.safe_dump({"learning_map": KITTI_MAP}))
+    loader = build_loader(
+        CONFIGS / "semantic-kitti.yaml",
+        [
+            f"dataset.root={tmp_path / 'dataset'}",
+            f"dataset.label_map={tmp_path / 'semantic-kitti.yaml'}",
+            "dataset.sequences=[0, 8]",
+            "loader.num_workers=0",
+            "loader.prefetch_factor=null",
+        ],
+    )
+    seen = Counter()
+    for batch in loader:
+        assert set(batch.keys()) == {"verts", "semantic", "key"}
+        for key, verts, semantic in zip(batch.key, batch.verts.unbind(), batch.semantic.unbind()):
+            mapped = [KITTI_MAP[int(v)] for v in ref[key]["semantic"]]
+            assert semantic.tolist() == mapped
+            assert np.array_equal(verts.numpy(), ref[key]["verts"])
+            seen[key] += 1
+    assert seen == Counter(list(ref))
