@@ -91,8 +91,10 @@ def write_scannet(root: Path) -> dict[str, dict]:
         n = 8 + 5 * s
         verts = _points(n, 1000.0 * s)
         labels = (np.arange(n) * (s + 3) % 7).astype(np.uint16)
-        colors = [(c, "uchar", "u1", (np.arange(n) * (k + 1) % 256).astype(np.uint8)) for k, c in
-                  enumerate(("red", "green", "blue"))]
+        colors = [
+            (c, "uchar", "u1", (np.arange(n) * (k + 1) % 256).astype(np.uint8))
+            for k, c in enumerate(("red", "green", "blue"))
+        ]
         _ply(root / scene / f"{scene}_vh_clean_2.ply", verts, colors)
         _ply(
             root / scene / f"{scene}_vh_clean_2.labels.ply",
@@ -109,7 +111,7 @@ KITTI_MAP = {0: 0, 10: 1, 40: 2, 252: 1}
 
 
 def write_kitti(root: Path) -> dict[str, dict]:
-    """``root/sequences/<seq>/velodyne/<frame>.bin`` + ``labels/<frame>.label``, sequences 00, 08."""
+    """``root/sequences/<seq>/velodyne/<frame>.bin`` + ``labels/<frame>.label``: seqs 00, 08."""
     rng = np.random.default_rng(3)
     ref = {}
     for seq, frames in (("00", 3), ("08", 2)):

@@ -20,10 +20,11 @@ from torch.utils.data import DataLoader
 
 from hetload.collate import collate
 from hetload.config.construct import attr, construct, import_code, require
-from hetload.config.coverage import check_options, dataset_kwargs, signature_names
+from hetload.config.coverage import check_options, dataset_kwargs, option_names, signature_names
 from hetload.config.load import LoaderConfig, load_config
 from hetload.config.loader import Loader, StageTimes, TimedCollate, TimedReads, TimedStream
 from hetload.config.schema import MAX_RANKS
+from hetload.config.types import closest
 from hetload.config.wrappers import Chain, KeepFields, Mapped
 from hetload.guards import shown
 from hetload.samplers.fixed import FixedBatchSampler
@@ -99,10 +100,21 @@ def _env_int(config: LoaderConfig, key: str, variable: str, low: int) -> int | N
 
 
 def _check_options(config: LoaderConfig) -> None:
-    reason = check_options(config.dataset["type"], config.dataset["options"])
+    kind, options = config.dataset["type"], config.dataset["options"]
+    reason = check_options(kind, options)
     if reason is not None:
         name, _, why = reason.partition(": ")
         raise config.error(f"dataset.options.{name}", why)
+    valid = signature_names(kind)
+    for name in options:
+        if name not in valid:
+            guess = closest(name, valid)
+            hint = f"; did you mean {guess!r}?" if guess else ""
+            takes = ", ".join(option_names(kind))
+            raise config.error(
+                f"dataset.options.{name}",
+                f"{kind} has no argument {shown(name)}{hint} Valid: {takes}",
+            )
 
 
 def _dataset(config: LoaderConfig, transform: Callable | None) -> Any:

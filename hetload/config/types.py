@@ -42,6 +42,11 @@ def _got(value: Any) -> str:
 
 
 class Type:
+    #: the type takes a mapping (Either picks the reason of the alternative of a value's shape)
+    takes_mapping = False
+    #: the type takes a mapping and other shapes too (its reason is the one to show for either)
+    takes_any_shape = False
+
     def check(self, value: Any, ctx: Context) -> Any:
         raise NotImplementedError
 
@@ -231,6 +236,7 @@ class ListOf(Type):
 @dataclass(frozen=True)
 class MapOf(Type):
     value: Type
+    takes_mapping = True
 
     def check(self, value: Any, ctx: Context) -> dict[str, Any]:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
@@ -249,6 +255,8 @@ class MapOf(Type):
 
 class AnyMap(Type):
     """Keyword arguments passed through to a constructor, checked there against its signature."""
+
+    takes_mapping = True
 
     def check(self, value: Any, ctx: Context) -> dict[str, Any]:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
@@ -279,7 +287,7 @@ class Either(Type):
         same_shape = [
             reason
             for option, reason in reasons
-            if isinstance(option, (MapOf, AnyMap)) == isinstance(value, dict)
+            if option.takes_any_shape or option.takes_mapping == isinstance(value, dict)
         ]
         if len(same_shape) == 1:
             raise Invalid(same_shape[0])
@@ -327,6 +335,8 @@ class LabelTable(Type):
     """A label map (:class:`hetload.data.LabelMap`): a mapping ``raw id: id`` of integers, or the
     path of a YAML file holding one (a ``semantic-kitti.yaml`` with its ``learning_map``).
     Checked here by building the map once, so a bad entry fails before anything runs."""
+
+    takes_any_shape = True
 
     def check(self, value: Any, ctx: Context) -> Any:
         from hetload.data.label_map import LabelMap
