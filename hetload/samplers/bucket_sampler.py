@@ -271,8 +271,10 @@ class BucketBatchSampler(Sampler[list[int]]):
             self._yielded += 1
             indices = order[cuts[b] : cuts[b + 1]].tolist()
             yield indices if repeats is None else MarkedIndices(indices, bool(repeats[step]))
+        # the history (elastic resumes) stays until set_epoch: a DataLoader drains this
+        # generator ahead of the consumer, and a checkpoint taken after that counts its step
+        # in the same segment
         self._resume_at = 0
-        self._history = []
 
     # -- resume ---------------------------------------------------------------------------
 

@@ -166,8 +166,10 @@ class FixedBatchSampler(Sampler[list[int]]):
             self._yielded += 1
             batch = indices[lo:hi]
             yield MarkedIndices(batch, repeat[lo:hi]) if marked else batch
+        # the history stays until set_epoch: a DataLoader drains this generator ahead of the
+        # consumer (workers prefetch), and a checkpoint taken after that must still say which
+        # segment its step counts in
         self._resume_at = 0
-        self._history = []
 
     # -- resume ---------------------------------------------------------------------------
 
