@@ -22,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "--manifest, its `label` and other values."
         ),
     )
-    parser.add_argument("src", type=Path, help="input folder, or a text file of paths")
+    parser.add_argument(
+        "src", type=Path, help="input folder (or a layout's root), or a text file of paths"
+    )
     parser.add_argument("dst", type=Path, help="output folder")
     parser.add_argument("--workers", type=int, default=1, help="reader processes (default 1)")
     limit = parser.add_argument_group("shard size (a shard closes at whichever comes first)")
@@ -89,6 +91,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="SUFFIX",
         help="read only these suffixes from SRC (repeatable or comma-separated: --ext off,stl)",
     )
+    layouts = parser.add_argument_group(
+        "dataset layouts (SRC is the download as it is; samples, keys, class labels and "
+        "per-point labels are those hetload.data's class of the layout reads)"
+    )
+    layouts.add_argument(
+        "--layout",
+        choices=("modelnet", "shapenet", "scannet", "semantic-kitti"),
+        default=None,
+        help="modelnet: <class>/<split>/*.off with `label`; shapenet: <synset>/<model>/models/"
+        "model_normalized.obj with `label`; scannet: <scene>/<scene>_vh_clean_2.ply with the "
+        "per-vertex `labels` of its .labels.ply (and `instance` from the segment files); "
+        "semantic-kitti: sequences/<seq>/velodyne/*.bin with per-point `semantic` and "
+        "`instance` from labels/*.label",
+    )
+    layouts.add_argument("--split", default=None, help="modelnet: train (default) or test")
+    layouts.add_argument(
+        "--synsets", default=None, metavar="A,B", help="shapenet: synset ids or names to read"
+    )
+    layouts.add_argument(
+        "--scenes",
+        default=None,
+        metavar="FILE|A,B",
+        help="scannet: a split file (one scene per line) or scene names",
+    )
+    layouts.add_argument(
+        "--sequences",
+        default=None,
+        metavar="SPLIT|0,8",
+        help="semantic-kitti: train | valid | test, or sequence numbers",
+    )
+    layouts.add_argument(
+        "--label-map",
+        type=Path,
+        default=None,
+        metavar="YAML",
+        help="scannet / semantic-kitti: raw label id -> id (a YAML mapping, or "
+        "semantic-kitti.yaml and its learning_map); an id it lacks is an error of that sample",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -118,6 +158,43 @@ def run(args: argparse.Namespace) -> int:
         classes=None if args.classes is None else [c.strip() for c in args.classes.split(",")],
         manifest=args.manifest,
         extensions=None if not args.ext else ",".join(args.ext),
+        layout=args.layout,
+        layout_options=_layout_options(args),
     )
     print(result)
     return 0
+
+
+#: the flag of each layout option, and the layouts that take it
+_LAYOUT_FLAGS = {
+    "split": ("--split", ("modelnet",)),
+    "synsets": ("--synsets", ("shapenet",)),
+    "scenes": ("--scenes", ("scannet",)),
+    "sequences": ("--sequences", ("semantic-kitti",)),
+    "label_map": ("--label-map", ("scannet", "semantic-kitti")),
+}
+
+
+def _layout_options(args: argparse.Namespace) -> dict | None:
+    """The layout class's options from the flags; a flag of another layout is an error."""
+    options = {}
+    for name, (flag, layouts) in _LAYOUT_FLAGS.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if args.layout not in layouts:
+            raise ValueError(f"{flag} applies to --layout {' / '.join(layouts)}")
+        if name != "label_map":
+            listed = [v.strip() for v in value.split(",") if v.strip()]
+            if name == "synsets":
+                value = listed
+            elif name == "sequences":
+                # numbers as numbers: 8 is sequence folder 08
+                numbers = [int(v) if v.isdigit() else v for v in listed]
+                value = value if value in ("train", "valid", "test") else numbers
+            elif name == "scenes":
+                value = value if Path(value).is_file() else listed
+        if name == "label_map" and args.layout == "semantic-kitti":
+            name = "learning_map"  # SemanticKITTI's name of it
+        options[name] = value
+    return options or None

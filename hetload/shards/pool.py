@@ -26,6 +26,8 @@ class Setup:
     transform_specs: list[Any] | None
     casts: dict[str, str]
     seed: int
+    #: reads one input path (default: ``hetload.io.load``); a layout's reader for ``--layout``
+    reader: Any = None
 
 
 _WORKER: dict[str, Any] = {}
@@ -34,7 +36,7 @@ _WORKER: dict[str, Any] = {}
 def _init_worker(setup: Setup) -> None:
     from hetload import io
 
-    _WORKER["load"] = io.load
+    _WORKER["load"] = io.load if setup.reader is None else setup.reader
     _WORKER["transform"] = build_transform(setup.transform_specs)
     _WORKER["casts"] = setup.casts
     _WORKER["seed"] = setup.seed

@@ -32,6 +32,7 @@ from hetload.errors import ErrorPolicy, OnError
 from hetload.guards import MAX_WORKERS, check_seed
 from hetload.shards.journal import Journal
 from hetload.shards.pool import Setup, ordered
+from hetload.shards.preprocess_layout import layout_inputs
 from hetload.shards.resume import (
     JOURNAL,
     PreprocessResult,
@@ -86,6 +87,8 @@ def preprocess(
     classes: Sequence[str] | None = None,
     manifest: str | os.PathLike | None = None,
     extensions: Sequence[str] | str | None = None,
+    layout: str | None = None,
+    layout_options: Mapping[str, Any] | None = None,
 ) -> PreprocessResult:
     """Preprocess every mesh file under ``src`` into shards in ``dst`` (see the module
     docstring).
@@ -117,6 +120,14 @@ def preprocess(
         extensions: the suffixes read from a folder ``src`` (default: every format
             :func:`hetload.io.load` reads); the files no reader handles are listed in the
             result's ``unreadable``.
+        layout: read ``src`` as an on-disk layout (:mod:`hetload.shards.preprocess_layout`):
+            ``"modelnet"``, ``"shapenet"``, ``"scannet"`` or ``"semantic-kitti"``; samples,
+            keys, class labels and per-point labels (``labels``, ``semantic``, ``instance``)
+            are those the layout's dataset class reads. Not with ``labels``, ``manifest``,
+            ``classes`` or ``extensions`` (the layout decides them).
+        layout_options: the layout class's options: ``split`` (ModelNet), ``synsets``,
+            ``model_file`` (ShapeNetCore), ``scenes``, ``label_map`` (ScanNetScenes),
+            ``sequences``, ``labels``, ``learning_map``, ``allow_nonfinite`` (SemanticKITTI).
 
     Shards keep each sample's source path (its ``key`` on read is that path without the
     extension) and the values above; ``index.json`` records ``classes`` under ``settings``.
@@ -141,8 +152,21 @@ def preprocess(
     setup = Setup(specs, check_casts(casts), check_seed(seed, "--seed"))
     build_transform(specs)  # fail on a bad config here, not once per worker
 
-    inputs, unreadable = find_inputs(src, extensions)
-    targets = resolve_targets(src, [rel for rel, _ in inputs], labels, classes, manifest)
+    listed: list[dict[str, str]] = []  # what a layout refused while listing its samples
+    if layout is not None:
+        given = {"labels": labels, "classes": classes, "manifest": manifest, "ext": extensions}
+        clash = [name for name, value in given.items() if value is not None]
+        if clash:
+            raise ValueError(f"--layout {layout} decides the inputs and labels: drop --{clash[0]}")
+        found = layout_inputs(src, layout, layout_options, policy.mode)
+        inputs, unreadable, targets = found.inputs, [], found.targets
+        setup = Setup(setup.transform_specs, setup.casts, setup.seed, reader=found.reader)
+        listed = found.skipped
+    else:
+        if layout_options:
+            raise ValueError("layout_options need a layout")
+        inputs, unreadable = find_inputs(src, extensions)
+        targets = resolve_targets(src, [rel for rel, _ in inputs], labels, classes, manifest)
     total = len(inputs)
     lo, hi = i * total // n, (i + 1) * total // n
     out_dir = Path(dst) if n == 1 else Path(dst) / f"part-{i:04d}-of-{n:04d}"
@@ -158,6 +182,7 @@ def preprocess(
             "shard_size": size_budget,
             "transforms": specs,
             **({"targets": targets.settings} if targets.settings else {}),
+            **({"layout": found.settings} if layout is not None else {}),
         },
     }
     header = json.loads(json.dumps(header))  # the form it has once read back from JSON
@@ -179,7 +204,8 @@ def preprocess(
         result = PreprocessResult(out_dir, hi - lo, 0, 0, 0, 0, resumed_at=done - lo)
         result.unreadable = unreadable
         started = time.perf_counter()
-        skipped: list[dict[str, str]] = []
+        # the layout's refusals are journaled with the first shard of a fresh run
+        skipped: list[dict[str, str]] = list(listed) if done == lo else []
         bar = _progress_bar(hi - lo, done - lo, progress, out_dir.name)
         results = ordered(tasks, workers, setup)
         try:
