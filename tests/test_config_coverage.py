@@ -275,3 +275,53 @@ def test_shard_size_field_reaches_the_dataset(tmp_path: Path) -> None:
     assert torch.equal(
         torch.as_tensor(loader.dataset.sizes), torch.as_tensor(loader.dataset.field_sizes["faces"])
     )
+
+
+#: keys whose default differs from the constructor's on purpose: (key, class) -> why
+DIFFERENT_DEFAULTS = {
+    # build_loader sets these from distributed.* / torchrun's environment, not from the class
+    ("distributed.world_size", "BucketBatchSampler"): "auto: $WORLD_SIZE",
+    ("distributed.rank", "BucketBatchSampler"): "auto: $RANK",
+    ("distributed.world_size", "FixedBatchSampler"): "auto: $WORLD_SIZE",
+    ("distributed.rank", "FixedBatchSampler"): "auto: $RANK",
+    ("distributed.world_size", "ShardStream"): "auto: $WORLD_SIZE",
+    ("distributed.rank", "ShardStream"): "auto: $RANK",
+    # one key serves several classes: the bucket sampler's budget is also the stream's
+    ("sampler.max_tokens", "ShardStream"): "None there means fixed batches (sampler.type)",
+    ("sampler.batch_size", "ShardStream"): "None there means bucket batches (sampler.type)",
+    ("sampler.batch_size", "FixedBatchSampler"): "required by the class, 32 in a config",
+    ("sampler.max_tokens", "BucketBatchSampler"): "required by the class, 262144 in a config",
+    # kept as configs have always had it: a config that never set it keeps its batches
+    ("sampler.buffer_size", "ShardStream"): "1024 in configs, 2048 in Python",
+    ("loader.pin_memory", "DataLoader"): "auto: when the device is CUDA",
+    ("loader.prefetch_factor", "DataLoader"): "null: torch's default",
+}
+
+
+def test_key_defaults_are_the_constructors() -> None:
+    """A key mirroring a constructor argument has that argument's default (or a listed reason)."""
+    import inspect
+
+    from hetload.config.coverage import owner
+    from hetload.config.schema import REQUIRED
+
+    checked = []
+    for name, table in COVERAGE.items():
+        params = inspect.signature(owner(name)).parameters
+        for arg, where in table.items():
+            if where in (OPTIONS, BUILT, PYTHON) or arg not in params:
+                continue
+            section, _, key = where.partition(".")
+            spec = SCHEMA[section][key]
+            default = params[arg].default
+            if spec.default is REQUIRED or spec.required_for or default is inspect.Parameter.empty:
+                if (where, name) not in DIFFERENT_DEFAULTS:
+                    assert spec.default is REQUIRED or spec.required_for, (name, arg)
+                continue
+            if (where, name) in DIFFERENT_DEFAULTS:
+                continue
+            checked.append(where)
+            assert spec.default == default, (
+                f"{where} defaults to {spec.default!r}, {name}({arg}=) to {default!r}"
+            )
+    assert len(checked) > 30 and "sampler.spread" in checked and "loader.in_order" in checked
