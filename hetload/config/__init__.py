@@ -5,6 +5,8 @@
 - ``load.py``: YAML (safe loading only), dotted overrides, validation -> :class:`LoaderConfig`
 - ``build.py``: :func:`build_loader`: dataset, transforms, sampler, collate, DataLoader, device
 - ``construct.py``: importing and constructing what a config names, errors naming the key
+- ``coverage.py``: where every constructor argument of the classes built comes from (a key,
+  ``dataset.options``, the build itself, or Python only), checked against their signatures
 - ``wrappers.py``: datasets wrapped around the configured one (fields, transforms, labels)
 - ``loader.py``: the :class:`Loader` returned, and the per-stage clocks of ``timed=True``
 

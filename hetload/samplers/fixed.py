@@ -124,7 +124,13 @@ class FixedBatchSampler(Sampler[list[int]]):
         return dealt[rank::world].tolist(), repeat[rank::world].tolist()
 
     def _steps(self, world: int) -> int:
-        count = len(self._rank_share(world, 0)[0])
+        """Batches per rank, from the counts alone (no permutation drawn): ``_left``'s length,
+        then ``_deal``'s share of one rank."""
+        left = self.n
+        for earlier, consumed in self._history:
+            kept = (left // earlier) * earlier if self.drop_last else left
+            left = kept - min(consumed * self.batch_size * earlier, kept)
+        count = left // world if self.drop_last else -(-left // world)
         if self.drop_last:
             return count // self.batch_size
         return -(-count // self.batch_size)
