@@ -181,6 +181,17 @@ def test_build_time_errors_of_new_keys(tmp_path: Path) -> None:
         tmp_path, "dataset: {type: ModelNet, root: data, options: {pattern: x}}\n", build=True
     )
     assert "dataset.options.pattern: ModelNet has no argument 'pattern'" in msg
+    (tmp_path / "shards").mkdir()
+    msg = _error(
+        tmp_path,
+        "dataset: {type: ShardStream, urls: shards, options: {buffer_size: 4}}\n",
+        build=True,
+    )
+    assert "dataset.options.buffer_size: set it with sampler.buffer_size instead" in msg
+    msg = _error(
+        tmp_path, "dataset: {type: ShardStream, urls: shards, options: {foo: 4}}\n", build=True
+    )
+    assert "dataset.options.foo: ShardStream has no argument 'foo' Valid: none" in msg
     msg = _error(
         tmp_path, "dataset: {type: ModelNet, root: data, options: {scan_workerz: 2}}\n", build=True
     )

@@ -110,7 +110,7 @@ def _check_options(config: LoaderConfig) -> None:
         if name not in valid:
             guess = closest(name, valid)
             hint = f"; did you mean {guess!r}?" if guess else ""
-            takes = ", ".join(option_names(kind))
+            takes = ", ".join(option_names(kind)) or "none (each argument has its own key)"
             raise config.error(
                 f"dataset.options.{name}",
                 f"{kind} has no argument {shown(name)}{hint} Valid: {takes}",
