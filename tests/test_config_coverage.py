@@ -176,7 +176,7 @@ def test_build_time_errors_of_new_keys(tmp_path: Path) -> None:
         "dataset: {type: ModelNet, root: data, options: {transform: x}}\n",
         build=True,
     )
-    assert "dataset.options.transform: build_loader sets it" in msg
+    assert "dataset.options.transform: build_loader sets it (from the transforms section)" in msg
     msg = _error(
         tmp_path, "dataset: {type: ModelNet, root: data, options: {pattern: x}}\n", build=True
     )

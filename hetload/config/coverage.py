@@ -193,6 +193,10 @@ def option_names(dataset_type: str) -> list[str]:
     return [n for n, where in COVERAGE[dataset_type].items() if where == OPTIONS]
 
 
+#: the config section a BUILT argument is made from, where one is
+_BUILT_FROM = {"transform": "the transforms section", "collate_fn": "the collate section"}
+
+
 def check_options(dataset_type: str, options: Mapping[str, Any]) -> str | None:
     """Why ``dataset.options`` may not hold one of ``options`` (``"<name>: reason"``), or None.
 
@@ -204,7 +208,8 @@ def check_options(dataset_type: str, options: Mapping[str, Any]) -> str | None:
         if where is None or where == OPTIONS:
             continue
         if where == BUILT:
-            return f"{name}: build_loader sets it (from the config's other keys)"
+            section = _BUILT_FROM.get(name, "the config's other keys")
+            return f"{name}: build_loader sets it (from {section})"
         if where == PYTHON:
             return f"{name}: a Python object a config cannot hold; use the Python API"
         return f"{name}: set it with {where} instead"
