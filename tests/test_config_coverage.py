@@ -29,9 +29,11 @@ from hetload.config.schema import DATASET_TYPES
 @pytest.mark.parametrize("name", sorted(COVERAGE))
 def test_every_constructor_argument_has_a_place(name: str) -> None:
     """A new argument of any of these classes fails here until COVERAGE places it."""
-    assert list(COVERAGE[name]) == signature_names(name) or set(COVERAGE[name]) == set(
-        signature_names(name)
-    ), f"{name}: arguments {set(signature_names(name)) ^ set(COVERAGE[name])} are not placed"
+    accepted, placed = set(signature_names(name)), set(COVERAGE[name])
+    assert accepted <= placed, f"{name}: arguments {accepted - placed} are not placed"
+    # the table's extra names: DataLoader arguments of newer torch versions only
+    newer = {"DataLoader": {"in_order", "pin_memory_device"}}.get(name, set())
+    assert placed - accepted <= newer, f"{name} has no arguments {placed - accepted}"
 
 
 def test_every_place_is_a_real_key() -> None:

@@ -10,6 +10,7 @@ what a config names, ``wrappers.py`` holds the datasets wrapped around the confi
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -323,8 +324,14 @@ def build_loader(
         "persistent_workers": loader_cfg["persistent_workers"] and workers > 0,
         "timeout": loader_cfg["timeout"] if workers else 0,
         "multiprocessing_context": loader_cfg["multiprocessing_context"] if workers else None,
-        "in_order": loader_cfg["in_order"],
     }
+    if not loader_cfg["in_order"]:
+        # only when asked: torch < 2.6's DataLoader has no in_order
+        if "in_order" not in inspect.signature(DataLoader).parameters:
+            raise cfg.error(
+                "loader.in_order", f"false needs torch >= 2.6 (this is {torch.__version__})"
+            )
+        common["in_order"] = False
     if cfg.dataset["type"] == "ShardStream":
         dataset = _stream(cfg, transform, collate_fn, world, rank)
         source = TimedStream(dataset) if timed else dataset
