@@ -195,6 +195,10 @@ def test_build_time_errors_of_new_keys(tmp_path: Path) -> None:
     )
     assert "dataset.options.foo: ShardStream has no argument 'foo' Valid: none" in msg
     msg = _error(
+        tmp_path, "dataset: {type: ShardStream, urls: shards}\nsampler: {spread: 0.1}\n", build=True
+    )
+    assert "sampler.spread: applies to map-style datasets; ShardStream cannot honour it" in msg
+    msg = _error(
         tmp_path, "dataset: {type: ModelNet, root: data, options: {scan_workerz: 2}}\n", build=True
     )
     assert (
