@@ -19,6 +19,7 @@ policies, substitutes and reports behave exactly as without this module.
 from __future__ import annotations
 
 import io
+import math
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -37,6 +38,8 @@ from hetload.shards.index import is_url
 
 __all__ = ["read_batch"]
 
+#: the most iovecs one preadv takes (Linux: 1024)
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 #: bytes read to learn a field's dtype and trailing shape from a shard's first ``.npy`` header
 _PROBE = 4096
 
@@ -90,24 +93,31 @@ class _Reader:
 
     def read(self, indices: Sequence[int]) -> PackedSamples | None:
         ds, count = self.ds, len(self.positions)
-        suffixes = [s for s in ds._suffixes if s.endswith(".npy")]
-        names = [s[: -len(".npy")] for s in suffixes]
+        at_rows = np.asarray(self.positions, dtype=np.int64)
+        # the index columns of this batch, as Python ints (one lookup per column and batch)
+        self.start = ds._start[at_rows].tolist()
+        self.end = ds._end[at_rows].tolist()
+        self.offset = {s: ds._offset[s][at_rows].tolist() for s in ds._suffixes}
+        self.size = {s: ds._size[s][at_rows].tolist() for s in ds._suffixes}
         # per field and sample: (dtype, shape, header bytes) or None where the sample lacks it
         plan: dict[str, list[tuple[np.dtype, tuple[int, ...], bytes] | None]] = {}
-        for name, suffix in zip(names, suffixes, strict=True):
-            column = []
-            for p, shard in zip(self.positions, self.shards, strict=True):
-                if ds._offset[suffix][p] < 0:
+        for suffix in ds._suffixes:
+            if not suffix.endswith(".npy"):
+                continue
+            name = suffix[: -len(".npy")]
+            offsets, sizes = self.offset[suffix], self.size[suffix]
+            rows = _rows(ds, name)[at_rows].tolist()
+            column: list[tuple[np.dtype, tuple[int, ...], bytes] | None] = []
+            for j, shard in enumerate(self.shards):
+                if offsets[j] < 0:
                     column.append(None)
                     continue
-                dtype, tail = _field_info(ds, shard, name)
-                rows = int(_rows(ds, name)[p])
-                shape = () if tail is None else (rows, *tail)
-                if rows < 0 or (tail is None and rows != 1):
+                dtype, descr, tail = _field_info(ds, shard, name)
+                shape = () if tail is None else (rows[j], *tail)
+                if rows[j] < 0 or (tail is None and rows[j] != 1):
                     return None
-                header = _npy_header(np.lib.format.dtype_to_descr(dtype), shape)
-                nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-                if len(header) + nbytes != int(ds._size[suffix][p]):
+                header = _npy_header(descr, shape)
+                if len(header) + math.prod(shape) * dtype.itemsize != sizes[j]:
                     return None
                 column.append((dtype, shape, header))
             if any(c is not None for c in column):
@@ -120,7 +130,7 @@ class _Reader:
             for item in column:
                 starts.append(total)
                 if item is not None:
-                    total += int(np.prod(item[1], dtype=np.int64)) * item[0].itemsize
+                    total += math.prod(item[1]) * item[0].itemsize
             fields[name] = PackedField(
                 name=name,
                 values_at=at,
@@ -156,50 +166,46 @@ class _Reader:
         """Read sample ``j`` (position ``p``) and check it; its field order and non-array
         values, or ``None`` when the per-sample path must decide."""
         ds = self.ds
-        start, end = int(ds._start[p]), int(ds._end[p])
+        start, end = self.start[j], self.end[j]
         key = ds._keys[p]
-        members = sorted((int(ds._offset[s][p]), s) for s in ds._suffixes if ds._offset[s][p] >= 0)
+        members = sorted((self.offset[s][j], s) for s in self.offset if self.offset[s][j] >= 0)
         # the iovecs: scratch for headers, json and members not read, data into the buffer
-        pieces: list[tuple[bool, int, Any]] = []  # (to scratch, length, destination view)
+        pieces: list[tuple[int, Any]] = []  # (length, destination view or None: scratch)
         checks: list[tuple[int, str, int, bytes | None]] = []  # scratch pos, suffix, size, npy
         json_at: tuple[int, int] | None = None
         scratch_len, cur = 0, start
         for offset, suffix in members:
-            size = int(ds._size[suffix][p])
+            size = self.size[suffix][j]
             if offset - BLOCK < cur or offset + size > end:
                 return None
             gap = offset - cur  # other members' bytes, padding, then this member's tar header
-            pieces.append((True, gap, None))
             header_at = scratch_len + gap - BLOCK
-            scratch_len += gap
-            name = suffix[: -len(".npy")] if suffix.endswith(".npy") else None
-            if name is None:
-                pieces.append((True, size, None))
-                json_at = (scratch_len, size)
-                checks.append((header_at, suffix, size, None))
-                scratch_len += size
-            else:
-                item = plan[name][j]
-                header = item[2]
-                pieces.append((True, len(header), None))
-                checks.append((header_at, suffix, size, header))
-                scratch_len += len(header)
-                field = fields[name]
+            if suffix.endswith(".npy"):
+                npy = plan[suffix[: -len(".npy")]][j][2]
+                field = fields[suffix[: -len(".npy")]]
                 lo = field.values_at + field.starts[j]
-                pieces.append((False, size - len(header), raw[lo : lo + size - len(header)]))
+                pieces.append((gap + len(npy), None))
+                pieces.append((size - len(npy), raw[lo : lo + size - len(npy)]))
+                checks.append((header_at, suffix, size, npy))
+                scratch_len += gap + len(npy)
+            else:
+                pieces.append((gap + size, None))
+                json_at = (scratch_len + gap, size)
+                checks.append((header_at, suffix, size, None))
+                scratch_len += gap + size
             cur = offset + size
-        pieces.append((True, end - cur, None))
+        pieces.append((end - cur, None))
         scratch = np.empty(scratch_len + (end - cur), dtype=np.uint8)
         iovecs, pos = [], 0
-        for to_scratch, length, view in pieces:
+        for length, view in pieces:
             if length == 0:
                 continue
-            if to_scratch:
+            if view is None:
                 iovecs.append(scratch[pos : pos + length])
                 pos += length
             else:
                 iovecs.append(view)
-        if sum(len(v) for v in iovecs) != end - start or len(iovecs) > os.sysconf("SC_IOV_MAX"):
+        if len(iovecs) > _IOV_MAX:
             return None
         if os.preadv(fd, iovecs, start) != end - start:
             return None  # truncated: the per-sample path names it
@@ -207,7 +213,7 @@ class _Reader:
         for header_at, suffix, size, npy in checks:
             header = view[header_at : header_at + BLOCK]
             # the writer's exact name and size fields (any other form: the per-sample path)
-            if header[:100] != member_name(key, suffix).encode().ljust(100, b"\0"):
+            if header[:100] != f"{key}.{suffix}".encode().ljust(100, b"\0"):
                 return None
             if header[124:135] != b"%011o" % size:
                 return None
@@ -258,8 +264,9 @@ def _rows(ds: Any, name: str) -> np.ndarray:
     return rows
 
 
-def _field_info(ds: Any, shard: int, name: str) -> tuple[np.dtype, tuple[int, ...] | None]:
-    """Field ``name``'s dtype and trailing shape in ``shard`` (``None``: stored 0-d), from the
+def _field_info(ds: Any, shard: int, name: str) -> tuple[np.dtype, str, tuple[int, ...] | None]:
+    """Field ``name``'s dtype, its ``.npy`` descr and trailing shape in ``shard`` (``None``:
+    stored 0-d), from the
     first ``.npy`` header of the field in that shard (read once per process)."""
     cache = ds.__dict__.setdefault("_batch_fields", {})
     info = cache.get((shard, name))
@@ -285,7 +292,8 @@ def _field_info(ds: Any, shard: int, name: str) -> tuple[np.dtype, tuple[int, ..
         raise ShardError(ds._urls[shard], member_name(ds._keys[p], suffix), str(exc)) from None
     if fortran and len(shape) > 1:
         raise ShardError(ds._urls[shard], member_name(ds._keys[p], suffix), "Fortran order")
-    info = cache[(shard, name)] = (dtype, None if len(shape) == 0 else tuple(shape[1:]))
+    tail = None if len(shape) == 0 else tuple(shape[1:])
+    info = cache[(shard, name)] = (dtype, np.lib.format.dtype_to_descr(dtype), tail)
     return info
 
 
