@@ -16,6 +16,7 @@ plain ``collate`` on the same samples, so results and errors are the plain path'
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, pairwise
@@ -61,8 +62,7 @@ class PackedField:
         dtype, shape = self.dtypes[j], self.shapes[j]
         assert dtype is not None and shape is not None
         lo = self.values_at + self.starts[j]
-        count = int(np.prod(shape, dtype=np.int64))
-        return buffer[lo : lo + count * dtype.itemsize].view(dtype).reshape(shape)
+        return buffer[lo : lo + math.prod(shape) * dtype.itemsize].view(dtype).reshape(shape)
 
 
 class PackedSamples(Sequence):
