@@ -63,8 +63,8 @@ def read_batch(
         return None
     try:
         return _Reader(dataset, positions, shards, allocate).read(indices)
-    except (ShardError, OSError, ValueError, KeyError, TypeError):
-        return None
+    except (ShardError, OSError, ValueError, KeyError, TypeError, IndexError):
+        return None  # the per-sample path reads this batch and reports what is wrong
 
 
 @lru_cache(maxsize=4096)
@@ -256,12 +256,9 @@ def _sample_layout(
 
 
 def _rows(ds: Any, name: str) -> np.ndarray:
-    """``int64 [N]``: rows of field ``name`` per sample, from the index (cached)."""
-    cache = ds.__dict__.setdefault("_batch_rows", {})
-    rows = cache.get(name)
-    if rows is None:
-        rows = cache[name] = ds.index.rows(name)
-    return rows
+    """``int64 [N]``: rows of field ``name`` per sample, from the index (``field_sizes``: the
+    index's rows, 0 where absent, as there is no transform on this path)."""
+    return ds.field_sizes[name]
 
 
 def _field_info(ds: Any, shard: int, name: str) -> tuple[np.dtype, str, tuple[int, ...] | None]:
