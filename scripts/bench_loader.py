@@ -8,10 +8,11 @@ and the host copies of the array bytes from the shard file to a pinned batch.
 One run generates (or reuses) a dataset of OBJ meshes with log-normal vertex counts, preprocesses
 it into shards with ``hetload preprocess``, then times each loader
 (``DataLoader(num_workers=2, persistent_workers=True, collate_fn=hetload.collate)``, batches of
-16 samples) for ``--repeats`` epochs after one warm-up epoch, and the raw sequential read of the
-shard files in this process. Prints medians: samples/s, points/s (vertex rows), MB/s (bytes of
-the files the loader reads), and the ratios the targets are about: shards vs MeshFolder, and
-shard loaders vs the raw read.
+16 samples) for ``--repeats`` rounds after one warm-up epoch (in each round every loader runs
+one epoch in turn, so the load of a shared machine weighs on all alike), and the raw sequential
+read of the shard files in this process. Prints medians: samples/s, points/s (vertex rows), MB/s
+(bytes of the files the loader reads), and the ratios the targets are about: shards vs
+MeshFolder, and shard loaders vs the raw read.
 
     .venv/bin/python scripts/bench_loader.py --n 2000 --repeats 3
 
@@ -221,8 +222,18 @@ def main() -> None:
         names["ps_0"]: (map_style(per_sample, 0), shard_bytes),
         names["st_0"]: (stream(0), shard_bytes),
     }
+    # round robin: every loader's epochs spread over the same stretch of time, so the load of
+    # this shared machine weighs on all of them alike (one warm-up epoch each first)
     raw_read(shard_paths)  # warm the cache like the loaders' first pass would
-    raw = statistics.median(raw_read(shard_paths) for _ in range(args.repeats))
+    for loader, _ in tqdm(loaders.values(), desc="warm-up", leave=False):
+        epoch(loader)
+    runs: dict[str, list[tuple[float, int, int]]] = {name: [] for name in loaders}
+    raw_runs = []
+    for _ in tqdm(range(args.repeats), desc="rounds", leave=False):
+        raw_runs.append(raw_read(shard_paths))
+        for name, (loader, _) in loaders.items():
+            runs[name].append(epoch(loader))
+    raw = statistics.median(raw_runs)
     total_points = int(shards.sizes.sum())
     rows = [
         [
@@ -234,11 +245,9 @@ def main() -> None:
         ]
     ]
     seconds: dict[str, float] = {}
-    for name, (loader, nbytes) in tqdm(loaders.items(), desc="loaders", leave=False):
-        epoch(loader)
-        runs = [epoch(loader) for _ in range(args.repeats)]
-        seconds[name] = statistics.median(r[0] for r in runs)
-        samples, points = runs[0][1], runs[0][2]
+    for name, (_, nbytes) in loaders.items():
+        seconds[name] = statistics.median(r[0] for r in runs[name])
+        samples, points = runs[name][0][1], runs[name][0][2]
         mbps = nbytes / 1e6 / seconds[name] if nbytes else float("nan")
         of_raw = raw / seconds[name] if nbytes == shard_bytes else float("nan")
         rows.append([name, samples / seconds[name], points / seconds[name] / 1e6, mbps, of_raw])
@@ -246,7 +255,8 @@ def main() -> None:
     print(
         f"{args.n} meshes, {obj_bytes / 1e6:.0f} MB of OBJ -> {len(shard_paths)} shards, "
         f"{shard_bytes / 1e6:.0f} MB; batches of {BATCH}; median of {args.repeats} epochs after "
-        "a warm-up epoch; MB/s = bytes of the files each loader reads; load average "
+        "a warm-up epoch, loaders taking turns; MB/s = bytes of the files each loader "
+        "reads; load average "
         f"{os.getloadavg()[0]:.1f} (other processes share this machine)"
     )
     print(format_table(["loader", "samples/s", "Mpoints/s", "MB/s", "x raw read"], rows))
