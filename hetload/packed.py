@@ -220,9 +220,8 @@ class PackedSamples(Sequence):
         shapes = [s for s in field.shapes if s is not None]
         if any(len(s) == 0 for s in shapes) or not dtype.isnative or dtype.kind not in "biufc":
             return False
-        try:
-            torch_dtype = torch.from_numpy(np.empty(0, dtype)).dtype
-        except TypeError:
+        torch_dtype = _torch_dtype(dtype)
+        if torch_dtype is None:
             return False
         return kind == "ragged" or torch_dtype in _INDEX_DTYPES
 
@@ -231,7 +230,8 @@ class PackedSamples(Sequence):
         per-sample row counts."""
         field = self.fields[name]
         holder = next(j for j, d in enumerate(field.dtypes) if d is not None)
-        dtype = torch.from_numpy(np.empty(0, field.dtypes[holder])).dtype
+        dtype = _torch_dtype(field.dtypes[holder])  # type: ignore[arg-type]
+        assert dtype is not None
         tail = field.shapes[holder][1:]  # type: ignore[index]
         lengths = [0 if s is None else s[0] for s in field.shapes]
         values = carve(self.buffer, field.values_at, (sum(lengths), *tail), dtype)
@@ -264,3 +264,16 @@ class PackedSamples(Sequence):
             max_len=max(lengths),
             validate=False,
         )
+
+
+_TORCH_DTYPES: dict[np.dtype, torch.dtype | None] = {}
+
+
+def _torch_dtype(dtype: np.dtype) -> torch.dtype | None:
+    """The torch dtype ``torch.from_numpy`` gives ``dtype`` (``None``: it has none)."""
+    if dtype not in _TORCH_DTYPES:
+        try:
+            _TORCH_DTYPES[dtype] = torch.from_numpy(np.empty(0, dtype)).dtype
+        except TypeError:
+            _TORCH_DTYPES[dtype] = None
+    return _TORCH_DTYPES[dtype]
