@@ -123,6 +123,17 @@ class PackedSamples(Sequence):
             sample[name] = array
         return sample
 
+    def with_value(self, name: str, value: Any) -> PackedSamples:
+        """Every sample with ``name`` set to ``value``, as ``{**sample, name: value}`` would
+        (e.g. ``is_repeat``); ``name`` must not be an array field. Returns ``self``."""
+        if name in self.fields or self._batch is not None:
+            raise ValueError(f"PackedSamples.with_value: {name!r} is an array field, or collated")
+        for order, values in zip(self.orders, self.values, strict=True):
+            if name not in values:
+                order.append(name)
+            values[name] = value
+        return self
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (list, (list(self),))
 

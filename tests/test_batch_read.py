@@ -239,3 +239,20 @@ def test_a_transform_keeps_the_per_sample_path(tmp_path):
     write_shards([{"verts": np.ones((2, 3), np.float32)}] * 2, tmp_path)
     ds = ShardDataset(tmp_path, transform=lambda s: s)
     assert type(ds.__getitems__([0, 1])) is list
+
+
+def test_repeat_marks_keep_the_packed_batch(tmp_path):
+    from hetload.samplers.repeats import MarkedIndices, MarkRepeats, mark
+
+    rng = np.random.default_rng(4)
+    data = [
+        {"verts": rng.standard_normal((n, 3)).astype(np.float32), "label": n % 2}
+        for n in (3, 0, 5, 7)
+    ]
+    write_shards(data, tmp_path, max_count=3)
+    ds = ShardDataset(tmp_path)
+    marked = MarkRepeats(ds).__getitems__(MarkedIndices([3, 1, 2], is_repeat=True))
+    assert isinstance(marked, PackedSamples)
+    want = mark(per_sample(ds, [3, 1, 2]), True)
+    assert_same_samples(list(marked), want)
+    assert_same_batch(hetload.collate(marked), hetload.collate(want))

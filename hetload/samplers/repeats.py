@@ -19,6 +19,8 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from hetload.packed import PackedSamples
+
 __all__ = ["MarkRepeats", "MarkedIndices", "is_repeat", "mark"]
 
 
@@ -65,6 +67,8 @@ class MarkRepeats(Dataset):
         samples = getitems(indices) if getitems else [self.dataset[i] for i in indices]
         if not hasattr(indices, "is_repeat"):
             return samples
+        if isinstance(samples, PackedSamples) and "is_repeat" not in samples.fields:
+            return samples.with_value("is_repeat", is_repeat(indices))  # stays a packed batch
         return mark(list(samples), is_repeat(indices))
 
     def __getattr__(self, name: str) -> Any:
