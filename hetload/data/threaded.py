@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import torch
+from torch.utils.data._utils.pin_memory import pin_memory
 
 from hetload.collate import collate
 
@@ -120,10 +121,9 @@ class ThreadedLoader:
             samples = [self.dataset[i] for i in indices]
         batch = self.collate_fn(samples)
         if self.pin_memory:
+            # as DataLoader's pin thread does (nested containers, objects with pin_memory());
             # tensors already pinned (the arrays read into pinned memory) are kept, not copied
-            pin = getattr(batch, "pin_memory", None)
-            if callable(pin):
-                batch = pin()
+            batch = pin_memory(batch)
         return batch
 
     def __iter__(self) -> Iterator[Any]:
