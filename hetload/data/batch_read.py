@@ -143,7 +143,7 @@ class _Reader:
             )
             at = fields[name].flags_at + aligned(count)
         buffer = self.allocate(at)
-        raw = buffer.numpy()
+        raw = memoryview(buffer.numpy())
         orders, values = [], []
         with _Leases(ds) as leases:
             for j, p in enumerate(self.positions):
@@ -161,28 +161,32 @@ class _Reader:
         fd: int,
         plan: dict[str, list[Any]],
         fields: dict[str, PackedField],
-        raw: np.ndarray,
+        raw: memoryview,
     ) -> tuple[list[str], dict[str, Any]] | None:
         """Read sample ``j`` (position ``p``) and check it; its field order and non-array
         values, or ``None`` when the per-sample path must decide."""
         ds = self.ds
         start, end = self.start[j], self.end[j]
         key = ds._keys[p]
-        members = sorted((self.offset[s][j], s) for s in self.offset if self.offset[s][j] >= 0)
-        # the iovecs: scratch for headers, json and members not read, data into the buffer
+        # the iovecs: scratch for headers, json and members not read, data into the buffer;
+        # members in suffix order, which is their order in the tar (checked: cur only grows)
         pieces: list[tuple[int, Any]] = []  # (length, destination view or None: scratch)
         checks: list[tuple[int, str, int, bytes | None]] = []  # scratch pos, suffix, size, npy
         json_at: tuple[int, int] | None = None
         scratch_len, cur = 0, start
-        for offset, suffix in members:
+        for suffix, column in self.offset.items():
+            offset = column[j]
+            if offset < 0:
+                continue
             size = self.size[suffix][j]
             if offset - BLOCK < cur or offset + size > end:
                 return None
             gap = offset - cur  # other members' bytes, padding, then this member's tar header
             header_at = scratch_len + gap - BLOCK
-            if suffix.endswith(".npy"):
-                npy = plan[suffix[: -len(".npy")]][j][2]
-                field = fields[suffix[: -len(".npy")]]
+            if suffix[-4:] == ".npy":
+                name = suffix[:-4]
+                npy = plan[name][j][2]
+                field = fields[name]
                 lo = field.values_at + field.starts[j]
                 pieces.append((gap + len(npy), None))
                 pieces.append((size - len(npy), raw[lo : lo + size - len(npy)]))
@@ -194,35 +198,33 @@ class _Reader:
                 checks.append((header_at, suffix, size, None))
                 scratch_len += gap + size
             cur = offset + size
+        if json_at is None:
+            return None
         pieces.append((end - cur, None))
-        scratch = np.empty(scratch_len + (end - cur), dtype=np.uint8)
+        scratch = memoryview(bytearray(scratch_len + end - cur))
         iovecs, pos = [], 0
         for length, view in pieces:
-            if length == 0:
-                continue
             if view is None:
-                iovecs.append(scratch[pos : pos + length])
-                pos += length
-            else:
+                if length:
+                    iovecs.append(scratch[pos : pos + length])
+                    pos += length
+            elif length:
                 iovecs.append(view)
         if len(iovecs) > _IOV_MAX:
             return None
         if os.preadv(fd, iovecs, start) != end - start:
             return None  # truncated: the per-sample path names it
-        view = memoryview(scratch)
         for header_at, suffix, size, npy in checks:
-            header = view[header_at : header_at + BLOCK]
             # the writer's exact name and size fields (any other form: the per-sample path)
-            if header[:100] != f"{key}.{suffix}".encode().ljust(100, b"\0"):
+            if scratch[header_at : header_at + 100] != f"{key}.{suffix}".encode().ljust(100, b"\0"):
                 return None
-            if header[124:135] != b"%011o" % size:
+            if scratch[header_at + 124 : header_at + 135] != b"%011o" % size:
                 return None
-            if npy is not None and view[header_at + BLOCK : header_at + BLOCK + len(npy)] != npy:
+            at = header_at + BLOCK
+            if npy is not None and scratch[at : at + len(npy)] != npy:
                 return None
-        if json_at is None:
-            return None
         lo, size = json_at
-        meta = decode_meta(view[lo : lo + size], ds._urls[self.shards[j]], key)
+        meta = decode_meta(scratch[lo : lo + size], ds._urls[self.shards[j]], key)
         return _sample_layout(meta, ds.fields, {n for n in plan if plan[n][j] is not None})
 
 
