@@ -177,6 +177,11 @@ def test_dataloader_takes_the_fast_path_with_workers(tmp_path):
     loader = DataLoader(ds, batch_sampler=sampler, num_workers=2, collate_fn=hetload.collate)
     for batch, indices in zip(loader, sampler, strict=True):
         assert_same_batch(batch, hetload.collate(per_sample(ds, indices)))
+        # one allocation: every array field's values and offsets share one storage
+        storage = batch["verts"].values.untyped_storage().data_ptr()
+        for name in ("verts", "faces"):
+            assert batch[name].values.untyped_storage().data_ptr() == storage
+            assert batch[name].offsets.untyped_storage().data_ptr() == storage
 
 
 def test_packed_samples_pickle_as_a_plain_list(tmp_path):
