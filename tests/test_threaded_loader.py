@@ -129,3 +129,18 @@ def test_arguments_and_pinning_without_cuda(shards):
         assert len(next(iter(loader))) == 3
     with pytest.raises(TypeError, match="keeps no state"):
         ThreadedLoader(ds, [[0]]).state_dict()
+
+
+def test_skipped_samples_and_substitutes_as_in_dataloader(shards):
+    path = sorted(shards.glob("shard-*.tar"))[1]
+    path.write_bytes(path.read_bytes()[:4096])  # most of the second shard is lost
+    ds = ShardDataset(shards, on_error="skip", check=False)
+    want = list(DataLoader(ds, batch_sampler=sampler(ds), collate_fn=hetload.collate))
+    reasons = {(e.source, e.reason) for e in ds.report}
+    assert reasons
+    threaded = ShardDataset(shards, on_error="skip", check=False)
+    got = list(ThreadedLoader(threaded, sampler(threaded), threads=3))
+    assert len(got) == len(want)
+    for a, b in zip(got, want, strict=True):
+        assert_same_batch(a, b)
+    assert {(e.source, e.reason) for e in threaded.report} == reasons
