@@ -185,7 +185,7 @@ class ShardDataset(Dataset):
             self.policy.handle(f"{url}:{self._keys[i]}", exc)
             return None
 
-    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any] | None]:
+    def __getitems__(self, indices: Sequence[int]) -> Sequence[dict[str, Any] | None]:
         """The samples of one batch (DataLoader calls this with a batch sampler's batches):
         skipped ones are ``None``, and a batch whose every sample was skipped gets one
         substitute instead, named in :attr:`report` (see :mod:`hetload.data.substitute`).

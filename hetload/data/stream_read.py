@@ -79,8 +79,11 @@ class LocalShard:
                     q += 1
                 hi = _padded(entry.end[q - 1])
                 buffer = np.empty(hi - lo, dtype=np.uint8)
-                if os.preadv(fd, [buffer], lo) != hi - lo:
-                    return
+                try:
+                    if os.preadv(fd, [buffer], lo) != hi - lo:
+                        return
+                except OSError:
+                    return  # an I/O error: WebDataset's reader meets it again and reports it
                 view = memoryview(buffer)
                 for s in range(p, q):
                     sample: dict[str, Any] = {"__key__": entry.keys[s]}
@@ -96,7 +99,10 @@ class LocalShard:
                     yield sample
                     self.served += 1
                 p = q
-            self.complete = _zeros_to_end(fd, pos)
+            try:
+                self.complete = _zeros_to_end(fd, pos)
+            except OSError:
+                return
         finally:
             os.close(fd)
 
