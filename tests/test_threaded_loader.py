@@ -144,3 +144,15 @@ def test_skipped_samples_and_substitutes_as_in_dataloader(shards):
     for a, b in zip(got, want, strict=True):
         assert_same_batch(a, b)
     assert {(e.source, e.reason) for e in threaded.report} == reasons
+
+
+def test_marked_batches_keep_their_repeat_flag(shards):
+    from hetload.samplers.repeats import MarkedIndices, MarkRepeats
+
+    ds = MarkRepeats(ShardDataset(shards))
+    batches = [MarkedIndices([0, 1], False), MarkedIndices([2, 3, 4], True)]
+    got = list(ThreadedLoader(ds, batches, threads=2))
+    want = list(DataLoader(ds, batch_sampler=batches, collate_fn=hetload.collate))
+    assert [b["is_repeat"].tolist() for b in got] == [[False, False], [True, True, True]]
+    for a, b in zip(got, want, strict=True):
+        assert_same_batch(a, b)

@@ -131,15 +131,15 @@ class ThreadedLoader:
         self._base = self._base if self._resuming else 0
         self._consumed, self._resuming = 0, False
         pool = ThreadPoolExecutor(self.threads, thread_name_prefix="hetload-reader")
-        pending: deque[tuple[list[int], Future]] = deque()
+        pending: deque[tuple[Sequence[int], Future]] = deque()
         batches = iter(self.batch_sampler)
         try:
             while True:
                 while len(pending) < self.prefetch:
+                    # passed on as the sampler made it (MarkedIndices carries is_repeat)
                     indices = next(batches, None)
                     if indices is None:
                         break
-                    indices = list(indices)
                     pending.append((indices, pool.submit(self._load, indices)))
                 if not pending:
                     return
@@ -147,7 +147,7 @@ class ThreadedLoader:
                 try:
                     batch = future.result()
                 except Exception as exc:
-                    shown = indices if len(indices) <= 16 else [*indices[:16], "..."]
+                    shown = [*indices] if len(indices) <= 16 else [*indices[:16], "..."]
                     exc.add_note(f"ThreadedLoader: while loading the batch of samples {shown}")
                     raise
                 self._consumed += 1
