@@ -23,6 +23,7 @@ from torch.utils.data import get_worker_info
 
 from hetload.batch import HeteroBatch
 from hetload.ops import rebase_index_
+from hetload.packed import PackedSamples
 from hetload.ragged import Ragged
 from hetload.sample_values import check_column, check_field_names, fixed_column, ragged_tensor
 from hetload.schema import DEFAULT_SCHEMA, Field, Schema
@@ -71,6 +72,8 @@ def collate(samples: Sequence[Mapping[str, Any]], schema: Schema | None = None) 
             f"collate(schema=...) takes a hetload Schema, got {type(schema).__name__}; "
             "wrap a dict as DEFAULT_SCHEMA.extend({...})"
         )
+    if isinstance(samples, PackedSamples):  # read straight into its batch buffer (batch_read)
+        return samples.collate(schema)
     if isinstance(samples, Mapping) or not isinstance(samples, Sequence):
         raise TypeError(f"collate expects a list of sample dicts, got {type(samples).__name__}")
     if len(samples) == 0:

@@ -12,5 +12,24 @@ __all__ = ["sample_key"]
 
 def sample_key(rel: str | os.PathLike) -> str:
     """``"chair/a"`` from the relative path ``"chair/a.obj"`` (only the last suffix goes)."""
+    if type(rel) is str and _plain(rel):
+        # already in normal form: pathlib's rules without building path objects (readers call
+        # this once per sample; pathlib costs ~30 us); tests/test_keys.py checks it against them
+        name = rel[rel.rfind("/") + 1 :]
+        dot = name.rfind(".")
+        return rel[: len(rel) - len(name) + dot] if 0 < dot < len(name) - 1 else rel
     path = PurePosixPath(Path(rel).as_posix())
     return path.with_suffix("").as_posix() if path.suffix else path.as_posix()
+
+
+def _plain(rel: str) -> bool:
+    """Whether ``Path(rel).as_posix()`` is ``rel`` itself on this system: no empty or ``.``
+    component, no trailing slash, POSIX separators."""
+    return (
+        os.sep == "/"
+        and rel not in ("", ".")
+        and "//" not in rel
+        and "/./" not in rel
+        and not rel.startswith("./")
+        and not rel.endswith(("/", "/."))
+    )

@@ -9,6 +9,7 @@ from hetload.data.semantic_kitti import SemanticKITTI
 from hetload.data.shapenet import ShapeNetCore
 from hetload.data.shard_dataset import ShardDataset
 from hetload.data.shard_stream import ShardStream
+from hetload.data.threaded import ThreadedLoader
 from hetload.keys import sample_key
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "ShapeNetCore",
     "ShardDataset",
     "ShardStream",
+    "ThreadedLoader",
     "folder_classes",
     "sample_key",
 ]

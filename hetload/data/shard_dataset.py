@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from hetload.data.batch_read import _Leases, read_batch
 from hetload.data.substitute import getitems
 from hetload.errors import ErrorPolicy, OnError
 from hetload.guards import NotRegularFile, check_fields, open_regular_fd, shown
@@ -184,11 +185,25 @@ class ShardDataset(Dataset):
             self.policy.handle(f"{url}:{self._keys[i]}", exc)
             return None
 
-    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any] | None]:
+    def __getitems__(self, indices: Sequence[int]) -> Sequence[dict[str, Any] | None]:
         """The samples of one batch (DataLoader calls this with a batch sampler's batches):
         skipped ones are ``None``, and a batch whose every sample was skipped gets one
-        substitute instead, named in :attr:`report` (see :mod:`hetload.data.substitute`)."""
-        return getitems(self, indices)
+        substitute instead, named in :attr:`report` (see :mod:`hetload.data.substitute`).
+
+        Without a transform, over local shards, the batch's arrays are read straight into one
+        batch buffer (:mod:`hetload.data.batch_read`): the result is then a
+        :class:`~hetload.packed.PackedSamples`, a sequence of the same sample dicts that
+        :func:`hetload.collate` batches without copying the arrays again."""
+        packed = read_batch(self, indices)
+        return packed if packed is not None else getitems(self, indices)
+
+    def _getitems_into(
+        self, indices: Sequence[int], allocate: Callable[[int], torch.Tensor]
+    ) -> Sequence[dict[str, Any] | None]:
+        """:meth:`__getitems__` with the batch buffer from ``allocate(nbytes)`` (``uint8``;
+        e.g. pinned memory, see :class:`~hetload.data.ThreadedLoader`)."""
+        packed = read_batch(self, indices, allocate)
+        return packed if packed is not None else getitems(self, indices)
 
     def _describe(self, i: int) -> str:
         return f"{self._urls[self._shard_of[i]]}:{self._keys[i]}"
@@ -249,7 +264,9 @@ class ShardDataset(Dataset):
         if is_url(url):
             return np.frombuffer(bytearray(_fsspec_range(url, start, end)), dtype=np.uint8)
         buffer = np.empty(end - start, dtype=np.uint8)
-        got = os.preadv(self._fd(shard), [buffer], start)
+        # a duplicate descriptor: another thread's read may evict (close) the cached one
+        with _Leases(self) as leases:
+            got = os.preadv(leases.fd(shard), [buffer], start)
         return buffer if got == len(buffer) else buffer[:got]
 
     def _fd(self, shard: int) -> int:

@@ -39,6 +39,7 @@ from hetload.data.stream_plan import (
     StreamPlan,
     interleave,
 )
+from hetload.data.stream_read import LocalShard
 from hetload.data.stream_state import PlannedStream, fingerprint
 from hetload.errors import ErrorPolicy, OnError
 from hetload.guards import check_fields, check_seed, open_regular, shown
@@ -449,6 +450,20 @@ class ShardStream(PlannedStream, IterableDataset):
         return run_seeded(self.transform, sample, sample_rng(self.seed, epoch, position))
 
     def _read_shard(self, k: int) -> Iterator[dict[str, Any]]:
+        url, entry = self.urls[k], self.index.shards[k]
+        if is_url(url) or _local_size_mismatch(url, entry.filesize) is not None:
+            yield from self._read_tar(k)
+            return
+        # a local shard as the index describes it: large reads, members as views of them
+        local = LocalShard(url.removeprefix("file://"), entry)
+        yield from local
+        if not local.complete:
+            # something differs from the index: WebDataset reads (and names) the rest
+            for i, raw in enumerate(self._read_tar(k)):
+                if i >= local.served:
+                    yield raw
+
+    def _read_tar(self, k: int) -> Iterator[dict[str, Any]]:
         from webdataset.tariterators import group_by_keys, tar_file_expander
 
         url = self.urls[k]

@@ -19,6 +19,8 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from hetload.packed import PackedSamples
+
 __all__ = ["MarkRepeats", "MarkedIndices", "is_repeat", "mark"]
 
 
@@ -86,6 +88,12 @@ class MarkRepeats(Dataset):
             # a batch whose skipped samples were dropped: the flags no longer line up, and a
             # sample of unknown standing counts as served (never weighed 0 by mistake)
             flags = False
+        if (
+            isinstance(samples, PackedSamples)
+            and "is_repeat" not in samples.fields
+            and not isinstance(flags, tuple)
+        ):
+            return samples.with_value("is_repeat", bool(flags))  # stays a packed batch
         return mark(list(samples), flags)
 
     def __getattr__(self, name: str) -> Any:

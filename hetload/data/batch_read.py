@@ -1,0 +1,324 @@
+"""Batch-level reads of a :class:`~hetload.data.ShardDataset`: a batch's array data read
+straight into its batch buffer, one ``os.preadv`` per sample.
+
+The index gives every member's offset and size and every array's rows; each shard's first
+``.npy`` header of a field gives its dtype and trailing shape (read once per shard and field).
+So the batch's layout is known before reading: one buffer from
+:func:`hetload.arena.batch_buffer`, each field's samples back to back in it. One ``preadv`` per
+sample reads its byte range ``[start, end)``: the tar headers, ``.npy`` headers and ``.json``
+into a small scratch buffer, each array's data into its place in the batch buffer.
+
+Every byte skipped over is then checked as :meth:`ShardDataset.__getitem__` checks it: each tar
+header's member name and size against the index, each ``.npy`` header against the one the
+layout assumed (byte for byte: same dtype, shape, C order), the read's length (truncation), the
+``.json`` (valid, listing exactly the arrays read). On any mismatch or error the batch is read
+again by the per-sample path (:func:`read_batch` returns ``None``), so the ``on_error``
+policies, substitutes and reports behave exactly as without this module.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import threading
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+
+from hetload.arena import aligned, batch_buffer
+from hetload.data.substitute import getitems
+from hetload.keys import sample_key
+from hetload.packed import PackedField, PackedSamples
+from hetload.shards.format import BLOCK, ShardError, decode_meta, member_name
+from hetload.shards.index import is_url
+
+__all__ = ["read_batch"]
+
+#: the most iovecs one preadv takes (Linux: 1024)
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+#: bytes read to learn a field's dtype and trailing shape from a shard's first ``.npy`` header
+_PROBE = 4096
+
+
+def read_batch(
+    dataset: Any,
+    indices: Sequence[int],
+    allocate: Callable[[int], torch.Tensor] = batch_buffer,
+) -> PackedSamples | None:
+    """The samples ``indices`` of ``dataset`` (a ``ShardDataset`` without a transform) read
+    into one buffer from ``allocate(nbytes)`` (``uint8 [nbytes]``), or ``None`` where the
+    per-sample path must read this batch (a URL shard, a check that failed, a read error)."""
+    if dataset.transform is not None or len(indices) == 0:
+        return None
+    try:
+        positions = [dataset._position(i) for i in indices]
+    except (TypeError, IndexError):
+        return None  # the per-sample path raises its own error
+    shards = [int(dataset._shard_of[p]) for p in positions]
+    if any(is_url(dataset._urls[s]) for s in set(shards)):
+        return None
+    try:
+        return _Reader(dataset, positions, shards, allocate).read(indices)
+    except (ShardError, OSError, ValueError, KeyError, TypeError, IndexError):
+        return None  # the per-sample path reads this batch and reports what is wrong
+
+
+@lru_cache(maxsize=4096)
+def _npy_header(descr: str, shape: tuple[int, ...]) -> bytes:
+    """The ``.npy`` header (magic to newline) numpy writes for a C-order array."""
+    out = io.BytesIO()
+    header = {"descr": descr, "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(out, header)
+    return out.getvalue()
+
+
+class _Reader:
+    """One batch: its layout from the index, the reads, the checks."""
+
+    def __init__(
+        self,
+        dataset: Any,
+        positions: list[int],
+        shards: list[int],
+        allocate: Callable[[int], torch.Tensor],
+    ) -> None:
+        self.ds = dataset
+        self.positions = positions
+        self.shards = shards
+        self.allocate = allocate
+
+    def read(self, indices: Sequence[int]) -> PackedSamples | None:
+        ds, count = self.ds, len(self.positions)
+        at_rows = np.asarray(self.positions, dtype=np.int64)
+        # the index columns of this batch, as Python ints (one lookup per column and batch)
+        self.start = ds._start[at_rows].tolist()
+        self.end = ds._end[at_rows].tolist()
+        self.offset = {s: ds._offset[s][at_rows].tolist() for s in ds._suffixes}
+        self.size = {s: ds._size[s][at_rows].tolist() for s in ds._suffixes}
+        # per field and sample: (dtype, shape, header bytes) or None where the sample lacks it
+        plan: dict[str, list[tuple[np.dtype, tuple[int, ...], bytes] | None]] = {}
+        for suffix in ds._suffixes:
+            if not suffix.endswith(".npy"):
+                continue
+            name = suffix[: -len(".npy")]
+            offsets, sizes = self.offset[suffix], self.size[suffix]
+            rows = _rows(ds, name)[at_rows].tolist()
+            column: list[tuple[np.dtype, tuple[int, ...], bytes] | None] = []
+            for j, shard in enumerate(self.shards):
+                if offsets[j] < 0:
+                    column.append(None)
+                    continue
+                dtype, descr, tail = _field_info(ds, shard, name)
+                shape = () if tail is None else (rows[j], *tail)
+                if rows[j] < 0 or (tail is None and rows[j] != 1):
+                    return None
+                header = _npy_header(descr, shape)
+                if len(header) + math.prod(shape) * dtype.itemsize != sizes[j]:
+                    return None
+                column.append((dtype, shape, header))
+            if any(c is not None for c in column):
+                plan[name] = column
+        # the batch buffer: per field its values, then its offsets [B+1] and flags [B]
+        fields: dict[str, PackedField] = {}
+        at = 0
+        for name, column in plan.items():
+            starts, total = [], 0
+            for item in column:
+                starts.append(total)
+                if item is not None:
+                    total += math.prod(item[1]) * item[0].itemsize
+            fields[name] = PackedField(
+                name=name,
+                values_at=at,
+                nbytes=total,
+                dtypes=[None if c is None else c[0] for c in column],
+                shapes=[None if c is None else c[1] for c in column],
+                starts=starts,
+                offsets_at=at + aligned(total),
+                flags_at=at + aligned(total) + aligned(8 * (count + 1)),
+            )
+            at = fields[name].flags_at + aligned(count)
+        buffer = self.allocate(at)
+        raw = memoryview(buffer.numpy())
+        orders, values = [], []
+        with _Leases(ds) as leases:
+            for j, p in enumerate(self.positions):
+                sample = self._read_one(j, p, leases.fd(self.shards[j]), plan, fields, raw)
+                if sample is None:
+                    return None
+                orders.append(sample[0])
+                values.append(sample[1])
+        return PackedSamples(buffer, fields, orders, values, lambda: getitems(ds, indices))
+
+    def _read_one(
+        self,
+        j: int,
+        p: int,
+        fd: int,
+        plan: dict[str, list[Any]],
+        fields: dict[str, PackedField],
+        raw: memoryview,
+    ) -> tuple[list[str], dict[str, Any]] | None:
+        """Read sample ``j`` (position ``p``) and check it; its field order and non-array
+        values, or ``None`` when the per-sample path must decide."""
+        ds = self.ds
+        start, end = self.start[j], self.end[j]
+        key = ds._keys[p]
+        # the iovecs: scratch for headers, json and members not read, data into the buffer;
+        # members in suffix order, which is their order in the tar (checked: cur only grows)
+        pieces: list[tuple[int, Any]] = []  # (length, destination view or None: scratch)
+        checks: list[tuple[int, str, int, bytes | None]] = []  # scratch pos, suffix, size, npy
+        json_at: tuple[int, int] | None = None
+        scratch_len, cur = 0, start
+        for suffix, column in self.offset.items():
+            offset = column[j]
+            if offset < 0:
+                continue
+            size = self.size[suffix][j]
+            if offset - BLOCK < cur or offset + size > end:
+                return None
+            gap = offset - cur  # other members' bytes, padding, then this member's tar header
+            header_at = scratch_len + gap - BLOCK
+            if suffix[-4:] == ".npy":
+                name = suffix[:-4]
+                npy = plan[name][j][2]
+                field = fields[name]
+                lo = field.values_at + field.starts[j]
+                pieces.append((gap + len(npy), None))
+                pieces.append((size - len(npy), raw[lo : lo + size - len(npy)]))
+                checks.append((header_at, suffix, size, npy))
+                scratch_len += gap + len(npy)
+            else:
+                pieces.append((gap + size, None))
+                json_at = (scratch_len + gap, size)
+                checks.append((header_at, suffix, size, None))
+                scratch_len += gap + size
+            cur = offset + size
+        if json_at is None:
+            return None
+        pieces.append((end - cur, None))
+        scratch = memoryview(bytearray(scratch_len + end - cur))
+        iovecs, pos = [], 0
+        for length, view in pieces:
+            if view is None:
+                if length:
+                    iovecs.append(scratch[pos : pos + length])
+                    pos += length
+            elif length:
+                iovecs.append(view)
+        if len(iovecs) > _IOV_MAX:
+            return None
+        if os.preadv(fd, iovecs, start) != end - start:
+            return None  # truncated: the per-sample path names it
+        for header_at, suffix, size, npy in checks:
+            # the writer's exact name and size fields (any other form: the per-sample path)
+            if scratch[header_at : header_at + 100] != f"{key}.{suffix}".encode().ljust(100, b"\0"):
+                return None
+            if scratch[header_at + 124 : header_at + 135] != b"%011o" % size:
+                return None
+            at = header_at + BLOCK
+            if npy is not None and scratch[at : at + len(npy)] != npy:
+                return None
+        lo, size = json_at
+        meta = decode_meta(scratch[lo : lo + size], ds._urls[self.shards[j]], key)
+        return _sample_layout(meta, ds.fields, {n for n in plan if plan[n][j] is not None})
+
+
+def _sample_layout(
+    meta: dict[str, Any], fields: list[str] | None, arrays: set[str]
+) -> tuple[list[str], dict[str, Any]] | None:
+    """The field order and non-array values ``decode_sample`` gives the sample; ``None``
+    where it would raise or where the arrays read are not exactly those it returns."""
+    extra = meta.get("extra", {})
+    wanted = sorted(set(meta["arrays"]) | set(extra)) if fields is None else list(fields)
+    order: list[str] = []
+    values: dict[str, Any] = {}
+    for name in wanted:
+        if name in arrays:
+            order.append(name)
+        elif name in extra:
+            order.append(name)
+            values[name] = extra[name]
+        else:
+            return None  # a missing member: the per-sample path reports it
+    if arrays - set(order):
+        return None
+    if "label" in extra and "label" not in values and "label" not in arrays:
+        order.append("label")
+        values["label"] = extra["label"]
+    source = meta.get("source")
+    if isinstance(source, str) and "key" not in values and "key" not in arrays:
+        order.append("key")
+        values["key"] = sample_key(source)
+    return order, values
+
+
+def _rows(ds: Any, name: str) -> np.ndarray:
+    """``int64 [N]``: rows of field ``name`` per sample, from the index (``field_sizes``: the
+    index's rows, 0 where absent, as there is no transform on this path)."""
+    return ds.field_sizes[name]
+
+
+def _field_info(ds: Any, shard: int, name: str) -> tuple[np.dtype, str, tuple[int, ...] | None]:
+    """Field ``name``'s dtype, its ``.npy`` descr and trailing shape in ``shard`` (``None``:
+    stored 0-d), from the
+    first ``.npy`` header of the field in that shard (read once per process)."""
+    cache = ds.__dict__.setdefault("_batch_fields", {})
+    info = cache.get((shard, name))
+    if info is not None:
+        return info
+    suffix = f"{name}.npy"
+    where = np.flatnonzero((ds._shard_of == shard) & (ds._offset[suffix] >= 0))
+    p = int(where[0])
+    offset, size = int(ds._offset[suffix][p]), int(ds._size[suffix][p])
+    probe = np.empty(min(size, _PROBE), dtype=np.uint8)
+    with _Leases(ds) as leases:
+        got = os.preadv(leases.fd(shard), [probe], offset)
+    stream = io.BytesIO(probe[:got].tobytes())
+    try:
+        version = np.lib.format.read_magic(stream)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read_header(stream)
+    except (ValueError, SyntaxError, KeyError, TypeError) as exc:
+        raise ShardError(ds._urls[shard], member_name(ds._keys[p], suffix), str(exc)) from None
+    if fortran and len(shape) > 1:
+        raise ShardError(ds._urls[shard], member_name(ds._keys[p], suffix), "Fortran order")
+    tail = None if len(shape) == 0 else tuple(shape[1:])
+    info = cache[(shard, name)] = (dtype, np.lib.format.dtype_to_descr(dtype), tail)
+    return info
+
+
+_LEASE_LOCK = threading.Lock()
+
+
+class _Leases:
+    """Duplicates of the dataset's shard descriptors, for the duration of one batch: a thread
+    reading through a duplicate is unaffected when another thread's read evicts the original
+    from the dataset's least-recently-used handles (it would otherwise read a closed, or
+    reused, descriptor)."""
+
+    def __init__(self, ds: Any) -> None:
+        self.ds = ds
+        self.fds: dict[int, int] = {}
+
+    def fd(self, shard: int) -> int:
+        fd = self.fds.get(shard)
+        if fd is None:
+            with _LEASE_LOCK:
+                fd = self.fds[shard] = os.dup(self.ds._fd(shard))
+        return fd
+
+    def __enter__(self) -> _Leases:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in self.fds.values():
+            os.close(fd)

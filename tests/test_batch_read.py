@@ -1,0 +1,263 @@
+"""Batch-level shard reads (hetload.data.batch_read + hetload.packed): the batch read straight
+into its buffer equals, bit for bit, the per-sample path followed by the plain collate."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch.utils.data import DataLoader
+
+import hetload
+from hetload.data import ShardDataset
+from hetload.data.substitute import getitems
+from hetload.packed import PackedSamples
+from hetload.schema import DEFAULT_SCHEMA
+from hetload.shards.writer import write_shards
+
+DTYPES = [
+    "float32", "float64", "int8", "uint8", "int16", "uint16", "int32", "int64", "bool",
+    "float16", "complex64", ">f4", ">i8",
+]  # fmt: skip
+
+
+def per_sample(ds: ShardDataset, indices: list[int]) -> list:
+    """The reference: the dataset's per-sample path, exactly as before batch reads."""
+    return getitems(ds, indices)
+
+
+def same_value(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return (
+            isinstance(b, torch.Tensor)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and a.numpy().tobytes() == b.numpy().tobytes()
+        )
+    if isinstance(a, np.ndarray):
+        return (
+            isinstance(b, np.ndarray)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and a.tobytes() == b.tobytes()
+        )
+    return type(a) is type(b) and a == b
+
+
+def assert_same_batch(got: hetload.HeteroBatch, want: hetload.HeteroBatch) -> None:
+    assert list(got.keys()) == list(want.keys())
+    assert len(got) == len(want)
+    for name in want.keys():  # noqa: SIM118 (iterating a HeteroBatch gives samples)
+        x, y = got[name], want[name]
+        assert type(x) is type(y), name
+        if isinstance(y, hetload.Ragged):
+            assert same_value(x.values, y.values), name
+            assert same_value(x.offsets, y.offsets), name
+            assert x.max_len == y.max_len, name
+            assert (x.index_base is None) == (y.index_base is None), name
+            if y.index_base is not None:
+                assert same_value(x.index_base, y.index_base), name
+        elif isinstance(y, torch.Tensor):
+            assert same_value(x, y), name
+        else:
+            assert len(x) == len(y) and all(same_value(a, b) for a, b in zip(x, y)), name
+        assert same_value(got.present(name), want.present(name)), name
+
+
+def assert_same_samples(got, want) -> None:
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        if b is None:
+            assert a is None
+            continue
+        assert list(a.keys()) == list(b.keys())
+        for name in b:
+            assert same_value(a[name], b[name]), name
+
+
+@st.composite
+def datasets(draw):
+    """Samples with random fields (some lacking), empty ones, dtypes, labels and metadata."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    # one or two dtypes for colors: samples (and shards) of a batch may differ
+    color_dtypes = draw(st.lists(st.sampled_from(DTYPES), min_size=1, max_size=2))
+    # int16 faces: an index dtype the in-place rebase leaves to the plain collate
+    faces_dtype = draw(st.sampled_from(["int32", "int64", "int16"]))
+    out = []
+    for _ in range(draw(st.integers(1, 14))):
+        n = draw(st.integers(0, 30))
+        sample: dict = {}
+        if draw(st.integers(0, 5)):
+            sample["verts"] = rng.standard_normal((n, 3)).astype(np.float32)
+            if draw(st.booleans()):
+                k = draw(st.integers(0, 20))
+                sample["faces"] = rng.integers(0, max(n, 1), size=(k if n else 0, 3)).astype(
+                    faces_dtype
+                )
+        if draw(st.booleans()):
+            sample["colors"] = (rng.random((draw(st.integers(0, 9)), 4)) * 100).astype(
+                color_dtypes[int(rng.integers(len(color_dtypes)))]
+            )
+        if draw(st.booleans()):
+            sample["label"] = draw(st.integers(-5, 5))
+        if draw(st.booleans()):
+            sample["name"] = draw(st.text(max_size=6))
+        if draw(st.booleans()):
+            sample["scale"] = np.float32(draw(st.floats(-1, 1, width=32)))
+        out.append(sample)
+    return out
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=datasets(), pick=st.data())
+def test_batch_read_equals_per_sample_path_and_collate(tmp_path_factory, data, pick):
+    root = tmp_path_factory.mktemp("br")
+    write_shards(data, root, max_count=pick.draw(st.integers(1, 6)))
+    stored = sorted({name for s in data for name in s if isinstance(s[name], np.ndarray)})
+    fields = pick.draw(
+        st.none() | st.lists(st.sampled_from(stored), unique=True, min_size=1)
+        if stored
+        else st.none()
+    )
+    ds = ShardDataset(root, fields=fields, on_error="skip")
+    indices = pick.draw(st.lists(st.integers(0, len(data) - 1), min_size=1, max_size=10))
+    try:
+        want_samples = per_sample(ds, indices)
+    except ValueError as exc:  # every sample unreadable: the same refusal
+        with pytest.raises(type(exc)) as again:
+            ds.__getitems__(indices)
+        assert str(again.value) == str(exc)
+        return
+    got = ds.__getitems__(indices)
+    if fields is not None and any(
+        name not in s for name in fields for s in (data[i] for i in indices)
+    ):
+        # a selected field missing from a sample: the per-sample path's policy decides
+        assert not isinstance(got, PackedSamples)
+    elif len({s["colors"].dtype for s in data if "colors" in s}) <= 1:
+        # (a field's dtype is learnt once per shard: a shard mixing two is read per sample)
+        assert isinstance(got, PackedSamples)
+    assert_same_samples(list(got), want_samples)
+    if all(s is None for s in want_samples):
+        return
+    try:
+        want = hetload.collate(want_samples)
+    except ValueError as exc:  # e.g. a label int in one sample, an array in another
+        with pytest.raises(type(exc)) as fast:
+            hetload.collate(got)
+        assert str(fast.value) == str(exc)
+        return
+    assert_same_batch(hetload.collate(got), want)
+    # items taken after collation still hold the local (not re-based) indices
+    assert_same_samples(list(got), want_samples)
+
+
+def test_dataloader_takes_the_fast_path_with_workers(tmp_path):
+    rng = np.random.default_rng(0)
+    data = [
+        {
+            "verts": rng.standard_normal((n, 3)).astype(np.float32),
+            "faces": rng.integers(0, max(n, 1), (n // 2, 3)).astype(np.int64),
+            "label": int(n % 3),
+        }
+        for n in rng.integers(0, 200, size=30)
+    ]
+    write_shards(data, tmp_path, max_count=7)
+    ds = ShardDataset(tmp_path)
+    sampler = [list(range(i, min(i + 6, 30))) for i in range(0, 30, 6)]
+    assert isinstance(ds.__getitems__(sampler[0]), PackedSamples)
+    loader = DataLoader(ds, batch_sampler=sampler, num_workers=2, collate_fn=hetload.collate)
+    for batch, indices in zip(loader, sampler, strict=True):
+        assert_same_batch(batch, hetload.collate(per_sample(ds, indices)))
+        # one allocation: every array field's values and offsets share one storage
+        storage = batch["verts"].values.untyped_storage().data_ptr()
+        for name in ("verts", "faces"):
+            assert batch[name].values.untyped_storage().data_ptr() == storage
+            assert batch[name].offsets.untyped_storage().data_ptr() == storage
+
+
+def test_packed_samples_pickle_as_a_plain_list(tmp_path):
+    data = [{"verts": np.ones((3, 3), np.float32), "faces": np.zeros((1, 3), np.int64)}] * 3
+    write_shards(data, tmp_path)
+    ds = ShardDataset(tmp_path)
+    packed = ds.__getitems__([0, 2])
+    back = pickle.loads(pickle.dumps(packed))
+    assert type(back) is list
+    assert_same_samples(back, per_sample(ds, [0, 2]))
+    # a second collate returns the same batch, not a twice re-based one
+    first = hetload.collate(packed, DEFAULT_SCHEMA)
+    assert hetload.collate(packed) is first
+    assert first["faces"].values.tolist() == [[0, 0, 0], [3, 3, 3]]
+
+
+def test_truncated_or_corrupt_shards_fall_back_to_the_per_sample_policy(tmp_path):
+    rng = np.random.default_rng(1)
+    data = [{"verts": rng.standard_normal((50, 3)).astype(np.float32)} for _ in range(6)]
+    index = write_shards(data, tmp_path, max_count=3)
+    path = tmp_path / index.shards[1].url
+    blob = bytearray(path.read_bytes())
+    # corrupt sample 4's tar header name: the batch read must not accept its bytes
+    ds = ShardDataset(tmp_path, on_error="skip")
+    header = int(ds._offset["verts.npy"][4]) - 512
+    blob[header + 2] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    ds = ShardDataset(tmp_path, on_error="skip", check=False)
+    got = ds.__getitems__([0, 4, 5])
+    assert not isinstance(got, PackedSamples)
+    assert got[1] is None and got[0] is not None
+    assert any("tar header" in entry.reason for entry in ds.report)
+    # truncated: the last sample's bytes are cut off
+    path.write_bytes(bytes(blob[: int(ds._end[5]) - 100]))
+    ds = ShardDataset(tmp_path, on_error="skip", check=False)
+    got = ds.__getitems__([0, 5])
+    assert not isinstance(got, PackedSamples) and got[1] is None
+    with pytest.raises(hetload.shards.ShardError, match="truncated"):
+        ShardDataset(tmp_path, check=False).__getitems__([0, 5])
+
+
+def test_index_out_of_range_raises_the_plain_collate_error(tmp_path):
+    data = [
+        {"verts": np.zeros((4, 3), np.float32), "faces": np.array([[0, 1, 2]], np.int64)},
+        {"verts": np.zeros((2, 3), np.float32), "faces": np.array([[0, 1, 7]], np.int64)},
+    ]
+    write_shards(data, tmp_path)
+    ds = ShardDataset(tmp_path)
+    packed = ds.__getitems__([0, 1])
+    assert isinstance(packed, PackedSamples)
+    with pytest.raises(ValueError) as fast:
+        hetload.collate(packed)
+    with pytest.raises(ValueError) as plain:
+        hetload.collate(per_sample(ds, [0, 1]))
+    assert str(fast.value) == str(plain.value)
+    assert_same_samples(list(packed), per_sample(ds, [0, 1]))
+
+
+def test_a_transform_keeps_the_per_sample_path(tmp_path):
+    write_shards([{"verts": np.ones((2, 3), np.float32)}] * 2, tmp_path)
+    ds = ShardDataset(tmp_path, transform=lambda s: s)
+    assert type(ds.__getitems__([0, 1])) is list
+
+
+def test_repeat_marks_keep_the_packed_batch(tmp_path):
+    from hetload.samplers.repeats import MarkedIndices, MarkRepeats, mark
+
+    rng = np.random.default_rng(4)
+    data = [
+        {"verts": rng.standard_normal((n, 3)).astype(np.float32), "label": n % 2}
+        for n in (3, 0, 5, 7)
+    ]
+    write_shards(data, tmp_path, max_count=3)
+    ds = ShardDataset(tmp_path)
+    marked = MarkRepeats(ds).__getitems__(MarkedIndices([3, 1, 2], is_repeat=True))
+    assert isinstance(marked, PackedSamples)
+    want = mark(per_sample(ds, [3, 1, 2]), True)
+    assert_same_samples(list(marked), want)
+    assert_same_batch(hetload.collate(marked), hetload.collate(want))
