@@ -21,6 +21,8 @@ from setuptools import setup
 
 ROOT = Path(__file__).resolve().parent
 KERNELS = Path("cuda")
+CPU_SOURCES = ("pad_cpu.cpp", "index_cpu.cpp", "sampling_cpu.cpp", "grid_cpu.cpp")
+CUDA_SOURCES = ("pad_cuda.cu", "sampling_cuda.cu", "grid_cuda.cu")
 # stable-ABI target: the .so needs only what torch 2.10 already exports
 TORCH_TARGET = "-DTORCH_TARGET_VERSION=0x020a000000000000"
 CXX_FLAGS = ["-O3", "-std=c++17", TORCH_TARGET]
@@ -67,7 +69,7 @@ def _extensions() -> tuple[list, dict]:
     extensions = [
         CppExtension(
             "hetload._C",
-            [str(KERNELS / n) for n in ("pad_cpu.cpp", "index_cpu.cpp", "sampling_cpu.cpp")],
+            [str(KERNELS / n) for n in CPU_SOURCES],
             depends=headers,
             extra_compile_args={"cxx": CXX_FLAGS},
             py_limited_api=True,
@@ -84,7 +86,7 @@ def _extensions() -> tuple[list, dict]:
         extensions.append(
             CUDAExtension(
                 "hetload._C_cuda",
-                [str(KERNELS / "pad_cuda.cu"), str(KERNELS / "sampling_cuda.cu")],
+                [str(KERNELS / n) for n in CUDA_SOURCES],
                 depends=headers,
                 extra_compile_args={"cxx": [*CXX_FLAGS, "-DUSE_CUDA"], "nvcc": NVCC_FLAGS},
                 py_limited_api=True,

@@ -19,7 +19,7 @@ import os
 
 import torch
 
-from hetload.ops import index_impl, sampling_impl, torch_impl
+from hetload.ops import grid_impl, index_impl, sampling_impl, torch_impl
 
 __all__ = ["EXTENSIONS", "EXTENSION_MODULES", "has_kernel"]
 
@@ -44,6 +44,13 @@ _LIB.define(
     "SymInt total) -> Tensor"
 )
 _LIB.impl("farthest_point_sample", sampling_impl.farthest_point_sample, "CompositeExplicitAutograd")
+# voxel grid sampling of packed points (hetload.batched.grid_sample): kept rows, their voxel
+# coordinates, the per-sample voxel offsets and each point's voxel ordinal
+_LIB.define(
+    "grid_sample(Tensor points, Tensor offsets, float grid_size, Tensor seeds, int stream, "
+    "bool train) -> (Tensor, Tensor, Tensor, Tensor)"
+)
+_LIB.impl("grid_sample", grid_impl.grid_sample, "CompositeExplicitAutograd")
 
 
 @torch.library.register_fake("hetload::packed_to_padded")
@@ -64,6 +71,17 @@ def _padded_to_packed_fake(padded, offsets, total):
 @torch.library.register_fake("hetload::farthest_point_sample")
 def _farthest_point_sample_fake(points, offsets, out_offsets, start, total):
     return points.new_empty((total,), dtype=torch.int64)
+
+
+@torch.library.register_fake("hetload::grid_sample")
+def _grid_sample_fake(points, offsets, grid_size, seeds, stream, train):
+    voxels = torch.library.get_ctx().new_dynamic_size()  # data-dependent: one per voxel
+    return (
+        points.new_empty((voxels,), dtype=torch.int64),
+        points.new_empty((voxels, points.shape[1]), dtype=torch.int64),
+        offsets.new_empty(offsets.shape),
+        points.new_empty((points.shape[0],), dtype=torch.int64),
+    )
 
 
 def _p2p_setup(ctx, inputs, output):
