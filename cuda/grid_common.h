@@ -5,14 +5,14 @@
 //     on both devices: never p * (1 / grid_size)), refused beyond 2**62 voxels or not finite;
 //   - a voxel key is Pointcept's fnv_hash_vec of the coordinates minus the sample's minimum
 //     (FNV-1a-style: per axis multiply by the prime, then xor; uint64 wrap-around);
-//   - the random point of a voxel is hash32(seed, stream, voxel ordinal) % count, hash32 being
-//     hetload.batched.random.hash32 (MurmurHash3's finalizer, keyed by seed and stream).
+//   - the random point of a voxel is random::hash32(seed, stream, voxel ordinal) % count.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
 #include "pad_common.h"  // HETLOAD_HD
+#include "random_common.h"  // hash32
 
 namespace hetload {
 namespace grid {
@@ -20,7 +20,6 @@ namespace grid {
 constexpr uint64_t kFnvBasis = 14695981039346656037ull;
 constexpr uint64_t kFnvPrime = 1099511628211ull;
 constexpr double kMaxVoxel = 4611686018427387904.0;  // 2**62: differences stay within int64
-constexpr uint32_t kGolden = 0x9E3779B9u;
 
 // floor(p / g) as an int64 voxel coordinate; false when it is not finite or beyond 2**62
 HETLOAD_HD bool voxel(double p, double g, int64_t* out) {
@@ -32,22 +31,6 @@ HETLOAD_HD bool voxel(double p, double g, int64_t* out) {
 
 HETLOAD_HD uint64_t fnv_step(uint64_t h, int64_t coord) {
   return (h * kFnvPrime) ^ static_cast<uint64_t>(coord);
-}
-
-HETLOAD_HD uint32_t mix32(uint32_t x) {
-  x ^= x >> 16;
-  x *= 0x85EBCA6Bu;
-  x ^= x >> 13;
-  x *= 0xC2B2AE35u;
-  return x ^ (x >> 16);
-}
-
-// hetload.batched.random.hash32(seed, stream, counter): keyed = mix(seed ^ salt), then
-// mix(keyed ^ mix(counter)), all on the low 32 bits
-HETLOAD_HD uint32_t hash32(int64_t seed, int64_t stream, int64_t counter) {
-  const uint32_t salt = static_cast<uint32_t>(static_cast<uint64_t>(stream) * kGolden);
-  const uint32_t keyed = mix32(static_cast<uint32_t>(static_cast<uint64_t>(seed)) ^ salt);
-  return mix32(keyed ^ mix32(static_cast<uint32_t>(static_cast<uint64_t>(counter))));
 }
 
 }  // namespace grid

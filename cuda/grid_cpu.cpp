@@ -91,7 +91,7 @@ void grid_one(const T* pts, int64_t n, int64_t dims, double g, int64_t seed, int
     const int64_t ordinal = static_cast<int64_t>(out.kept.size());
     const int64_t count = end - start;
     int64_t pick = start;
-    if (train) pick += static_cast<int64_t>(grid::hash32(seed, stream, ordinal)) % count;
+    if (train) pick += static_cast<int64_t>(random::hash32(seed, stream, ordinal)) % count;
     out.kept.push_back(pairs[pick].row);
     for (int64_t s = start; s < end; ++s) inverse[pairs[s].row] = ordinal;
     start = end;

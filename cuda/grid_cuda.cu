@@ -136,7 +136,7 @@ __global__ void pick_kernel(const int64_t* __restrict__ offsets, int64_t batch, 
     if (train) {
       const int64_t b = sample_of(offsets, batch, first);
       const int64_t ordinal = v - out_offsets[b];
-      pick += static_cast<int64_t>(grid::hash32(seeds[b], stream, ordinal)) % count;
+      pick += static_cast<int64_t>(random::hash32(seeds[b], stream, ordinal)) % count;
     }
     const int64_t row = sorted_rows[pick];
     kept[v] = row;

@@ -19,7 +19,14 @@ import os
 
 import torch
 
-from hetload.ops import grid_impl, index_impl, sampling_impl, torch_impl
+from hetload.ops import (
+    augment_impl,
+    grid_impl,
+    index_impl,
+    sampling_impl,
+    surface_impl,
+    torch_impl,
+)
 
 __all__ = ["EXTENSIONS", "EXTENSION_MODULES", "has_kernel"]
 
@@ -51,6 +58,23 @@ _LIB.define(
     "bool train) -> (Tensor, Tensor, Tensor, Tensor)"
 )
 _LIB.impl("grid_sample", grid_impl.grid_sample, "CompositeExplicitAutograd")
+# area-weighted surface points of packed meshes (hetload.batched.sample_surface)
+_LIB.define(
+    "sample_surface(Tensor verts, Tensor faces, Tensor face_offsets, Tensor out_offsets, "
+    "Tensor seeds, int stream, SymInt total, bool with_normals) -> (Tensor, Tensor)"
+)
+_LIB.impl("sample_surface", surface_impl.sample_surface, "CompositeExplicitAutograd")
+# per-sample point transforms (hetload.batched.random_rotation, random_scale / random_flip,
+# jitter)
+_LIB.define("per_sample_matmul(Tensor points, Tensor offsets, Tensor matrices) -> Tensor")
+_LIB.define("per_sample_scale(Tensor points, Tensor offsets, Tensor factors) -> Tensor")
+_LIB.define(
+    "jitter_points(Tensor points, Tensor offsets, Tensor seeds, int stream, float sigma, "
+    "float clip) -> Tensor"
+)
+_LIB.impl("per_sample_matmul", augment_impl.per_sample_matmul, "CompositeExplicitAutograd")
+_LIB.impl("per_sample_scale", augment_impl.per_sample_scale, "CompositeExplicitAutograd")
+_LIB.impl("jitter_points", augment_impl.jitter_points, "CompositeExplicitAutograd")
 
 
 @torch.library.register_fake("hetload::packed_to_padded")
@@ -82,6 +106,26 @@ def _grid_sample_fake(points, offsets, grid_size, seeds, stream, train):
         offsets.new_empty(offsets.shape),
         points.new_empty((points.shape[0],), dtype=torch.int64),
     )
+
+
+@torch.library.register_fake("hetload::sample_surface")
+def _sample_surface_fake(verts, faces, face_offsets, out_offsets, seeds, stream, total, normals):
+    return verts.new_empty((total, 3)), verts.new_empty((total if normals else 0, 3))
+
+
+@torch.library.register_fake("hetload::per_sample_matmul")
+def _per_sample_matmul_fake(points, offsets, matrices):
+    return torch.empty_like(points, memory_format=torch.contiguous_format)
+
+
+@torch.library.register_fake("hetload::per_sample_scale")
+def _per_sample_scale_fake(points, offsets, factors):
+    return torch.empty_like(points, memory_format=torch.contiguous_format)
+
+
+@torch.library.register_fake("hetload::jitter_points")
+def _jitter_points_fake(points, offsets, seeds, stream, sigma, clip):
+    return torch.empty_like(points, memory_format=torch.contiguous_format)
 
 
 def _p2p_setup(ctx, inputs, output):
