@@ -82,34 +82,43 @@ Tensor per_sample_matmul(Tensor points, Tensor offsets, Tensor matrices) {
   return out;
 }
 
-// Rows lo..hi of jitter_points, kBlock rows at a time in three loops: the integer draws into
-// two arrays, then Box-Muller over the arrays, then the add. The middle loop has no calls and no
-// branches (random_common.h's log_unit and cos_two_pi), so the compiler vectorizes it and the
-// CPU overlaps its long dependency chains; the C library's log and cos, one draw at a time,
-// took 2-3x longer.
+// Rows lo..hi of jitter_points, kBlock rows at a time in flat loops over the block's
+// coordinates: keys and counters, the integer draws, Box-Muller, the add. The draw and
+// Box-Muller loops have no calls and no branches (random_common.h's log_unit and cos_two_pi),
+// so the compiler vectorizes them and the CPU overlaps their long dependency chains; the C
+// library's log and cos, one draw at a time, took 2-3x longer.
 template <class T>
 void jitter_rows(const T* p, T* dst, int64_t dims, const int64_t* o, int64_t batch,
                  const int64_t* sd, int64_t stream, double sigma, double clip, int64_t lo,
                  int64_t hi) {
-  std::vector<double> u1(static_cast<size_t>(kBlock * dims));
-  std::vector<double> u2(static_cast<size_t>(kBlock * dims));
+  const size_t block = static_cast<size_t>(kBlock * dims);
+  std::vector<uint32_t> keys(block);
+  std::vector<uint32_t> counters(block);  // < 2**32: hash32 reads the low 32 bits anyway
+  std::vector<double> u1(block);
+  std::vector<double> u2(block);
+  uint32_t* kp = keys.data();
+  uint32_t* cp = counters.data();
   double* a = u1.data();
   double* c = u2.data();
   int64_t b = std::upper_bound(o, o + batch + 1, lo) - o - 1;
   uint32_t key = 0;
   for (int64_t start = lo; start < hi; start += kBlock) {
     const int64_t end = std::min(hi, start + kBlock);
-    for (int64_t r = start; r < end; ++r) {
+    for (int64_t r = start; r < end; ++r) {  // per row: its sample's key, its first counter
       while (r >= o[b + 1]) ++b;
       if (r == start || r == o[b]) key = random::key32(sd[b], stream);
-      const int64_t first = dims * (r - o[b]);  // counter of the row's first coordinate
+      const int64_t first = dims * (r - o[b]);
       for (int64_t k = 0; k < dims; ++k) {
-        const int64_t at = (r - start) * dims + k;
-        a[at] = random::uniform_keyed(key, 2 * (first + k));
-        c[at] = random::uniform_keyed(key, 2 * (first + k) + 1);
+        kp[(r - start) * dims + k] = key;
+        cp[(r - start) * dims + k] = static_cast<uint32_t>(static_cast<uint64_t>(first + k));
       }
     }
     const int64_t count = (end - start) * dims;
+    for (int64_t i = 0; i < count; ++i) {  // the draws (vectorized integer arithmetic)
+      const uint32_t twice = cp[i] * 2u;   // counter 2 c (mod 2**32, as the hash reads it)
+      a[i] = random::uniform_keyed(kp[i], twice);
+      c[i] = random::uniform_keyed(kp[i], twice + 1u);
+    }
     for (int64_t i = 0; i < count; ++i) {
       a[i] = sigma * (sqrt(-2.0 * random::log_unit(a[i])) * random::cos_two_pi(c[i]));
     }
