@@ -32,7 +32,9 @@ TORCH_TARGET = "-DTORCH_TARGET_VERSION=0x020a000000000000"
 # (jitter's Box-Muller, cuda/random_common.h); neither changes a computed value (no
 # reassociation, no contraction: -std=c++17 keeps -ffp-contract=off)
 CXX_FLAGS = ["-O3", "-std=c++17", "-fno-math-errno", "-fno-trapping-math", TORCH_TARGET]
-NVCC_FLAGS = ["-O3", "-std=c++17", TORCH_TARGET, "-DUSE_CUDA"]
+# --fmad=false: no fused multiply-add, so the CUDA kernels round as the CPU ones (grid voxels,
+# rotations, surface areas); division and sqrt are IEEE-rounded by nvcc's default
+NVCC_FLAGS = ["-O3", "-std=c++17", "--fmad=false", TORCH_TARGET, "-DUSE_CUDA"]
 DEFAULT_CUDA_HOME = "/usr/local/cuda"
 # what to compile for when no GPU is visible (torch's own detection needs a GPU): A100-class
 # and H100 machine code, plus PTX that newer GPUs compile at load time
