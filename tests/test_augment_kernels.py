@@ -173,3 +173,28 @@ def test_fake_implementations_are_exact():
         (torch.ops.hetload.jitter_points.default, (V, OFF, S, JITTER, 0.1, 0.2)),
     ]:
         torch.library.opcheck(op, args)
+
+
+@pytest.mark.parametrize("served_by", ["compiled", "torch"])
+def test_transforms_stay_differentiable_in_the_points(served_by):
+    r = packed([4, 0, 3], 3, torch.float64, seed=2)
+    seeds = hl.batched.sample_seeds([0, 1, 2])
+    values = r.values.clone().requires_grad_(True)
+    steps = {
+        "rotation": lambda v: torch.ops.hetload.per_sample_matmul(v, r.offsets, M3),
+        "scale": lambda v: torch.ops.hetload.per_sample_scale(v, r.offsets, F3),
+        "jitter": lambda v: JIT(v, r.offsets, seeds, JITTER, 0.1, 0.2),
+    }
+    for fn in steps.values():
+        if served_by == "torch":
+            with torch_path():
+                assert torch.autograd.gradcheck(fn, (values,))
+        else:
+            assert torch.autograd.gradcheck(fn, (values,))
+    out = hl.batched.jitter(hl.batched.random_rotation(hl.Ragged(values, r.offsets), seeds), seeds)
+    out.values.sum().backward()
+    assert values.grad is not None and values.grad.shape == values.shape
+
+
+M3 = torch.randn(3, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+F3 = torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))

@@ -152,6 +152,42 @@ def _unpack_backward(ctx, grad):
     return grad_padded, None, None
 
 
+# the per-sample point transforms stay differentiable in the points (as the torch code they
+# replaced): a linear map's gradient is the transposed map, additive noise passes it through
+def _matmul_setup(ctx, inputs, output):
+    _points, offsets, matrices = inputs
+    ctx.save_for_backward(offsets, matrices)
+
+
+def _matmul_backward(ctx, grad):
+    offsets, matrices = ctx.saved_tensors
+    back = matrices.transpose(1, 2).contiguous()
+    return torch.ops.hetload.per_sample_matmul(grad.contiguous(), offsets, back), None, None
+
+
+def _scale_setup(ctx, inputs, output):
+    _points, offsets, factors = inputs
+    ctx.save_for_backward(offsets, factors)
+
+
+def _scale_backward(ctx, grad):
+    offsets, factors = ctx.saved_tensors
+    return torch.ops.hetload.per_sample_scale(grad.contiguous(), offsets, factors), None, None
+
+
+def _jitter_backward(ctx, grad):
+    return grad, None, None, None, None, None
+
+
+torch.library.register_autograd(
+    "hetload::per_sample_matmul", _matmul_backward, setup_context=_matmul_setup
+)
+torch.library.register_autograd(
+    "hetload::per_sample_scale", _scale_backward, setup_context=_scale_setup
+)
+torch.library.register_autograd(
+    "hetload::jitter_points", _jitter_backward, setup_context=lambda ctx, inputs, output: None
+)
 torch.library.register_autograd(
     "hetload::packed_to_padded", _p2p_backward, setup_context=_p2p_setup
 )
