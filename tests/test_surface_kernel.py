@@ -145,3 +145,23 @@ def test_wrapper_names_the_faces_field_on_a_bad_index():
 def test_fake_implementation_is_exact():
     verts = V + torch.arange(4.0)[:, None] ** 2
     torch.library.opcheck(op.default, (verts, F, FO, OO, S, 5, 10, True))
+
+
+def test_surface_points_stay_differentiable_in_the_vertices():
+    batch = mesh_batch([6, 0, 4], 3)
+    seeds = hl.batched.sample_seeds([0, 1, 2])
+    verts = batch.verts.values.double().requires_grad_(True)
+    lengths = torch.where(batch.faces.lengths > 0, 5, 0)
+    out_offsets = torch.zeros_like(batch.faces.offsets)
+    torch.cumsum(lengths, 0, out=out_offsets[1:])
+    faces = batch.faces.values.long()
+
+    def both(v):
+        return op(v, faces, batch.faces.offsets, out_offsets, seeds, STREAM, 10, True)
+
+    assert torch.autograd.gradcheck(both, (verts,))
+    # a point is a fixed barycentric mix of its face's corners: the gradient of the sum of all
+    # points' coordinates is, per vertex, the sum of its weights over the points (times 1)
+    points, _ = both(verts)
+    points.sum().backward()
+    assert torch.isclose(verts.grad.sum(), torch.tensor(3.0 * 10, dtype=torch.float64))

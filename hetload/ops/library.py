@@ -188,6 +188,37 @@ torch.library.register_autograd(
 torch.library.register_autograd(
     "hetload::jitter_points", _jitter_backward, setup_context=lambda ctx, inputs, output: None
 )
+
+
+# surface points stay differentiable in the vertices (the faces and barycentric weights drawn
+# are constants, as in PyTorch3D's sample_points_from_meshes): the backward reruns the
+# pure-torch forward, which draws the same faces, and differentiates it
+def _surface_setup(ctx, inputs, output):
+    verts, faces, face_offsets, out_offsets, seeds, stream, total, with_normals = inputs
+    ctx.save_for_backward(verts, faces, face_offsets, out_offsets, seeds)
+    ctx.stream, ctx.total, ctx.with_normals = stream, total, with_normals
+
+
+def _surface_backward(ctx, grad_points, grad_normals):
+    verts, faces, face_offsets, out_offsets, seeds = ctx.saved_tensors
+    with torch.enable_grad():
+        v = verts.detach().requires_grad_(True)
+        points, normals = surface_impl.sample_surface(
+            v, faces, face_offsets, out_offsets, seeds, ctx.stream, ctx.total, ctx.with_normals
+        )
+        outs, grads = [points], [grad_points]
+        if ctx.with_normals and grad_normals is not None:
+            outs.append(normals)
+            grads.append(grad_normals)
+        (grad_verts,) = torch.autograd.grad(outs, [v], grads, allow_unused=True)
+    if grad_verts is None:
+        grad_verts = torch.zeros_like(verts)
+    return grad_verts, None, None, None, None, None, None, None
+
+
+torch.library.register_autograd(
+    "hetload::sample_surface", _surface_backward, setup_context=_surface_setup
+)
 torch.library.register_autograd(
     "hetload::packed_to_padded", _p2p_backward, setup_context=_p2p_setup
 )
