@@ -21,10 +21,20 @@ from setuptools import setup
 
 ROOT = Path(__file__).resolve().parent
 KERNELS = Path("cuda")
+# the kernels, one file per op family and device (a .cu file is the twin of a _cpu.cpp one)
+KERNEL_FAMILIES = ("pad", "index", "sampling", "grid", "augment", "surface")
+CPU_SOURCES = tuple(f"{n}_cpu.cpp" for n in KERNEL_FAMILIES)
+CUDA_SOURCES = tuple(f"{n}_cuda.cu" for n in KERNEL_FAMILIES if n != "index")  # index: CPU only
 # stable-ABI target: the .so needs only what torch 2.10 already exports
 TORCH_TARGET = "-DTORCH_TARGET_VERSION=0x020a000000000000"
-CXX_FLAGS = ["-O3", "-std=c++17", TORCH_TARGET]
-NVCC_FLAGS = ["-O3", "-std=c++17", TORCH_TARGET, "-DUSE_CUDA"]
+# -fno-math-errno (sqrt never sets errno) and -fno-trapping-math (no floating-point trap is
+# watched, so a select of two computed values may be a blend) let the branch-free loops vectorize
+# (jitter's Box-Muller, cuda/random_common.h); neither changes a computed value (no
+# reassociation, no contraction: -std=c++17 keeps -ffp-contract=off)
+CXX_FLAGS = ["-O3", "-std=c++17", "-fno-math-errno", "-fno-trapping-math", TORCH_TARGET]
+# --fmad=false: no fused multiply-add, so the CUDA kernels round as the CPU ones (grid voxels,
+# rotations, surface areas); division and sqrt are IEEE-rounded by nvcc's default
+NVCC_FLAGS = ["-O3", "-std=c++17", "--fmad=false", TORCH_TARGET, "-DUSE_CUDA"]
 DEFAULT_CUDA_HOME = "/usr/local/cuda"
 # what to compile for when no GPU is visible (torch's own detection needs a GPU): A100-class
 # and H100 machine code, plus PTX that newer GPUs compile at load time
@@ -67,7 +77,7 @@ def _extensions() -> tuple[list, dict]:
     extensions = [
         CppExtension(
             "hetload._C",
-            [str(KERNELS / n) for n in ("pad_cpu.cpp", "index_cpu.cpp", "sampling_cpu.cpp")],
+            [str(KERNELS / n) for n in CPU_SOURCES],
             depends=headers,
             extra_compile_args={"cxx": CXX_FLAGS},
             py_limited_api=True,
@@ -84,7 +94,7 @@ def _extensions() -> tuple[list, dict]:
         extensions.append(
             CUDAExtension(
                 "hetload._C_cuda",
-                [str(KERNELS / "pad_cuda.cu"), str(KERNELS / "sampling_cuda.cu")],
+                [str(KERNELS / n) for n in CUDA_SOURCES],
                 depends=headers,
                 extra_compile_args={"cxx": [*CXX_FLAGS, "-DUSE_CUDA"], "nvcc": NVCC_FLAGS},
                 py_limited_api=True,

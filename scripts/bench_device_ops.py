@@ -8,13 +8,15 @@ row times hetload's batched op (one call on the whole packed batch) and the alte
   pure-torch path, ``fpsample.fps_sampling`` per sample (CPU peer, optional), and a per-sample
   torch loop (the algorithm of PyTorch3D's ``sample_farthest_points``, one sample at a time);
   ``torch_cluster.fps`` when importable (it has no wheel for recent torch);
-- ``grid``: ``grid_sample`` (``--grid`` voxel edge, train mode) against Pointcept's
-  ``GridSample`` logic re-implemented as a numpy per-sample loop (FNV hash, argsort, unique,
-  random point per voxel);
-- ``surface``: ``sample_surface`` (``--surface`` points per mesh) against a per-sample torch loop
-  in PyTorch3D's construction (areas, multinomial, barycentric) and the CPU worker path
-  (``hetload.transforms.SamplePoints`` per sample, numpy);
-- ``augment``: rotation + scale + jitter, batched, against ``hetload.transforms`` per sample;
+- ``grid``: ``grid_sample`` (``--grid`` voxel edge, train mode; compiled kernel where built)
+  against its pure-torch path and Pointcept's ``GridSample`` logic re-implemented as a numpy
+  per-sample loop (FNV hash, argsort, unique, random point per voxel);
+- ``surface``: ``sample_surface`` (``--surface`` points per mesh; compiled kernel where built)
+  against its pure-torch path, a per-sample torch loop in PyTorch3D's construction (areas,
+  multinomial, barycentric) and the CPU worker path (``hetload.transforms.SamplePoints`` per
+  sample, numpy);
+- ``augment``: rotation + scale + jitter, batched (compiled kernels where built), against the
+  same steps through the pure-torch implementations and ``hetload.transforms`` per sample;
 - ``serialize``: z-order + Hilbert codes of the grid-sampled batch against per-sample calls.
 
 Every contender's output is checked against hetload's where the two are deterministic (FPS from
@@ -40,8 +42,10 @@ import torch
 
 import hetload as hl
 from hetload import transforms as T
+from hetload.batched import geometry as hgeom
 from hetload.batched import grid as hgrid
-from hetload.ops import sampling_impl
+from hetload.batched import random as hrandom
+from hetload.ops import augment_impl, grid_impl, sampling_impl, surface_impl
 
 try:
     import fpsample
@@ -53,17 +57,21 @@ except ImportError:
     torch_cluster = None
 
 
+#: the clock of every timing: wall (perf_counter) or this process's CPU time (--clock cpu)
+CLOCK = time.perf_counter
+
+
 def timed(fn: Callable[[], object], repeats: int, device: str) -> float:
     fn()
     times = []
     for _ in range(repeats):
         if device == "cuda":
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        start = CLOCK()
         fn()
         if device == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
+        times.append(CLOCK() - start)
     return statistics.median(times)
 
 
@@ -203,6 +211,12 @@ def bench_grid(args, pts_np, device) -> dict:
             lambda: hl.batched.grid_sample(batch, args.grid, seeds), args.repeats, device
         ),
     }
+    stream = hrandom.STREAMS["grid"]
+    row["hetload torch path (two global sorts)"] = timed(
+        lambda: grid_impl.grid_sample(batch.values, batch.offsets, args.grid, seeds, stream, True),
+        args.repeats,
+        device,
+    )
     rng = np.random.default_rng(0)
     row["pointcept numpy per sample"] = timed(
         lambda: pointcept_grid_sample(normalized, args.grid, rng, first=False),
@@ -224,6 +238,21 @@ def bench_surface(args, mesh_np, device) -> dict:
             device,
         ),
     }
+    out_offsets = torch.zeros_like(batch.faces.offsets)
+    torch.cumsum(torch.where(batch.faces.lengths > 0, n, 0), 0, out=out_offsets[1:])
+    surface_args = (
+        batch.verts.values,
+        batch.faces.values.long(),
+        batch.faces.offsets,
+        out_offsets,
+        seeds,
+        hrandom.STREAMS["surface"],
+        int(out_offsets[-1]),
+        False,
+    )
+    row["hetload torch path"] = timed(
+        lambda: surface_impl.sample_surface(*surface_args), args.repeats, device
+    )
     items = [
         {
             "verts": torch.from_numpy(m["verts"]).to(device),
@@ -252,11 +281,21 @@ def bench_augment(args, pts_np, device) -> dict:
         r = hl.batched.random_scale(r, seeds)
         return hl.batched.jitter(r, seeds)
 
+    def torch_path():  # the same three steps through the pure-torch implementations
+        values, offsets = batch.values, batch.offsets
+        r = augment_impl.per_sample_matmul(values, offsets, hgeom.rotation_matrices(seeds))
+        factors = hgeom.scale_factors(seeds, 0.8, 1.25).contiguous()
+        r = augment_impl.per_sample_scale(r, offsets, factors)
+        return augment_impl.jitter_points(r, offsets, seeds, hrandom.STREAMS["jitter"], 0.01, 0.05)
+
+    got, want = batched().values, torch_path()
     chain = T.Compose([T.RandomRotation(), T.RandomScale(), T.Jitter()])
     rng = np.random.default_rng(0)
     samples = [{"verts": p} for p in pts_np]
     return {
+        "agree torch path (max abs diff)": float((got - want).abs().max()) if len(got) else 0.0,
         "hetload": timed(batched, args.repeats, device),
+        "hetload torch path": timed(torch_path, args.repeats, device),
         "hetload.transforms per sample (numpy)": timed(
             lambda: [chain(s, rng) for s in samples], args.repeats, "cpu"
         ),
@@ -295,8 +334,18 @@ def main() -> None:
     parser.add_argument("--surface", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="cpu: this process's CPU time (with --threads 1, on a machine shared with other "
+        "jobs, time spent waiting for a core is left out; not for --device cuda)",
+    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    global CLOCK
+    if args.clock == "cpu":
+        CLOCK = time.process_time
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device
@@ -304,9 +353,10 @@ def main() -> None:
     mesh_np = meshes(args.batch, args.faces, seed=1)
     print(
         f"# bench_device_ops: device={device} torch={torch.__version__} "
-        f"threads={torch.get_num_threads()} fps backend={fps_backend(device)} "
+        f"threads={torch.get_num_threads()} clock={args.clock} "
         f"python={platform.python_version()}"
     )
+    print("# backends: " + " ".join(f"{op}={op_backend(op, device)}" for op in COMPILED_OPS))
     print(
         f"# B={args.batch} points~{args.points} faces~{args.faces} fps={args.fps} "
         f"grid={args.grid} surface={args.surface} repeats={args.repeats}"
@@ -322,7 +372,7 @@ def main() -> None:
         base = row["hetload"]
         print(f"\n## {name}")
         for contender, value in row.items():
-            if isinstance(value, float):
+            if isinstance(value, float) and not contender.startswith("agree"):
                 ratio = "" if contender == "hetload" else f"  ({value / base:7.2f}x hetload)"
                 print(f"  {contender:48s} {value * 1e3:10.2f} ms{ratio}")
             else:
@@ -332,9 +382,20 @@ def main() -> None:
             json.dump({"args": vars(args), "rows": rows}, fh, indent=1)
 
 
-def fps_backend(device: str) -> str:
+#: the ops behind hl.batched with compiled kernels (cuda/*_cpu.cpp, *_cuda.cu)
+COMPILED_OPS = (
+    "farthest_point_sample",
+    "grid_sample",
+    "sample_surface",
+    "per_sample_matmul",
+    "per_sample_scale",
+    "jitter_points",
+)
+
+
+def op_backend(op: str, device: str) -> str:
     key = {"cpu": "CPU", "cuda": "CUDA"}.get(torch.device(device).type, "")
-    has = hl.ops.library.has_kernel("farthest_point_sample", key) if key else False
+    has = hl.ops.library.has_kernel(op, key) if key else False
     return "compiled" if has else "torch"
 
 

@@ -147,11 +147,18 @@ import hetload as hl, torch
 status = hl.ops.extension_status()
 for key, text in status.items():
     print(f'{key}: {text}')
+ops = ('farthest_point_sample', 'grid_sample', 'sample_surface', 'per_sample_matmul',
+       'per_sample_scale', 'jitter_points')
+missing = []
 for device in ['cpu'] + (['cuda'] if torch.cuda.is_available() else []):
-    print(device, 'packed<->padded:', hl.ops.backend(device),
-          'fps:', 'compiled' if hl.ops.library.has_kernel('farthest_point_sample', device.upper()) else 'torch')
+    kinds = {op: hl.ops.library.has_kernel(op, device.upper()) for op in ops}
+    print(device, 'packed<->padded:', hl.ops.backend(device), ' '.join(
+        f'{op}:' + ('compiled' if has else 'torch') for op, has in kinds.items()))
+    missing += [f'{device}:{op}' for op, has in kinds.items() if not has]
 if torch.cuda.is_available() and hl.ops.backend('cuda') != 'compiled':
-    raise SystemExit('the CUDA kernels do not serve cuda')"
+    raise SystemExit('the CUDA kernels do not serve cuda')
+if torch.cuda.is_available() and missing:
+    raise SystemExit('built kernels missing: ' + ', '.join(missing))"
 
 # --- 3. the GPU tests -------------------------------------------------------------------------
 pytest_args=(-q -p no:cacheprovider -m gpu -o addopts="" --hypothesis-profile=ci)

@@ -128,3 +128,81 @@ def test_fullgraph_compile_on_cuda():
         want = views(values, offsets, max(lengths))
         for g, w in zip(got, want):
             assert torch.equal(g, w)
+
+
+# ------------------------------------------- the CUDA twins of the compiled CPU kernels
+
+
+def _has_cuda_kernel(op: str) -> bool:
+    return hl.ops.library.has_kernel(op, "CUDA")
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_grid_cuda_kernel_equals_the_cpu_kernel_and_the_torch_path(train):
+    assert _has_cuda_kernel("grid_sample")
+    from hetload.ops import grid_impl
+
+    # many samples (some empty) of very different sizes: the segmented sort's hard cases
+    points = hl.batched.normalize_unit_sphere(_clouds(300, 400, seed=5))
+    seeds = hl.batched.sample_seeds(list(range(300)))
+    args = (points.values, points.offsets, 0.03, seeds, 7, train)
+    cpu = torch.ops.hetload.grid_sample(*args)
+    on = (points.values.cuda(), points.offsets.cuda(), 0.03, seeds.cuda(), 7, train)
+    gpu = torch.ops.hetload.grid_sample(*on)
+    torch_gpu = grid_impl.grid_sample(*on)
+    for a, b, c in zip(cpu, gpu, torch_gpu):
+        assert torch.equal(b.cpu(), a) and torch.equal(c.cpu(), a)
+
+
+def test_grid_cuda_kernel_refuses_non_finite_coordinates():
+    values = torch.zeros(6, 3, device="cuda")
+    values[4, 1] = float("nan")
+    offsets = torch.tensor([0, 2, 2, 6], device="cuda")
+    seeds = torch.zeros(3, dtype=torch.int64, device="cuda")
+    with pytest.raises(RuntimeError, match="sample 2 has a coordinate that is not finite"):
+        torch.ops.hetload.grid_sample(values, offsets, 0.1, seeds, 7, True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_augment_cuda_kernels_match_cpu(dtype):
+    for op in ("per_sample_matmul", "per_sample_scale", "jitter_points"):
+        assert _has_cuda_kernel(op)
+    points = _clouds(20, 800, seed=6).to(dtype=dtype)
+    seeds = hl.batched.sample_seeds(list(range(20)))
+    gen = torch.Generator().manual_seed(0)
+    mats = torch.randn(20, 3, 3, generator=gen, dtype=torch.float64)
+    factors = torch.randn(20, 3, generator=gen, dtype=torch.float64)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    cases = [
+        (torch.ops.hetload.per_sample_matmul, (mats,)),
+        (torch.ops.hetload.per_sample_scale, (factors,)),
+        (torch.ops.hetload.jitter_points, (seeds, 3, 0.5, 0.7)),
+    ]
+    for fn, extra in cases:
+        cpu = fn(points.values, points.offsets, *extra)
+        moved = [x.cuda() if isinstance(x, torch.Tensor) else x for x in extra]
+        gpu = fn(points.values.cuda(), points.offsets.cuda(), *moved)
+        torch.testing.assert_close(gpu.cpu(), cpu, rtol=tol, atol=tol)
+
+
+def test_surface_cuda_kernel_matches_cpu_with_normals_and_refuses_bad_faces():
+    assert _has_cuda_kernel("sample_surface")
+    rng = np.random.default_rng(7)
+    samples = []
+    for i in range(30):
+        nv = int(rng.integers(3, 300))
+        faces = rng.integers(0, nv, size=(0 if i % 7 == 3 else int(rng.integers(1, 500)), 3))
+        samples.append({"verts": rng.normal(size=(nv, 3)), "faces": faces})
+    batch = hl.collate(samples)
+    seeds = hl.batched.sample_seeds(list(range(30)))
+    cpu = hl.batched.sample_surface(batch.verts, batch.faces, 300, seeds, with_normals=True)
+    on = batch.to("cuda")
+    gpu = hl.batched.sample_surface(on.verts, on.faces, 300, seeds.cuda(), with_normals=True)
+    for a, b in zip(cpu, gpu):
+        assert torch.equal(b.offsets.cpu(), a.offsets)
+        # the GPU's parallel running sums may move a point on a face boundary (to 1e-16)
+        close = torch.isclose(b.values.cpu(), a.values, rtol=1e-9, atol=1e-9).all(1)
+        assert float(close.double().mean()) > 0.999
+    on.faces.values[3, 1] = 10**6
+    with pytest.raises(ValueError, match="face row 3 holds vertex index 1000000"):
+        hl.batched.sample_surface(on.verts, on.faces, 8, seeds.cuda())

@@ -13,7 +13,9 @@ Functions (Ragged in, Ragged out):
   :func:`center`, :func:`normalize_unit_sphere` (``geometry.py``);
 - :func:`sample_surface`: area-weighted points on packed meshes (``surface.py``);
 - :func:`farthest_point_sampling` (``fps.py``, compiled kernels from ``cuda/sampling_*``);
-- :func:`grid_sample`: Pointcept's ``GridSample`` (``grid.py``);
+- :func:`grid_sample`: Pointcept's ``GridSample`` (``grid.py``, compiled kernels from
+  ``cuda/grid_*``; rotation, scaling, flips, jitter and surface sampling likewise run in
+  ``cuda/augment_*`` / ``cuda/surface_*`` kernels where built);
 - :func:`serialize`: PTv3's z-order / Hilbert codes (``serialize.py``).
 
 Steps on a :class:`~hetload.HeteroBatch` for configs (``device.transforms``): :mod:`pipeline`.

@@ -1,5 +1,5 @@
-"""Small helpers shared by the batched transforms: per-row sample numbers, local row numbers,
-segment reductions, and a Ragged with new values but the same structure."""
+"""Small helpers shared by the batched transforms: argument checks, segment reductions, and a
+Ragged with new values but the same structure."""
 
 from __future__ import annotations
 
@@ -25,12 +25,6 @@ def check_seeds(seeds: torch.Tensor, batch: int, who: str) -> torch.Tensor:
     if seeds.shape[0] != batch:
         raise ValueError(f"{who}: {seeds.shape[0]} seeds for a batch of {batch} samples")
     return seeds
-
-
-def local_rows(ragged: Ragged) -> torch.Tensor:
-    """``int64 [sum N_i]``: each row's number within its sample."""
-    idx = ragged.batch_idx
-    return torch.arange(idx.shape[0], device=idx.device) - ragged.offsets[:-1][idx]
 
 
 def with_values(ragged: Ragged, values: torch.Tensor) -> Ragged:
@@ -61,10 +55,3 @@ def segment_reduce(
     out = values.new_zeros((batch, values.shape[1]))
     index = batch_idx.unsqueeze(1).expand_as(values)
     return out.scatter_reduce_(0, index, values, reduce=how, include_self=False)
-
-
-def ragged_from_lengths(values: torch.Tensor, lengths: torch.Tensor, name: str) -> Ragged:
-    """A Ragged over ``values`` whose items have ``lengths`` rows (``int64 [B]``)."""
-    offsets = torch.zeros(lengths.shape[0] + 1, dtype=torch.int64, device=lengths.device)
-    torch.cumsum(lengths, 0, out=offsets[1:])
-    return Ragged(values, offsets, name=name, validate=False)

@@ -15,7 +15,6 @@ from hetload.batched import random
 from hetload.batched._packed import (
     check_points,
     check_seeds,
-    local_rows,
     segment_reduce,
     segment_sum,
     with_values,
@@ -73,10 +72,27 @@ def rotation_matrices(seeds: torch.Tensor, axis: int | str | None = None) -> tor
     )
 
 
+def _values_for_kernel(points: Ragged) -> torch.Tensor:
+    """The values the float32 / float64 kernels take: float16 / bfloat16 go as float64 (the
+    arithmetic is float64 anyway; the result is cast back once)."""
+    values = points.values
+    return values if values.dtype in (torch.float32, torch.float64) else values.double()
+
+
 def _per_sample_linear(points: Ragged, matrices: torch.Tensor) -> Ragged:
-    """Row ``p`` of sample ``b`` -> ``matrices[b] @ p``."""
-    m = matrices[points.batch_idx]
-    out = torch.einsum("nij,nj->ni", m, points.values.double())
+    """Row ``p`` of sample ``b`` -> ``matrices[b] @ p`` (``hetload::per_sample_matmul``: one
+    pass, the compiled kernel where built)."""
+    out = torch.ops.hetload.per_sample_matmul(
+        _values_for_kernel(points), points.offsets, matrices.contiguous()
+    )
+    return with_values(points, out.to(points.dtype))
+
+
+def _per_sample_scale(points: Ragged, factors: torch.Tensor) -> Ragged:
+    """Row ``p`` of sample ``b`` -> ``p * factors[b]`` (``hetload::per_sample_scale``)."""
+    out = torch.ops.hetload.per_sample_scale(
+        _values_for_kernel(points), points.offsets, factors.to(torch.float64).contiguous()
+    )
     return with_values(points, out.to(points.dtype))
 
 
@@ -110,21 +126,25 @@ def random_scale(
     check_points(points, "random_scale")
     check_seeds(seeds, points.batch_size, "random_scale")
     factors = scale_factors(seeds.to(points.device), low, high, anisotropic)
-    out = points.values.double() * factors[points.batch_idx]
-    return with_values(points, out.to(points.dtype))
+    return _per_sample_scale(points, factors)
 
 
 def jitter(points: Ragged, seeds: torch.Tensor, sigma: float = 0.01, clip: float = 0.05) -> Ragged:
     """Add ``N(0, sigma)`` noise clipped to ``[-clip, clip]`` to every coordinate: coordinate
-    ``c`` of row ``r`` of a sample uses its counter ``3 r + c``."""
-    if sigma < 0 or clip < 0:
+    ``c`` of row ``r`` of a sample uses its counter ``3 r + c`` (``hetload::jitter_points``:
+    draws, Box-Muller and the add in one pass, the compiled kernel where built)."""
+    if not (sigma >= 0 and clip >= 0):  # NaN too
         raise ValueError(f"jitter needs sigma, clip >= 0, got {sigma}, {clip}")
     check_points(points, "jitter")
     check_seeds(seeds, points.batch_size, "jitter")
-    seeds = seeds.to(points.device)
-    counters = 3 * local_rows(points)[:, None] + torch.arange(3, device=points.device)
-    noise = random.normal(seeds[points.batch_idx][:, None], random.STREAMS["jitter"], counters)
-    out = points.values.double() + (sigma * noise).clamp(-clip, clip)
+    out = torch.ops.hetload.jitter_points(
+        _values_for_kernel(points),
+        points.offsets,
+        seeds.to(points.device),
+        random.STREAMS["jitter"],
+        float(sigma),
+        float(clip),
+    )
     return with_values(points, out.to(points.dtype))
 
 
@@ -146,8 +166,7 @@ def random_flip(
         raise ValueError(f"random_flip needs axes in 0..2 and 0 <= p <= 1, got {axes}, {p}")
     check_points(points, "random_flip")
     check_seeds(seeds, points.batch_size, "random_flip")
-    signs = flip_signs(seeds.to(points.device), axes, p)
-    return with_values(points, (points.values.double() * signs[points.batch_idx]).to(points.dtype))
+    return _per_sample_scale(points, flip_signs(seeds.to(points.device), axes, p))
 
 
 def centers(points: Ragged, how: str = "mean") -> torch.Tensor:

@@ -12,9 +12,18 @@ Per sample (as Pointcept does per scene):
   ``hash(seed, voxel ordinal) % count``, so it is reproducible per sample), in ``"first"`` the
   lowest original row of the voxel (Pointcept's test mode part 0, made deterministic by a
   stable sort).
+
+The work is one op, ``torch.ops.hetload.grid_sample``: the compiled CPU / CUDA kernels from
+``cuda/grid_*`` when built (one sort per sample), else the pure-torch path
+(:mod:`hetload.ops.grid_impl`, two stable sorts of the whole batch); both give the same bits.
+Coordinates that are not finite, or more than 2**62 voxels from 0, are refused (a ValueError
+naming the field and the sample), never hashed.
 """
 
 from __future__ import annotations
+
+import math
+import re
 
 import numpy as np
 import torch
@@ -27,7 +36,7 @@ __all__ = ["GridSampled", "fnv_hash", "fnv_hash_split", "grid_coords", "grid_sam
 
 FNV_BASIS = 14695981039346656037
 FNV_PRIME = 1099511628211
-_SIGN = -(1 << 63)
+_BAD_COORDINATE = re.compile(r"sample \d+ has a coordinate that is not finite[^\n]*")
 
 
 def _signed(value: int) -> int:
@@ -78,7 +87,9 @@ def grid_coords(points: Ragged, grid_size: float) -> torch.Tensor:
     """int64 ``[sum N_i, 3]``: ``floor(p / grid_size)`` (in float64) minus each sample's min."""
     if not grid_size > 0:
         raise ValueError(f"grid_sample: grid_size must be > 0, got {grid_size}")
-    grid = torch.floor(points.values.double() / grid_size).long()
+    # a tensor divisor: CUDA computes x / python_scalar as x * (1 / scalar), which rounds apart
+    divisor = torch.tensor(float(grid_size), dtype=torch.float64, device=points.device)
+    grid = torch.floor(points.values.double() / divisor).long()
     low = segment_reduce(grid, points.batch_idx, points.batch_size, "amin")
     return grid - low[points.batch_idx]
 
@@ -118,43 +129,31 @@ def grid_sample(
     check_points(points, "grid_sample")
     if mode not in ("train", "first"):
         raise ValueError(f"grid_sample: mode must be 'train' or 'first', got {mode!r}")
+    if isinstance(grid_size, bool) or not isinstance(grid_size, (int, float)):
+        raise TypeError(f"grid_sample: grid_size must be a number, got {type(grid_size).__name__}")
+    if not (grid_size > 0 and math.isfinite(grid_size)):
+        raise ValueError(f"grid_sample: grid_size must be finite and > 0, got {grid_size}")
     device = points.device
-    batch = points.batch_size
-    grid = grid_coords(points, grid_size)
-    key = fnv_hash(grid)
-    sample = points.batch_idx
-    # order by (sample, key as uint64, row): stable sorts, least significant first
-    order = torch.argsort(key ^ _SIGN, stable=True)
-    order = order[torch.argsort(sample[order], stable=True)]
-    key_sorted, sample_sorted = key[order], sample[order]
-    new_voxel = torch.ones_like(key_sorted, dtype=torch.bool)
-    if key_sorted.numel() > 1:
-        new_voxel[1:] = (key_sorted[1:] != key_sorted[:-1]) | (
-            sample_sorted[1:] != sample_sorted[:-1]
-        )
-    voxel_of_sorted = torch.cumsum(new_voxel.long(), 0) - 1  # global voxel number
-    starts = torch.nonzero(new_voxel).flatten()
-    voxels = starts.numel()
-    counts = torch.diff(starts, append=starts.new_tensor([key_sorted.numel()]))
-    voxel_sample = sample_sorted[starts]
-    per_sample = torch.zeros(batch, dtype=torch.int64, device=device)
-    per_sample.index_add_(0, voxel_sample, torch.ones_like(voxel_sample))
-    out_offsets = torch.zeros(batch + 1, dtype=torch.int64, device=device)
-    torch.cumsum(per_sample, 0, out=out_offsets[1:])
-    ordinal = torch.arange(voxels, device=device) - out_offsets[:-1][voxel_sample]
     if mode == "train":
         if seeds is None:
             raise ValueError("grid_sample: mode='train' needs seeds (or use mode='first')")
-        check_seeds(seeds, batch, "grid_sample")
-        draw = random.hash32(seeds.to(device)[voxel_sample], random.STREAMS["grid"], ordinal)
-        pick = starts + draw % counts
+        seeds = check_seeds(seeds, points.batch_size, "grid_sample").to(device)
     else:
-        pick = starts
-    kept = order[pick]
-    inverse = torch.empty_like(order)
-    inverse[order] = ordinal[voxel_of_sorted]
+        seeds = torch.zeros(points.batch_size, dtype=torch.int64, device=device)
+    values = points.values
+    if values.dtype not in (torch.float32, torch.float64):
+        values = values.float()  # float16 / bfloat16: exact in float32, the same voxels
+    try:
+        kept, coords, out_offsets, inverse = torch.ops.hetload.grid_sample(
+            values, points.offsets, float(grid_size), seeds, random.STREAMS["grid"], mode == "train"
+        )
+    except RuntimeError as exc:
+        bad = _BAD_COORDINATE.search(str(exc))
+        if bad is None:
+            raise
+        raise ValueError(f"grid_sample: field {points.name!r}: {bad.group(0)}") from None
     index = Ragged(
         kept, out_offsets, name=f"{points.name}_grid", index_base=points.offsets, validate=False
     )
-    coords = Ragged(grid[kept], out_offsets, name="grid_coord", validate=False)
+    coords = Ragged(coords, out_offsets, name="grid_coord", validate=False)
     return GridSampled(index, coords, inverse)

@@ -9,20 +9,19 @@ and ``3 j + 2`` of its seed, so its result does not depend on the batch or the d
 
 from __future__ import annotations
 
+import operator
+import re
+
 import torch
 
 from hetload.batched import random
-from hetload.batched._packed import check_points, check_seeds, ragged_from_lengths
+from hetload.batched._packed import check_points, check_seeds
+from hetload.ops.surface_impl import face_areas
 from hetload.ragged import Ragged
 
 __all__ = ["face_areas", "sample_surface"]
 
-
-def face_areas(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """float64 ``[F]`` triangle areas; ``verts [V, 3]``, ``faces [F, 3]`` (global indices)."""
-    v = verts.double()
-    a, b, c = v[faces[:, 0]], v[faces[:, 1]], v[faces[:, 2]]
-    return 0.5 * torch.linalg.cross(b - a, c - a).norm(dim=1)
+_BAD_INDEX = re.compile(r"face row \d+ holds vertex index -?\d+, outside the \d+ vertices")
 
 
 def sample_surface(
@@ -47,6 +46,11 @@ def sample_surface(
     Returns:
         ``points``: a Ragged ``[sum n_i, 3]`` of ``verts``' dtype, ``n_i = n`` (0 without
         faces); with ``with_normals``, ``(points, normals)`` with the same offsets.
+
+    The work is one op, ``torch.ops.hetload.sample_surface`` (compiled kernels from
+    ``cuda/surface_*`` where built, else :mod:`hetload.ops.surface_impl`); the output size is
+    read on the host once (a sync when the batch is on a GPU). A face index outside the
+    vertices is refused (ValueError naming the field).
     """
     check_points(verts, "sample_surface")
     if not isinstance(faces, Ragged) or faces.values.dim() != 2 or faces.values.shape[1] != 3:
@@ -55,43 +59,43 @@ def sample_surface(
         raise ValueError(
             f"sample_surface: {faces.batch_size} face items for {verts.batch_size} vertex items"
         )
-    if n < 0:
-        raise ValueError(f"sample_surface: n must be >= 0, got {n}")
+    if faces.values.is_floating_point() or faces.values.dtype == torch.bool:
+        raise ValueError(
+            f"sample_surface: field {faces.name!r} must hold integer vertex indices, "
+            f"got {faces.values.dtype}"
+        )
+    try:
+        count = operator.index(n)  # numpy integers too
+    except TypeError:
+        count = -1
+    if count < 0:
+        raise ValueError(f"sample_surface: n must be an integer >= 0, got {n!r}")
     check_seeds(seeds, verts.batch_size, "sample_surface")
     device = verts.device
-    seeds = seeds.to(device)
-    batch = verts.batch_size
-    face_values = faces.values.long()
-    areas = face_areas(verts.values, face_values)
-    counts = faces.lengths
-    has_faces = counts > 0
-    # per-sample cumulative areas on the padded view: each row is summed on its own, so a
-    # sample's sums (and the face each point lands on) do not depend on its neighbours
-    cumulative = torch.cumsum(
-        torch.ops.hetload.packed_to_padded(areas, faces.offsets, faces.max_len, 0.0), dim=1
-    )
-    totals = cumulative[:, -1] if faces.max_len else areas.new_zeros(batch)
-    stream = random.STREAMS["surface"]
-    j = torch.arange(n, device=device)
-    u_face = random.uniform(seeds[:, None], stream, 3 * j)
-    r1 = random.uniform(seeds[:, None], stream, 3 * j + 1)
-    r2 = random.uniform(seeds[:, None], stream, 3 * j + 2)
-    by_area = torch.searchsorted(cumulative, u_face * totals[:, None], right=True)
-    by_count = (u_face * counts[:, None]).long()
-    local = torch.where((totals > 0)[:, None], by_area, by_count)
-    local = torch.minimum(local, (counts - 1).clamp(min=0)[:, None])
-    keep = has_faces[:, None].expand(batch, n)
-    chosen = (faces.offsets[:-1, None] + local)[keep]
-    r1, r2 = r1[keep], r2[keep]
-    tri = verts.values.double()[face_values[chosen]]  # [P, 3 corners, 3]
-    root = torch.sqrt(r1)
-    weights = torch.stack([1 - root, root * (1 - r2), root * r2], dim=1)
-    points = (weights[:, :, None] * tri).sum(1).to(verts.dtype)
-    lengths = torch.where(has_faces, n, 0)
-    out = ragged_from_lengths(points, lengths, "points")
+    values = verts.values
+    if values.dtype not in (torch.float32, torch.float64):
+        values = values.double()  # float16 / bfloat16: float64 arithmetic, cast back below
+    lengths = torch.where(faces.lengths > 0, count, 0)
+    out_offsets = torch.zeros_like(faces.offsets)
+    torch.cumsum(lengths, 0, out=out_offsets[1:])
+    total = int(out_offsets[-1])
+    try:
+        points, normals = torch.ops.hetload.sample_surface(
+            values,
+            faces.values.long(),
+            faces.offsets,
+            out_offsets,
+            seeds.to(device),
+            random.STREAMS["surface"],
+            total,
+            with_normals,
+        )
+    except RuntimeError as exc:
+        bad = _BAD_INDEX.search(str(exc))
+        if bad is None:
+            raise
+        raise ValueError(f"sample_surface: field {faces.name!r}: {bad.group(0)}") from None
+    out = Ragged(points.to(verts.dtype), out_offsets, name="points", validate=False)
     if not with_normals:
         return out
-    normal = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    length = normal.norm(dim=1, keepdim=True)
-    normal = torch.where(length > 0, normal / length.clamp(min=1e-300), 0.0)
-    return out, ragged_from_lengths(normal.to(verts.dtype), lengths, "normals")
+    return out, Ragged(normals.to(verts.dtype), out_offsets, name="normals", validate=False)

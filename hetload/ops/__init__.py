@@ -8,6 +8,12 @@
 
 Every dtype torch stores data in is supported (the ops copy bytes), on every device. The compiled
 CPU / CUDA kernels from ``cuda/`` are used when built; :func:`backend` says which path serves.
+
+``torch.ops.hetload`` also holds the ops behind :mod:`hetload.batched` (``farthest_point_sample``,
+``grid_sample``, ``sample_surface``, ``per_sample_matmul``, ``per_sample_scale``,
+``jitter_points``): compiled kernels where built, else their pure-torch references
+(``sampling_impl``, ``grid_impl``, ``surface_impl``, ``augment_impl``), with the same results and
+the same refusals; ``library.has_kernel(op, "CPU")`` says which serves.
 """
 
 from __future__ import annotations

@@ -19,7 +19,14 @@ import os
 
 import torch
 
-from hetload.ops import index_impl, sampling_impl, torch_impl
+from hetload.ops import (
+    augment_impl,
+    grid_impl,
+    index_impl,
+    sampling_impl,
+    surface_impl,
+    torch_impl,
+)
 
 __all__ = ["EXTENSIONS", "EXTENSION_MODULES", "has_kernel"]
 
@@ -44,6 +51,30 @@ _LIB.define(
     "SymInt total) -> Tensor"
 )
 _LIB.impl("farthest_point_sample", sampling_impl.farthest_point_sample, "CompositeExplicitAutograd")
+# voxel grid sampling of packed points (hetload.batched.grid_sample): kept rows, their voxel
+# coordinates, the per-sample voxel offsets and each point's voxel ordinal
+_LIB.define(
+    "grid_sample(Tensor points, Tensor offsets, float grid_size, Tensor seeds, int stream, "
+    "bool train) -> (Tensor, Tensor, Tensor, Tensor)"
+)
+_LIB.impl("grid_sample", grid_impl.grid_sample, "CompositeExplicitAutograd")
+# area-weighted surface points of packed meshes (hetload.batched.sample_surface)
+_LIB.define(
+    "sample_surface(Tensor verts, Tensor faces, Tensor face_offsets, Tensor out_offsets, "
+    "Tensor seeds, int stream, SymInt total, bool with_normals) -> (Tensor, Tensor)"
+)
+_LIB.impl("sample_surface", surface_impl.sample_surface, "CompositeExplicitAutograd")
+# per-sample point transforms (hetload.batched.random_rotation, random_scale / random_flip,
+# jitter)
+_LIB.define("per_sample_matmul(Tensor points, Tensor offsets, Tensor matrices) -> Tensor")
+_LIB.define("per_sample_scale(Tensor points, Tensor offsets, Tensor factors) -> Tensor")
+_LIB.define(
+    "jitter_points(Tensor points, Tensor offsets, Tensor seeds, int stream, float sigma, "
+    "float clip) -> Tensor"
+)
+_LIB.impl("per_sample_matmul", augment_impl.per_sample_matmul, "CompositeExplicitAutograd")
+_LIB.impl("per_sample_scale", augment_impl.per_sample_scale, "CompositeExplicitAutograd")
+_LIB.impl("jitter_points", augment_impl.jitter_points, "CompositeExplicitAutograd")
 
 
 @torch.library.register_fake("hetload::packed_to_padded")
@@ -64,6 +95,37 @@ def _padded_to_packed_fake(padded, offsets, total):
 @torch.library.register_fake("hetload::farthest_point_sample")
 def _farthest_point_sample_fake(points, offsets, out_offsets, start, total):
     return points.new_empty((total,), dtype=torch.int64)
+
+
+@torch.library.register_fake("hetload::grid_sample")
+def _grid_sample_fake(points, offsets, grid_size, seeds, stream, train):
+    voxels = torch.library.get_ctx().new_dynamic_size()  # data-dependent: one per voxel
+    return (
+        points.new_empty((voxels,), dtype=torch.int64),
+        points.new_empty((voxels, points.shape[1]), dtype=torch.int64),
+        offsets.new_empty(offsets.shape),
+        points.new_empty((points.shape[0],), dtype=torch.int64),
+    )
+
+
+@torch.library.register_fake("hetload::sample_surface")
+def _sample_surface_fake(verts, faces, face_offsets, out_offsets, seeds, stream, total, normals):
+    return verts.new_empty((total, 3)), verts.new_empty((total if normals else 0, 3))
+
+
+@torch.library.register_fake("hetload::per_sample_matmul")
+def _per_sample_matmul_fake(points, offsets, matrices):
+    return torch.empty_like(points, memory_format=torch.contiguous_format)
+
+
+@torch.library.register_fake("hetload::per_sample_scale")
+def _per_sample_scale_fake(points, offsets, factors):
+    return torch.empty_like(points, memory_format=torch.contiguous_format)
+
+
+@torch.library.register_fake("hetload::jitter_points")
+def _jitter_points_fake(points, offsets, seeds, stream, sigma, clip):
+    return torch.empty_like(points, memory_format=torch.contiguous_format)
 
 
 def _p2p_setup(ctx, inputs, output):
@@ -90,6 +152,73 @@ def _unpack_backward(ctx, grad):
     return grad_padded, None, None
 
 
+# the per-sample point transforms stay differentiable in the points (as the torch code they
+# replaced): a linear map's gradient is the transposed map, additive noise passes it through
+def _matmul_setup(ctx, inputs, output):
+    _points, offsets, matrices = inputs
+    ctx.save_for_backward(offsets, matrices)
+
+
+def _matmul_backward(ctx, grad):
+    offsets, matrices = ctx.saved_tensors
+    back = matrices.transpose(1, 2).contiguous()
+    return torch.ops.hetload.per_sample_matmul(grad.contiguous(), offsets, back), None, None
+
+
+def _scale_setup(ctx, inputs, output):
+    _points, offsets, factors = inputs
+    ctx.save_for_backward(offsets, factors)
+
+
+def _scale_backward(ctx, grad):
+    offsets, factors = ctx.saved_tensors
+    return torch.ops.hetload.per_sample_scale(grad.contiguous(), offsets, factors), None, None
+
+
+def _jitter_backward(ctx, grad):
+    return grad, None, None, None, None, None
+
+
+torch.library.register_autograd(
+    "hetload::per_sample_matmul", _matmul_backward, setup_context=_matmul_setup
+)
+torch.library.register_autograd(
+    "hetload::per_sample_scale", _scale_backward, setup_context=_scale_setup
+)
+torch.library.register_autograd(
+    "hetload::jitter_points", _jitter_backward, setup_context=lambda ctx, inputs, output: None
+)
+
+
+# surface points stay differentiable in the vertices (the faces and barycentric weights drawn
+# are constants, as in PyTorch3D's sample_points_from_meshes): the backward reruns the
+# pure-torch forward, which draws the same faces, and differentiates it
+def _surface_setup(ctx, inputs, output):
+    verts, faces, face_offsets, out_offsets, seeds, stream, total, with_normals = inputs
+    ctx.save_for_backward(verts, faces, face_offsets, out_offsets, seeds)
+    ctx.stream, ctx.total, ctx.with_normals = stream, total, with_normals
+
+
+def _surface_backward(ctx, grad_points, grad_normals):
+    verts, faces, face_offsets, out_offsets, seeds = ctx.saved_tensors
+    with torch.enable_grad():
+        v = verts.detach().requires_grad_(True)
+        points, normals = surface_impl.sample_surface(
+            v, faces, face_offsets, out_offsets, seeds, ctx.stream, ctx.total, ctx.with_normals
+        )
+        outs, grads = [points], [grad_points]
+        if ctx.with_normals and grad_normals is not None:
+            outs.append(normals)
+            grads.append(grad_normals)
+        (grad_verts,) = torch.autograd.grad(outs, [v], grads, allow_unused=True)
+    if grad_verts is None:
+        grad_verts = torch.zeros_like(verts)
+    return grad_verts, None, None, None, None, None, None, None
+
+
+torch.library.register_autograd(
+    "hetload::sample_surface", _surface_backward, setup_context=_surface_setup
+)
 torch.library.register_autograd(
     "hetload::packed_to_padded", _p2p_backward, setup_context=_p2p_setup
 )
