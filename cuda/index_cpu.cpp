@@ -44,17 +44,49 @@ bool rebase_unsigned(const T* __restrict__ src, T* __restrict__ dst, int64_t n, 
   return acc != 0;
 }
 
+// The same two loops in place (src == dst: the batch-level shard reads re-base the rows they
+// read straight into the batch). One pointer, so no __restrict__ promise is broken; each element
+// is read before it is written, as in the copying loops.
+template <class T>
+bool rebase_signed_inplace(T* p, int64_t n, T base, T lim) {
+  using U = std::make_unsigned_t<T>;
+  const U ubase = static_cast<U>(base);
+  const U ulim = static_cast<U>(lim);
+  U acc = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const U v = static_cast<U>(p[i]);
+    p[i] = static_cast<T>(static_cast<U>(v + ubase));
+    acc |= static_cast<U>(v | static_cast<U>(ulim - v));
+  }
+  return static_cast<T>(acc) < 0;
+}
+
+template <class T>
+bool rebase_unsigned_inplace(T* p, int64_t n, T base, T lim) {
+  T acc = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const T v = p[i];
+    p[i] = static_cast<T>(v + base);
+    acc |= static_cast<T>(v > lim);
+  }
+  return acc != 0;
+}
+
 template <class T>
 bool rebase_one(const T* src, T* dst, int64_t n, int64_t base, int64_t count) {
   if (n == 0) return false;
+  const bool inplace = src == dst;
   if constexpr (std::is_signed_v<T>) {
-    const int64_t lim = std::min<int64_t>(count - 1, std::numeric_limits<T>::max());
-    return rebase_signed<T>(src, dst, n, static_cast<T>(base), static_cast<T>(lim));
+    const T b = static_cast<T>(base);
+    const T lim = static_cast<T>(std::min<int64_t>(count - 1, std::numeric_limits<T>::max()));
+    return inplace ? rebase_signed_inplace<T>(dst, n, b, lim) : rebase_signed<T>(src, dst, n, b, lim);
   } else {
     if (count == 0) return true;
-    const uint64_t lim =
-        std::min<uint64_t>(static_cast<uint64_t>(count - 1), std::numeric_limits<T>::max());
-    return rebase_unsigned<T>(src, dst, n, static_cast<T>(base), static_cast<T>(lim));
+    const T b = static_cast<T>(base);
+    const T lim = static_cast<T>(
+        std::min<uint64_t>(static_cast<uint64_t>(count - 1), std::numeric_limits<T>::max()));
+    return inplace ? rebase_unsigned_inplace<T>(dst, n, b, lim)
+                   : rebase_unsigned<T>(src, dst, n, b, lim);
   }
 }
 
