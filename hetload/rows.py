@@ -45,6 +45,8 @@ __all__ = ["select_rows"]
 
 _GEOMETRY = ("verts", "points")
 _GROUPED = {"polygons": "polygon_sizes"}  # flat field -> its per-group sizes
+#: index fields where -1 marks "none" (an OBJ face corner without a uv or normal index)
+_OPTIONAL_INDEX = ("faces_uvs", "faces_normals")
 
 
 def select_rows(
@@ -107,8 +109,18 @@ class _Selection:
             target = spec.rows_of
             if target is None or target not in arrays:
                 return None
-            # OBJ files hold vn / vt lines that no face references, in any number
-            return target if len(self.sample[name]) == len(self.sample[target]) else None
+            if len(self.sample[name]) == len(self.sample[target]):
+                return target
+            # OBJ files hold vn / vt lines that no face references, in any number: a field
+            # the schema has an index field into may be such a table. Any other (per-point
+            # labels, colors, remission) with another row count is misaligned: kept as it is,
+            # its rows would silently stop matching the selected ones
+            if any(f.index_of == name for f in self.schema.fields.values()):
+                return None
+            raise ValueError(
+                f"field {name!r} has {len(self.sample[name])} rows but {target!r}, which it has "
+                f"one row per row of, has {len(self.sample[target])}: the sample is misaligned"
+            )
         rows = len(self.sample[name])
         if name.startswith("face_"):
             if "faces" in arrays and rows == len(self.sample["faces"]):
@@ -164,12 +176,20 @@ class _Selection:
         values = original.numpy() if isinstance(original, torch.Tensor) else original
         if values.dtype.kind not in "iu":
             raise ValueError(f"field {name!r} indexes {target!r} but has dtype {values.dtype}")
-        if values.size and (int(values.min()) < 0 or int(values.max()) >= rows):
-            bad = int(values.min()) if int(values.min()) < 0 else int(values.max())
+        low = -1 if name in _OPTIONAL_INDEX else 0
+        if values.size and (int(values.min()) < low or int(values.max()) >= rows):
+            bad = int(values.min()) if int(values.min()) < low else int(values.max())
             raise ValueError(
                 f"field {name!r} holds index {bad}, outside the {rows} rows of {target!r}"
             )
-        mapped = new_id[values]
+        # -1 is an OBJ corner without a uv / normal: it stays -1, its face is not dropped
+        missing = (values == -1) if name in _OPTIONAL_INDEX else None
+        if missing is not None and missing.any():
+            mapped = new_id[np.where(missing, 0, values)]
+            mapped[missing] = -1
+        else:
+            missing = None
+            mapped = new_id[values]
         dtype = values.dtype
         if name in self.grouped:
             sizes = np.asarray(self.sample[self.grouped[name]])
@@ -178,7 +198,8 @@ class _Selection:
             self.sample[name] = mapped
             self.select(self.grouped[name], np.flatnonzero(alive))
         else:
-            alive = (mapped >= 0).reshape(len(mapped), int(np.prod(mapped.shape[1:]))).all(axis=1)
+            kept = mapped >= 0 if missing is None else (mapped >= 0) | missing
+            alive = kept.reshape(len(mapped), int(np.prod(mapped.shape[1:]))).all(axis=1)
             self.sample[name] = mapped
             if not alive.all():
                 self.select(name, np.flatnonzero(alive))

@@ -53,7 +53,8 @@ class SemanticKITTI(LayoutFolder):
             ``{raw id: id}`` dict, a loaded ``semantic-kitti.yaml`` or its path (its
             ``learning_map``). A raw id it does not list is an error of that frame.
         transform, on_error, fields, seed, report_path: as :class:`~hetload.data.MeshFolder`.
-        allow_nonfinite: keep NaN / infinite coordinates instead of refusing the scan.
+        allow_nonfinite: keep NaN / infinite coordinates and remissions instead of refusing
+            the scan.
 
     A sample: ``verts`` f32 ``[N, 3]``, ``remission`` f32 ``[N]``, and where labelled
     ``semantic`` int64 ``[N]`` and ``instance`` int64 ``[N]``, all aligned with ``verts``
@@ -144,9 +145,12 @@ class SemanticKITTI(LayoutFolder):
         # views of the file's bytes (read-only); the fields below are fresh copies
         points = np.frombuffer(data, dtype="<f4").reshape(n, 4)
         verts = points[:, :3].astype(np.float32)  # native order, contiguous
+        remission = points[:, 3].astype(np.float32)
         if not self.allow_nonfinite:
             check_finite(path, "point", verts, lambda row: f"point {row}")
-        sample: dict[str, Any] = {"verts": verts, "remission": points[:, 3].astype(np.float32)}
+            # a NaN remission is as wrong as a NaN coordinate: a model's input feature
+            check_finite(path, "remission of point", remission, lambda row: f"point {row}")
+        sample: dict[str, Any] = {"verts": verts, "remission": remission}
         if self.labelled[index]:
             data = _read(self.label_files[index])
             self._check_labels(index, len(data), n)
