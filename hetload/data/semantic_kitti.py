@@ -24,6 +24,7 @@ import numpy as np
 from hetload.data.label_map import LabelMap
 from hetload.data.layout import LayoutFolder
 from hetload.errors import ErrorPolicy, OnError
+from hetload.guards import read_regular
 from hetload.io import ReadError
 from hetload.io.read_error import check_finite
 
@@ -115,8 +116,11 @@ class SemanticKITTI(LayoutFolder):
                 keys.append(f"{seq}/{path.stem}")
         self._layout_keys = keys
         self.label_files = [p.parent.parent / "labels" / (p.stem + ".label") for p in files]
+        # a .label that is there but broken (a dangling link, a folder, unreadable) is an error
+        # of its frame, not a frame without labels: only an absent one means "unlabelled"
         self.labelled = np.array(
-            [self.read_labels is not False and p.is_file() for p in self.label_files], dtype=bool
+            [self.read_labels is not False and os.path.lexists(p) for p in self.label_files],
+            dtype=bool,
         )
         return files
 
@@ -129,7 +133,10 @@ class SemanticKITTI(LayoutFolder):
             try:
                 counts[i, 0] = self._points(path, path.stat().st_size)
                 if self.labelled[i]:
-                    self._check_labels(i, self.label_files[i].stat().st_size, counts[i, 0])
+                    label = self.label_files[i]
+                    if not label.is_file():
+                        raise ReadError(label, "is not a regular file (a dangling link, a folder?)")
+                    self._check_labels(i, label.stat().st_size, counts[i, 0])
                 elif self.read_labels:
                     raise ReadError(self.label_files[i], "the label file is missing (labels=True)")
             except OSError as exc:
@@ -189,9 +196,11 @@ class SemanticKITTI(LayoutFolder):
 
 def _read(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        return read_regular(path)  # a FIFO would block: refused
     except OSError as exc:
         raise ReadError(path, f"cannot read the file: {exc.strerror or exc}") from exc
+    except ValueError as exc:  # NotRegularFile
+        raise ReadError(path, str(exc).removeprefix(f"{path}: ")) from exc
 
 
 def _sequence_names(root: Path, sequences: str | Iterable[int | str] | None) -> list[str]:
