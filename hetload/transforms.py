@@ -249,7 +249,9 @@ class Center(Transform):
         if len(verts):
             v = verts.astype(np.float64)
             mid = v.mean(0) if self.center == "mean" else (v.min(0) + v.max(0)) / 2
-            _set_verts(sample, v - mid, verts, "Center")
+            with np.errstate(over="ignore", invalid="ignore"):  # _cast_back names an overflow
+                moved = v - mid
+            _set_verts(sample, moved, verts, "Center")
         return sample
 
 
@@ -307,7 +309,9 @@ class RandomRotation(Transform):
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
         verts = _verts(sample, "RandomRotation")
         r = _rotation(rng, self.axis)
-        _set_verts(sample, verts.astype(np.float64) @ r.T, verts, "RandomRotation")
+        with np.errstate(over="ignore", invalid="ignore"):  # _cast_back names an overflow
+            rotated = verts.astype(np.float64) @ r.T
+        _set_verts(sample, rotated, verts, "RandomRotation")
         normals = sample.get("normals")
         if isinstance(normals, np.ndarray) and normals.ndim == 2 and normals.shape[1] == 3:
             rotated = normals.astype(np.float64) @ r.T
@@ -333,7 +337,9 @@ class RandomScale(Transform):
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
         verts = _verts(sample, "RandomScale")
         scale = rng.uniform(self.low, self.high, size=3 if self.anisotropic else 1)
-        _set_verts(sample, verts.astype(np.float64) * scale, verts, "RandomScale")
+        with np.errstate(over="ignore", invalid="ignore"):  # _cast_back names an overflow
+            scaled = verts.astype(np.float64) * scale
+        _set_verts(sample, scaled, verts, "RandomScale")
         normals = sample.get("normals")
         if self.anisotropic and isinstance(normals, np.ndarray) and normals.ndim == 2:
             n = normals.astype(np.float64) / scale
@@ -353,7 +359,9 @@ class Jitter(Transform):
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
         verts = _verts(sample, "Jitter")
         noise = np.clip(rng.normal(0.0, self.sigma, verts.shape), -self.clip, self.clip)
-        _set_verts(sample, verts + noise, verts, "Jitter")
+        with np.errstate(over="ignore", invalid="ignore"):  # _cast_back names an overflow
+            moved = verts + noise
+        _set_verts(sample, moved, verts, "Jitter")
         return sample
 
 
