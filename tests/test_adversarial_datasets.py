@@ -311,3 +311,35 @@ def test_keys_are_posix_relative_paths(tmp_path):
     write_obj(tmp_path / "a" / "b" / "c.d.obj", 3)
     ds = MeshFolder(tmp_path, index=None)
     assert ds.keys == ["a/b/c.d"] == [str(PurePosixPath("a/b/c.d"))]
+
+
+def test_a_file_removed_while_the_dataset_is_made_is_a_bad_file(tmp_path, monkeypatch):
+    write_obj(tmp_path / "a.obj", 3)
+    write_obj(tmp_path / "b.obj", 4)
+    real_stat = type(tmp_path).stat
+
+    def vanish(self, *args, **kwargs):  # b.obj goes between the listing and the size scan
+        if self.name == "b.obj" and getattr(vanish, "listed", 0) >= 1:
+            raise FileNotFoundError(2, "No such file or directory", str(self))
+        if self.name == "b.obj":
+            vanish.listed = 1
+        return real_stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(tmp_path), "stat", vanish)
+    ds = MeshFolder(tmp_path, on_error="skip", index=None)
+    assert ds.keys == ["a"] and "No such file" in ds.report[0].reason
+
+
+def test_shapenet_label_survives_fields_and_transforms(tmp_path):
+    """``fields=["verts"]`` or a transform building a new dict dropped ShapeNet's label (the key
+    survived: MeshFolder sets it last; now the label too)."""
+    from hetload.data import ShapeNetCore
+
+    for synset in ("02691156", "03001627"):
+        write_obj(tmp_path / synset / "m" / "models" / "model_normalized.obj", 3)
+    for options in ({"fields": ["verts"]}, {"transform": lambda s: {"verts": s["verts"]}}):
+        ds = ShapeNetCore(tmp_path, index=None, **options)
+        assert [(ds[i]["key"], ds[i]["label"]) for i in range(2)] == [
+            ("02691156/m", 0),
+            ("03001627/m", 1),
+        ]

@@ -350,7 +350,12 @@ class _SizeIndex:
         stale: list[int] = []
         stats: list[tuple[int, int]] = []
         for i, path in enumerate(files):
-            st = path.stat()
+            try:
+                st = path.stat()
+            except OSError as exc:  # removed since it was listed: a bad file, not a crash
+                errors[i] = ReadError(path, f"cannot read the file: {exc.strerror or exc}")
+                stats.append((-1, -1))
+                continue
             stats.append((st.st_size, st.st_mtime_ns))
             entry = cached.get(path.relative_to(self.root).as_posix())
             if entry is None or tuple(entry[:2]) != stats[-1]:
