@@ -172,7 +172,19 @@ def out_sizes(transform: Callable[..., Any] | None, n: Any, field: str = "verts"
     method = getattr(transform, "out_size", None)
     if transform is None or method is None:
         return n
-    return np.asarray(method(n, field), dtype=np.int64)
+    out = np.asarray(method(n, field))
+    who = f"{type(transform).__name__}.out_size(n, {field!r})"
+    # a float 1024.7 was truncated, a scalar or a list of another length sized the wrong
+    # samples, a negative count made the sampler plan an empty sample: the budget lied
+    if out.dtype.kind not in "iu" and not (
+        out.dtype.kind == "f" and np.isfinite(out).all() and (out == np.round(out)).all()
+    ):
+        raise ValueError(f"{who} must return whole numbers of rows, got dtype {out.dtype}")
+    if out.shape != n.shape:
+        raise ValueError(f"{who} must return one count per sample {n.shape}, got {out.shape}")
+    if out.size and out.min() < 0:
+        raise ValueError(f"{who} returned a negative row count ({out.min()})")
+    return out.astype(np.int64)
 
 
 def check_out_sizes(sample: Mapping[str, Any], claims: Mapping[str, int], where: str) -> None:
@@ -544,7 +556,8 @@ class ToDtype(Transform):
 class NormalizeColors(Transform):
     """Colors as ``float32`` in ``[0, 1]``, whatever the file stored: integer colors (PLY
     ``uchar`` / ``ushort``) are divided by their dtype's maximum, float colors (OBJ ``v x y z r
-    g b``, float PLY) are kept as they are (cast to float32). Applies to ``fields``
+    g b``, float PLY) are kept as they are (cast to float32); float colors outside ``[0, 1]``
+    and negative integer ones are refused (``ValueError`` naming the field). Applies to ``fields``
     (``colors`` and ``face_colors``). Files that store colors differently then batch together;
     without it ``collate`` refuses a field whose dtype differs between samples.
 
@@ -565,9 +578,22 @@ class NormalizeColors(Transform):
             if not isinstance(value, np.ndarray):
                 continue
             if value.dtype.kind in "ui":
+                if value.size and value.min() < 0:  # PLY char colors: no defined meaning
+                    raise ValueError(
+                        f"NormalizeColors: field {name!r} holds negative colors ({value.min()})"
+                    )
                 scale = np.float32(np.iinfo(value.dtype).max)
                 value = value.astype(np.float32) / scale
             elif value.dtype.kind == "f":
+                # float colors of 0..255 (some exporters) would batch beside uint8 ones divided
+                # to 0..1: refused rather than mixed. NaN passes (allow_nonfinite's choice)
+                finite = value[np.isfinite(value)]
+                low, high = (finite.min(), finite.max()) if finite.size else (0, 0)
+                if low < 0 or high > 1:
+                    raise ValueError(
+                        f"NormalizeColors: field {name!r} holds float colors outside [0, 1] "
+                        f"({float(low):g}..{float(high):g}): scale them in a transform first"
+                    )
                 value = value.astype(np.float32, copy=False)
             else:
                 raise ValueError(f"NormalizeColors: field {name!r} has dtype {value.dtype}")

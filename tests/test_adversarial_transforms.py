@@ -251,3 +251,55 @@ def test_a_sample_does_not_depend_on_workers_or_batches(tmp_path):
     assert sorted(one) == sorted(other) == [f"m{i}" for i in range(8)]
     for key, (verts, faces) in one.items():
         assert torch.equal(verts, other[key][0]) and torch.equal(faces, other[key][1]), key
+
+
+class _Claims:
+    """A callable with a custom ``out_size`` returning ``claim``."""
+
+    def __init__(self, claim):
+        self.claim = claim
+
+    def __call__(self, sample):
+        return sample
+
+    def out_size(self, n, field="verts"):
+        return self.claim(n)
+
+
+@pytest.mark.parametrize(
+    ("claim", "message"),
+    [
+        (lambda n: 1024, r"one count per sample \(3,\), got \(\)"),
+        (lambda n: [5, 6], r"one count per sample \(3,\), got \(2,\)"),
+        (lambda n: n * 0.5 + 0.1, "whole numbers of rows"),
+        (lambda n: n - 100, "negative row count"),
+        (lambda n: ["a"] * len(n), "whole numbers of rows"),
+    ],
+)
+def test_an_out_size_that_cannot_be_true_is_refused(claim, message):
+    """A scalar, a float or a list of another length from ``out_size`` sized every sample
+    wrongly (1024.7 -> 1024; a scalar broke the sampler far from the cause)."""
+    from hetload.transforms import out_sizes
+
+    with pytest.raises(ValueError, match=message):
+        out_sizes(_Claims(claim), np.array([3, 4, 5]))
+    assert out_sizes(_Claims(lambda n: n * 2.0), np.array([3, 4])).tolist() == [6, 8]
+
+
+@pytest.mark.parametrize(
+    ("colors", "message"),
+    [
+        (np.array([[255.0, 0, 0]], np.float32), r"outside \[0, 1\] \(0\.\.255\)"),
+        (np.array([[-0.5, 0, 0]], np.float64), "outside"),
+        (np.array([[-3, 0, 0]], np.int8), "negative colors"),
+    ],
+)
+def test_normalize_colors_refuses_what_it_cannot_put_in_0_1(colors, message):
+    """Float 0..255 colors passed through beside uint8 ones divided to 0..1: one batch, two
+    scales, silently."""
+    from hetload.transforms import NormalizeColors
+
+    with pytest.raises(ValueError, match=f"NormalizeColors: field 'colors' .*{message}"):
+        NormalizeColors()({"colors": colors})
+    nan = np.array([[np.nan, 0.5, 1.0]], np.float32)  # kept: allow_nonfinite's choice
+    assert np.isnan(NormalizeColors()({"colors": nan})["colors"][0, 0])
