@@ -343,3 +343,19 @@ def test_shapenet_label_survives_fields_and_transforms(tmp_path):
             ("02691156/m", 0),
             ("03001627/m", 1),
         ]
+
+
+def test_numbered_class_folders_that_sort_as_text_are_refused(tmp_path):
+    """Folders ``0`` ... ``10`` sorted as text put ``10`` before ``2``: folder 2 got label 3."""
+    for name in ("0", "1", "2", "10"):
+        write_obj(tmp_path / name / "a.obj", 3)
+    with pytest.raises(ValueError, match=r"numbers .* folder '2' would not get label 2"):
+        MeshFolder(tmp_path, labels="folder", index=None)
+    ds = MeshFolder(tmp_path, labels="folder", classes=["0", "1", "2", "10"], index=None)
+    assert keys_and_labels(ds) == {"0/a": 0, "1/a": 1, "2/a": 2, "10/a": 3}
+    by_number = MeshFolder(tmp_path, labels=lambda key: int(key.split("/")[0]), index=None)
+    assert keys_and_labels(by_number) == {"0/a": 0, "1/a": 1, "2/a": 2, "10/a": 10}
+    for name in ("00", "01", "02"):  # zero-padded: text order is numeric order
+        write_obj(tmp_path / "padded" / name / "a.obj", 3)
+    padded = MeshFolder(tmp_path / "padded", labels="folder", index=None)
+    assert padded.classes == ["00", "01", "02"]

@@ -65,6 +65,8 @@ def resolve_labels(
         if labels != "folder":
             raise ValueError(f"labels must be 'folder', a mapping or a callable, got {labels!r}")
         names = list(classes) if classes is not None else folder_classes(root)
+        if classes is None:
+            _check_numeric_names(root, names)
         raw: list[Any] = []
         for rel in rels:
             parts = PurePosixPath(rel).parts
@@ -131,6 +133,19 @@ def _numbered(
                 f"{root / rel}: a label is an int or a class name, got {type(value).__name__}"
             )
     return out
+
+
+def _check_numeric_names(root: Path, names: list[str]) -> None:
+    """Class folders named ``0`` ... ``10`` sort as text (``10`` before ``2``): folder ``2``
+    would get label 3, a wrong label that looks right. Refused unless ``classes`` says the
+    order."""
+    numbers = bool(names) and all(n.isascii() and n.isdigit() for n in names)
+    if numbers and names != sorted(names, key=int):
+        raise ValueError(
+            f"the class folders under {root} are numbers ({_short(names)}) whose text order "
+            "is not their numeric order, so folder '2' would not get label 2: pass "
+            "classes=sorted(names, key=int), or labels=lambda key: int(key.split('/')[0])"
+        )
 
 
 def _short(names: list[str], show: int = 6) -> str:
