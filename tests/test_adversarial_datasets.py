@@ -359,3 +359,25 @@ def test_numbered_class_folders_that_sort_as_text_are_refused(tmp_path):
         write_obj(tmp_path / "padded" / name / "a.obj", 3)
     padded = MeshFolder(tmp_path / "padded", labels="folder", index=None)
     assert padded.classes == ["00", "01", "02"]
+
+
+def test_layouts_leave_hidden_entries_out(tmp_path):
+    """A copy made on macOS leaves ``._name`` AppleDouble files beside each file: 4096 bytes, a
+    whole number of 16-byte points, so SemanticKITTI read ``._000000.bin`` as a scan of 256
+    garbage points; ScanNet took ``._room.ply`` for a scene."""
+    apple_double = b"\x00\x05\x16\x07" + b"\x00" * 4092
+    seq = _kitti(tmp_path / "kitti", np.zeros((3, 4)))
+    (seq / "velodyne" / "._000000.bin").write_bytes(apple_double)
+    ds = SemanticKITTI(tmp_path / "kitti")
+    assert ds.keys == ["00/000000"] and ds.sizes.tolist() == [3]
+    write_ply(tmp_path / "scans" / "room.ply", 3, label=[1, 2, 3])
+    (tmp_path / "scans" / "._room.ply").write_bytes(apple_double)
+    (tmp_path / "scans" / ".ipynb_checkpoints").mkdir()
+    assert ScanNetScenes(tmp_path / "scans", index=None).scenes == ["room"]
+    from hetload.data import ShapeNetCore
+
+    write_obj(tmp_path / "sn" / "02691156" / "m" / "models" / "model_normalized.obj", 3)
+    (tmp_path / "sn" / "02691156" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (tmp_path / "sn" / "02691156" / ".ipynb_checkpoints").mkdir()
+    shapes = ShapeNetCore(tmp_path / "sn", index=None)
+    assert shapes.keys == ["02691156/m"] and shapes.missing == []

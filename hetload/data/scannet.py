@@ -122,6 +122,8 @@ class ScanNetScenes(LayoutFolder):
     def _find_files(self, pattern: str, extensions: Sequence[str]) -> list[Path]:
         found: dict[str, tuple[Path, Path | None]] = {}  # scene -> (mesh, .labels.ply)
         for entry in sorted(self.root.iterdir()):
+            if entry.name.startswith("."):
+                continue  # hidden: macOS "._scene.ply" metadata, editors' folders; never scenes
             if entry.is_dir():
                 name = entry.name
                 plain, labelled = entry / (name + _PLAIN), entry / (name + _LABELLED)

@@ -112,6 +112,10 @@ class SemanticKITTI(LayoutFolder):
         files, keys = [], []
         for seq in self.sequences:
             for path in sorted((self.root / "sequences" / seq / "velodyne").glob("*.bin")):
+                if path.name.startswith("."):
+                    # hidden: macOS copies leave "._000000.bin" (AppleDouble metadata, 4096
+                    # bytes: a whole number of "points"), never a scan
+                    continue
                 files.append(path)
                 keys.append(f"{seq}/{path.stem}")
         self._layout_keys = keys
@@ -208,7 +212,9 @@ def _sequence_names(root: Path, sequences: str | Iterable[int | str] | None) -> 
     if not base.is_dir():
         raise ValueError(f"SemanticKITTI: {base} is not a directory (expected root/sequences/)")
     if sequences is None:
-        return sorted(p.name for p in base.iterdir() if (p / "velodyne").is_dir())
+        return sorted(
+            p.name for p in base.iterdir() if not p.name.startswith(".") and (p / "velodyne").is_dir()
+        )
     if isinstance(sequences, str):
         if sequences not in SPLITS:
             raise ValueError(

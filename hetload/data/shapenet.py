@@ -124,6 +124,8 @@ class ShapeNetCore(LayoutFolder):
         self.missing: list[Path] = []
         for label, synset in enumerate(self._synsets):
             for model in sorted((self.root / synset).iterdir()):
+                if model.name.startswith("."):
+                    continue  # hidden (".DS_Store", "._model"): never a model
                 path = model / self.model_file
                 if path.is_file():
                     files.append(path)
