@@ -212,9 +212,8 @@ def _sequence_names(root: Path, sequences: str | Iterable[int | str] | None) -> 
     if not base.is_dir():
         raise ValueError(f"SemanticKITTI: {base} is not a directory (expected root/sequences/)")
     if sequences is None:
-        return sorted(
-            p.name for p in base.iterdir() if not p.name.startswith(".") and (p / "velodyne").is_dir()
-        )
+        found = [p for p in base.iterdir() if not p.name.startswith(".")]
+        return sorted(p.name for p in found if (p / "velodyne").is_dir())
     if isinstance(sequences, str):
         if sequences not in SPLITS:
             raise ValueError(
