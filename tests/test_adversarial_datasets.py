@@ -381,3 +381,35 @@ def test_layouts_leave_hidden_entries_out(tmp_path):
     (tmp_path / "sn" / "02691156" / ".ipynb_checkpoints").mkdir()
     shapes = ShapeNetCore(tmp_path / "sn", index=None)
     assert shapes.keys == ["02691156/m"] and shapes.missing == []
+
+
+@given(
+    st.lists(st.sampled_from(["b", "a", "c d", "é", "10", "2"]), min_size=1, unique=True),
+    st.lists(
+        st.tuples(st.integers(0, 5), st.sampled_from(["x.obj", "x.ply", "y.PLY", "z"])), max_size=10
+    ),
+    st.sampled_from(["folder", "mapping", "callable", "numbers"]),
+)
+def test_labels_follow_a_plain_reference(classes, files, how):
+    """Every way of giving labels, against a plain lookup: the class's position in ``classes``,
+    or an error naming a file; never another number."""
+    from hetload.data.labels import resolve_labels
+
+    rels = sorted({f"{classes[i % len(classes)]}/{name}" for i, name in files})
+    folder = [rel.split("/")[0] for rel in rels]
+    expected = [classes.index(c) for c in folder]
+    keys = sample_keys(rels)
+    if how == "folder":
+        spec = "folder"
+    elif how == "mapping":
+        spec = dict(zip(keys, folder))
+    elif how == "callable":
+        spec = lambda key: key.split("/")[0]  # noqa: E731
+    else:  # numbers, one of them perhaps out of range
+        spec = {k: e for k, e in zip(keys, expected)}
+    got, names = resolve_labels("/nowhere", rels, spec, classes)
+    assert names == classes and got.tolist() == expected
+    if rels:
+        bad = dict(zip(keys, expected)) | {keys[0]: len(classes)}
+        with pytest.raises(ValueError, match=f"{rels[0]}: label {len(classes)} is outside"):
+            resolve_labels("/nowhere", rels, bad, classes)
