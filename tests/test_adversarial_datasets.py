@@ -413,3 +413,14 @@ def test_labels_follow_a_plain_reference(classes, files, how):
         bad = dict(zip(keys, expected)) | {keys[0]: len(classes)}
         with pytest.raises(ValueError, match=f"{rels[0]}: label {len(classes)} is outside"):
             resolve_labels("/nowhere", rels, bad, classes)
+
+
+def test_fields_may_name_key_and_label(tmp_path):
+    """``fields=["verts", "label"]`` made every file a bad file ("has no 'label' field"): the
+    dataset sets both after the selection."""
+    write_obj(tmp_path / "c" / "a.obj", 3)
+    for fields in (["verts", "label"], ["verts", "key"], ["label", "key", "verts"]):
+        sample = MeshFolder(tmp_path, labels="folder", fields=fields, index=None)[0]
+        assert sorted(sample) == ["key", "label", "verts"]
+    with pytest.raises(ReadError, match="has no 'label' field"):
+        MeshFolder(tmp_path, fields=["verts", "label"], index=None)[0]  # no labels= given

@@ -311,10 +311,12 @@ class MeshFolder(Dataset):
 
     # ------------------------------------------------------------------ internals
     def _select(self, path: Path, sample: dict[str, Any]) -> dict[str, Any]:
-        missing = [f for f in self.fields if f not in sample]
+        # "key" and "label" are set after the selection: naming them in fields is no error
+        own = {"key"} | ({"label"} if self.labels is not None else set())
+        missing = [f for f in self.fields if f not in sample and f not in own]
         if missing:
             raise ReadError(path, f"has no {missing[0]!r} field (MeshFolder fields={self.fields})")
-        return {f: sample[f] for f in self.fields}
+        return {f: sample[f] for f in self.fields if f in sample}
 
     def _transform(self, sample: dict[str, Any], index: int) -> dict[str, Any]:
         return run_seeded(self.transform, sample, self.rng(index))
