@@ -424,3 +424,11 @@ def test_fields_may_name_key_and_label(tmp_path):
         assert sorted(sample) == ["key", "label", "verts"]
     with pytest.raises(ReadError, match="has no 'label' field"):
         MeshFolder(tmp_path, fields=["verts", "label"], index=None)[0]  # no labels= given
+
+
+def test_kitti_sequence_listed_twice_is_refused(tmp_path):
+    """``[8, "08"]`` served every frame of sequence 08 twice an epoch."""
+    _kitti(tmp_path, np.zeros((3, 4)))
+    with pytest.raises(ValueError, match=r"sequence\(s\) \['00'\] listed twice"):
+        SemanticKITTI(tmp_path, [0, "00"])
+    assert len(SemanticKITTI(tmp_path, [0])) == 1

@@ -222,6 +222,9 @@ def _sequence_names(root: Path, sequences: str | Iterable[int | str] | None) -> 
             )
         sequences = SPLITS[sequences]
     names = [f"{s:02d}" if isinstance(s, (int, np.integer)) else str(s) for s in sequences]
+    twice = sorted({s for s in names if names.count(s) > 1})
+    if twice:  # [8, "08"]: every frame of the sequence would be served twice an epoch
+        raise ValueError(f"SemanticKITTI: sequence(s) {twice} listed twice")
     missing = [s for s in names if not (base / s / "velodyne").is_dir()]
     if missing:
         raise ValueError(
