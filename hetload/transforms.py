@@ -630,7 +630,9 @@ def split_spec(spec: Any) -> tuple[Any, dict[str, Any]] | None:
         return spec, {}
     if isinstance(spec, Mapping) and len(spec) == 1:
         name, kwargs = next(iter(spec.items()))
-        return name, dict(kwargs or {})
+        if kwargs is None or isinstance(kwargs, Mapping):
+            return name, dict(kwargs or {})
+        # {SamplePoints: 1024}: not arguments (dict(1024) raised "'int' object is not iterable")
     return None
 
 

@@ -303,3 +303,12 @@ def test_normalize_colors_refuses_what_it_cannot_put_in_0_1(colors, message):
         NormalizeColors()({"colors": colors})
     nan = np.array([[np.nan, 0.5, 1.0]], np.float32)  # kept: allow_nonfinite's choice
     assert np.isnan(NormalizeColors()({"colors": nan})["colors"][0, 0])
+
+
+@pytest.mark.parametrize("spec", [{"SamplePoints": 1024}, {"SamplePoints": [1024]}])
+def test_a_transform_entry_without_an_argument_mapping_is_named(spec):
+    """``- SamplePoints: 1024`` in a config raised ``'int' object is not iterable``."""
+    from hetload.transforms import build
+
+    with pytest.raises(TypeError, match=r"a transform is 'Name' or \{Name: \{arg: value\}\}, got"):
+        build([spec])
