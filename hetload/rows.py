@@ -41,7 +41,7 @@ import torch
 
 from hetload.schema import DEFAULT_SCHEMA, Schema
 
-__all__ = ["select_rows"]
+__all__ = ["check_aligned", "select_rows"]
 
 _GEOMETRY = ("verts", "points")
 _GROUPED = {"polygons": "polygon_sizes"}  # flat field -> its per-group sizes
@@ -79,6 +79,42 @@ def select_rows(
         raise ValueError(f"select_rows: the sample has no array field {field!r} to select rows of")
     _Selection(out, schema).select(field, keep)
     return out
+
+
+def check_aligned(
+    before: Mapping[str, Any],
+    after: Mapping[str, Any],
+    where: str,
+    *,
+    schema: Schema | None = None,
+) -> None:
+    """Refuse ``after`` (a transform's output) where fields that were aligned in ``before`` (one
+    row per row of each other, by the rules above: per-vertex ``labels`` / ``colors`` / PLY
+    properties, per-face ``face_colors``...) now have different row counts: a transform that
+    dropped points but not their labels. ``collate`` would batch them, every label shifted.
+
+    Raises:
+        ValueError: naming ``where`` and both fields with their row counts.
+    """
+    schema = DEFAULT_SCHEMA if schema is None else schema
+    try:
+        groups = _Selection(dict(before), schema)
+    except ValueError:  # misaligned already as read: the reader's or dataset's error, not this
+        return
+    rows = {k: len(v) for k, v in after.items() if _is_rows(v)}
+    seen: dict[str, str] = {}  # class root -> first member present after
+    for name in sorted(groups.parent):
+        if name not in rows or name in groups.grouped.values():
+            continue
+        root = groups._root(name)
+        first = seen.setdefault(root, name)
+        if rows[first] != rows[name]:
+            raise ValueError(
+                f"{where}: after the transform {first!r} has {rows[first]} rows but {name!r} "
+                f"has {rows[name]}; they had one row per row of each other before it. A "
+                "transform that drops or reorders rows must do so in every aligned field "
+                "(hetload.rows.select_rows does)"
+            )
 
 
 class _Selection:

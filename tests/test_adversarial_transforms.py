@@ -312,3 +312,18 @@ def test_a_transform_entry_without_an_argument_mapping_is_named(spec):
 
     with pytest.raises(TypeError, match=r"a transform is 'Name' or \{Name: \{arg: value\}\}, got"):
         build([spec])
+
+
+def test_a_transform_that_crops_points_but_not_their_labels_is_refused(tmp_path):
+    """A user's crop ``{**s, "verts": s["verts"][:2]}`` left ``vertex_label`` (and colors) at
+    every point; collate batched them, each label on another point."""
+    header = "ply\nformat ascii 1.0\nelement vertex 4\nproperty float x\nproperty float y\n"
+    header += "property float z\nproperty int label\nend_header\n"
+    (tmp_path / "a.ply").write_text(header + "".join(f"{i} 0 0 {i}\n" for i in range(4)))
+    crop = lambda s: {**s, "verts": s["verts"][:2]}  # noqa: E731
+    ds = MeshFolder(tmp_path, transform=crop, on_error="skip", index=None)
+    with pytest.raises(ValueError, match=r"'vertex_label' has 4.*'verts' has 2|'verts' has 2.*4"):
+        ds[0]
+    good = lambda s: select_rows(s, "verts", [0, 1])  # noqa: E731
+    sample = MeshFolder(tmp_path, transform=good, index=None)[0]
+    assert sample["vertex_label"].tolist() == [0, 1] and len(sample["verts"]) == 2

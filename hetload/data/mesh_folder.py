@@ -40,6 +40,7 @@ from hetload.guards import MAX_WORKERS, check_fields, check_regular, check_seed,
 from hetload.io import ReadError, load, scan
 from hetload.io.formats import find_mesh_files
 from hetload.keys import sample_keys
+from hetload.rows import check_aligned
 from hetload.transforms import check_out_sizes, out_sizes, run_seeded, sample_rng
 
 __all__ = ["MeshFolder"]
@@ -185,6 +186,7 @@ class MeshFolder(Dataset):
             self._check_read(index, sample)
             if self.fields is not None:
                 sample = self._select(path, sample)
+            before = sample
             if self.transform is not None:
                 sample = self._transform(sample, index)
         except ValueError as exc:  # ReadError, or a transform refusing this sample
@@ -195,11 +197,12 @@ class MeshFolder(Dataset):
         if self.transform is not None:
             # outside the policy: a transform that returns more rows than its out_size states
             # is a bug of the code, not of this file, and it would overrun every batch's budget
+            where = f"{type(self).__name__} sample {index} ({path})"
             check_out_sizes(
-                sample,
-                {name: int(rows[index]) for name, rows in self.field_sizes.items()},
-                f"{type(self).__name__} sample {index} ({path})",
+                sample, {name: int(rows[index]) for name, rows in self.field_sizes.items()}, where
             )
+            # a transform that cropped the points but not their labels: refused, not batched
+            check_aligned(before, sample, where)
         sample = {**sample, "key": self.keys[index]}
         if self.labels is not None:
             sample["label"] = int(self.labels[index])
