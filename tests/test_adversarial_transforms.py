@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 import hetload as hl
 from hetload.data import MeshFolder
-from hetload.rows import select_rows
+from hetload.rows import check_aligned, select_rows
 from hetload.samplers import BucketBatchSampler
 from hetload.transforms import (
     Center,
@@ -128,6 +128,10 @@ def test_every_chain_keeps_every_relation(sample, names, seed):
     chain = Compose([STEPS[name]() for name in names])
     out = chain(sample, np.random.default_rng(seed % 2**32))
     check_consistent(sample, out)
+    check_aligned(sample, out, "chain")  # what MeshFolder checks: no false alarm
+    if len(out["verts"]):
+        with pytest.raises(ValueError, match="'labels' has"):
+            check_aligned(sample, {**out, "labels": out["labels"][1:]}, "chain")
     # the same generator, the same result (no hidden global state)
     again = chain(sample, np.random.default_rng(seed % 2**32))
     for name, value in out.items():

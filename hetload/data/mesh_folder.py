@@ -65,7 +65,8 @@ class MeshFolder(Dataset):
         root: the folder.
         pattern: a glob relative to ``root`` (``"**/*"``: every file below it), filtered by
             ``extensions`` (compared case-insensitively). Files are sorted by relative path;
-            hidden files and folders (``.name``, where the size index lives) are left out.
+            hidden files and folders (``.name``, where the size index lives) are left out;
+            linked folders are followed, a link to a folder above it (a loop) is reported.
         extensions: file suffixes to keep (``".off"`` or ``"off"``); ``None``: every format
             ``load`` reads (:data:`hetload.io.formats.MESH_EXTENSIONS`). Files of a suffix
             no reader handles are listed in :attr:`unreadable` and logged, never loaded.
