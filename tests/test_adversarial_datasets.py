@@ -432,3 +432,23 @@ def test_kitti_sequence_listed_twice_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"sequence\(s\) \['00'\] listed twice"):
         SemanticKITTI(tmp_path, [0, "00"])
     assert len(SemanticKITTI(tmp_path, [0])) == 1
+
+
+def test_a_folder_that_cannot_be_listed_is_reported(tmp_path, monkeypatch):
+    """pathlib's glob passes over a folder it may not list (permissions): its files vanished
+    from the dataset without a word. (Faked: the tests may run as root, who lists anything.)"""
+    write_obj(tmp_path / "chair" / "a.obj", 3)
+    write_obj(tmp_path / "table" / "b.obj", 3)
+    real = os.scandir
+
+    def scandir(path):
+        if os.fspath(path).endswith("table"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(ReadError, match=r"table: cannot list the folder: Permission denied"):
+        MeshFolder(tmp_path, labels="folder", index=None)
+    ds = MeshFolder(tmp_path, labels="folder", on_error="skip", index=None)
+    assert ds.keys == ["chair/a"] and ds.classes == ["chair", "table"]
+    assert [s.source for s in ds.report] == [str(tmp_path / "table")]

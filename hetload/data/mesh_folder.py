@@ -262,6 +262,9 @@ class MeshFolder(Dataset):
         for link in found.loops:
             # its files are read once, by their own path; following it would never end
             self._skip(link, ReadError(link, "links to a folder above it (a loop): not followed"))
+        for folder, reason in found.unlisted:
+            # its files, unknown, would be missing from the dataset without a word
+            self._skip(folder, ReadError(folder, f"cannot list the folder: {reason}"))
         files = []
         for path in found.files:
             try:

@@ -81,12 +81,15 @@ class MeshFiles:
         not_selected: files of a suffix ``load`` reads that ``extensions`` left out.
         loops: links to a folder that holds them (``a/up -> ..``): not followed (their files
             are reached once, by their own path); a dataset reports each.
+        unlisted: ``(folder, reason)`` of the folders that could not be listed (permissions):
+            their files are unknown; a dataset reports each.
     """
 
     files: list[Path]
     unreadable: list[Path] = field(default_factory=list)
     not_selected: list[Path] = field(default_factory=list)
     loops: list[Path] = field(default_factory=list)
+    unlisted: list[tuple[Path, str]] = field(default_factory=list)
 
     def unreadable_note(self, root: str | os.PathLike, show: int = 5) -> str:
         """One line naming (the first ``show`` of) the unreadable files, for a log."""
@@ -116,7 +119,7 @@ def find_mesh_files(
     root = Path(root)
     wanted = normalize_extensions(extensions)
     found = MeshFiles([])
-    for path in _glob(root, pattern, found.loops):
+    for path in _glob(root, pattern, found):
         rel = path.relative_to(root)
         # a FIFO / device / dangling link named like a mesh is listed: its reader reports it
         # (opening it would block); only folders are never candidates
@@ -134,16 +137,17 @@ def find_mesh_files(
     return found
 
 
-def _glob(root: Path, pattern: str, loops: list[Path]) -> Iterator[Path]:
+def _glob(root: Path, pattern: str, found: MeshFiles) -> Iterator[Path]:
     """``root.glob(pattern)``, except that ``**`` also descends into links to folders (Python
     3.11's ``**`` does not: a dataset whose class folders are links to another disk, a common
     layout, would silently have no files in them). A link back to a folder already on the
-    path being walked is a loop: it is added to ``loops`` and not followed."""
+    path being walked is a loop: it is added to ``found.loops`` and not followed. A folder that
+    cannot be listed (permissions) is added to ``found.unlisted``, not passed over in silence."""
     parts = Path(pattern).parts
     if not parts or Path(pattern).is_absolute():
         raise ValueError(f"a folder pattern is a non-empty relative glob, got {pattern!r}")
     seen: set[Path] = set()
-    for path in _match(root, parts, (_identity(root),), loops):
+    for path in _match(root, parts, (_identity(root),), found):
         if path not in seen:  # "**/*" reaches a file once per "**" depth it matches at
             seen.add(path)
             yield path
@@ -154,18 +158,21 @@ def _identity(path: Path) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def _entries(folder: Path) -> list[os.DirEntry]:
+def _entries(folder: Path, found: MeshFiles) -> list[os.DirEntry]:
     try:
         with os.scandir(folder) as it:
             return sorted(it, key=lambda e: e.name)
-    except OSError:  # unreadable or vanished folder: nothing below it (as pathlib's glob)
+    except FileNotFoundError:  # removed while walking: nothing below it
+        return []
+    except OSError as exc:  # pathlib's glob passes over it: its files would vanish silently
+        found.unlisted.append((folder, exc.strerror or str(exc)))
         return []
 
 
 def _subfolders(
-    folder: Path, chain: tuple[tuple[int, int], ...], loops: list[Path]
+    folder: Path, chain: tuple[tuple[int, int], ...], found: MeshFiles
 ) -> Iterator[tuple[Path, tuple[tuple[int, int], ...]]]:
-    for entry in _entries(folder):
+    for entry in _entries(folder, found):
         if entry.name.startswith("."):
             continue  # hidden folders hold no inputs (find_mesh_files leaves them out)
         try:
@@ -175,29 +182,29 @@ def _subfolders(
         except OSError:
             continue
         if ident in chain:
-            if Path(entry.path) not in loops:
-                loops.append(Path(entry.path))
+            if Path(entry.path) not in found.loops:
+                found.loops.append(Path(entry.path))
             continue
         yield Path(entry.path), (*chain, ident)
 
 
 def _match(
-    folder: Path, parts: tuple[str, ...], chain: tuple[tuple[int, int], ...], loops: list[Path]
+    folder: Path, parts: tuple[str, ...], chain: tuple[tuple[int, int], ...], found: MeshFiles
 ) -> Iterator[Path]:
     head, rest = parts[0], parts[1:]
     if head == "**":
         if rest:
-            yield from _match(folder, rest, chain, loops)
+            yield from _match(folder, rest, chain, found)
         else:
             yield folder
-        for sub, sub_chain in _subfolders(folder, chain, loops):
-            yield from _match(sub, parts, sub_chain, loops)
+        for sub, sub_chain in _subfolders(folder, chain, found):
+            yield from _match(sub, parts, sub_chain, found)
         return
     if not rest:
-        for entry in _entries(folder):
+        for entry in _entries(folder, found):
             if fnmatch.fnmatchcase(entry.name, head):
                 yield Path(entry.path)
         return
-    for sub, sub_chain in _subfolders(folder, chain, loops):
+    for sub, sub_chain in _subfolders(folder, chain, found):
         if fnmatch.fnmatchcase(sub.name, head):
-            yield from _match(sub, rest, sub_chain, loops)
+            yield from _match(sub, rest, sub_chain, found)
