@@ -452,3 +452,15 @@ def test_a_folder_that_cannot_be_listed_is_reported(tmp_path, monkeypatch):
     ds = MeshFolder(tmp_path, labels="folder", on_error="skip", index=None)
     assert ds.keys == ["chair/a"] and ds.classes == ["chair", "table"]
     assert [s.source for s in ds.report] == [str(tmp_path / "table")]
+
+
+def test_modelnet_without_split_folders_is_refused(tmp_path):
+    """``root/chair/*.off`` (no ``train/``) made the class empty in both splits, silently."""
+    off = "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n"
+    for path in ("bed/train/b.off", "bed/test/c.off", "chair/a.off"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(off)
+    with pytest.raises(ValueError, match=r"chair holds \.off files but no train/ folder"):
+        ModelNet(tmp_path, "train", index=None)
+    (tmp_path / "chair" / "a.off").unlink()  # an empty class folder is fine: no files yet
+    assert ModelNet(tmp_path, "train", index=None).classes == ["bed", "chair"]
