@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
-__all__ = ["sample_key"]
+__all__ = ["sample_key", "sample_keys"]
 
 
 def sample_key(rel: str | os.PathLike) -> str:
@@ -33,3 +33,25 @@ def _plain(rel: str) -> bool:
         and not rel.startswith("./")
         and not rel.endswith(("/", "/."))
     )
+
+
+def sample_keys(rels: list[str] | tuple[str, ...]) -> list[str]:
+    """The keys of the files ``rels`` (distinct relative paths) of one dataset: each
+    :func:`sample_key`, except where two files would share one (``chair/a.obj`` beside
+    ``chair/a.ply`` or ``chair/a.OBJ``, as real folders hold): those keep their whole relative
+    path (``"chair/a.obj"``, ``"chair/a.ply"``), so that no two samples have one key and a
+    label looked up by the shared key cannot silently apply to both. Repeated until unique
+    (a kept path can equal another file's key: ``a.obj`` and ``a.obj.ply``)."""
+    paths = [PurePosixPath(Path(rel).as_posix()).as_posix() for rel in rels]
+    if len(set(paths)) != len(paths):
+        raise ValueError("sample_keys: a relative path is listed twice")
+    keys = [sample_key(rel) for rel in paths]
+    while True:
+        count: dict[str, int] = {}
+        for key in keys:
+            count[key] = count.get(key, 0) + 1
+        shared = [i for i, key in enumerate(keys) if count[key] > 1 and key != paths[i]]
+        if not shared:
+            return keys
+        for i in shared:
+            keys[i] = paths[i]

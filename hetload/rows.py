@@ -41,10 +41,12 @@ import torch
 
 from hetload.schema import DEFAULT_SCHEMA, Schema
 
-__all__ = ["select_rows"]
+__all__ = ["check_aligned", "select_rows"]
 
 _GEOMETRY = ("verts", "points")
 _GROUPED = {"polygons": "polygon_sizes"}  # flat field -> its per-group sizes
+#: index fields where -1 marks "none" (an OBJ face corner without a uv or normal index)
+_OPTIONAL_INDEX = ("faces_uvs", "faces_normals")
 
 
 def select_rows(
@@ -79,6 +81,42 @@ def select_rows(
     return out
 
 
+def check_aligned(
+    before: Mapping[str, Any],
+    after: Mapping[str, Any],
+    where: str,
+    *,
+    schema: Schema | None = None,
+) -> None:
+    """Refuse ``after`` (a transform's output) where fields that were aligned in ``before`` (one
+    row per row of each other, by the rules above: per-vertex ``labels`` / ``colors`` / PLY
+    properties, per-face ``face_colors``...) now have different row counts: a transform that
+    dropped points but not their labels. ``collate`` would batch them, every label shifted.
+
+    Raises:
+        ValueError: naming ``where`` and both fields with their row counts.
+    """
+    schema = DEFAULT_SCHEMA if schema is None else schema
+    try:
+        groups = _Selection(dict(before), schema)
+    except ValueError:  # misaligned already as read: the reader's or dataset's error, not this
+        return
+    rows = {k: len(v) for k, v in after.items() if _is_rows(v)}
+    seen: dict[str, str] = {}  # class root -> first member present after
+    for name in sorted(groups.parent):
+        if name not in rows or name in groups.grouped.values():
+            continue
+        root = groups._root(name)
+        first = seen.setdefault(root, name)
+        if rows[first] != rows[name]:
+            raise ValueError(
+                f"{where}: after the transform {first!r} has {rows[first]} rows but {name!r} "
+                f"has {rows[name]}; they had one row per row of each other before it. A "
+                "transform that drops or reorders rows must do so in every aligned field "
+                "(hetload.rows.select_rows does)"
+            )
+
+
 class _Selection:
     def __init__(self, sample: dict[str, Any], schema: Schema) -> None:
         self.sample = sample
@@ -107,8 +145,18 @@ class _Selection:
             target = spec.rows_of
             if target is None or target not in arrays:
                 return None
-            # OBJ files hold vn / vt lines that no face references, in any number
-            return target if len(self.sample[name]) == len(self.sample[target]) else None
+            if len(self.sample[name]) == len(self.sample[target]):
+                return target
+            # OBJ files hold vn / vt lines that no face references, in any number: a field
+            # the schema has an index field into may be such a table. Any other (per-point
+            # labels, colors, remission) with another row count is misaligned: kept as it is,
+            # its rows would silently stop matching the selected ones
+            if any(f.index_of == name for f in self.schema.fields.values()):
+                return None
+            raise ValueError(
+                f"field {name!r} has {len(self.sample[name])} rows but {target!r}, which it has "
+                f"one row per row of, has {len(self.sample[target])}: the sample is misaligned"
+            )
         rows = len(self.sample[name])
         if name.startswith("face_"):
             if "faces" in arrays and rows == len(self.sample["faces"]):
@@ -164,12 +212,20 @@ class _Selection:
         values = original.numpy() if isinstance(original, torch.Tensor) else original
         if values.dtype.kind not in "iu":
             raise ValueError(f"field {name!r} indexes {target!r} but has dtype {values.dtype}")
-        if values.size and (int(values.min()) < 0 or int(values.max()) >= rows):
-            bad = int(values.min()) if int(values.min()) < 0 else int(values.max())
+        low = -1 if name in _OPTIONAL_INDEX else 0
+        if values.size and (int(values.min()) < low or int(values.max()) >= rows):
+            bad = int(values.min()) if int(values.min()) < low else int(values.max())
             raise ValueError(
                 f"field {name!r} holds index {bad}, outside the {rows} rows of {target!r}"
             )
-        mapped = new_id[values]
+        # -1 is an OBJ corner without a uv / normal: it stays -1, its face is not dropped
+        missing = (values == -1) if name in _OPTIONAL_INDEX else None
+        if missing is not None and missing.any():
+            mapped = new_id[np.where(missing, 0, values)]
+            mapped[missing] = -1
+        else:
+            missing = None
+            mapped = new_id[values]
         dtype = values.dtype
         if name in self.grouped:
             sizes = np.asarray(self.sample[self.grouped[name]])
@@ -178,7 +234,8 @@ class _Selection:
             self.sample[name] = mapped
             self.select(self.grouped[name], np.flatnonzero(alive))
         else:
-            alive = (mapped >= 0).reshape(len(mapped), int(np.prod(mapped.shape[1:]))).all(axis=1)
+            kept = mapped >= 0 if missing is None else (mapped >= 0) | missing
+            alive = kept.reshape(len(mapped), int(np.prod(mapped.shape[1:]))).all(axis=1)
             self.sample[name] = mapped
             if not alive.all():
                 self.select(name, np.flatnonzero(alive))

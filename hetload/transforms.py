@@ -57,6 +57,7 @@ __all__ = [
     "ToDtype",
     "Transform",
     "build",
+    "check_out_sizes",
     "out_sizes",
     "run_seeded",
     "sample_rng",
@@ -114,7 +115,10 @@ class Transform:
             raise TypeError(f"{type(self).__name__} takes a sample dict, got {type(sample)}")
         if rng is None:
             rng = _current_rng.get() or np.random.default_rng()
-        return self.apply(dict(sample), rng)
+        # the generator is also the current one inside: a plain callable in a Compose that
+        # calls a transform without one draws from it, not from OS entropy
+        with seeded(rng):
+            return self.apply(dict(sample), rng)
 
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
         raise NotImplementedError
@@ -168,7 +172,38 @@ def out_sizes(transform: Callable[..., Any] | None, n: Any, field: str = "verts"
     method = getattr(transform, "out_size", None)
     if transform is None or method is None:
         return n
-    return np.asarray(method(n, field), dtype=np.int64)
+    out = np.asarray(method(n, field))
+    who = f"{type(transform).__name__}.out_size(n, {field!r})"
+    # a float 1024.7 was truncated, a scalar or a list of another length sized the wrong
+    # samples, a negative count made the sampler plan an empty sample: the budget lied
+    if out.dtype.kind not in "iu" and not (
+        out.dtype.kind == "f" and np.isfinite(out).all() and (out == np.round(out)).all()
+    ):
+        raise ValueError(f"{who} must return whole numbers of rows, got dtype {out.dtype}")
+    if out.shape != n.shape:
+        raise ValueError(f"{who} must return one count per sample {n.shape}, got {out.shape}")
+    if out.size and out.min() < 0:
+        raise ValueError(f"{who} returned a negative row count ({out.min()})")
+    return out.astype(np.int64)
+
+
+def check_out_sizes(sample: Mapping[str, Any], claims: Mapping[str, int], where: str) -> None:
+    """Refuse a transformed sample holding more rows of a field than the transform stated
+    (``claims``: ``{field: rows}``, what :func:`out_sizes` gave the dataset's ``sizes``): the
+    sampler planned its batches from the claims, so more rows would overrun the budget.
+
+    Raises:
+        ValueError: naming ``where``, the field and both counts.
+    """
+    for name, claim in claims.items():
+        value = sample.get(name)
+        rows = len(value) if getattr(value, "ndim", 0) >= 1 else 0
+        if rows > claim:
+            raise ValueError(
+                f"{where}: the transform returned {rows} rows of {name!r} but states at most "
+                f"{claim} (its out_size, which the dataset's sizes and the sampler's budget "
+                "use): give the transform an out_size(n, field) method that tells the truth"
+            )
 
 
 def _verts(sample: Sample, who: str) -> np.ndarray:
@@ -181,8 +216,36 @@ def _verts(sample: Sample, who: str) -> np.ndarray:
     return verts
 
 
-def _set_verts(sample: Sample, values: np.ndarray, like: np.ndarray) -> None:
-    sample["verts"] = values.astype(like.dtype, copy=False)
+def _set_verts(sample: Sample, values: np.ndarray, like: np.ndarray, who: str = "") -> None:
+    sample["verts"] = _cast_back(values, like, "verts", who)
+
+
+def _cast_back(values: np.ndarray, like: np.ndarray, name: str, who: str) -> np.ndarray:
+    """``values`` (computed in float64) in ``like``'s dtype; a finite input whose result does
+    not fit that dtype (float16 60000 scaled by 1.25, float32 3e38 rotated) is an error, never
+    an ``inf`` in the batch."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = values.astype(like.dtype, copy=False)
+    if out.size and not np.isfinite(out).all():
+        grew = ~np.isfinite(out) & np.isfinite(like if like.shape == out.shape else out)
+        if grew.any():
+            row = int(np.flatnonzero(grew.reshape(len(out), -1).any(axis=1))[0])
+            raise ValueError(
+                f"{who or 'a transform'}: {name} row {row} becomes {values[row].tolist()}, "
+                f"beyond {like.dtype}'s range (cast to float32 / float64 first: ToDtype)"
+            )
+    return out
+
+
+def _radius(v: np.ndarray) -> float:
+    """The largest row norm of ``v`` (float64 ``[N, 3]``) without overflow or underflow
+    (``1e200`` squared is ``inf``, ``1e-200`` squared is 0): rows are scaled by the largest
+    magnitude first."""
+    top = float(np.abs(v).max())
+    if top == 0 or not np.isfinite(top):
+        return top
+    u = v / top
+    return top * float(np.sqrt((u * u).sum(1).max()))
 
 
 class Center(Transform):
@@ -198,7 +261,9 @@ class Center(Transform):
         if len(verts):
             v = verts.astype(np.float64)
             mid = v.mean(0) if self.center == "mean" else (v.min(0) + v.max(0)) / 2
-            _set_verts(sample, v - mid, verts)
+            with np.errstate(over="ignore", invalid="ignore"):  # _cast_back names an overflow
+                moved = v - mid
+            _set_verts(sample, moved, verts, "Center")
         return sample
 
 
@@ -213,10 +278,10 @@ class NormalizeUnitSphere(Transform):
         if len(verts):
             v = verts.astype(np.float64)
             v -= v.mean(0) if self.center == "mean" else (v.min(0) + v.max(0)) / 2
-            radius = np.sqrt((v * v).sum(1).max())
+            radius = _radius(v)
             if radius > 0:
                 v /= radius
-            _set_verts(sample, v, verts)
+            _set_verts(sample, v, verts, "NormalizeUnitSphere")
         return sample
 
 
@@ -256,10 +321,13 @@ class RandomRotation(Transform):
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
         verts = _verts(sample, "RandomRotation")
         r = _rotation(rng, self.axis)
-        _set_verts(sample, verts.astype(np.float64) @ r.T, verts)
+        with np.errstate(over="ignore", invalid="ignore"):  # _cast_back names an overflow
+            rotated = verts.astype(np.float64) @ r.T
+        _set_verts(sample, rotated, verts, "RandomRotation")
         normals = sample.get("normals")
         if isinstance(normals, np.ndarray) and normals.ndim == 2 and normals.shape[1] == 3:
-            sample["normals"] = (normals.astype(np.float64) @ r.T).astype(normals.dtype)
+            rotated = normals.astype(np.float64) @ r.T
+            sample["normals"] = _cast_back(rotated, normals, "normals", "RandomRotation")
         return sample
 
 
@@ -281,7 +349,9 @@ class RandomScale(Transform):
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
         verts = _verts(sample, "RandomScale")
         scale = rng.uniform(self.low, self.high, size=3 if self.anisotropic else 1)
-        _set_verts(sample, verts.astype(np.float64) * scale, verts)
+        with np.errstate(over="ignore", invalid="ignore"):  # _cast_back names an overflow
+            scaled = verts.astype(np.float64) * scale
+        _set_verts(sample, scaled, verts, "RandomScale")
         normals = sample.get("normals")
         if self.anisotropic and isinstance(normals, np.ndarray) and normals.ndim == 2:
             n = normals.astype(np.float64) / scale
@@ -301,7 +371,9 @@ class Jitter(Transform):
     def apply(self, sample: Sample, rng: np.random.Generator) -> Sample:
         verts = _verts(sample, "Jitter")
         noise = np.clip(rng.normal(0.0, self.sigma, verts.shape), -self.clip, self.clip)
-        _set_verts(sample, verts + noise, verts)
+        with np.errstate(over="ignore", invalid="ignore"):  # _cast_back names an overflow
+            moved = verts + noise
+        _set_verts(sample, moved, verts, "Jitter")
         return sample
 
 
@@ -484,7 +556,8 @@ class ToDtype(Transform):
 class NormalizeColors(Transform):
     """Colors as ``float32`` in ``[0, 1]``, whatever the file stored: integer colors (PLY
     ``uchar`` / ``ushort``) are divided by their dtype's maximum, float colors (OBJ ``v x y z r
-    g b``, float PLY) are kept as they are (cast to float32). Applies to ``fields``
+    g b``, float PLY) are kept as they are (cast to float32); float colors outside ``[0, 1]``
+    and negative integer ones are refused (``ValueError`` naming the field). Applies to ``fields``
     (``colors`` and ``face_colors``). Files that store colors differently then batch together;
     without it ``collate`` refuses a field whose dtype differs between samples.
 
@@ -505,9 +578,22 @@ class NormalizeColors(Transform):
             if not isinstance(value, np.ndarray):
                 continue
             if value.dtype.kind in "ui":
+                if value.size and value.min() < 0:  # PLY char colors: no defined meaning
+                    raise ValueError(
+                        f"NormalizeColors: field {name!r} holds negative colors ({value.min()})"
+                    )
                 scale = np.float32(np.iinfo(value.dtype).max)
                 value = value.astype(np.float32) / scale
             elif value.dtype.kind == "f":
+                # float colors of 0..255 (some exporters) would batch beside uint8 ones divided
+                # to 0..1: refused rather than mixed. NaN passes (allow_nonfinite's choice)
+                finite = value[np.isfinite(value)]
+                low, high = (finite.min(), finite.max()) if finite.size else (0, 0)
+                if low < 0 or high > 1:
+                    raise ValueError(
+                        f"NormalizeColors: field {name!r} holds float colors outside [0, 1] "
+                        f"({float(low):g}..{float(high):g}): scale them in a transform first"
+                    )
                 value = value.astype(np.float32, copy=False)
             else:
                 raise ValueError(f"NormalizeColors: field {name!r} has dtype {value.dtype}")
@@ -544,7 +630,9 @@ def split_spec(spec: Any) -> tuple[Any, dict[str, Any]] | None:
         return spec, {}
     if isinstance(spec, Mapping) and len(spec) == 1:
         name, kwargs = next(iter(spec.items()))
-        return name, dict(kwargs or {})
+        if kwargs is None or isinstance(kwargs, Mapping):
+            return name, dict(kwargs or {})
+        # {SamplePoints: 1024}: not arguments (dict(1024) raised "'int' object is not iterable")
     return None
 
 

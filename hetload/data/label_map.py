@@ -71,7 +71,7 @@ class LabelMap:
         Raises:
             ReadError: a value the table does not list (names ``source`` and the first one).
         """
-        values = np.asarray(values, dtype=np.int64)
+        values = _int64_ids(values, source)
         if self.dense is not None and (
             values.size == 0 or (values.min() >= 0 and values.max() < len(self.dense))
         ):
@@ -95,6 +95,28 @@ class LabelMap:
 
     def __repr__(self) -> str:
         return f"LabelMap({len(self)} ids -> {len(np.unique(self.ids))} classes)"
+
+
+def _int64_ids(values: Any, source: str | os.PathLike) -> np.ndarray:
+    """``values`` as int64, refusing a cast that would change them: fractions or NaN (a
+    float 2.7 would map as 2), numbers beyond int64 (a uint64 2**64 - 1 would map as -1)."""
+    values = np.asarray(values)
+    kind = values.dtype.kind
+    if kind == "b" or kind not in "iuf":
+        raise ReadError(source, f"label ids must be integers, got dtype {values.dtype}")
+    if (
+        values.size
+        and kind == "f"
+        and not (
+            np.array_equal(values, np.round(values))
+            and values.min() >= -(2.0**63)
+            and values.max() < 2.0**63
+        )
+    ):
+        raise ReadError(source, "label ids must be whole numbers within int64")
+    if values.size and kind == "u" and int(values.max()) > np.iinfo(np.int64).max:
+        raise ReadError(source, f"label id {int(values.max())} is beyond int64")
+    return values.astype(np.int64, copy=False)
 
 
 def _integer(value: Any) -> int:

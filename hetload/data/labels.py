@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from hetload.keys import sample_key
+from hetload.keys import sample_key, sample_keys
 
 __all__ = [
     "LabelSpec",
@@ -65,6 +65,8 @@ def resolve_labels(
         if labels != "folder":
             raise ValueError(f"labels must be 'folder', a mapping or a callable, got {labels!r}")
         names = list(classes) if classes is not None else folder_classes(root)
+        if classes is None:
+            _check_numeric_names(root, names)
         raw: list[Any] = []
         for rel in rels:
             parts = PurePosixPath(rel).parts
@@ -74,10 +76,10 @@ def resolve_labels(
                 )
             raw.append(parts[0])
         return _numbered(raw, rels, names, root), names
+    keys = sample_keys(list(rels))  # a file whose key another has too keeps its extension
     if isinstance(labels, Mapping):
         raw = []
-        for rel in rels:
-            key = sample_key(rel)
+        for rel, key in zip(rels, keys):
             if key in labels:
                 raw.append(labels[key])
             elif rel in labels:
@@ -85,13 +87,20 @@ def resolve_labels(
             else:
                 raise ValueError(f"{root / rel}: no label for {key!r} in the labels mapping")
     elif callable(labels):
-        raw = [labels(sample_key(rel)) for rel in rels]
+        raw = [labels(key) for key in keys]
     else:
         raise TypeError(
             f"labels must be 'folder', a mapping or a callable, got {type(labels).__name__}"
         )
     names = list(classes) if classes is not None else None
     if names is None and any(isinstance(v, str) for v in raw):
+        numbers = [rel for v, rel in zip(raw, rels) if not isinstance(v, str)]
+        if numbers:
+            # the names would be numbered 0, 1, ... and collide with the numbers given
+            raise ValueError(
+                f"{root / numbers[0]}: its label is a number while other files' are class "
+                "names; pass classes= (numbers then mean positions in it) or use one kind"
+            )
         names = sorted({v for v in raw if isinstance(v, str)})
     return _numbered(raw, rels, names, root), names
 
@@ -106,15 +115,42 @@ def _numbered(
     for i, (value, rel) in enumerate(zip(raw, rels)):
         if isinstance(value, str):
             if value not in lookup:
-                raise ValueError(f"{root / rel}: class {value!r} is not in classes {names}")
+                raise ValueError(
+                    f"{root / rel}: class {value!r:.80} is not in classes {_short(names or [])}"
+                )
             out[i] = lookup[value]
         elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-            out[i] = int(value)
+            number = int(value)
+            # -1 is what a batch holds for a sample without a label: a real label is >= 0
+            if number < 0 or (names is not None and number >= len(names)):
+                bound = f"[0, {len(names)}) for classes {_short(names)}" if names else ">= 0"
+                raise ValueError(f"{root / rel}: label {number} is outside {bound}")
+            if number > np.iinfo(np.int64).max:
+                raise ValueError(f"{root / rel}: label {number} does not fit int64")
+            out[i] = number
         else:
             raise ValueError(
                 f"{root / rel}: a label is an int or a class name, got {type(value).__name__}"
             )
     return out
+
+
+def _check_numeric_names(root: Path, names: list[str]) -> None:
+    """Class folders named ``0`` ... ``10`` sort as text (``10`` before ``2``): folder ``2``
+    would get label 3, a wrong label that looks right. Refused unless ``classes`` says the
+    order."""
+    numbers = bool(names) and all(n.isascii() and n.isdigit() for n in names)
+    if numbers and names != sorted(names, key=int):
+        raise ValueError(
+            f"the class folders under {root} are numbers ({_short(names)}) whose text order "
+            "is not their numeric order, so folder '2' would not get label 2: pass "
+            "classes=sorted(names, key=int), or labels=lambda key: int(key.split('/')[0])"
+        )
+
+
+def _short(names: list[str], show: int = 6) -> str:
+    more = f", ... ({len(names)} in all)" if len(names) > show else ""
+    return "[" + ", ".join(repr(n) for n in names[:show]) + more + "]"
 
 
 _MANIFEST_PATH_COLUMNS = ("path", "file", "key")
@@ -201,8 +237,8 @@ def manifest_rows(
     """Each file's manifest row, looked up by key or relative path; a file without one is an
     error naming it."""
     out = []
-    for rel in rels:
-        row = manifest.get(sample_key(rel), manifest.get(rel))
+    for rel, key in zip(rels, sample_keys(list(rels))):
+        row = manifest.get(key, manifest.get(rel))
         if row is None:
             raise ValueError(f"{rel}: no row in the manifest {where}")
         out.append(dict(row))

@@ -39,8 +39,9 @@ from hetload.errors import ErrorPolicy, OnError, Skipped
 from hetload.guards import MAX_WORKERS, check_fields, check_regular, check_seed, read_regular
 from hetload.io import ReadError, load, scan
 from hetload.io.formats import find_mesh_files
-from hetload.keys import sample_key
-from hetload.transforms import out_sizes, run_seeded, sample_rng
+from hetload.keys import sample_keys
+from hetload.rows import check_aligned
+from hetload.transforms import check_out_sizes, out_sizes, run_seeded, sample_rng
 
 __all__ = ["MeshFolder"]
 
@@ -53,14 +54,19 @@ class MeshFolder(Dataset):
     """Every mesh file under ``root`` as one sample dict (``hetload.io.load``).
 
     Every sample carries ``"key"``, its path relative to ``root`` without the extension
-    (``"chair/a"``), and with ``labels=`` an int ``"label"``; both are added after ``fields``
-    and ``transform``.
+    (``"chair/a"``; where two files would share one, as ``chair/a.obj`` and ``chair/a.ply``,
+    each keeps its whole path: :func:`hetload.keys.sample_keys`), and with ``labels=`` an int
+    ``"label"``; both are added after ``fields`` and ``transform``. A file rewritten after the
+    dataset was made (other row counts than the size scan found) is a bad file (``on_error``);
+    a ``transform`` returning more rows than its ``out_size`` states is an error whatever
+    ``on_error`` says (:func:`hetload.transforms.check_out_sizes`).
 
     Args:
         root: the folder.
         pattern: a glob relative to ``root`` (``"**/*"``: every file below it), filtered by
             ``extensions`` (compared case-insensitively). Files are sorted by relative path;
-            hidden files and folders (``.name``, where the size index lives) are left out.
+            hidden files and folders (``.name``, where the size index lives) are left out;
+            linked folders are followed, a link to a folder above it (a loop) is reported.
         extensions: file suffixes to keep (``".off"`` or ``"off"``); ``None``: every format
             ``load`` reads (:data:`hetload.io.formats.MESH_EXTENSIONS`). Files of a suffix
             no reader handles are listed in :attr:`unreadable` and logged, never loaded.
@@ -152,7 +158,7 @@ class MeshFolder(Dataset):
         if not kept.all():
             self._keep_files(kept)
             counts = counts[kept]
-        rels = [p.relative_to(self.root).as_posix() for p in self.files]
+        rels = self._rels()
         self.keys = self._sample_keys(rels)
         self.labels: np.ndarray | None = None
         self.classes: list[str] | None = None if classes is None else list(classes)
@@ -178,8 +184,10 @@ class MeshFolder(Dataset):
         path = self.files[index]
         try:
             sample = self._load(index)
+            self._check_read(index, sample)
             if self.fields is not None:
                 sample = self._select(path, sample)
+            before = sample
             if self.transform is not None:
                 sample = self._transform(sample, index)
         except ValueError as exc:  # ReadError, or a transform refusing this sample
@@ -187,6 +195,15 @@ class MeshFolder(Dataset):
             return None
         if sample is None:
             return None
+        if self.transform is not None:
+            # outside the policy: a transform that returns more rows than its out_size states
+            # is a bug of the code, not of this file, and it would overrun every batch's budget
+            where = f"{type(self).__name__} sample {index} ({path})"
+            check_out_sizes(
+                sample, {name: int(rows[index]) for name, rows in self.field_sizes.items()}, where
+            )
+            # a transform that cropped the points but not their labels: refused, not batched
+            check_aligned(before, sample, where)
         sample = {**sample, "key": self.keys[index]}
         if self.labels is not None:
             sample["label"] = int(self.labels[index])
@@ -242,6 +259,12 @@ class MeshFolder(Dataset):
         self.unreadable = found.unreadable
         if found.unreadable:
             log.warning("MeshFolder: %s (see .unreadable)", found.unreadable_note(self.root))
+        for link in found.loops:
+            # its files are read once, by their own path; following it would never end
+            self._skip(link, ReadError(link, "links to a folder above it (a loop): not followed"))
+        for folder, reason in found.unlisted:
+            # its files, unknown, would be missing from the dataset without a word
+            self._skip(folder, ReadError(folder, f"cannot list the folder: {reason}"))
         files = []
         for path in found.files:
             try:
@@ -260,9 +283,26 @@ class MeshFolder(Dataset):
             else:
                 setattr(self, name, [item for item, keep in zip(value, kept) if keep])
 
+    def _rels(self) -> list[str]:
+        return [p.relative_to(self.root).as_posix() for p in self.files]
+
+    def _check_read(self, index: int, sample: dict[str, Any]) -> None:
+        """The rows read must be the rows the size scan counted: a file rewritten between the
+        scan and this read (or a size index that went stale within one mtime tick) would make
+        ``sizes`` lie to the sampler, and labels planned for the old file apply to the new."""
+        for name, counts in self.raw_field_sizes.items():
+            value = sample.get(name)
+            rows = len(value) if getattr(value, "ndim", 0) >= 1 else 0
+            if rows != int(counts[index]):
+                raise ReadError(
+                    self.files[index],
+                    f"has {rows} {name} rows now but {int(counts[index])} when the dataset was "
+                    "made: the file changed since (make the dataset again to read it)",
+                )
+
     def _sample_keys(self, rels: list[str]) -> list[str]:
         """Each file's ``"key"`` from its path relative to the root (``rels``)."""
-        return [sample_key(rel) for rel in rels]
+        return sample_keys(rels)
 
     def _count(
         self, index: str | os.PathLike | None, workers: int, progress: bool
@@ -278,10 +318,12 @@ class MeshFolder(Dataset):
 
     # ------------------------------------------------------------------ internals
     def _select(self, path: Path, sample: dict[str, Any]) -> dict[str, Any]:
-        missing = [f for f in self.fields if f not in sample]
+        # "key" and "label" are set after the selection: naming them in fields is no error
+        own = {"key"} | ({"label"} if self.labels is not None else set())
+        missing = [f for f in self.fields if f not in sample and f not in own]
         if missing:
             raise ReadError(path, f"has no {missing[0]!r} field (MeshFolder fields={self.fields})")
-        return {f: sample[f] for f in self.fields}
+        return {f: sample[f] for f in self.fields if f in sample}
 
     def _transform(self, sample: dict[str, Any], index: int) -> dict[str, Any]:
         return run_seeded(self.transform, sample, self.rng(index))
@@ -317,7 +359,12 @@ class _SizeIndex:
         stale: list[int] = []
         stats: list[tuple[int, int]] = []
         for i, path in enumerate(files):
-            st = path.stat()
+            try:
+                st = path.stat()
+            except OSError as exc:  # removed since it was listed: a bad file, not a crash
+                errors[i] = ReadError(path, f"cannot read the file: {exc.strerror or exc}")
+                stats.append((-1, -1))
+                continue
             stats.append((st.st_size, st.st_mtime_ns))
             entry = cached.get(path.relative_to(self.root).as_posix())
             if entry is None or tuple(entry[:2]) != stats[-1]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from hetload.data.labels import folder_classes
@@ -34,6 +35,18 @@ class ModelNet(MeshFolder):
             if name in options:
                 raise TypeError(f"ModelNet sets {name!r} itself (the layout fixes it)")
         self.split = split
+        for name in folder_classes(root):
+            folder = Path(root) / name
+            # root/chair/*.off without root/chair/train/: not ModelNet's layout, and the class
+            # would be empty in every split without a word
+            if not (folder / split).is_dir() and any(
+                p.suffix.lower() == ".off" for p in folder.iterdir() if not p.name.startswith(".")
+            ):
+                raise ValueError(
+                    f"ModelNet: {folder} holds .off files but no {split}/ folder (the layout is "
+                    "root/<class>/<split>/*.off); for a folder per class use MeshFolder(root, "
+                    "labels='folder')"
+                )
         super().__init__(
             root,
             f"*/{split}/*",

@@ -122,6 +122,8 @@ class ScanNetScenes(LayoutFolder):
     def _find_files(self, pattern: str, extensions: Sequence[str]) -> list[Path]:
         found: dict[str, tuple[Path, Path | None]] = {}  # scene -> (mesh, .labels.ply)
         for entry in sorted(self.root.iterdir()):
+            if entry.name.startswith("."):
+                continue  # hidden: macOS "._scene.ply" metadata, editors' folders; never scenes
             if entry.is_dir():
                 name = entry.name
                 plain, labelled = entry / (name + _PLAIN), entry / (name + _LABELLED)
@@ -199,10 +201,38 @@ def point_labels(path: str | os.PathLike, sample: dict[str, Any]) -> dict[str, A
         values = sample.pop(source)
         if source + "_sizes" in sample or values.ndim != 1 or len(values) != n:
             raise ReadError(path, f"vertex property {prop!r} is not one number per vertex")
-        if values.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
-            raise ReadError(path, f"vertex property {prop!r} holds non-integral labels")
-        sample[field] = values.astype(np.int64)
+        sample[field] = _int64_labels(path, prop, values)
     return sample
+
+
+_INT64 = np.iinfo(np.int64)
+
+
+def _int64_labels(path: str | os.PathLike, prop: str, values: np.ndarray) -> np.ndarray:
+    """``values`` as int64, refusing what the cast would change: fractions, NaN, and numbers
+    beyond int64 (a float 1e19 or a uint64 2**63 would wrap to a negative label)."""
+    if values.dtype.kind not in "iuf":
+        raise ReadError(path, f"vertex property {prop!r} has dtype {values.dtype}, not numbers")
+    if values.size and values.dtype.kind == "f":
+        if not np.array_equal(values, np.round(values)):
+            raise ReadError(path, f"vertex property {prop!r} holds non-integral labels")
+        # 2**63 is a float64 exactly; every whole float below it fits int64
+        if values.min() < -(2.0**63) or values.max() >= 2.0**63:
+            raise ReadError(path, f"vertex property {prop!r} holds labels beyond int64")
+    elif values.size and values.dtype.kind == "u" and int(values.max()) > _INT64.max:
+        raise ReadError(path, f"vertex property {prop!r} holds labels beyond int64")
+    return values.astype(np.int64)
+
+
+def _json_ints(path: Path, what: str, values: list) -> np.ndarray:
+    """A JSON list of integers as int64 ``[len]``; a float, bool or string entry is refused
+    (``np.asarray(dtype=int64)`` would truncate 2.7 to 2 and read ``true`` as 1)."""
+    for i, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ReadError(path, f"{what}[{i}] is {value!r:.40}, not an integer")
+        if not _INT64.min <= value <= _INT64.max:
+            raise ReadError(path, f"{what}[{i}] is {value}, beyond int64")
+    return np.asarray(values, dtype=np.int64)
 
 
 def _instances(folder: Path, scene: str, n_verts: int) -> np.ndarray | None:
@@ -225,15 +255,15 @@ def _instances(folder: Path, scene: str, n_verts: int) -> np.ndarray | None:
     for i, group in enumerate(groups):
         if not isinstance(group, dict) or not isinstance(group.get("segments"), list):
             raise ReadError(agg, f"segGroups[{i}] has no segments list")
-        if not isinstance(group.get("objectId"), int):
+        object_id = group.get("objectId")
+        if isinstance(object_id, bool) or not isinstance(object_id, int):
             raise ReadError(agg, f"segGroups[{i}] has no integer objectId")
+        _json_ints(agg, f"segGroups[{i}].segments", group["segments"])
+        _json_ints(agg, f"segGroups[{i}].objectId", [object_id])
         keys.extend(group["segments"])
-        objects.extend([group["objectId"]] * len(group["segments"]))
-    try:
-        vertex_seg = np.asarray(seg_of_vertex, dtype=np.int64)
-        seg_keys = np.asarray(keys, dtype=np.int64)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ReadError(segs, f"segment ids are not integers ({exc})") from None
+        objects.extend([object_id] * len(group["segments"]))
+    vertex_seg = _json_ints(segs, "segIndices", seg_of_vertex)
+    seg_keys = np.asarray(keys, dtype=np.int64)
     # the later group wins a segment listed twice: unique over the reversed lists keeps it
     unique, first = np.unique(seg_keys[::-1], return_index=True)
     owner = np.asarray(objects, dtype=np.int64)[::-1][first]

@@ -24,6 +24,7 @@ import numpy as np
 from hetload.data.label_map import LabelMap
 from hetload.data.layout import LayoutFolder
 from hetload.errors import ErrorPolicy, OnError
+from hetload.guards import read_regular
 from hetload.io import ReadError
 from hetload.io.read_error import check_finite
 
@@ -53,7 +54,8 @@ class SemanticKITTI(LayoutFolder):
             ``{raw id: id}`` dict, a loaded ``semantic-kitti.yaml`` or its path (its
             ``learning_map``). A raw id it does not list is an error of that frame.
         transform, on_error, fields, seed, report_path: as :class:`~hetload.data.MeshFolder`.
-        allow_nonfinite: keep NaN / infinite coordinates instead of refusing the scan.
+        allow_nonfinite: keep NaN / infinite coordinates and remissions instead of refusing
+            the scan.
 
     A sample: ``verts`` f32 ``[N, 3]``, ``remission`` f32 ``[N]``, and where labelled
     ``semantic`` int64 ``[N]`` and ``instance`` int64 ``[N]``, all aligned with ``verts``
@@ -110,12 +112,19 @@ class SemanticKITTI(LayoutFolder):
         files, keys = [], []
         for seq in self.sequences:
             for path in sorted((self.root / "sequences" / seq / "velodyne").glob("*.bin")):
+                if path.name.startswith("."):
+                    # hidden: macOS copies leave "._000000.bin" (AppleDouble metadata, 4096
+                    # bytes: a whole number of "points"), never a scan
+                    continue
                 files.append(path)
                 keys.append(f"{seq}/{path.stem}")
         self._layout_keys = keys
         self.label_files = [p.parent.parent / "labels" / (p.stem + ".label") for p in files]
+        # a .label that is there but broken (a dangling link, a folder, unreadable) is an error
+        # of its frame, not a frame without labels: only an absent one means "unlabelled"
         self.labelled = np.array(
-            [self.read_labels is not False and p.is_file() for p in self.label_files], dtype=bool
+            [self.read_labels is not False and os.path.lexists(p) for p in self.label_files],
+            dtype=bool,
         )
         return files
 
@@ -128,7 +137,10 @@ class SemanticKITTI(LayoutFolder):
             try:
                 counts[i, 0] = self._points(path, path.stat().st_size)
                 if self.labelled[i]:
-                    self._check_labels(i, self.label_files[i].stat().st_size, counts[i, 0])
+                    label = self.label_files[i]
+                    if not label.is_file():
+                        raise ReadError(label, "is not a regular file (a dangling link, a folder?)")
+                    self._check_labels(i, label.stat().st_size, counts[i, 0])
                 elif self.read_labels:
                     raise ReadError(self.label_files[i], "the label file is missing (labels=True)")
             except OSError as exc:
@@ -144,9 +156,12 @@ class SemanticKITTI(LayoutFolder):
         # views of the file's bytes (read-only); the fields below are fresh copies
         points = np.frombuffer(data, dtype="<f4").reshape(n, 4)
         verts = points[:, :3].astype(np.float32)  # native order, contiguous
+        remission = points[:, 3].astype(np.float32)
         if not self.allow_nonfinite:
             check_finite(path, "point", verts, lambda row: f"point {row}")
-        sample: dict[str, Any] = {"verts": verts, "remission": points[:, 3].astype(np.float32)}
+            # a NaN remission is as wrong as a NaN coordinate: a model's input feature
+            check_finite(path, "remission of point", remission, lambda row: f"point {row}")
+        sample: dict[str, Any] = {"verts": verts, "remission": remission}
         if self.labelled[index]:
             data = _read(self.label_files[index])
             self._check_labels(index, len(data), n)
@@ -185,9 +200,11 @@ class SemanticKITTI(LayoutFolder):
 
 def _read(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        return read_regular(path)  # a FIFO would block: refused
     except OSError as exc:
         raise ReadError(path, f"cannot read the file: {exc.strerror or exc}") from exc
+    except ValueError as exc:  # NotRegularFile
+        raise ReadError(path, str(exc).removeprefix(f"{path}: ")) from exc
 
 
 def _sequence_names(root: Path, sequences: str | Iterable[int | str] | None) -> list[str]:
@@ -195,7 +212,8 @@ def _sequence_names(root: Path, sequences: str | Iterable[int | str] | None) -> 
     if not base.is_dir():
         raise ValueError(f"SemanticKITTI: {base} is not a directory (expected root/sequences/)")
     if sequences is None:
-        return sorted(p.name for p in base.iterdir() if (p / "velodyne").is_dir())
+        found = [p for p in base.iterdir() if not p.name.startswith(".")]
+        return sorted(p.name for p in found if (p / "velodyne").is_dir())
     if isinstance(sequences, str):
         if sequences not in SPLITS:
             raise ValueError(
@@ -204,6 +222,9 @@ def _sequence_names(root: Path, sequences: str | Iterable[int | str] | None) -> 
             )
         sequences = SPLITS[sequences]
     names = [f"{s:02d}" if isinstance(s, (int, np.integer)) else str(s) for s in sequences]
+    twice = sorted({s for s in names if names.count(s) > 1})
+    if twice:  # [8, "08"]: every frame of the sequence would be served twice an epoch
+        raise ValueError(f"SemanticKITTI: sequence(s) {twice} listed twice")
     missing = [s for s in names if not (base / s / "velodyne").is_dir()]
     if missing:
         raise ValueError(

@@ -107,6 +107,9 @@ class ShapeNetCore(LayoutFolder):
         )
         self.classes = list(chosen)
         self.targets = self._synset_labels
+        # MeshFolder sets "label" from these after fields and transform, as it sets "key":
+        # ``fields=["verts"]`` or a transform building a new dict dropped it
+        self.labels = self.targets
         self.class_names = [taxonomy[s][0] if s in taxonomy else s for s in self.classes]
         if self.missing:
             log.warning(
@@ -121,6 +124,8 @@ class ShapeNetCore(LayoutFolder):
         self.missing: list[Path] = []
         for label, synset in enumerate(self._synsets):
             for model in sorted((self.root / synset).iterdir()):
+                if model.name.startswith("."):
+                    continue  # hidden (".DS_Store", "._model"): never a model
                 path = model / self.model_file
                 if path.is_file():
                     files.append(path)
