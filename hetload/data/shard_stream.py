@@ -234,6 +234,8 @@ class ShardStream(PlannedStream, IterableDataset):
     def __iter__(self) -> Iterator[Any]:
         info = get_worker_info()
         workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
+        if info is None:
+            self._share_once(workers)  # one collective when a process group is initialised
         epoch = self.epoch + self._started
         self._started += 1
         history, start, worker_state = self._resume_for(epoch, workers)
@@ -260,7 +262,13 @@ class ShardStream(PlannedStream, IterableDataset):
             mine = (worker + first) % workers
             skip = plan.worker_steps(self.rank, start)[mine]
         worker = mine
-        self._running = {"epoch": epoch, "history": history, "workers": workers, "plan": mine}
+        self._running = {
+            "epoch": epoch,
+            "history": history,
+            "workers": workers,
+            "plan": mine,
+            "steps": plan.steps,
+        }
         # the rank's step counts, in the main process, from where the segment resumes
         self._yielded = start if info is None else skip
         if worker == 0 and start == 0 and skip == 0:
