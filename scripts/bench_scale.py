@@ -1,12 +1,13 @@
 """The cost of ShardStream's epoch plan per rank at scale, by simulation (no shard is read).
 
-Every rank computes the plan of the whole job (the batch counts of every rank's workers, to
-even the steps) and keeps the sample numbers of its own batches. This script builds that plan
-from synthetic sizes (log-normal points per sample, ``--samples`` over ``--shards`` shards) for
-rank 0 of ``--ranks`` x ``--workers``, and reports its time and memory (tracemalloc peak: numpy
-buffers included), the plan of a resume at another world size (all ranks materialized once to
-find the consumed samples), and the index: bytes per sample of ``index.json`` and its load
-time, measured on a real index of ``--index-samples`` samples and scaled linearly.
+Each rank dry-runs the batcher on its own workers' streams and learns the other ranks' batch
+counts by one all-gather (``ShardStream.share_plan``); here the gathered counts are computed
+beforehand (what the other 63 ranks would send) and the per-rank work is timed alone: rank 0's
+draft and evening. Also timed: the dry run of every rank (the plan without a process group),
+an elastic resume at half and at twice the world size from mid-epoch (the new rank 0 dry-runs
+the old ranks it takes over, then its own streams), and the index: bytes per sample of
+``index.json`` and its load time, measured on a real index of ``--index-samples`` samples and
+scaled linearly.
 
     python scripts/bench_scale.py --samples 10_000_000 --shards 100_000 --ranks 64 --workers 8
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from hetload.data.shard_stream import ShardStream, fixed_batches, token_batches
-from hetload.data.stream_plan import plan_segment, shard_order, stream_seed
+from hetload.data.stream_segments import EpochPlanner
 
 
 def synthetic(samples: int, shards: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -33,23 +34,24 @@ def synthetic(samples: int, shards: int, seed: int = 0) -> tuple[np.ndarray, np.
     return sizes, starts
 
 
-def plan(sizes, starts, *, ranks, workers, batcher, keep, segment=0, mask=None):
-    def remaining(k: int) -> np.ndarray:
-        ids = np.arange(starts[k], starts[k + 1], dtype=np.int64)
-        return ids if mask is None else ids[mask[starts[k] : starts[k + 1]]]
-
-    return plan_segment(
-        order=shard_order(starts.shape[0] - 1, 0, 0, segment, True).tolist(),
-        remaining=remaining,
+def planner(sizes, starts, batcher, history=()) -> EpochPlanner:
+    return EpochPlanner(
+        starts=starts,
         sizes=sizes,
-        world=ranks,
-        workers=workers,
         batcher=batcher,
-        seed_of=lambda r, w: stream_seed(0, 0, r, w, segment),
+        seed=0,
+        epoch=0,
+        shuffle=True,
         even="exact",
-        segment=segment,
-        keep=keep,
+        history=list(history),
     )
+
+
+def rank_plan(sizes, starts, batcher, world, workers, steps, history=()):
+    """Rank 0's evened plan of the segment after ``history``, given the gathered ``steps``."""
+    p = planner(sizes, starts, batcher, history)
+    draft = p.draft(len(history), world, workers, 0, keep=True)
+    return p.evened(draft, steps)
 
 
 def measure(fn):
@@ -107,7 +109,7 @@ def main() -> None:
         f"{args.samples:,} samples, {args.shards:,} shards, {args.ranks} ranks x "
         f"{args.workers} workers; load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
-    common = {"ranks": args.ranks, "workers": args.workers}
+    world, workers = args.ranks, args.workers
     for name, batcher in (
         ("fixed_batches(32)", fixed_batches(32)),
         (
@@ -115,36 +117,39 @@ def main() -> None:
             token_batches(args.max_tokens, args.buffer_size),
         ),
     ):
-        p, seconds, peak = measure(
-            lambda b=batcher: plan(sizes, starts, batcher=b, keep=frozenset([0]), **common)
+        # every rank dry-run: the plan without a process group (and the gathered counts)
+        (totals, _), every_s, every_mib = measure(
+            lambda b=batcher: planner(sizes, starts, b).totals(world, workers, frozenset())
         )
+        mine, seconds, peak = measure(
+            lambda b=batcher, t=totals: rank_plan(sizes, starts, b, world, workers, t.steps)
+        )
+        assert sum(mine.quota) == totals.steps
         print(
-            f"plan per rank, {name}: {seconds:.2f} s, peak {peak:.0f} MiB "
-            f"(sizes array {sizes.nbytes / 2**20:.0f} MiB not counted); "
-            f"{p.batches_per_rank()} steps, {p.split} splits, {p.repeated} repeats"
+            f"plan per rank, {name}: {seconds:.3f} s, peak {peak:.0f} MiB (own {workers} "
+            f"workers + the gathered counts; sizes array {sizes.nbytes / 2**20:.0f} MiB not "
+            f"counted); every rank dry-run (no process group): {every_s:.3f} s, peak "
+            f"{every_mib:.0f} MiB, {every_s / seconds:.0f}x; {totals.steps} steps, "
+            f"{totals.split} splits, {totals.repeated} repeats"
         )
-        # an elastic resume: the saved segment with every rank's batches, then the new one
-        step = p.batches_per_rank() // 2
-
-        def resume(b=batcher, step=step):
-            old = plan(sizes, starts, batcher=b, keep=None, **common)
-            left = ~old.consumed(step, sizes.shape[0])
-            return plan(
-                sizes,
-                starts,
-                batcher=b,
-                keep=frozenset([0]),
-                ranks=args.ranks // 2,
-                workers=args.workers,
-                segment=1,
-                mask=left,
+        step = totals.steps // 2
+        history = [[world, workers, step, totals.steps]]
+        for new_world in (world // 2, world * 2):
+            # the new segment's gathered counts, computed beforehand (every new rank's)
+            resumed, _ = planner(sizes, starts, batcher, history).totals(
+                new_world, workers, frozenset()
             )
-
-        _, seconds, peak = measure(resume)
-        print(
-            f"  resume at {args.ranks // 2} ranks from step {step}: {seconds:.2f} s, "
-            f"peak {peak:.0f} MiB"
-        )
+            got, seconds, peak = measure(
+                lambda b=batcher, w=new_world, t=resumed, h=history: rank_plan(
+                    sizes, starts, b, w, workers, t.steps, h
+                )
+            )
+            assert sum(got.quota) == resumed.steps
+            print(
+                f"  resume at {new_world} ranks from step {step}: {seconds:.2f} s, peak "
+                f"{peak:.0f} MiB ({resumed.samples:,} samples left, {resumed.steps} steps, "
+                f"{resumed.split} splits, {resumed.repeated} repeats)"
+            )
     per_sample, load, first = index_cost(args.index_samples)
     print(
         f"index.json: {per_sample:.0f} B/sample, load {load * 1e6:.1f} us/sample -> at "
