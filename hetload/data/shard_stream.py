@@ -186,18 +186,14 @@ class ShardStream(PlannedStream, IterableDataset):
         # batches are cut on these sizes, from the index after the transform as it states them
         # (out_size), both in the plan's dry run and in the stream itself (each streamed sample
         # is matched to its index entry by key), so the two agree whatever `fields` decodes
-        per_shard = [
-            np.maximum(np.asarray(shard.rows.get(size_field, [0] * shard.nsamples)), 0)
-            for shard in self.index.shards
-        ]
         settings = self.index.info.get("settings", {})
         targets = settings.get("targets", {}) if isinstance(settings, dict) else {}
         #: the class names ``label`` numbers (written by ``preprocess --labels``), or None
         self.classes: list[str] | None = targets.get("classes") if targets else None
-        counts = [shard.nsamples for shard in self.index.shards]
+        counts = self.index.counts()
         self._starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
         # one array for every sample (no per-shard Python lists held by every worker copy)
-        rows = np.concatenate(per_shard) if per_shard else np.zeros(0, np.int64)
+        rows = np.maximum(self.index.rows(size_field or ""), 0)
         flat = np.asarray(out_sizes(transform, rows, size_field or "verts"), dtype=np.int64)
         # int32 while it fits: 4 bytes per sample held by every rank and worker
         fits = flat.size == 0 or int(flat.max()) < 2**31
