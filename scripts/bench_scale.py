@@ -5,9 +5,10 @@ counts by one all-gather (``ShardStream.share_plan``); here the gathered counts 
 beforehand (what the other 63 ranks would send) and the per-rank work is timed alone: rank 0's
 draft and evening. Also timed: the dry run of every rank (the plan without a process group),
 an elastic resume at half and at twice the world size from mid-epoch (the new rank 0 dry-runs
-the old ranks it takes over, then its own streams), and the index: bytes per sample of
-``index.json`` and its load time, measured on a real index of ``--index-samples`` samples and
-scaled linearly.
+the old ranks it takes over, then its own streams), and the index: a synthetic columnar sidecar
+at full scale (its size, ``ShardIndex.load`` time and memory, and rank 0's setup up to its
+plan), against ``index.json`` with per-sample lists, measured on a real index of
+``--index-samples`` samples and scaled linearly.
 
     python scripts/bench_scale.py --samples 10_000_000 --shards 100_000 --ranks 64 --workers 8
 """
@@ -94,6 +95,103 @@ def index_cost(n: int) -> tuple[float, float, float]:
     return size / n, load / n, first
 
 
+def rss_mib() -> float:
+    """This process's resident memory (Linux), MiB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def synthetic_index(sizes: np.ndarray, starts: np.ndarray, folder: Path) -> None:
+    """An index of ``sizes`` (verts rows) with faces, in ``folder``: the per-sample columns a
+    real run would write (tar layout: 512-byte headers, data padded to 512), as a sidecar."""
+    from hetload.shards.columns import ColumnShards, IndexColumns
+    from hetload.shards.index import ShardIndex
+
+    n = sizes.shape[0]
+    counts = np.diff(starts)
+    verts = sizes.astype(np.int64)
+    faces = verts * 2
+    member = {
+        "json": np.full(n, 80, np.int64),
+        "verts.npy": 128 + verts * 12,
+        "faces.npy": 128 + faces * 24,
+    }
+    padded = {s: (v + 511) // 512 * 512 for s, v in member.items()}
+    span = sum(512 + p for p in padded.values())
+    shard_of = np.repeat(np.arange(counts.shape[0]), counts)
+    cum = np.cumsum(span) - span  # global byte position; each shard restarts at 0
+    start = cum - cum[starts[:-1]][shard_of]
+    end = start + span
+    offset, at = {}, start.copy()
+    for s in ("json", "verts.npy", "faces.npy"):
+        offset[s] = at + 512
+        at = at + 512 + padded[s]
+    keys = np.char.zfill(np.arange(n).astype("U9"), 9).astype("S9")
+    columns = IndexColumns(
+        counts=counts.astype(np.int64),
+        start=start,
+        end=end,
+        offset=offset,
+        size=member,
+        rows={"verts": verts, "faces": faces},
+        key_offsets=np.arange(n + 1, dtype=np.int64) * 9,
+        key_blob=np.frombuffer(keys.tobytes(), dtype=np.uint8),
+    )
+    last = end[np.maximum(starts[1:] - 1, 0)]
+    heads = [(f"shard-{k:06d}.tar", int(c), int(last[k]) + 1024, "") for k, c in enumerate(counts)]
+    index = ShardIndex(ColumnShards(columns, heads), root=str(folder), name="synthetic")
+    index._columns = columns
+    index.write(folder / "index.json", lists=False)
+
+
+def sidecar_cost(sizes, starts, args, totals) -> None:
+    """Write a synthetic sidecar index at full scale; time ``ShardIndex.load`` (memory: the
+    tracemalloc peak and the growth of resident memory, the mapped columns counted as they are
+    touched) and the setup of rank 0's ``ShardStream`` up to its plan (the gathered counts
+    injected as ``share_plan`` would leave them)."""
+    from hetload.shards.index import ShardIndex
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        start = time.perf_counter()
+        synthetic_index(sizes, starts, folder)
+        written = time.perf_counter() - start
+        on_disk = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        json_bytes = (folder / "index.json").stat().st_size
+        before = rss_mib()
+        start = time.perf_counter()
+        index = ShardIndex.load(folder)
+        load = time.perf_counter() - start
+        grown = rss_mib() - before
+        _, _, peak = measure(lambda: ShardIndex.load(folder))
+        n = sizes.shape[0]
+        print(
+            f"sidecar index at {n:,}: {on_disk / n:.0f} B/sample on disk (index.json "
+            f"{json_bytes / 2**20:.1f} MiB, per shard), written in {written:.1f} s; "
+            f"ShardIndex.load {load:.2f} s (columns checked), RSS +{grown:.0f} MiB, "
+            f"tracemalloc peak {peak:.0f} MiB"
+        )
+        start = time.perf_counter()
+        stream = ShardStream(
+            index,
+            rank=0,
+            world_size=args.ranks,
+            max_tokens=args.max_tokens,
+            buffer_size=args.buffer_size,
+        )
+        built = time.perf_counter() - start
+        stream.__dict__["_shared"] = {(0, (), args.ranks, args.workers): totals}
+        start = time.perf_counter()
+        steps = stream.num_batches(args.workers)
+        planned = time.perf_counter() - start
+        assert steps == totals.steps
+        print(
+            f"  rank 0 of {args.ranks} ready to read: load {load:.2f} s + ShardStream "
+            f"{built:.2f} s + its plan {planned:.2f} s = {load + built + planned:.2f} s "
+            "(then its first shard's read)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=1_000_000)
@@ -150,6 +248,7 @@ def main() -> None:
                 f"{peak:.0f} MiB ({resumed.samples:,} samples left, {resumed.steps} steps, "
                 f"{resumed.split} splits, {resumed.repeated} repeats)"
             )
+    sidecar_cost(sizes, starts, args, totals)  # (totals: the token batcher's, above)
     per_sample, load, first = index_cost(args.index_samples)
     print(
         f"index.json: {per_sample:.0f} B/sample, load {load * 1e6:.1f} us/sample -> at "
