@@ -201,6 +201,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=262_144)
     parser.add_argument("--buffer-size", type=int, default=1024)
     parser.add_argument("--index-samples", type=int, default=20_000)
+    parser.add_argument(
+        "--index-only", action="store_true", help="only the index (no plan of fixed batches)"
+    )
     args = parser.parse_args()
     sizes, starts = synthetic(args.samples, args.shards)
     print(
@@ -208,13 +211,15 @@ def main() -> None:
         f"{args.workers} workers; load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
     world, workers = args.ranks, args.workers
+    tokens = token_batches(args.max_tokens, args.buffer_size)
+    if args.index_only:  # (the gathered counts only, for the stream's setup)
+        totals, _ = planner(sizes, starts, tokens).totals(world, workers, frozenset())
     for name, batcher in (
         ("fixed_batches(32)", fixed_batches(32)),
-        (
-            f"token_batches({args.max_tokens}, {args.buffer_size})",
-            token_batches(args.max_tokens, args.buffer_size),
-        ),
+        (f"token_batches({args.max_tokens}, {args.buffer_size})", tokens),
     ):
+        if args.index_only:
+            break
         # every rank dry-run: the plan without a process group (and the gathered counts)
         (totals, _), every_s, every_mib = measure(
             lambda b=batcher: planner(sizes, starts, b).totals(world, workers, frozenset())

@@ -27,7 +27,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ __all__ = ["COLUMNS_FROM", "ColumnShards", "IndexColumns", "KeyColumn", "load_co
 #: indexes of more samples keep their per-sample columns in the sidecar only
 COLUMNS_FROM = 100_000
 _FORMAT = 1
+_CHUNK = 1 << 20  # samples per validation pass
 
 
 class KeyColumn(Sequence[str]):
@@ -121,18 +122,15 @@ class IndexColumns:
         )
 
     def files(self) -> dict[str, np.ndarray]:
-        """The sidecar's files and their arrays (sizes and rows as int32 where they fit)."""
-        out = {
-            "counts": self.counts,
-            "start": self.start,
-            "end": self.end,
-            "key_offsets": self.key_offsets,
-            "key_blob": self.key_blob,
-        }
+        """The sidecar's files and their arrays (int32 where the values fit: most shards are
+        below 2 GiB, and every byte less is a page less to map)."""
+        out = {"counts": self.counts, "key_blob": self.key_blob}
+        named = {"start": self.start, "end": self.end, "key_offsets": self.key_offsets}
         for kind, columns in (("offset", self.offset), ("size", self.size), ("rows", self.rows)):
-            for name, column in columns.items():
-                small = kind != "offset" and (column.size == 0 or int(column.max()) < 2**31)
-                out[f"{kind}.{name}"] = column.astype(np.int32 if small else np.int64)
+            named.update({f"{kind}.{name}": column for name, column in columns.items()})
+        for file, column in named.items():
+            small = column.size == 0 or int(column.max()) < 2**31
+            out[file] = column.astype(np.int32 if small else np.int64)
         return out
 
     def digest(self) -> str:
@@ -286,35 +284,38 @@ def load_columns(folder: str, digest: str, counts: Sequence[int], where: str) ->
     first = np.zeros(n, dtype=bool)
     starts = np.concatenate([[0], np.cumsum(counts_col, dtype=np.int64)])
     first[starts[:-1][counts_col > 0]] = True
-    bad = np.flatnonzero((start < 0) | (end <= start))
-    if bad.size:
-        i = int(bad[0])
+    i = _first(n, lambda a, b: (start[a:b] < 0) | (end[a:b] <= start[a:b]))
+    if i is not None:
         raise fail("end", i, f"{end[i]} is not after start {start[i]}")
     # within a shard samples follow each other: start[i] >= end[i - 1]
-    bad = np.flatnonzero((start[1:] < end[:-1]) & ~first[1:])
-    if bad.size:
-        i = int(bad[0]) + 1
+    i = _first(n - 1, lambda a, b: (start[a + 1 : b + 1] < end[a:b]) & ~first[a + 1 : b + 1])
+    if i is not None:
+        i += 1
         raise fail("start", i, f"{start[i]} is before the previous sample's end {end[i - 1]}")
     key_offsets = column("key_offsets", n + 1)
-    if key_offsets[0] != 0 or (np.diff(key_offsets) <= 0).any():
-        i = int(np.argmax(np.diff(key_offsets) <= 0)) if key_offsets[0] == 0 else 0
-        raise fail("key_offsets", i, "offsets must start at 0 and increase (non-empty keys)")
+    i = _first(n, lambda a, b: key_offsets[a + 1 : b + 1] <= key_offsets[a:b])
+    if key_offsets[0] != 0 or i is not None:
+        raise fail("key_offsets", i or 0, "offsets must start at 0 and increase (non-empty keys)")
     blob = column("key_blob", int(key_offsets[-1]), kinds="u")
     if blob.dtype != np.uint8:
         raise ValueError(f"{folder}/key_blob.npy: column 'key_blob' must be uint8")
-    if (blob == 0).any():
-        raise fail("key_blob", int(np.argmax(blob == 0)), "a key holds a NUL byte")
+    i = _first(blob.shape[0], lambda a, b: blob[a:b] == 0)
+    if i is not None:
+        raise fail("key_blob", i, "a key holds a NUL byte")
     offsets, sizes = {}, {}
     for suffix in members:
         offset = column(f"offset.{suffix}", n)
         size = column(f"size.{suffix}", n)
-        absent = offset < 0
-        outside = (size < 0) | (offset < start + 512) | (offset + size > end)
-        wrong = np.where(absent, size != -1, outside)
-        if suffix == "json":
-            wrong |= absent
-        if wrong.any():
-            i = int(np.argmax(wrong))
+
+        def outside(a: int, b: int, offset=offset, size=size, json=suffix == "json") -> np.ndarray:
+            o, z = offset[a:b].astype(np.int64), size[a:b].astype(np.int64)
+            lo, hi = start[a:b].astype(np.int64) + 512, end[a:b].astype(np.int64)
+            absent = o < 0
+            wrong = np.where(absent, z != -1, (z < 0) | (o < lo) | (o + z > hi))
+            return wrong | absent if json else wrong
+
+        i = _first(n, outside)
+        if i is not None:
             raise fail(
                 f"offset.{suffix}",
                 i,
@@ -326,12 +327,22 @@ def load_columns(folder: str, digest: str, counts: Sequence[int], where: str) ->
     for name in names:
         if f"{name}.npy" not in offsets:
             raise ValueError(f"{meta_path}: rows of {name!r}, a field without a member column")
-        column_rows = column(f"rows.{name}", n)
-        if ((column_rows >= 0) != (offsets[f"{name}.npy"] >= 0)).any():
-            i = int(np.argmax((column_rows >= 0) != (offsets[f"{name}.npy"] >= 0)))
+        column_rows, present = column(f"rows.{name}", n), offsets[f"{name}.npy"]
+        i = _first(n, lambda a, b, c=column_rows, p=present: (c[a:b] >= 0) != (p[a:b] >= 0))
+        if i is not None:
             raise fail(f"rows.{name}", i, "disagrees with its member's presence")
         rows[name] = column_rows
     return IndexColumns(counts_col, start, end, offsets, sizes, rows, key_offsets, blob)
+
+
+def _first(n: int, bad: Callable[[int, int], np.ndarray]) -> int | None:
+    """The first ``i`` in ``[0, n)`` where ``bad(a, b)`` (bool ``[b - a]`` over ``a:b``) holds,
+    evaluated a chunk at a time (the temporaries stay a few MiB at any index size)."""
+    for a in range(0, n, _CHUNK):
+        hits = np.flatnonzero(bad(a, min(n, a + _CHUNK)))
+        if hits.size:
+            return a + int(hits[0])
+    return None
 
 
 def _read(path: str, remote: bool) -> bytes:
