@@ -1,9 +1,10 @@
 """``ShardStream``: preprocessed shards streamed through WebDataset, batched, collated.
 
-Each epoch every process computes the same global plan from the index alone, without
-communicating (:mod:`hetload.data.stream_plan`): the shards are permuted by ``(seed, epoch)``
-and dealt to ranks and their DataLoader workers; each worker's batches are cut by a dry run of
-the batcher on the sizes the index holds; every rank runs the same number of steps. By default
+Each epoch every rank plans its own batches from the index (:mod:`hetload.data.stream_plan`):
+the shards are permuted by ``(seed, epoch)`` and dealt to ranks and their DataLoader workers;
+each worker's batches are cut by a dry run of the batcher on the sizes the index holds; every
+rank runs the same number of steps, learned from the others' batch counts by one all-gather
+(:meth:`ShardStream.share_plan`; without a process group, by a dry run of every rank). By default
 (``even="exact"``) every sample is served exactly once per epoch across all ranks: a rank short
 of steps splits its largest batches, and only where it has fewer samples than steps repeats
 one, in a batch whose samples carry ``is_repeat=True``. A worker then reads its shards and
@@ -103,9 +104,13 @@ class ShardStream(PlannedStream, IterableDataset):
     where the sample was already served this epoch and only fills a step (weigh it 0 in the
     loss to count every sample once).
 
+    **Many ranks**: call :meth:`share_plan` on every rank after :meth:`set_epoch`, before the
+    ``DataLoader`` starts its workers (one all-gather; a loop over the stream in the main
+    process does it by itself), so that no rank dry-runs the others' batches.
+
     **Resuming** (:meth:`state_dict`, :meth:`load_state_dict`): the state names the epoch and
     the step reached, the same on every rank, so any one rank's state resumes the whole job,
-    also at another world size or worker count. torchdata's ``StatefulDataLoader`` saves and
+    also at another world size or worker count (:mod:`hetload.data.stream_segments`). torchdata's ``StatefulDataLoader`` saves and
     restores it per worker by itself (then at the same world size and worker count).
     """
 
