@@ -110,8 +110,9 @@ class ShardStream(PlannedStream, IterableDataset):
 
     **Resuming** (:meth:`state_dict`, :meth:`load_state_dict`): the state names the epoch and
     the step reached, the same on every rank, so any one rank's state resumes the whole job,
-    also at another world size or worker count (:mod:`hetload.data.stream_segments`). torchdata's ``StatefulDataLoader`` saves and
-    restores it per worker by itself (then at the same world size and worker count).
+    also at another world size or worker count (:mod:`hetload.data.stream_segments`).
+    torchdata's ``StatefulDataLoader`` saves and restores it per worker by itself (then at the
+    same world size and worker count).
     """
 
     def __init__(
