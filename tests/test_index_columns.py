@@ -170,3 +170,21 @@ def test_hetload_check_validates_an_index(pair, capsys):
     shutil.rmtree(sidecar(cols))
     assert main(["check", str(cols)]) == 1
     assert "is missing" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("entry", "value", "message"),
+    [
+        ("nsamples", 2.5, r"entry 3: 'nsamples' must be a non-negative int"),
+        ("filesize", True, r"entry 3: 'filesize' must be an int"),
+        ("url", "./shard-000001.tar", r"entries 1 and 3 list the same shard"),
+        ("sha256", 7, r"entry 3: 'sha256' must be a string"),
+    ],
+)
+def test_a_malformed_shard_line_of_a_sidecar_index_is_named(pair, entry, value, message):
+    _, cols = pair
+    data = json.loads((cols / "index.json").read_text())
+    data["shardlist"][3][entry] = value
+    (cols / "index.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=message):
+        ShardIndex.load(cols)

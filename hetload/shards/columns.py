@@ -308,10 +308,12 @@ def load_columns(folder: str, digest: str, counts: Sequence[int], where: str) ->
         size = column(f"size.{suffix}", n)
 
         def outside(a: int, b: int, offset=offset, size=size, json=suffix == "json") -> np.ndarray:
-            o, z = offset[a:b].astype(np.int64), size[a:b].astype(np.int64)
-            lo, hi = start[a:b].astype(np.int64) + 512, end[a:b].astype(np.int64)
+            o, z, hi = offset[a:b], size[a:b], end[a:b]
             absent = o < 0
-            wrong = np.where(absent, z != -1, (z < 0) | (o < lo) | (o + z > hi))
+            # int64 sums: int32 columns cannot overflow here
+            wrong = (z < 0) | (o < np.add(start[a:b], 512, dtype=np.int64))
+            wrong |= np.add(o, z, dtype=np.int64) > hi
+            wrong = np.where(absent, z != -1, wrong)
             return wrong | absent if json else wrong
 
         i = _first(n, outside)
