@@ -92,7 +92,7 @@ class ShardDataset(Dataset):
         # every sample's columns, in index order (memory-mapped from a large index's sidecar)
         columns = self.index.columns
         count = len(self.index.shards)
-        self._urls = [self.index.shard_url(i) for i in range(count)]
+        self._urls = self.index.shard_urls()
         self._shard_of = np.repeat(np.arange(count, dtype=np.int32), columns.counts)
         self._start, self._end = columns.start, columns.end
         self._keys = columns.keys  # keys[i] decodes one key (no list of N strings)

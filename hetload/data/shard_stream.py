@@ -154,7 +154,7 @@ class ShardStream(PlannedStream, IterableDataset):
         count = len(self.index.shards)
         if urls is not None and len(urls) != count:
             raise ValueError(f"ShardStream: {len(urls)} URLs given, the index lists {count} shards")
-        self.urls = urls if urls is not None else [self.index.shard_url(k) for k in range(count)]
+        self.urls = urls if urls is not None else self.index.shard_urls()
         self.rank, self.world_size = _world(rank, world_size)
         chosen = [x is not None for x in (batch_size, max_tokens, batcher)]
         if sum(chosen) != 1:

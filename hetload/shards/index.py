@@ -103,6 +103,15 @@ class ShardIndex:
         url = self.shards.heads[i][0] if isinstance(self.shards, ColumnShards) else None
         return join_url(self.root, url if url is not None else self.shards[i].url)
 
+    def shard_urls(self) -> list[str]:
+        """Every shard's :meth:`shard_url`, in one pass (100k shards: no per-shard joins)."""
+        urls = [head[0] for head in self.heads()]
+        joined = "\n" + "\n".join(urls)
+        if any(mark in joined for mark in ("://", "pipe:", "\n/")) or os.sep != "/":
+            return [join_url(self.root, url) for url in urls]
+        prefix = self.root if not self.root or self.root.endswith("/") else self.root + "/"
+        return [prefix + url for url in urls]
+
     def field_names(self) -> list[str]:
         """Every array field any sample holds, sorted."""
         if isinstance(self.shards, ColumnShards):
@@ -115,6 +124,13 @@ class ShardIndex:
         if column is None:
             return np.full(self.nsamples, -1, dtype=np.int64)
         return np.asarray(column, dtype=np.int64)
+
+    def head(self, i: int) -> tuple[str, int, int, str]:
+        """``(url, nsamples, filesize, sha256)`` of shard ``i``."""
+        if isinstance(self.shards, ColumnShards):
+            return self.shards.heads[i]
+        s = self.shards[i]
+        return s.url, s.nsamples, s.filesize, s.sha256
 
     def heads(self) -> list[tuple[str, int, int, str]]:
         """``(url, nsamples, filesize, sha256)`` of every shard (no per-sample column)."""
@@ -306,9 +322,8 @@ def check_shards(
     Raises:
         ShardError: naming the shard for a missing, truncated or replaced file.
     """
-    heads = index.heads()
-    for i in range(len(heads)) if shards is None else shards:
-        _, _, filesize, sha256 = heads[i]
+    for i in range(len(index.shards)) if shards is None else shards:
+        _, _, filesize, sha256 = index.head(i)
         path = index.shard_url(i)
         if is_url(path):
             continue
