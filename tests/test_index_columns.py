@@ -188,3 +188,24 @@ def test_a_malformed_shard_line_of_a_sidecar_index_is_named(pair, entry, value, 
     (cols / "index.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match=message):
         ShardIndex.load(cols)
+
+
+def test_a_mapped_index_crosses_to_workers_as_its_folder(pair):
+    import pickle
+
+    plain, cols = pair
+    index = ShardIndex.load(cols)
+    raw = pickle.dumps(index.columns)
+    assert len(raw) < 4096  # the folder, not 45 samples' columns (nor 10M)
+    again = pickle.loads(raw)
+    assert isinstance(again.start, np.memmap)
+    for name in ("start", "end", "key_offsets", "key_blob", "counts"):
+        assert np.array_equal(getattr(again, name), getattr(index.columns, name))
+    assert list(again.keys) == list(index.columns.keys)
+    assert sorted(again.offset) == sorted(index.columns.offset)
+    built = ShardIndex.load(plain).columns  # (from JSON lists: pickled whole)
+    assert np.array_equal(pickle.loads(pickle.dumps(built)).end, built.end)
+    # what a spawned DataLoader worker receives reads the same samples
+    ds = ShardDataset(cols)
+    copy = pickle.loads(pickle.dumps(ds))
+    assert [copy[i]["label"] for i in range(len(ds))] == [ds[i]["label"] for i in range(len(ds))]

@@ -193,6 +193,35 @@ class IndexColumns:
             rows=present(self.rows),
         )
 
+    def __getstate__(self) -> dict[str, Any]:
+        # a mapped sidecar crosses to DataLoader workers (spawn) as its folder, mapped again
+        # there, not as a copy of its columns (the folder's name carries their digest: a
+        # rewrite makes a new folder, so the files mapped are the ones checked)
+        source = self.__dict__.get("_source")
+        return {"_source": source} if source is not None else dict(self.__dict__)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        source = state.get("_source")
+        if source is None or len(state) > 1:
+            self.__dict__.update(state)
+            return
+        folder, members, names = source
+
+        def mapped(file: str) -> np.ndarray:
+            return np.load(f"{folder}/{file}.npy", mmap_mode="r", allow_pickle=False)
+
+        self.__dict__.update(
+            counts=mapped("counts"),
+            start=mapped("start"),
+            end=mapped("end"),
+            offset={s: mapped(f"offset.{s}") for s in members},
+            size={s: mapped(f"size.{s}") for s in members},
+            rows={n: mapped(f"rows.{n}") for n in names},
+            key_offsets=mapped("key_offsets"),
+            key_blob=mapped("key_blob"),
+            _source=source,
+        )
+
     def _starts(self) -> np.ndarray:
         cached = self.__dict__.get("_starts_cache")
         if cached is None:
@@ -334,7 +363,10 @@ def load_columns(folder: str, digest: str, counts: Sequence[int], where: str) ->
         if i is not None:
             raise fail(f"rows.{name}", i, "disagrees with its member's presence")
         rows[name] = column_rows
-    return IndexColumns(counts_col, start, end, offsets, sizes, rows, key_offsets, blob)
+    loaded = IndexColumns(counts_col, start, end, offsets, sizes, rows, key_offsets, blob)
+    if not remote:
+        loaded.__dict__["_source"] = (folder, list(members), list(names))
+    return loaded
 
 
 def _first(n: int, bad: Callable[[int, int], np.ndarray]) -> int | None:
