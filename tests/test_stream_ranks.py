@@ -173,3 +173,35 @@ def test_a_job_without_a_process_group_does_not_communicate(shards):
     s = stream(shards, 1, 2)
     assert not s.share_plan(2)  # no group: the plan is the dry run of every rank
     assert s.num_batches(2) == s.plan(2).steps
+
+
+@pytest.mark.parametrize(("old_world", "new_world"), [(4, 2), (3, 2), (2, 4), (2, 3)])
+def test_new_ranks_take_over_the_old_ranks_carried_shards(shards, old_world, new_world):
+    """The takeover rule written out plainly (one worker per rank, so a rank's shard list is
+    its dealing order): old rank ``o``'s carried shards are those it holds with a sample it
+    has not served by the step; shrinking, new rank ``r`` takes those of ``o % W' == r`` in
+    order; growing, the ``i``-th new rank on old rank ``o = r % W`` takes every ``m``-th."""
+    old = stream(shards, 0, old_world)
+    plan = old.plan(1)
+    step = plan.steps // 2
+    state = old.state_dict(step=step, num_workers=1)
+    carried = []
+    for o in range(old_world):
+        batches = plan.streams[o][0]
+        served = {
+            x for b in range(step) if not batches.repeat[b] for x in batches.batch(b).tolist()
+        }
+        own = plan.shards[o][0]
+        left = [k for k in own if set(range(*old._starts[k : k + 2].tolist())) - served]
+        carried.append(left)
+    for r in range(new_world):
+        new = stream(shards, r, new_world)
+        new.load_state_dict(state)
+        got = new.plan(1).shards[r][0]
+        if new_world <= old_world:
+            expected = [k for o in range(r, old_world, new_world) for k in carried[o]]
+        else:
+            o = r % old_world
+            share = len(range(o, new_world, old_world))
+            expected = carried[o][r // old_world :: share]
+        assert got == expected
