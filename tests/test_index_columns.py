@@ -4,6 +4,7 @@ truncated or malformed, with the file and column named."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -209,3 +210,37 @@ def test_a_mapped_index_crosses_to_workers_as_its_folder(pair):
     ds = ShardDataset(cols)
     copy = pickle.loads(pickle.dumps(ds))
     assert [copy[i]["label"] for i in range(len(ds))] == [ds[i]["label"] for i in range(len(ds))]
+
+
+@pytest.mark.parametrize("width", ["fixed", "mixed"])
+def test_hetload_check_finds_a_key_listed_twice_in_a_sidecar(pair, capsys, width):
+    from hetload.cli import main
+    from hetload.shards.columns import duplicate_key
+
+    _, cols = pair
+    folder = sidecar(cols)
+    blob = np.load(folder / "key_blob.npy")
+    offsets = np.load(folder / "key_offsets.npy")
+    assert duplicate_key(ShardIndex.load(cols).columns) is None
+    keys = [bytes(blob[a:b]) for a, b in itertools.pairwise(offsets)]
+    keys[30] = keys[4]  # (a sidecar written by something else: its digest is not checked here)
+    if width == "mixed":
+        keys[0] = b"k"
+    np.save(folder / "key_blob.npy", np.frombuffer(b"".join(keys), np.uint8))
+    lengths = np.cumsum([0] + [len(k) for k in keys])
+    np.save(folder / "key_offsets.npy", lengths.astype(offsets.dtype))
+    assert main(["check", str(cols)]) == 1
+    assert f"{keys[4].decode()!r} is listed twice" in capsys.readouterr().out
+
+
+def test_hetload_check_recomputes_the_sidecar_digest(pair, capsys):
+    from hetload.cli import main
+
+    _, cols = pair
+    folder = sidecar(cols)
+    rows = np.load(folder / "rows.verts.npy")
+    rows[5] += 1  # still consistent with the layout: only the digest tells
+    np.save(folder / "rows.verts.npy", rows)
+    assert ShardIndex.load(cols).rows("verts")[5] == rows[5]
+    assert main(["check", str(cols)]) == 1
+    assert "do not match their digest" in capsys.readouterr().out

@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
 def check_index(path: Path) -> int:
     """Load the shard index at ``path`` (every column check; the sidecar's when it has one) and
     compare each local shard's size with it. 0 when all is consistent, else 1 with the reason."""
-    from hetload.shards.columns import ColumnShards
+    from hetload.shards.columns import ColumnShards, duplicate_key
     from hetload.shards.format import ShardError
     from hetload.shards.index import ShardIndex, check_shards
 
@@ -148,7 +148,19 @@ def check_index(path: Path) -> int:
     except (ValueError, ShardError) as exc:
         print(f"bad index {path}: {exc}")
         return 1
-    form = "columnar sidecar" if isinstance(index.shards, ColumnShards) else "JSON lists"
+    sidecar = isinstance(index.shards, ColumnShards)
+    twice = duplicate_key(index.columns) if sidecar else None  # (JSON: checked on load)
+    if twice is not None:
+        print(f"bad index {path}: sample key {twice!r} is listed twice in its sidecar")
+        return 1
+    expected = index.columns.__dict__.get("_digest") if sidecar else None
+    if expected is not None and index.columns.digest() != expected:
+        print(
+            f"bad index {path}: its sidecar's bytes do not match their digest {expected} "
+            "(changed after it was written): rewrite the index"
+        )
+        return 1
+    form = "columnar sidecar" if sidecar else "JSON lists"
     print(
         f"index {path}: {index.nsamples} samples in {len(index.shards)} shards ({form}): "
         "consistent, every local shard present with its recorded size"

@@ -36,7 +36,14 @@ import numpy as np
 
 from hetload.shards.index_entry import ShardEntry
 
-__all__ = ["COLUMNS_FROM", "ColumnShards", "IndexColumns", "KeyColumn", "load_columns"]
+__all__ = [
+    "COLUMNS_FROM",
+    "ColumnShards",
+    "IndexColumns",
+    "KeyColumn",
+    "duplicate_key",
+    "load_columns",
+]
 
 #: indexes of more samples keep their per-sample columns in the sidecar only
 COLUMNS_FROM = 100_000
@@ -366,7 +373,26 @@ def load_columns(folder: str, digest: str, counts: Sequence[int], where: str) ->
     loaded = IndexColumns(counts_col, start, end, offsets, sizes, rows, key_offsets, blob)
     if not remote:
         loaded.__dict__["_source"] = (folder, list(members), list(names))
+    loaded.__dict__["_digest"] = digest  # (what the JSON expects; `hetload check` recomputes)
     return loaded
+
+
+def duplicate_key(columns: IndexColumns) -> str | None:
+    """A key listed twice, or ``None`` (what loading a sidecar leaves to the writer's check;
+    ``hetload check`` runs it): a sort of fixed-width keys, else a set of strings."""
+    lengths = np.diff(columns.key_offsets)
+    n = lengths.shape[0]
+    if n and int(lengths.min()) == int(lengths.max()):
+        fixed = np.asarray(columns.key_blob).view(f"S{int(lengths[0])}")
+        ordered = np.sort(fixed)
+        same = np.flatnonzero(ordered[1:] == ordered[:-1])
+        return ordered[same[0]].decode("utf-8") if same.size else None
+    seen: set[str] = set()
+    for key in columns.keys:
+        if key in seen:
+            return key
+        seen.add(key)
+    return None
 
 
 def _first(n: int, bad: Callable[[int, int], np.ndarray]) -> int | None:
