@@ -244,3 +244,23 @@ def test_hetload_check_recomputes_the_sidecar_digest(pair, capsys):
     assert ShardIndex.load(cols).rows("verts")[5] == rows[5]
     assert main(["check", str(cols)]) == 1
     assert "do not match their digest" in capsys.readouterr().out
+
+
+def test_parts_with_sidecars_merge_into_a_sidecar_index(tmp_path, monkeypatch):
+    from test_preprocess import make_folder
+
+    from hetload.shards import merge_parts, preprocess
+
+    monkeypatch.setattr(index_module, "COLUMNS_FROM", 3)
+    make_folder(tmp_path / "src", 10)
+    preprocess(tmp_path / "src", tmp_path / "whole", progress=False, max_count=3)
+    for i in range(2):
+        preprocess(tmp_path / "src", tmp_path / "parts", progress=False, max_count=3, part=f"{i}/2")
+    assert all(sidecar(p) for p in (tmp_path / "parts").glob("part-*"))
+    merged = merge_parts(tmp_path / "parts")
+    assert merged.nsamples == 10 and sidecar(tmp_path / "parts").is_dir()
+    whole, parts = ShardDataset(tmp_path / "whole"), ShardDataset(tmp_path / "parts")
+    assert isinstance(parts.index.shards, ColumnShards)
+    for i in range(10):
+        assert whole.key(i) == parts.key(i)
+        assert whole[i]["verts"].tobytes() == parts[i]["verts"].tobytes()
