@@ -63,6 +63,8 @@ def main() -> None:
         stream.load_state_dict(state)
         epoch = state["epoch"]
     stream.set_epoch(epoch)
+    # one all-gather of the ranks' batch counts; the workers forked below inherit it
+    shared = stream.share_plan(args.workers)
     loader = DataLoader(
         stream,
         batch_size=None,
@@ -78,6 +80,7 @@ def main() -> None:
             "step": step,
             "labels": batch["label"].tolist(),
             "repeat": batch["is_repeat"].tolist(),
+            "shared": shared,
         }
         log.write(json.dumps(record) + "\n")
         log.flush()

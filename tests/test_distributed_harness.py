@@ -136,6 +136,7 @@ def test_kill_9_and_resume_at_other_world_sizes_and_worker_counts(root, tmp_path
         for r, log in enumerate(logs):
             assert [e["step"] for e in log] == list(range(taken))  # ranks stepped equally
             assert [e["labels"] for e in log] == expected[r][:taken]  # as the rule predicts
+            assert all(e["shared"] for e in log)  # counts learned by one all-gather
         served.update(
             label
             for log in logs

@@ -397,7 +397,17 @@ def test_map_style_batches_carry_is_repeat_through_worker_processes():
 
 @pytest.mark.parametrize(
     "segments",
-    [[], [[0, 1, 3]], [[2, 1, -1]], [[2, True, 3]], [[2, 1, None]], [[2, 1]], "x"],
+    [
+        [],
+        [[0, 1, 3, 5]],
+        [[2, 1, -1, 5]],
+        [[2, True, 3, 5]],
+        [[2, 1, None, 5]],
+        [[2, 1, 3]],  # (version 1's segments: no steps per rank)
+        [[2, 1, 6, 5]],  # more steps than the segment has
+        [[2, 1, 3, "5"]],
+        "x",
+    ],
 )
 def test_malformed_stream_states_are_refused(shards, segments):
     s = stream(shards, 0, 2)
@@ -409,6 +419,6 @@ def test_malformed_stream_states_are_refused(shards, segments):
 def test_a_step_beyond_the_segment_is_refused(shards):
     s = stream(shards, 0, 2)
     state = s.state_dict(step=1, num_workers=0)
-    s.load_state_dict({**state, "segments": [[2, 1, 10_000]]})
+    s.load_state_dict({**state, "segments": [[2, 1, 10_000, 10_000]]})
     with pytest.raises(ResumeError, match="10000"):
         next(iter(s))

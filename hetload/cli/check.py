@@ -1,5 +1,8 @@
 """``hetload check SRC``: read every mesh file under SRC and list the ones that fail, and why.
 
+SRC may also be a shard index (``index.json`` or the folder holding it): the index is loaded
+with every check (its columnar sidecar's too) and each local shard's size compared.
+
 A file passes when :func:`hetload.io.load` reads it and :func:`hetload.io.scan` (what
 ``MeshFolder.sizes`` and the sampler rely on) reports the vertex count the full read found.
 Files of a suffix no reader handles are listed after the table (not read, not counted as bad).
@@ -97,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not 1 <= args.workers <= MAX_WORKERS:
         raise ValueError(f"--workers must be in [1, {MAX_WORKERS}], got {args.workers}")
+    src = args.src
+    if (src.is_file() and src.suffix == ".json") or (src / "index.json").is_file():
+        return check_index(src)
     found = list_mesh_files(args.src, args.ext)
     files = found.files
     bar = tqdm(total=len(files), desc="check", unit="file", disable=args.quiet)
@@ -127,3 +133,36 @@ def run(args: argparse.Namespace) -> int:
             print(f"{len(group)} files not read ({why}):")
             print("\n".join(f"  {p.relative_to(root)}" for p in group))
     return 1 if bad else 0
+
+
+def check_index(path: Path) -> int:
+    """Load the shard index at ``path`` (every column check; the sidecar's when it has one) and
+    compare each local shard's size with it. 0 when all is consistent, else 1 with the reason."""
+    from hetload.shards.columns import ColumnShards, duplicate_key
+    from hetload.shards.format import ShardError
+    from hetload.shards.index import ShardIndex, check_shards
+
+    try:
+        index = ShardIndex.load(path)
+        check_shards(index)
+    except (ValueError, ShardError) as exc:
+        print(f"bad index {path}: {exc}")
+        return 1
+    sidecar = isinstance(index.shards, ColumnShards)
+    twice = duplicate_key(index.columns) if sidecar else None  # (JSON: checked on load)
+    if twice is not None:
+        print(f"bad index {path}: sample key {twice!r} is listed twice in its sidecar")
+        return 1
+    expected = index.columns.__dict__.get("_digest") if sidecar else None
+    if expected is not None and index.columns.digest() != expected:
+        print(
+            f"bad index {path}: its sidecar's bytes do not match their digest {expected} "
+            "(changed after it was written): rewrite the index"
+        )
+        return 1
+    form = "columnar sidecar" if sidecar else "JSON lists"
+    print(
+        f"index {path}: {index.nsamples} samples in {len(index.shards)} shards ({form}): "
+        "consistent, every local shard present with its recorded size"
+    )
+    return 0

@@ -73,14 +73,10 @@ def index_sizes(path: Path) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     row_bytes: dict[str, int] = {}
     for name, rows in sizes.items():
         member = f"{name}.npy"
-        stored = [
-            np.asarray(shard.size[member], dtype=np.int64)
-            for shard in index.shards
-            if member in shard.size
-        ]
+        stored = index.columns.size.get(member)
         total_rows = int(rows[rows > 0].sum())
-        if stored and total_rows:
-            column = np.concatenate(stored)
+        if stored is not None and total_rows:
+            column = np.asarray(stored, dtype=np.int64)
             present = column[column >= 0]
             # each member is a .npy: a 128-byte header, then the rows
             row_bytes[name] = max(1, round(float((present - 128).sum()) / total_rows))

@@ -12,7 +12,6 @@ import contextlib
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -85,28 +84,22 @@ class ShardDataset(Dataset):
         if check:
             # shard by shard, through the policy: under "skip" / "warn" every truncated or
             # missing shard is named in the report, and its readable samples are still served
-            for shard in self.index.shards:
+            for k in range(len(self.index.shards)):
                 try:
-                    check_shards(replace(self.index, shards=[shard]))
+                    check_shards(self.index, shards=[k])
                 except ShardError as exc:
                     self.policy.handle(exc.source, exc)
         self.max_open = max(1, int(max_open))
-        shards = self.index.shards
-        self._urls = [self.index.shard_url(i) for i in range(len(shards))]
-        counts = [shard.nsamples for shard in shards]
-        self._shard_of = np.repeat(np.arange(len(shards), dtype=np.int32), counts)
-        self._start = _column([shard.start for shard in shards])
-        self._end = _column([shard.end for shard in shards])
-        self._keys = [key for shard in shards for key in shard.keys]
-        suffixes = sorted({s for shard in shards for s in shard.offset})
-        self._offset = {
-            s: _column([shard.offset.get(s, [-1] * shard.nsamples) for shard in shards])
-            for s in suffixes
-        }
-        self._size = {
-            s: _column([shard.size.get(s, [-1] * shard.nsamples) for shard in shards])
-            for s in suffixes
-        }
+        # every sample's columns, in index order (memory-mapped from a large index's sidecar)
+        columns = self.index.columns
+        count = len(self.index.shards)
+        self._urls = self.index.shard_urls()
+        self._shard_of = np.repeat(np.arange(count, dtype=np.int32), columns.counts)
+        self._start, self._end = columns.start, columns.end
+        self._keys = columns.keys  # keys[i] decodes one key (no list of N strings)
+        suffixes = sorted(columns.offset)
+        self._offset = dict(columns.offset)
+        self._size = dict(columns.size)
         # the members a read looks at: all, or the selected fields' and the metadata
         wanted = None if fields is None else {f"{name}.npy" for name in fields} | {"json"}
         self._suffixes = [s for s in suffixes if wanted is None or s in wanted]
@@ -314,12 +307,6 @@ class ShardDataset(Dataset):
             f"ShardDataset({len(self)} samples in {len(self._urls)} shards at "
             f"{self.index.root!r}, size_field={self.size_field!r})"
         )
-
-
-def _column(lists: list[list[int]]) -> np.ndarray:
-    if not lists:
-        return np.zeros(0, dtype=np.int64)
-    return np.concatenate([np.asarray(c, dtype=np.int64) for c in lists])
 
 
 def _header_mismatch(header: memoryview, name: str, size: int) -> str | None:

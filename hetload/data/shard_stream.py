@@ -1,9 +1,10 @@
 """``ShardStream``: preprocessed shards streamed through WebDataset, batched, collated.
 
-Each epoch every process computes the same global plan from the index alone, without
-communicating (:mod:`hetload.data.stream_plan`): the shards are permuted by ``(seed, epoch)``
-and dealt to ranks and their DataLoader workers; each worker's batches are cut by a dry run of
-the batcher on the sizes the index holds; every rank runs the same number of steps. By default
+Each epoch every rank plans its own batches from the index (:mod:`hetload.data.stream_plan`):
+the shards are permuted by ``(seed, epoch)`` and dealt to ranks and their DataLoader workers;
+each worker's batches are cut by a dry run of the batcher on the sizes the index holds; every
+rank runs the same number of steps, learned from the others' batch counts by one all-gather
+(:meth:`ShardStream.share_plan`; without a process group, by a dry run of every rank). By default
 (``even="exact"``) every sample is served exactly once per epoch across all ranks: a rank short
 of steps splits its largest batches, and only where it has fewer samples than steps repeats
 one, in a batch whose samples carry ``is_repeat=True``. A worker then reads its shards and
@@ -104,10 +105,15 @@ class ShardStream(PlannedStream, IterableDataset):
     where the sample was already served this epoch and only fills a step (weigh it 0 in the
     loss to count every sample once).
 
+    **Many ranks**: call :meth:`share_plan` on every rank after :meth:`set_epoch`, before the
+    ``DataLoader`` starts its workers (one all-gather; a loop over the stream in the main
+    process does it by itself), so that no rank dry-runs the others' batches.
+
     **Resuming** (:meth:`state_dict`, :meth:`load_state_dict`): the state names the epoch and
     the step reached, the same on every rank, so any one rank's state resumes the whole job,
-    also at another world size or worker count. torchdata's ``StatefulDataLoader`` saves and
-    restores it per worker by itself (then at the same world size and worker count).
+    also at another world size or worker count (:mod:`hetload.data.stream_segments`).
+    torchdata's ``StatefulDataLoader`` saves and restores it per worker by itself (then at the
+    same world size and worker count).
     """
 
     def __init__(
@@ -149,7 +155,7 @@ class ShardStream(PlannedStream, IterableDataset):
         count = len(self.index.shards)
         if urls is not None and len(urls) != count:
             raise ValueError(f"ShardStream: {len(urls)} URLs given, the index lists {count} shards")
-        self.urls = urls if urls is not None else [self.index.shard_url(k) for k in range(count)]
+        self.urls = urls if urls is not None else self.index.shard_urls()
         self.rank, self.world_size = _world(rank, world_size)
         chosen = [x is not None for x in (batch_size, max_tokens, batcher)]
         if sum(chosen) != 1:
@@ -187,18 +193,14 @@ class ShardStream(PlannedStream, IterableDataset):
         # batches are cut on these sizes, from the index after the transform as it states them
         # (out_size), both in the plan's dry run and in the stream itself (each streamed sample
         # is matched to its index entry by key), so the two agree whatever `fields` decodes
-        per_shard = [
-            np.maximum(np.asarray(shard.rows.get(size_field, [0] * shard.nsamples)), 0)
-            for shard in self.index.shards
-        ]
         settings = self.index.info.get("settings", {})
         targets = settings.get("targets", {}) if isinstance(settings, dict) else {}
         #: the class names ``label`` numbers (written by ``preprocess --labels``), or None
         self.classes: list[str] | None = targets.get("classes") if targets else None
-        counts = [shard.nsamples for shard in self.index.shards]
+        counts = self.index.counts()
         self._starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
         # one array for every sample (no per-shard Python lists held by every worker copy)
-        rows = np.concatenate(per_shard) if per_shard else np.zeros(0, np.int64)
+        rows = np.maximum(self.index.rows(size_field or ""), 0)
         flat = np.asarray(out_sizes(transform, rows, size_field or "verts"), dtype=np.int64)
         # int32 while it fits: 4 bytes per sample held by every rank and worker
         fits = flat.size == 0 or int(flat.max()) < 2**31
@@ -235,6 +237,8 @@ class ShardStream(PlannedStream, IterableDataset):
     def __iter__(self) -> Iterator[Any]:
         info = get_worker_info()
         workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
+        if info is None:
+            self._share_once(workers)  # one collective when a process group is initialised
         epoch = self.epoch + self._started
         self._started += 1
         history, start, worker_state = self._resume_for(epoch, workers)
@@ -261,7 +265,13 @@ class ShardStream(PlannedStream, IterableDataset):
             mine = (worker + first) % workers
             skip = plan.worker_steps(self.rank, start)[mine]
         worker = mine
-        self._running = {"epoch": epoch, "history": history, "workers": workers, "plan": mine}
+        self._running = {
+            "epoch": epoch,
+            "history": history,
+            "workers": workers,
+            "plan": mine,
+            "steps": plan.steps,
+        }
         # the rank's step counts, in the main process, from where the segment resumes
         self._yielded = start if info is None else skip
         if worker == 0 and start == 0 and skip == 0:

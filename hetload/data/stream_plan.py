@@ -1,13 +1,17 @@
-"""The plan of one :class:`~hetload.data.ShardStream` epoch, computed from the index alone.
+"""The plan of one :class:`~hetload.data.ShardStream` epoch, computed from the index.
 
 Samples are numbered globally in index order (shard 0's samples first). A *segment* is the
 part of an epoch run at one world size ``W`` and worker count ``K``; an epoch that is never
-resumed elsewhere is one segment. Segment ``g`` plans the samples the earlier segments left
-(all of them for ``g = 0``), and every process computes the same plan without communicating:
+resumed elsewhere is one segment. Segment ``g`` serves the samples the earlier segments left
+(all of them for ``g = 0``). A rank plans its own batches only; what it must know of the others
+(their batch counts, to even the steps) comes from one all-gather of three integers per rank
+(:meth:`~hetload.data.ShardStream.share_plan`), or, without a process group, from a dry run of
+every rank (the same numbers, ``W`` times the work):
 
-1. **Shards.** The shards holding a remaining sample are permuted by ``(seed, epoch, g)`` (index
-   order when ``shuffle=False``); shard ``i`` of that order goes to rank ``i % W``, and a rank's
-   shards go round-robin to its ``K`` workers (``K = 1`` without workers).
+1. **Shards.** Segment 0: the shards are permuted by ``(seed, epoch)`` (index order when
+   ``shuffle=False``); shard ``i`` of that order goes to rank ``i % W``. Segment ``g + 1``
+   (:mod:`hetload.data.stream_segments`): each new rank takes over the shards of old ranks,
+   so it dry-runs only those. A rank deals its shards round-robin to its ``K`` workers.
 2. **Batches.** Each (rank, worker) stream is the remaining samples of its shards, in order; the
    batcher cuts it (a dry run on the sizes the index holds, seeded by
    ``(seed, epoch, rank, worker[, g])``), so the plan knows every batch before a byte is read.
@@ -19,25 +23,37 @@ resumed elsewhere is one segment. Segment ``g`` plans the samples the earlier se
    (marked). ``even="truncate"`` takes the smallest count and drops batches from the end of the
    longest streams; the dropped samples are counted in :attr:`StreamPlan.dropped` and reported.
 4. **Order.** A rank's steps take its workers' batches round-robin, skipping exhausted
-   workers: the order a ``DataLoader`` delivers them in. So the state of one rank at step
-   ``s`` (every rank is at the same step) tells exactly which samples every rank has consumed.
+   workers: the order a ``DataLoader`` delivers them in. So the step ``s`` of one rank (every
+   rank is at the same step) and ``T`` tell exactly which samples each rank has consumed, to
+   anyone who dry-runs that rank.
 
 **Resume.** Continuing at the same ``(W, K)`` skips, per worker, the batches the step count
 says it delivered (whole shards whose samples are all consumed are not read). At another
-``(W', K')`` the consumed samples are taken out and the rest is planned as segment ``g + 1``
-by the same rule: every sample still exactly once in the epoch.
+``(W', K')`` the rest is planned as segment ``g + 1``: every sample still exactly once in the
+epoch.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["Even", "StreamBatches", "StreamPlan", "interleave", "plan_segment", "stream_seed"]
+__all__ = [
+    "Draft",
+    "Even",
+    "Evened",
+    "StreamBatches",
+    "StreamPlan",
+    "Totals",
+    "draft_rank",
+    "even_rank",
+    "interleave",
+    "stream_seed",
+]
 
 Even = Literal["exact", "pad", "truncate"]
 EVEN = ("exact", "pad", "truncate")
@@ -93,13 +109,18 @@ class StreamBatches:
 
 @dataclass(frozen=True)
 class StreamPlan:
-    """One segment of an epoch for every rank and worker (see the module doc).
+    """One segment of an epoch for the ranks this process planned (see the module doc).
+
+    A rank's own plan (:meth:`~hetload.data.ShardStream.plan` with ``rank=``, or what a worker
+    serves) holds its own row only; the other rows are empty lists. The counts are over all
+    ranks, from one all-gather per epoch (or a dry run of every rank without a process group).
 
     Attributes:
         shards: ``shards[r][w]``: shard numbers worker ``w`` of rank ``r`` reads, in order.
         counts: ``counts[r][w]``: batches the batcher cut from that stream.
         quota: ``quota[r][w]``: batches it yields after evening the steps.
         streams: ``streams[r][w]``: its :class:`StreamBatches`.
+        steps: batches every rank yields in the segment.
         segment: ``g``: how many earlier segments (world-size or worker-count changes) the
             epoch had.
         samples: samples this segment has to serve (those earlier segments left).
@@ -113,6 +134,7 @@ class StreamPlan:
     counts: list[list[int]]
     quota: list[list[int]]
     streams: list[list[StreamBatches]]
+    steps: int
     segment: int
     samples: int
     repeated: int
@@ -120,22 +142,12 @@ class StreamPlan:
     split: int
 
     def batches_per_rank(self) -> int:
-        return sum(self.quota[0]) if self.quota else 0
+        return self.steps
 
     def worker_steps(self, rank: int, step: int) -> list[int]:
         """Batches each worker of ``rank`` has delivered once the rank has taken ``step``."""
         order = interleave(self.quota[rank])
         return np.bincount(order[:step], minlength=len(self.quota[rank])).tolist()
-
-    def consumed(self, step: int, total: int) -> np.ndarray:
-        """bool ``[total]``: the samples every rank has consumed after ``step`` steps."""
-        mask = np.zeros(total, dtype=bool)
-        for rank, row in enumerate(self.streams):
-            for worker, taken in enumerate(self.worker_steps(rank, step)):
-                stream = row[worker]
-                for b in range(taken):
-                    mask[stream.batch(b)] = True
-        return mask
 
 
 def interleave(quota: Sequence[int]) -> np.ndarray:
@@ -167,104 +179,204 @@ def dry_run(batcher: Any, sizes: np.ndarray, seed: int) -> tuple[np.ndarray, np.
     return pos, cuts
 
 
-def plan_segment(
-    *,
-    order: Iterable[int],
+@dataclass(frozen=True)
+class Draft:
+    """One rank's streams as the batcher cut them, before the steps are evened.
+
+    Attributes:
+        order: the rank's shards that hold a sample to serve, in dealing order (shard ``j`` goes
+            to worker ``j % K``).
+        shards: ``shards[w]``: worker ``w``'s shards, in reading order.
+        raw: per worker ``(seq, pos, cuts)``: int32/int64 ``[M]`` sample numbers (``None`` where
+            only the counts are kept), int ``[M]`` positions, int64 ``[B + 1]`` batch bounds.
+        samples: samples the rank's shards hold for this segment.
+    """
+
+    order: list[int]
+    shards: list[list[int]]
+    raw: list[tuple[np.ndarray | None, np.ndarray | None, np.ndarray]]
+    samples: int
+
+    @property
+    def batches(self) -> int:
+        return sum(int(cuts.shape[0]) - 1 for _, _, cuts in self.raw)
+
+    @property
+    def served(self) -> int:
+        """Samples the batcher put in a batch (``samples`` less those it left out)."""
+        return sum(int(cuts[-1]) for _, _, cuts in self.raw)
+
+    def summary(self) -> list[int]:
+        """``[batches, served, samples]``: what the other ranks need to know of this one."""
+        return [self.batches, self.served, self.samples]
+
+
+def draft_rank(
+    shards: Sequence[int],
     remaining: Callable[[int], np.ndarray],
     sizes: np.ndarray,
-    world: int,
     workers: int,
     batcher: Any,
-    seed_of: Callable[[int, int], int],
-    even: Even,
-    segment: int,
-    keep: Container[int] | None = None,
+    seed_of: Callable[[int], int],
+    keep: bool,
     describe: Callable[[list[int]], str] = str,
-) -> StreamPlan:
-    """Plan one segment (see the module doc).
+) -> Draft:
+    """Deal a rank's ``shards`` to its ``workers`` and dry-run the batcher on each stream.
 
     Args:
-        order: shard numbers in the segment's order.
+        shards: the rank's shards, in dealing order (those with nothing left are passed over).
         remaining: ``k -> int64 [m_k]`` the global numbers of shard ``k``'s samples to serve,
-            ascending (empty: the shard is not read).
+            ascending.
         sizes: ``[N]`` every sample's size (the batcher's input).
-        seed_of: ``(rank, worker) -> seed`` of that stream's batcher.
-        keep: ranks whose sample numbers are kept (``None``: all); the others keep counts.
+        seed_of: ``worker -> seed`` of that stream's batcher.
+        keep: keep the sample numbers (else only the batch bounds).
         describe: names a list of shards in errors.
     """
-    # shards with something left; their sample numbers are made again per stream, so that
-    # only one stream's are held at a time (the job's would be 8 bytes per sample)
-    live = [(k, n) for k in order if (n := remaining(k).size)]
-    shards: list[list[list[int]]] = []
-    raw: list[list[tuple[np.ndarray | None, np.ndarray | None, np.ndarray]]] = []
-    for r in range(world):
-        mine = live[r::world]
-        shards.append([[k for k, _ in mine[w::workers]] for w in range(workers)])
-        row = []
-        for w in range(workers):
-            parts = [remaining(k) for k, _ in mine[w::workers]]
-            seq = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-            try:
-                pos, cuts = dry_run(batcher, sizes[seq], seed_of(r, w))
-            except ValueError as exc:
-                raise ValueError(
-                    f"ShardStream: planning the batches of {describe(shards[r][w])}: {exc}"
-                ) from None
-            kept = keep is None or r in keep
-            if kept and sizes.shape[0] < 2**31:  # int32 numbers: half the bytes per sample
-                seq, pos = seq.astype(np.int32), pos.astype(np.int32)
-            row.append((seq if kept else None, pos if kept else None, cuts))
-        raw.append(row)
-    counts = [[int(cuts.shape[0] - 1) for _, _, cuts in row] for row in raw]
-    totals = [sum(row) for row in counts]
-    served = sum(int(cuts[-1]) for row in raw for _, _, cuts in row)
-    total_samples = sum(n for _, n in live)
-    target = (min(totals) if even == "truncate" else max(totals)) if totals else 0
-    streams, quota = [], []
-    repeated = split = 0
-    dropped = total_samples - served
-    for r, row in enumerate(raw):
-        lows = [cuts[:-1].tolist() for _, _, cuts in row]
-        highs = [cuts[1:].tolist() for _, _, cuts in row]
-        flags = [[False] * len(lo) for lo in lows]
-        short = target - totals[r]
-        if even == "truncate":
-            for w, q in enumerate(_share(counts[r], target)):
-                dropped += sum(h - lo for lo, h in zip(lows[w][q:], highs[w][q:]))
-                del lows[w][q:], highs[w][q:], flags[w][q:]
-        elif short and even == "exact":
-            split += _split(lows, highs, flags, short)
-            short = target - sum(len(lo) for lo in lows)
-        if short > 0:
-            if not any(lows):
-                # a rank with nothing left to serve repeats the segment's first sample
-                if not live:
-                    raise ValueError("ShardStream: no sample left to plan")  # pragma: no cover
-                first_shard = live[0][0]
-                shards[r][0] = [first_shard]
-                seq0 = remaining(first_shard)[:1] if keep is None or r in keep else None
-                pos0 = np.zeros(1, dtype=np.int64) if seq0 is not None else None
-                row[0] = (seq0, pos0, np.array([0, 1], dtype=np.int64))
-                lows[0], highs[0], flags[0] = [0] * short, [1] * short, [True] * short
-            else:
-                repeated += _repeat(lows, highs, flags, short, whole=even == "pad")
-        stream_row = []
-        for w, (seq, pos, _) in enumerate(row):
-            stream_row.append(
-                StreamBatches(
-                    seq,
-                    pos,
-                    np.asarray(lows[w], dtype=np.int64),
-                    np.asarray(highs[w], dtype=np.int64),
-                    np.asarray(flags[w], dtype=bool),
-                )
-            )
-        if short > 0 and not any(len(s) - int(s.repeat.sum()) for s in stream_row):
-            repeated += short  # the borrowed sample above, ``short`` times
-        streams.append(stream_row)
-        quota.append([len(s) for s in stream_row])
-    return StreamPlan(
-        shards, counts, quota, streams, segment, total_samples, repeated, dropped, split
+    order = [k for k in shards if remaining(k).size]
+    dealt = [order[w::workers] for w in range(workers)]
+    raw = []
+    samples = 0
+    for w in range(workers):
+        parts = [remaining(k) for k in dealt[w]]
+        seq = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        samples += seq.shape[0]
+        try:
+            pos, cuts = dry_run(batcher, sizes[seq], seed_of(w))
+        except ValueError as exc:
+            raise ValueError(
+                f"ShardStream: planning the batches of {describe(dealt[w])}: {exc}"
+            ) from None
+        if keep and sizes.shape[0] < 2**31:  # int32 numbers: half the bytes per sample
+            seq, pos = seq.astype(np.int32), pos.astype(np.int32)
+        raw.append((seq if keep else None, pos if keep else None, cuts))
+    return Draft(order, dealt, raw, samples)
+
+
+@dataclass(frozen=True)
+class Evened:
+    """One rank's streams once its steps are evened to the segment's count.
+
+    Attributes:
+        shards: ``shards[w]``: worker ``w``'s shards, in reading order.
+        streams: ``streams[w]``: its :class:`StreamBatches`.
+        repeated, dropped, split: this rank's share of :class:`StreamPlan`'s counts
+            (``dropped``: by ``even="truncate"`` only; the batcher's are ``samples - served``).
+    """
+
+    shards: list[list[int]]
+    streams: list[StreamBatches]
+    repeated: int
+    dropped: int
+    split: int
+
+    @property
+    def quota(self) -> list[int]:
+        return [len(s) for s in self.streams]
+
+    def consumed(self, step: int) -> list[np.ndarray]:
+        """Per worker, bool ``[M]`` over its ``seq`` positions: the samples its batches
+        delivered (repeats left out) once the rank has taken ``step`` steps."""
+        taken = np.bincount(interleave(self.quota)[:step], minlength=len(self.streams))
+        out = []
+        for stream, t in zip(self.streams, taken.tolist()):
+            m = 0 if stream.seq is None else stream.seq.shape[0]
+            mark = np.zeros(m + 1, dtype=np.int64)
+            own = ~stream.repeat[:t]
+            # each batch is a contiguous run of ``pos``: mark the runs, then read them off
+            np.add.at(mark, stream.lo[:t][own], 1)
+            np.add.at(mark, stream.hi[:t][own], -1)
+            covered = np.cumsum(mark[:-1]) > 0
+            done = np.zeros(m, dtype=bool)
+            if m:
+                done[stream.pos[covered]] = True
+            out.append(done)
+        return out
+
+
+def even_rank(
+    draft: Draft,
+    target: int,
+    even: Even,
+    borrow: Callable[[bool], tuple[int, np.ndarray | None]],
+) -> Evened:
+    """Even ``draft`` to ``target`` steps (module doc, step 3).
+
+    ``borrow(keep) -> (shard, sample numbers [1] or None)``: the sample a rank with nothing to
+    serve repeats (the epoch's first).
+    """
+    raw = list(draft.raw)
+    shards = [list(s) for s in draft.shards]
+    counts = [int(cuts.shape[0]) - 1 for _, _, cuts in raw]
+    lows = [cuts[:-1].tolist() for _, _, cuts in raw]
+    highs = [cuts[1:].tolist() for _, _, cuts in raw]
+    flags = [[False] * len(lo) for lo in lows]
+    short = target - sum(counts)
+    repeated = dropped = split = 0
+    if even == "truncate":
+        for w, q in enumerate(_share(counts, target)):
+            dropped += sum(h - lo for lo, h in zip(lows[w][q:], highs[w][q:]))
+            del lows[w][q:], highs[w][q:], flags[w][q:]
+    elif short > 0 and even == "exact":
+        split = _split(lows, highs, flags, short)
+        short = target - sum(len(lo) for lo in lows)
+    if short > 0:
+        if not any(lows):
+            # a rank with nothing to serve repeats the epoch's first sample, ``short`` times
+            shard, first = borrow(raw[0][0] is not None)
+            shards[0] = [shard]
+            pos0 = None if first is None else np.zeros(1, dtype=np.int64)
+            raw[0] = (first, pos0, np.array([0, 1], dtype=np.int64))
+            lows[0], highs[0], flags[0] = [0] * short, [1] * short, [True] * short
+            repeated = short
+        else:
+            repeated = _repeat(lows, highs, flags, short, whole=even == "pad")
+    streams = [
+        StreamBatches(
+            seq,
+            pos,
+            np.asarray(lows[w], dtype=np.int64),
+            np.asarray(highs[w], dtype=np.int64),
+            np.asarray(flags[w], dtype=bool),
+        )
+        for w, (seq, pos, _) in enumerate(raw)
+    ]
+    return Evened(shards, streams, repeated, dropped, split)
+
+
+@dataclass(frozen=True)
+class Totals:
+    """What every rank must agree on for a segment: ``steps`` per rank, and the counts of
+    :class:`StreamPlan` over all ranks."""
+
+    steps: int
+    samples: int
+    repeated: int
+    dropped: int
+    split: int
+
+
+def steps_of(summaries: np.ndarray, even: Even) -> int:
+    """The segment's steps per rank from every rank's ``[batches, served, samples]``
+    (int64 ``[W, 3]``): the largest count, the smallest under ``even="truncate"``."""
+    if summaries.shape[0] == 0:
+        return 0
+    counts = summaries[:, 0]
+    return int(counts.min() if even == "truncate" else counts.max())
+
+
+def exact_totals(summaries: np.ndarray) -> Totals:
+    """:class:`Totals` of ``even="exact"`` from the summaries alone (no rank's batches): a rank
+    ``b`` batches short of ``T`` splits ``min(T - b, served - b)`` times (until every batch is
+    one sample) and repeats one sample for each step still missing, ``max(0, T - served)``."""
+    target = steps_of(summaries, "exact")
+    batches, served, samples = (summaries[:, i].astype(np.int64) for i in range(3))
+    split = np.maximum(0, np.minimum(target - batches, served - batches))
+    return Totals(
+        steps=target,
+        samples=int(samples.sum()),
+        repeated=int(np.maximum(0, target - served).sum()),
+        dropped=int((samples - served).sum()),
+        split=int(split.sum()),
     )
 
 

@@ -11,15 +11,18 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import torch
+import torch.distributed as dist
 from torch.utils.data import get_worker_info
 
-from hetload.data.stream_plan import StreamPlan, plan_segment, shard_order, stream_seed
+from hetload.data.stream_plan import StreamPlan, exact_totals, steps_of
+from hetload.data.stream_segments import EpochPlanner, totals_of
 from hetload.guards import check_seed, shown
 from hetload.samplers.bucket_sampler import ResumeError
 
 __all__ = ["PlannedStream"]
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2  # 2: segments carry their steps per rank (the elastic rule needs them)
 
 
 class PlannedStream:
@@ -77,6 +80,76 @@ class PlannedStream:
 
     # -- planning -----------------------------------------------------------------------
 
+    def share_plan(self, num_workers: int = 0) -> bool:
+        """Learn the other ranks' batch counts for the next epoch with one collective.
+
+        Call it on **every rank**, in the main process, after :meth:`set_epoch` and before the
+        ``DataLoader`` starts its workers (they inherit what it learned). It dry-runs this
+        rank's ``num_workers`` streams and all-gathers ``[batches, served, samples]`` (three
+        int64 per rank; ``even="pad"``/``"truncate"`` add one all-reduce of three more), so a
+        rank never dry-runs the others'. Iterating the stream in the main process
+        (``num_workers=0``) does it by itself. Without it (no process group, a simulated world,
+        or a worker whose parent did not call it) every rank's streams are dry-run instead: the
+        same plan, ``world_size`` times the work. Returns whether it communicated.
+        """
+        if get_worker_info() is not None or not self._in_group():
+            return False
+        workers = max(1, int(num_workers))
+        epoch = self.epoch + self._started
+        history, _, _ = self._resume_for(epoch, workers)
+        planner = self._planner(epoch, history)
+        world, g = self.world_size, len(history)
+        draft = planner.draft(g, world, workers, self.rank, keep=True)
+        summaries = _all_gather(draft.summary())
+        if self.even == "exact":
+            totals = exact_totals(summaries)
+        else:
+            steps = steps_of(summaries, self.even)
+            mine = planner.evened(draft, steps)
+            sums = _all_reduce([mine.repeated, mine.dropped, mine.split])
+            totals = totals_of(summaries, steps, [sums])
+        key = _key(epoch, history, world, workers)
+        shared = self.__dict__.setdefault("_shared", {})
+        if len(shared) > 8:
+            shared.clear()  # (every rank runs the same calls: the caches stay alike)
+        shared[key] = totals
+        self._plans[("draft", *key, self.rank)] = draft
+        return True
+
+    def _in_group(self) -> bool:
+        """A process group of this stream's ranks is initialised (else no collective)."""
+        return (
+            self.world_size > 1
+            and dist.is_available()
+            and dist.is_initialized()
+            and dist.get_world_size() == self.world_size
+            and dist.get_rank() == self.rank
+        )
+
+    def _share_once(self, workers: int) -> None:
+        """``share_plan`` at the start of an iteration in the main process, unless done."""
+        epoch = self.epoch + self._started
+        history, _, _ = self._resume_for(epoch, workers)
+        key = _key(epoch, history, self.world_size, workers)
+        if key not in self.__dict__.get("_shared", {}):
+            self.share_plan(workers)
+
+    def _planner(self, epoch: int, history: list[list[int]]) -> EpochPlanner:
+        key = ("planner", epoch, tuple(map(tuple, history)))
+        if key not in self._plans:
+            self._plans[key] = EpochPlanner(
+                starts=self._starts,
+                sizes=self._flat_sizes,
+                batcher=self.batcher,
+                seed=self.seed,
+                epoch=epoch,
+                shuffle=self.shuffle,
+                even=self.even,
+                history=history,
+                describe=lambda shards: ", ".join(self.urls[k] for k in shards) or "no shard",
+            )
+        return self._plans[key]
+
     def _segment(
         self,
         epoch: int,
@@ -85,62 +158,52 @@ class PlannedStream:
         workers: int,
         keep: frozenset[int] | None,
     ) -> StreamPlan:
-        """The plan of segment ``len(history)`` of ``epoch`` at ``(world, workers)``, the
-        samples consumed by the segments in ``history`` (``[world, workers, steps]`` each)
-        taken out."""
-        key = (epoch, tuple(map(tuple, history)), world, workers, keep)
-        if key not in self._plans:
-            mask = self._remaining(epoch, history)
-            if len(self._plans) > 8:
-                self._plans.clear()
-            self._plans[key] = self._make_plan(epoch, len(history), mask, world, workers, keep)
-        return self._plans[key]
-
-    def _remaining(self, epoch: int, history: list[list[int]]) -> np.ndarray | None:
-        """bool ``[N]`` the samples the segments of ``history`` left, ``None`` for all."""
-        if not history:
-            return None
-        left = np.ones(int(self._starts[-1]), dtype=bool)
-        for g, (world, workers, steps) in enumerate(history):
-            plan = self._segment(epoch, history[:g], world, workers, None)
-            left &= ~plan.consumed(steps, left.shape[0])
-        return left
-
-    def _make_plan(
-        self,
-        epoch: int,
-        segment: int,
-        mask: np.ndarray | None,
-        world: int,
-        workers: int,
-        keep: frozenset[int] | None,
-    ) -> StreamPlan:
-        count = len(self.urls)
-        if count < world and segment == 0:
+        """The plan of segment ``len(history)`` of ``epoch`` at ``(world, workers)`` for the
+        ranks in ``keep`` (``None``: all), after the segments in ``history``
+        (``[world, workers, steps, steps per rank]`` each)."""
+        base = _key(epoch, history, world, workers)
+        key = ("plan", *base, keep)
+        if key in self._plans:
+            return self._plans[key]
+        count, g = len(self.urls), len(history)
+        if count < world and g == 0:
             raise ValueError(
                 f"ShardStream: {count} shards cannot feed {world} ranks; preprocess with a "
                 f"smaller --shard-size or --max-count so there are at least {world} "
                 f"(better {world} x num_workers)"
             )
-        starts = self._starts
-
-        def remaining(k: int) -> np.ndarray:
-            ids = np.arange(starts[k], starts[k + 1], dtype=np.int64)
-            return ids if mask is None else ids[mask[starts[k] : starts[k + 1]]]
-
-        return plan_segment(
-            order=shard_order(count, self.seed, epoch, segment, self.shuffle).tolist(),
-            remaining=remaining,
-            sizes=self._flat_sizes,
-            world=world,
-            workers=workers,
-            batcher=self.batcher,
-            seed_of=lambda r, w: stream_seed(self.seed, epoch, r, w, segment),
-            even=self.even,
-            segment=segment,
-            keep=keep,
-            describe=lambda shards: ", ".join(self.urls[k] for k in shards) or "no shard",
+        if len(self._plans) > 12:
+            self._plans.clear()
+        planner = self._planner(epoch, history)
+        totals = self.__dict__.get("_shared", {}).get(base)
+        if totals is None or keep is None:
+            totals, drafts = planner.totals(world, workers, keep)
+        else:
+            drafts = {
+                r: self._plans.pop(("draft", *base, r), None)
+                or planner.draft(g, world, workers, r, keep=True)
+                for r in sorted(keep)
+            }
+        empty: list = [[] for _ in range(world)]
+        shards, counts, quota, streams = (list(empty) for _ in range(4))
+        for r, draft in drafts.items():
+            evened = planner.evened(draft, totals.steps)
+            shards[r], quota[r], streams[r] = evened.shards, evened.quota, evened.streams
+            counts[r] = [int(cuts.shape[0]) - 1 for _, _, cuts in draft.raw]
+        plan = StreamPlan(
+            shards,
+            counts,
+            quota,
+            streams,
+            totals.steps,
+            g,
+            totals.samples,
+            totals.repeated,
+            totals.dropped,
+            totals.split,
         )
+        self._plans[key] = plan
+        return plan
 
     def _resume_for(
         self, epoch: int, workers: int
@@ -151,7 +214,7 @@ class PlannedStream:
         if state is None or state["epoch"] != epoch:
             return [], 0, None
         segments = [list(s) for s in state["segments"]]
-        world, saved_workers, steps = segments[-1]
+        world, saved_workers, steps, _ = segments[-1]
         if (world, saved_workers) == (self.world_size, workers):
             return segments[:-1], steps or 0, state.get("worker_state")
         if steps is None:
@@ -187,8 +250,11 @@ class PlannedStream:
             if running is None:  # (StatefulDataLoader asks before the first batch)
                 if self._resume is not None:
                     return dict(self._resume)
-                running = {"epoch": self.epoch + self._started, "history": [], "plan": info.id}
-            segments = [*running["history"], [self.world_size, info.num_workers, None]]
+                epoch = self.epoch + self._started
+                mine = self._segment(epoch, [], self.world_size, info.num_workers, None)
+                running = {"epoch": epoch, "history": [], "plan": info.id, "steps": mine.steps}
+            last = [self.world_size, info.num_workers, None, running["steps"]]
+            segments = [*running["history"], last]
             return {
                 **base,
                 "epoch": running["epoch"],
@@ -222,7 +288,7 @@ class PlannedStream:
         return {
             **base,
             "epoch": int(epoch),
-            "segments": [*history, [self.world_size, workers, int(step)]],
+            "segments": [*history, [self.world_size, workers, int(step), total]],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -248,15 +314,15 @@ class PlannedStream:
         if not isinstance(segments, (list, tuple)) or not segments:
             raise ResumeError(f"ShardStream state has no segments: {shown(segments)}")
         for i, seg in enumerate(segments):
-            # [world >= 1, workers >= 1, steps >= 0]; steps None only in a worker's own state
+            # [world >= 1, workers >= 1, steps, steps per rank >= steps]; steps None only in
+            # a worker's own state
             last = i == len(segments) - 1
-            ok = isinstance(seg, (list, tuple)) and len(seg) == 3
-            ok = ok and all(isinstance(v, int) and not isinstance(v, bool) for v in seg[:2])
-            ok = ok and min(seg[:2]) >= 1
+            ok = isinstance(seg, (list, tuple)) and len(seg) == 4
+            ok = ok and all(_is_int(v) for v in (seg[0], seg[1], seg[3])) and min(seg[:2]) >= 1
             steps = seg[2] if ok else None
             ok = ok and (
-                (steps is None and last and "worker_state" in state)
-                or (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0)
+                (steps is None and last and "worker_state" in state and seg[3] >= 0)
+                or (_is_int(steps) and 0 <= steps <= seg[3])
             )
             if not ok:
                 raise ResumeError(f"ShardStream state: bad segment {shown(seg)}")
@@ -277,3 +343,33 @@ def fingerprint(counts: list[int], sizes: np.ndarray, settings: str) -> str:
     digest = zlib.crc32(np.asarray(counts, dtype=np.int64).tobytes())
     digest = zlib.crc32(np.ascontiguousarray(sizes).tobytes(), digest)
     return f"{len(counts)}:{sizes.shape[0]}:{zlib.crc32(settings.encode(), digest):08x}"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _key(epoch: int, history: list[list[int]], world: int, workers: int) -> tuple:
+    return (epoch, tuple(map(tuple, history)), world, workers)
+
+
+def _device() -> torch.device:
+    """Where the collectives' tensors live: NCCL needs them on this rank's GPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _all_gather(values: list[int]) -> np.ndarray:
+    """int64 ``[W, len(values)]``: every rank's ``values``, by rank."""
+    mine = torch.tensor(values, dtype=torch.int64, device=_device())
+    out = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, mine)
+    return torch.stack(out).cpu().numpy()
+
+
+def _all_reduce(values: list[int]) -> list[int]:
+    """``values`` summed over the ranks."""
+    total = torch.tensor(values, dtype=torch.int64, device=_device())
+    dist.all_reduce(total)
+    return total.cpu().tolist()

@@ -5,7 +5,8 @@
   :func:`write_shards` for in-memory samples
 - ``journal.py``: the fsynced journal that makes ``preprocess`` resumable
 - ``index.py``: :class:`ShardIndex` (``index.json``, a wids shard list with per-sample columns),
-  :func:`merge_indexes`, :func:`check_shards`
+  :func:`merge_indexes`, :func:`check_shards`; ``index_entry.py`` (one shard's entry, parsed and
+  validated); ``columns.py`` (the memory-mapped columnar sidecar of an index above 100k samples)
 - ``preprocess.py``: :func:`preprocess`, the parallel, resumable OBJ/PLY -> shards driver;
   ``settings.py`` (inputs, sizes, transforms, casts), ``pool.py`` (the ordered reader pool),
   ``resume.py`` (lock, journal resume point, final index, :func:`merge_parts` for ``--part``)

@@ -138,7 +138,7 @@ def finished(out_dir: Path, header: dict[str, Any]) -> PreprocessResult | None:
         samples=index.nsamples,
         skipped=len(errors),
         shards=len(index.shards),
-        shard_bytes=sum(s.filesize for s in index.shards),
+        shard_bytes=sum(head[2] for head in index.heads()),
         already_complete=True,
         errors=errors,
     )
