@@ -272,8 +272,9 @@ def _field_info(ds: Any, shard: int, name: str) -> tuple[np.dtype, str, tuple[in
     if info is not None:
         return info
     suffix = f"{name}.npy"
-    where = np.flatnonzero((ds._shard_of == shard) & (ds._offset[suffix] >= 0))
-    p = int(where[0])
+    # a shard's samples are one run of positions (_shard_of is sorted): search, do not scan N
+    lo, hi = np.searchsorted(ds._shard_of, [shard, shard + 1])
+    p = int(lo + np.flatnonzero(np.asarray(ds._offset[suffix][lo:hi]) >= 0)[0])
     offset, size = int(ds._offset[suffix][p]), int(ds._size[suffix][p])
     probe = np.empty(min(size, _PROBE), dtype=np.uint8)
     with _Leases(ds) as leases:
