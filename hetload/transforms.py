@@ -206,6 +206,40 @@ def check_out_sizes(sample: Mapping[str, Any], claims: Mapping[str, int], where:
             )
 
 
+def check_transformed(transform: Callable[..., Any], before: Any, after: Any, where: str) -> None:
+    """The two checks every dataset applies to a transform's output (MeshFolder, ShardDataset,
+    ShardStream, a config's mapped datasets): no field of ``after`` holds more rows than the
+    transform's ``out_size`` states for ``before``'s rows (:func:`check_out_sizes`: the sampler
+    budgeted those), and fields aligned in ``before`` still are
+    (:func:`hetload.rows.check_aligned`: labels cropped with their points). Anything but two
+    dicts (a dropped sample, ``None``) passes.
+
+    Raises:
+        ValueError: naming ``where``, the field and the counts; datasets raise it whatever
+            their ``on_error`` says, as it is a bug of the transform, not of one file.
+    """
+    from hetload.rows import check_aligned
+
+    if not (isinstance(before, Mapping) and isinstance(after, Mapping)):
+        return
+    claims = {
+        name: int(out_sizes(transform, np.asarray([len(value)]), name)[0])
+        for name, value in before.items()
+        if getattr(value, "ndim", 0) >= 1
+    }
+    check_out_sizes(after, claims, where)
+    check_aligned(before, after, where)
+
+
+def run_checked(
+    transform: Callable[..., Any], sample: Any, rng: np.random.Generator, where: str
+) -> Any:
+    """:func:`run_seeded`, then :func:`check_transformed` of its output."""
+    out = run_seeded(transform, sample, rng)
+    check_transformed(transform, sample, out, where)
+    return out
+
+
 def _verts(sample: Sample, who: str) -> np.ndarray:
     verts = sample.get("verts")
     if not isinstance(verts, np.ndarray) or verts.ndim != 2 or verts.shape[1] != 3:

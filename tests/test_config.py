@@ -273,6 +273,12 @@ def _plugin(tmp_path: Path, monkeypatch) -> str:
                 extra = np.full((1, 3), value, dtype=sample["verts"].dtype)
                 return {**sample, "verts": np.concatenate([sample["verts"], extra])}
 
+            # states what it does to the sizes (the sampler budgets them; a lie is refused)
+            add_one_point.out_size = lambda n, field: n + 1 if field == "verts" else n
+
+            def add_one_point_unstated(sample, value=0.0):
+                return add_one_point(sample, value)
+
             def count_cost(count, longest, total):
                 return count
             """
@@ -310,6 +316,9 @@ def test_allowed_custom_transform_runs(tmp_path: Path, monkeypatch, shard_dir: P
     assert (batch.verts.lengths == plain.verts.lengths + 1).all()
     for i in range(len(batch)):
         assert torch.equal(batch.verts[i][-1], torch.full((3,), 7.0))
+    unstated = {**config, "transforms": [{f"{module}:add_one_point_unstated": {"value": 7.0}}]}
+    with pytest.raises(ValueError, match=r"returned \d+ rows of 'verts' but states at most"):
+        next(iter(build_loader(unstated, allow_custom_code=True)))
     with pytest.raises(ConfigError, match="cannot import 'no_such_module_xyz'"):
         build_loader({**config, "transforms": ["no_such_module_xyz:f"]}, allow_custom_code=True)
 

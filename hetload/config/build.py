@@ -35,6 +35,22 @@ from hetload.schema import DEFAULT_SCHEMA, Schema
 __all__ = ["Loader", "StageTimes", "build_loader", "import_code"]
 
 
+class _Bound:
+    """``fn`` with the config's keyword arguments bound, keeping ``fn.out_size`` (a
+    ``functools.partial`` would hide it, and the sampler would budget the sizes before ``fn``)."""
+
+    def __init__(self, fn: Callable, kwargs: dict[str, Any]) -> None:
+        self.fn, self.kwargs = fn, kwargs
+        if hasattr(fn, "out_size"):
+            self.out_size = fn.out_size
+
+    def __call__(self, sample: Any) -> Any:
+        return self.fn(sample, **self.kwargs)
+
+    def __repr__(self) -> str:
+        return f"{getattr(self.fn, '__qualname__', self.fn)!s}(**{self.kwargs!r})"
+
+
 def _transform(config: LoaderConfig) -> Callable | None:
     builtin = [(n, kw) for n, kw in config.transforms if ":" not in n]
     steps: list[Callable] = []
@@ -45,7 +61,7 @@ def _transform(config: LoaderConfig) -> Callable | None:
         where = f"transforms[{i}]"
         if ":" in name:
             fn = import_code(name, where, config)
-            steps.append(functools.partial(fn, **kwargs) if kwargs else fn)
+            steps.append(_Bound(fn, kwargs) if kwargs else fn)
         else:
             try:
                 # the config's schema: Subsample renumbers the index fields it declares

@@ -82,9 +82,12 @@ class Mapped(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, i: int) -> Any:
-        from hetload.transforms import run_seeded, sample_rng
+        from hetload.transforms import run_checked, sample_rng
 
-        return run_seeded(self.fn, self.dataset[i], sample_rng(self.seed, int(self._epoch), i))
+        rng = sample_rng(self.seed, int(self._epoch), i)
+        return run_checked(
+            self.fn, self.dataset[i], rng, f"{type(self.dataset).__name__} sample {i}"
+        )
 
     def __getitems__(self, indices: Sequence[int]) -> list[Any]:
         return getitems(self, indices)

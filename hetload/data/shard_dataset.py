@@ -24,7 +24,7 @@ from hetload.errors import ErrorPolicy, OnError
 from hetload.guards import NotRegularFile, check_fields, open_regular_fd, shown
 from hetload.shards.format import BLOCK, ShardError, decode_meta, decode_sample, member_name
 from hetload.shards.index import ShardIndex, check_shards, is_url
-from hetload.transforms import out_sizes, run_seeded, sample_rng
+from hetload.transforms import check_transformed, out_sizes, run_seeded, sample_rng
 
 __all__ = ["ShardDataset"]
 
@@ -172,11 +172,16 @@ class ShardDataset(Dataset):
             return None
         if self.transform is None:
             return sample
+        where = f"{url}:{self._keys[i]}"
         try:
-            return run_seeded(self.transform, sample, sample_rng(self.seed, self.epoch, i))
+            out = run_seeded(self.transform, sample, sample_rng(self.seed, self.epoch, i))
         except ValueError as exc:  # a transform refusing this sample
-            self.policy.handle(f"{url}:{self._keys[i]}", exc)
+            self.policy.handle(where, exc)
             return None
+        # outside the policy: more rows than out_size states, or labels left behind by a crop,
+        # is a bug of the transform (every sample would be wrong), not of this sample
+        check_transformed(self.transform, sample, out, f"ShardDataset sample {i} ({where})")
+        return out
 
     def __getitems__(self, indices: Sequence[int]) -> Sequence[dict[str, Any] | None]:
         """The samples of one batch (DataLoader calls this with a batch sampler's batches):

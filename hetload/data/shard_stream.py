@@ -453,11 +453,12 @@ class ShardStream(PlannedStream, IterableDataset):
         self.policy.handle(error.source, error)
 
     def _transformed(self, key: str, sample: dict[str, Any], epoch: int) -> Any:
-        from hetload.transforms import run_seeded, sample_rng
+        from hetload.transforms import run_checked, sample_rng
 
         # keys written by `hetload preprocess` are positions; others are hashed stably
         position = int(key) if key.isdigit() else zlib.crc32(key.encode("utf-8"))
-        return run_seeded(self.transform, sample, sample_rng(self.seed, epoch, position))
+        rng = sample_rng(self.seed, epoch, position)
+        return run_checked(self.transform, sample, rng, f"ShardStream sample {key}")
 
     def _read_shard(self, k: int) -> Iterator[dict[str, Any]]:
         url, entry = self.urls[k], self.index.shards[k]
