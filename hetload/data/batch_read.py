@@ -31,9 +31,8 @@ import torch
 
 from hetload.arena import aligned, batch_buffer
 from hetload.data.substitute import getitems
-from hetload.keys import sample_key
 from hetload.packed import PackedField, PackedSamples
-from hetload.shards.format import BLOCK, ShardError, decode_meta, member_name
+from hetload.shards.format import BLOCK, ShardError, decode_meta, member_name, stored_key
 from hetload.shards.index import is_url
 
 __all__ = ["read_batch"]
@@ -250,10 +249,10 @@ def _sample_layout(
     if "label" in extra and "label" not in values and "label" not in arrays:
         order.append("label")
         values["label"] = extra["label"]
-    source = meta.get("source")
-    if isinstance(source, str) and "key" not in values and "key" not in arrays:
+    key = stored_key(meta)
+    if key is not None and "key" not in values and "key" not in arrays:
         order.append("key")
-        values["key"] = sample_key(source)
+        values["key"] = key
     return order, values
 
 

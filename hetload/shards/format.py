@@ -198,6 +198,7 @@ def encode_sample(
     *,
     source: str,
     counts: Mapping[str, int],
+    dataset_key: str | None = None,
 ) -> EncodedSample:
     """Encode ``sample`` (field -> array, or a JSON-able value) as the members of ``key``.
 
@@ -207,6 +208,9 @@ def encode_sample(
             ``.json`` member's ``extra`` (a numpy scalar is stored as a 0-d array).
         source: where the sample came from (a path relative to the preprocessed folder).
         counts: rows of each array as read, before transforms.
+        dataset_key: the sample's ``"key"`` where it is not ``sample_key(source)``: two inputs
+            sharing a name in two formats (``chair/a.obj`` beside ``chair/a.ply``) keep their
+            whole relative paths, as in MeshFolder (:func:`hetload.keys.sample_keys`).
 
     Raises:
         ValueError: naming the field for a name or value a shard cannot hold.
@@ -236,6 +240,8 @@ def encode_sample(
     }
     if extra:
         meta["extra"] = extra
+    if dataset_key is not None and dataset_key != sample_key(source):
+        meta["key"] = dataset_key
     members.append(("json", json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()))
     members.sort(key=lambda member: member[0])
     return EncodedSample(key, tuple(members), rows)
@@ -271,10 +277,20 @@ def decode_sample(
             raise ShardError(shard, member_name(key, suffix), "missing from the sample")
     if "label" in extra:
         sample.setdefault("label", extra["label"])
-    source = meta.get("source")
-    if isinstance(source, str):
-        sample.setdefault("key", sample_key(source))
+    key_of = stored_key(meta)
+    if key_of is not None:
+        sample.setdefault("key", key_of)
     return sample
+
+
+def stored_key(meta: Mapping[str, Any]) -> str | None:
+    """A sample's ``"key"`` from its ``.json``: the one written where it differs from its
+    source path's (:func:`encode_sample`'s ``dataset_key``), else its source path's."""
+    key = meta.get("key")
+    if isinstance(key, str):
+        return key
+    source = meta.get("source")
+    return sample_key(source) if isinstance(source, str) else None
 
 
 def decode_meta(data: bytes | bytearray | memoryview | None, shard: str, key: str) -> dict:

@@ -42,7 +42,8 @@ def _init_worker(setup: Setup) -> None:
     _WORKER["seed"] = setup.seed
 
 
-Task = tuple[int, str, str, dict[str, Any]]
+#: (position, relative path, path, stored values, the sample's key where not its path's)
+Task = tuple[int, str, str, dict[str, Any], str | None]
 
 
 def _work(task: Task) -> tuple[int, int, EncodedSample | None, Exception | None]:
@@ -52,7 +53,7 @@ def _work(task: Task) -> tuple[int, int, EncodedSample | None, Exception | None]
     from hetload.io import ReadError
     from hetload.transforms import sample_rng
 
-    position, rel, path, values = task
+    position, rel, path, values, dataset_key = task
     nbytes = 0
     try:
         nbytes = os.path.getsize(check_regular(path))  # a FIFO named *.obj would block forever
@@ -76,7 +77,13 @@ def _work(task: Task) -> tuple[int, int, EncodedSample | None, Exception | None]
         return (
             position,
             nbytes,
-            encode_sample(sample_key_of(position), sample, source=rel, counts=counts),
+            encode_sample(
+                sample_key_of(position),
+                sample,
+                source=rel,
+                counts=counts,
+                dataset_key=dataset_key,
+            ),
             None,
         )
     except Exception as exc:

@@ -30,6 +30,7 @@ from typing import Any
 from hetload.data.labels import LabelSpec
 from hetload.errors import ErrorPolicy, OnError
 from hetload.guards import MAX_WORKERS, check_seed
+from hetload.keys import sample_keys
 from hetload.shards.journal import Journal
 from hetload.shards.pool import Setup, ordered
 from hetload.shards.preprocess_layout import layout_inputs
@@ -200,7 +201,18 @@ def preprocess(
             out_dir, shard_size=size_budget, max_count=max_count, first_shard=shard_count
         )
         values = targets.values or [{}] * total
-        tasks = [(pos, inputs[pos][0], str(inputs[pos][1]), values[pos]) for pos in range(done, hi)]
+        # two inputs sharing a name in two formats keep their whole paths as keys (MeshFolder's)
+        keys = sample_keys([rel for rel, _ in inputs]) if layout is None else None
+        tasks = [
+            (
+                pos,
+                inputs[pos][0],
+                str(inputs[pos][1]),
+                values[pos],
+                None if keys is None else keys[pos],
+            )
+            for pos in range(done, hi)
+        ]
         result = PreprocessResult(out_dir, hi - lo, 0, 0, 0, 0, resumed_at=done - lo)
         result.unreadable = unreadable
         started = time.perf_counter()
