@@ -132,7 +132,14 @@ def run(args: argparse.Namespace) -> int:
         if group:
             print(f"{len(group)} files not read ({why}):")
             print("\n".join(f"  {p.relative_to(root)}" for p in group))
-    return 1 if bad else 0
+    if found.loops:
+        print(f"{len(found.loops)} linked folders not followed (each links to a folder above it):")
+        print("\n".join(f"  {p.relative_to(root)}" for p in found.loops))
+    if found.unlisted:
+        # their files were not checked, and a dataset made from this folder would lack them
+        print(f"{len(found.unlisted)} folders could not be listed:")
+        print("\n".join(f"  {p.relative_to(root)}: {why}" for p, why in found.unlisted))
+    return 1 if bad or found.unlisted else 0
 
 
 def check_index(path: Path) -> int:

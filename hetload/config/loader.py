@@ -152,6 +152,12 @@ class Loader:
             self.batch_sampler is None or hasattr(self.batch_sampler, "state_dict")
         )
         self._step = self._resume_step() if resumable else 0
+        share = getattr(self.dataset, "share_plan", None)
+        if share is not None:
+            # a ShardStream: one all-gather of the ranks' batch counts (a no-op without a
+            # process group), before the workers start, so that they inherit it and each rank
+            # dry-runs only its own workers (ShardStream.share_plan)
+            share(self.dataloader.num_workers)
         for item in self.dataloader:
             if self.times is not None:
                 batch, read_s, collate_s = item

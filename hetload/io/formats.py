@@ -165,7 +165,8 @@ def _entries(folder: Path, found: MeshFiles) -> list[os.DirEntry]:
     except FileNotFoundError:  # removed while walking: nothing below it
         return []
     except OSError as exc:  # pathlib's glob passes over it: its files would vanish silently
-        found.unlisted.append((folder, exc.strerror or str(exc)))
+        if all(folder != seen for seen, _ in found.unlisted):  # "**" visits a folder per depth
+            found.unlisted.append((folder, exc.strerror or str(exc)))
         return []
 
 

@@ -78,12 +78,19 @@ def find_inputs(
     (relative to the list's folder; blank lines and ``#`` comments ignored).
 
     Raises:
-        ValueError: a path listed twice, or hetload's own index / journal listed as an input.
+        ValueError: a path listed twice, hetload's own index / journal listed as an input, or
+            a folder under ``src`` that cannot be listed (permissions).
     """
     src = Path(src)
     unreadable: list[str] = []
     if src.is_dir():
         found = find_mesh_files(src, extensions)
+        if found.unlisted:
+            # its files would be missing from the shards without a word (a loop is not: the
+            # files it links to are listed where they are)
+            folder, why = found.unlisted[0]
+            more = f" (and {len(found.unlisted) - 1} more)" if len(found.unlisted) > 1 else ""
+            raise ValueError(f"{folder}: cannot list this input folder ({why}){more}")
         pairs = [(path.relative_to(src).as_posix(), path) for path in found.files]
         unreadable = [path.relative_to(src).as_posix() for path in found.unreadable]
     elif src.is_file():
