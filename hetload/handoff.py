@@ -180,7 +180,12 @@ def _rebuild(df: Any, owner: tuple[int, ...], lend: int, layout: tuple) -> Any:
     from hetload.batch import HeteroBatch
 
     nbytes, batch_size, table, encoded = layout
-    fd = df.detach()
+    try:
+        fd = df.detach()
+    except OSError as exc:  # the worker died between sending the batch and our fetching its fd
+        raise RuntimeError(
+            f"DataLoader worker (pid {owner[0]}) exited before its batch could be received: {exc}"
+        ) from exc
     try:
         mapping = _receiver.mapping(fd, owner)
     finally:

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data._utils.pin_memory import pin_memory as torch_pin_memory
 
 import hetload as hl
+from hetload import handoff
 
 NP_DTYPES = [np.float16, np.float32, np.float64, np.int32, np.int64, np.uint8, np.bool_]
 
@@ -211,11 +212,14 @@ def test_dataloader_with_workers_delivers_intact_batches_in_shared_memory():
     ds = _Meshes(24)
     loader = DataLoader(ds, batch_size=5, num_workers=2, collate_fn=hl.collate)
     seen = 0
+    before = handoff.stats()["received"]
     for batch in loader:
         assert isinstance(batch, hl.HeteroBatch)
-        # built in a worker: the buffers were allocated in shared memory, so crossing to this
-        # process moved a handle, not the bytes
-        assert batch.verts.values.is_shared() and batch.faces.values.is_shared()
+        # built in a worker: the batch is one shared-memory buffer (a slot of the worker's
+        # ring), so crossing to this process moved a handle, not the bytes
+        storage = batch.verts.values.untyped_storage()
+        assert batch.faces.values.untyped_storage().data_ptr() == storage.data_ptr()
+        assert batch.label.untyped_storage().data_ptr() == storage.data_ptr()
         for j, i in enumerate(batch.label.tolist()):
             expected = ds[i]
             sample = batch.sample(j)
@@ -223,6 +227,7 @@ def test_dataloader_with_workers_delivers_intact_batches_in_shared_memory():
             np.testing.assert_array_equal(sample["faces"].numpy(), expected["faces"])
             seen += 1
     assert seen == 24
+    assert handoff.stats()["received"] - before == len(loader)
 
 
 def test_main_process_collate_is_not_shared():
