@@ -54,6 +54,13 @@ class Items(Dataset):
         }
 
 
+@pytest.fixture(autouse=True)
+def _collect():
+    """Loaders with persistent workers end when collected: none outlives its test."""
+    yield
+    gc.collect()
+
+
 def reference(ds: Items, batch: hl.HeteroBatch) -> hl.HeteroBatch:
     return hl.collate([ds[i] for i in batch.idx.tolist()])
 
@@ -155,6 +162,12 @@ def test_numpy_arrays_and_torch_save_of_a_batch_outlive_the_loader(tmp_path):
 
 
 def test_spawned_workers():
+    """In a fresh interpreter: a spawn context leaves multiprocessing's resource tracker
+    process running for the rest of the process (other tests count child processes)."""
+    run_scenario("spawned_workers_scenario")
+
+
+def spawned_workers_scenario() -> None:
     ds = Items(48)
     dl = loader(ds, multiprocessing_context="spawn", persistent_workers=True)
     held = []
@@ -162,8 +175,24 @@ def test_spawned_workers():
         for k, batch in enumerate(dl):
             if k % 3 == epoch:
                 held.append(batch)
+    assert handoff.stats()["received"] > 0
     for batch in held:
         assert_same(batch, reference(ds, batch))
+
+
+def run_scenario(name: str) -> None:
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import test_handoff as t; "
+        f"t.{name}(); print('scenario ok', flush=True)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    # (torch may still report a dead worker from an exit handler: the exit code is noise)
+    assert "scenario ok" in done.stdout, done.stderr[-3000:]
 
 
 def shm_names() -> set[str]:
@@ -173,18 +202,7 @@ def shm_names() -> set[str]:
 def test_a_killed_worker_leaves_held_batches_intact_and_nothing_behind():
     """Run in a fresh interpreter: torch's SIGCHLD handler raises, at any later point of the
     process, for a worker that died, which would land in another test."""
-    code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import test_handoff as t; "
-        "t.killed_worker_scenario(); print('scenario ok', flush=True)"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(Path(__file__).parent)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    # (torch may still report the dead worker from an exit handler: the exit code is noise)
-    assert "scenario ok" in done.stdout, done.stderr[-3000:]
+    run_scenario("killed_worker_scenario")
 
 
 def killed_worker_scenario() -> None:
