@@ -45,7 +45,8 @@ __all__ = ["ALIGN", "HEADER", "aligned", "batch_buffer", "carve", "ring_stats"]
 
 #: byte alignment of every tensor carved from a batch buffer (a cache line; enough for any dtype)
 ALIGN = 64
-#: bytes before a ring segment's data: [0] in-use byte (worker sets, main clears), [8:16] the
+#: bytes before a ring segment's data: [0] in-use byte (worker sets, main clears), [1] "the main
+#: process has mapped this segment" (main sets), [8:16] the
 #: lend number of the batch that set it (little-endian int64)
 HEADER = 64
 #: most segments a worker's ring holds (``HETLOAD_RING_SLOTS``)

@@ -72,39 +72,62 @@ def reduce_batch(batch: Any, protocol: int) -> tuple | None:
     info = get_worker_info()
     owner = (os.getpid(), info.id if info is not None else -1, slot.index, slot.generation)
     layout = (storage.nbytes(), len(batch), table.views, encoded)
-    return _rebuild, (DupFd(slot.fd), owner, slot.lend, layout)
+    # the descriptor travels (a socket round trip) only until the main process has mapped the
+    # segment; then it keeps the mapping for as long as this segment and this worker live
+    df = None if slot.map.byte(1) else DupFd(slot.fd)
+    return _rebuild, (df, owner, slot.lend, layout)
 
 
 # ---------------------------------------------------------------------------- main side
 class _Mapping:
     """The main process's mapping of one worker segment, kept while the segment lives."""
 
-    __slots__ = ("key", "map", "outstanding", "owner", "stale")
+    __slots__ = ("inode", "key", "map", "outstanding", "owner", "stale")
 
-    def __init__(self, key: tuple[int, int], mapped: Mapping, owner: tuple[int, ...]) -> None:
+    def __init__(self, key: tuple[int, ...], mapped: Mapping, owner: tuple[int, ...]) -> None:
         self.key, self.map, self.owner = key, mapped, owner
         self.outstanding = 0  # batches received from it whose storage is still alive
         self.stale = False  # its slot has a newer segment: unmap once no batch uses it
+        self.inode = (0, 0)  # (st_dev, st_ino) of the segment's file
 
 
 class _Receiver:
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.maps: dict[tuple[int, int], _Mapping] = {}
+        self.maps: dict[tuple[int, ...], _Mapping] = {}
         self.held: list[tuple[StorageWeakRef, _Mapping, int]] = []
         self.received = self.mapped = self.released = 0
 
-    def mapping(self, fd: int, owner: tuple[int, ...]) -> _Mapping:
-        st = os.fstat(fd)
-        key = (st.st_dev, st.st_ino)
+    def mapping(self, fd: int | None, owner: tuple[int, ...]) -> _Mapping:
+        """The mapping of the segment ``owner`` names (worker pid, worker id, slot, generation),
+        made from ``fd`` the first time; counted as used by one more batch."""
+        key = (owner[0], owner[2], owner[3])
         with self.lock:
             self._poll()
             found = self.maps.get(key)
+            st = None if fd is None else os.fstat(fd)
+            if found is not None and st is not None and found.inode != (st.st_dev, st.st_ino):
+                # same pid, slot and generation but another file: a new worker that got the pid
+                # of an exited one. The old mapping is of no use any more
+                found.stale = True
+                self.maps.pop(key)
+                if not found.outstanding:
+                    found.map.close()
+                found = None
             if found is None:
+                if fd is None or st is None:
+                    raise RuntimeError(
+                        f"DataLoader worker (pid {owner[0]}) sent a batch of a ring segment "
+                        "this process has not mapped (a batch received by another process?)"
+                    )
                 found = _Mapping(key, Mapping(fd, st.st_size, populate=True), owner)
+                found.inode = (st.st_dev, st.st_ino)
                 self.mapped += 1
                 self.maps[key] = found
                 self._evict(found)
+                # tells the worker to send this segment's batches without a descriptor from
+                # now on: this mapping stays until the segment is replaced or the worker exits
+                found.map.set_byte(1, 1)
             # counted from now, so no eviction unmaps it while the batch is being built
             found.outstanding += 1
             return found
@@ -181,7 +204,7 @@ def _rebuild(df: Any, owner: tuple[int, ...], lend: int, layout: tuple) -> Any:
 
     nbytes, batch_size, table, encoded = layout
     try:
-        fd = df.detach()
+        fd = None if df is None else df.detach()
     except OSError as exc:  # the worker died between sending the batch and our fetching its fd
         raise RuntimeError(
             f"DataLoader worker (pid {owner[0]}) exited before its batch could be received: {exc}"
@@ -189,7 +212,8 @@ def _rebuild(df: Any, owner: tuple[int, ...], lend: int, layout: tuple) -> Any:
     try:
         mapping = _receiver.mapping(fd, owner)
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
     try:
         buffer = torch.frombuffer(
             mapping.map.buffer, dtype=torch.uint8, count=nbytes, offset=HEADER
@@ -215,12 +239,16 @@ def poll() -> None:
 
 
 def release_idle() -> int:
-    """Unmap every worker segment no live batch uses (after training, to return the memory of
-    the last epoch's rings at once); returns how many. Safe at any time: a segment still in use
-    by a worker is mapped again when its next batch arrives."""
+    """Unmap every worker segment that no live batch uses and no live worker can send again
+    (replaced segments, exited workers): after training, to return the last rings' memory at
+    once rather than at the next loader's first batch. Returns how many."""
     with _receiver.lock:
         _receiver._poll()
-        idle = [m for m in _receiver.maps.values() if not m.outstanding]
+        idle = [
+            m
+            for m in _receiver.maps.values()
+            if not m.outstanding and (m.stale or not _alive(m.owner[0]))
+        ]
         for m in idle:
             _receiver._drop(m)
         return len(idle)

@@ -342,3 +342,30 @@ def _saved(obj) -> io.BytesIO:
     torch.save(obj, buf)
     buf.seek(0)
     return buf
+
+
+def test_a_reused_pid_never_gets_an_exited_workers_mapping():
+    """(pid, slot, generation) names a segment only with the file it came with: a new worker
+    that got an exited worker's pid sends another file, which is mapped anew."""
+    from hetload.handoff import _Receiver
+    from hetload.shm import memfd
+
+    receiver = _Receiver()
+    owner = (os.getpid(), 0, 0, 1)
+    fds = [memfd("t", arena.HEADER + 4096) for _ in range(2)]
+    try:
+        first = receiver.mapping(fds[0], owner)
+        first.map.buffer[arena.HEADER] = 7
+        receiver.untrack(first)
+        assert receiver.mapping(None, owner) is first  # known: sent without a descriptor
+        receiver.untrack(first)
+        second = receiver.mapping(fds[1], owner)
+        assert second is not first and second.map.buffer[arena.HEADER] == 0
+        receiver.untrack(second)
+        with pytest.raises(RuntimeError, match="has not mapped"):
+            receiver.mapping(None, (os.getpid(), 0, 1, 1))
+    finally:
+        for fd in fds:
+            os.close(fd)
+        for m in list(receiver.maps.values()):
+            m.map.close()
