@@ -230,7 +230,7 @@ def _ring() -> Ring | None:
             if _state.pid != os.getpid():
                 _state.ring = None
                 _state.pid = os.getpid()
-                slots = int(os.environ.get("HETLOAD_RING_SLOTS", RING_SLOTS))
+                slots = _env_int("HETLOAD_RING_SLOTS", RING_SLOTS)
                 on = os.environ.get("HETLOAD_RING", "1") != "0" and slots > 0
                 if on and hasattr(os, "memfd_create"):
                     try:
@@ -238,6 +238,16 @@ def _ring() -> Ring | None:
                     except OSError:  # out of descriptors: a fresh segment per batch, as before
                         _state.ring = None
     return _state.ring
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer (segments per worker), got {raw!r}") from None
 
 
 def current_ring() -> Ring | None:

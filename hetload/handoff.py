@@ -138,9 +138,9 @@ class _Receiver:
             self.received += 1
 
     def untrack(self, mapping: _Mapping) -> None:
-        """A batch that could not be built: its slot stays in use (nothing says it is free)."""
-        with self.lock:
-            mapping.outstanding -= 1
+        """A batch that could not be built. Its count stays: tensors over the mapping may live
+        on in the exception's frames, so the mapping is never unmapped and the slot never given
+        back (memory, not data, is what a failed receive costs)."""
 
     def _poll(self) -> None:
         keep = []
