@@ -256,8 +256,10 @@ def release_idle() -> int:
 
 def stats() -> dict[str, int]:
     """Main-process counters: ``received`` batches in the slot form, ``mapped`` segments (a
-    steady state maps none), ``released`` batches given back, ``held`` still alive, ``maps``."""
+    steady state maps none), ``released`` batches given back, ``held`` still alive, ``maps``
+    (segments mapped now). Gives back what the user dropped first, as :func:`poll`."""
     with _receiver.lock:
+        _receiver._poll()
         return {
             "received": _receiver.received,
             "mapped": _receiver.mapped,
