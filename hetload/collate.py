@@ -285,7 +285,8 @@ def _plan_index(
     plan: _Plan, name: str, column: list[Any], spec: Field, jobs: dict[str, _Job]
 ) -> _Job:
     target = jobs.get(spec.index_of)  # type: ignore[arg-type]
-    if target is None or target.kind != "ragged":
+    # the target may itself be an index field (rows marked by face number): any packed one
+    if target is None or target.kind not in ("ragged", "index"):
         raise ValueError(
             f"field {name!r} indexes into {spec.index_of!r}, which the samples do not hold "
             "as a ragged field"

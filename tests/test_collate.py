@@ -232,3 +232,18 @@ def test_dataloader_with_workers_delivers_intact_batches_in_shared_memory():
 
 def test_main_process_collate_is_not_shared():
     assert not hl.collate(_two()).verts.values.is_shared()
+
+
+def test_an_index_field_may_index_another_index_field():
+    """``marked`` holds face numbers: re-based by the faces' offsets, like faces by verts'."""
+    schema = hl.DEFAULT_SCHEMA.extend({"marked": "index:faces"})
+    samples = [
+        {"verts": np.zeros((3, 3), np.float32), "faces": np.array([[0, 1, 2]] * 2), "marked": [1]},
+        {"verts": np.zeros((4, 3), np.float32), "faces": np.array([[0, 1, 3]] * 3), "marked": [2]},
+    ]
+    for s in samples:
+        s["marked"] = np.array(s["marked"])
+    batch = hl.collate(samples, schema)
+    assert batch.marked.values.tolist() == [1, 2 + 2]
+    assert batch.marked.index_base is batch.faces.offsets
+    assert batch.faces.values[2:].tolist() == [[3, 4, 6]] * 3
