@@ -4,8 +4,7 @@ Setting: ``torch.set_num_threads(1)`` (as inside DataLoader workers); B meshes w
 vertex counts (median 10k) and about 2x as many triangles. Each contender builds the same batch;
 every time is the median of ``--repeats`` runs after a warm-up, and is compared with the floor of
 one ``memcpy`` of the same bytes (into a reused buffer, and into a freshly allocated one, since a
-collate must hand out new memory). The rows are timed in turn, round after round, so that load
-from other jobs falls on all of them alike.
+collate must hand out new memory).
 
     python scripts/bench_collate.py            # the BENCHMARKS.md table
     python scripts/bench_collate.py --quick    # a smoke run
@@ -46,23 +45,6 @@ def make_meshes(batch: int, median: int, seed: int) -> list[dict[str, torch.Tens
             }
         )
     return meshes
-
-
-def interleaved(
-    rows: list[tuple[str, Callable[[], object]]], repeats: int, desc: str
-) -> list[tuple[str, float, float]]:
-    """``(name, median, min)`` seconds per row, the rows timed in turn within each of
-    ``repeats`` rounds (after one warm-up call each): load that comes and goes on a shared
-    machine then lands on every row alike instead of on whichever row ran at the time."""
-    for _, fn in rows:
-        fn()
-    times: list[list[float]] = [[] for _ in rows]
-    for _ in tqdm(range(repeats), desc=desc, leave=False):
-        for k, (_, fn) in enumerate(rows):
-            start = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - start)
-    return [(name, statistics.median(t), min(t)) for (name, _), t in zip(rows, times)]
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -148,7 +130,10 @@ def bench_collate(meshes, repeats: int) -> list[tuple[str, float, float]]:
     if Batch is not None:
         data = pyg_inputs(meshes)
         rows.append(("PyG Batch.from_data_list", lambda: Batch.from_data_list(data)))
-    return interleaved(rows, repeats, "collate")
+    results = []
+    for name, fn in tqdm(rows, desc="collate", leave=False):
+        results.append((name, *timings(fn, repeats)))
+    return results
 
 
 def bench_padding(meshes, repeats: int, width: int) -> list[tuple[str, float, float]]:
@@ -186,7 +171,10 @@ def bench_padding(meshes, repeats: int, width: int) -> list[tuple[str, float, fl
                 ),
             )
         )
-    return interleaved(rows, repeats, f"packed->padded D={width}")
+    results = []
+    for name, fn in tqdm(rows, desc=f"packed->padded D={width}", leave=False):
+        results.append((name, *timings(fn, repeats)))
+    return results
 
 
 def print_table(
