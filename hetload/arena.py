@@ -12,6 +12,11 @@ Contract used by ``hetload.collate`` and the batch-level shard reads:
 - :func:`carve(buffer, offset, shape, dtype)` is the view of ``shape``/``dtype`` at byte
   ``offset`` of ``buffer`` (``offset`` a multiple of :data:`ALIGN`).
 
+A ``HeteroBatch`` whose every tensor (values, offsets, fixed fields, presence flags) is carved
+from ONE ``batch_buffer`` travels from a worker as its ring slot (:mod:`hetload.handoff`); a
+batch mixing in other tensors still works, pickled the ordinary way (the slot is then kept until
+the worker drops the buffer, and the bytes travel as a fresh shared segment).
+
 **The ring (inside DataLoader workers, Linux).** Each worker keeps a few shared-memory segments
 (``memfd``, so nothing appears in ``/dev/shm`` and nothing can leak there; their descriptors
 are made up front, one per slot, so a worker's descriptor count is constant) and lends one per
