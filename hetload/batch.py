@@ -194,6 +194,10 @@ class HeteroBatch:
 
         An offsets tensor shared by several fields (an index field's ``index_base`` is its
         target's ``offsets``) is pinned once and stays shared, so the relation survives."""
+        from hetload.handoff import poll
+
+        # the batch before this one was dropped by now: its worker slot goes back at once
+        poll()
         pinned: dict[str, Any] = {}
         done: dict[int, torch.Tensor] = {}
 
@@ -227,6 +231,17 @@ class HeteroBatch:
                 desc += f", in {int(self._present[name].sum())} of {self._batch_size} samples"
             lines.append(f"  {name}: {desc}")
         return "\n".join(lines) + "\n)"
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        """Inside a DataLoader worker, a batch carved from the worker's ring travels as the
+        ring slot's descriptor and its layout (:mod:`hetload.handoff`); everywhere else (and
+        under ``torch.save``) as each storage once plus the views on it
+        (:mod:`hetload.pickling`: the fields of one batch buffer differ in dtype)."""
+        from hetload.handoff import reduce_batch
+        from hetload.pickling import reduce_batch_plain
+
+        form = reduce_batch(self, protocol)
+        return form if form is not None else reduce_batch_plain(self)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"fields": self._fields, "batch_size": self._batch_size, "present": self._present}

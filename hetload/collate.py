@@ -6,21 +6,24 @@ Copies, counted (counts of copies are part of the design, not an accident):
   (``torch.cat(..., out=buffer)``); numpy inputs are wrapped, not copied, first;
 - an index field: the same single copy, written already re-based (``out = faces + offset``) and
   range checked in the same pass (:func:`hetload.ops.rebase_index_`);
-- inside a DataLoader worker the buffers are allocated in shared memory, so sending the batch to
-  the main process moves a file descriptor, not the bytes (as PyG and ``default_collate`` do).
+- the whole batch is ONE allocation (:mod:`hetload.arena`): collate first plans every output
+  (each field's values and offsets, fixed rows, presence flags), then carves them all out of one
+  buffer. Inside a DataLoader worker that buffer is a reused shared-memory segment of the
+  worker's ring, so sending the batch to the main process moves one descriptor, not the bytes,
+  and in steady state allocates nothing and faults no page.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from itertools import accumulate, pairwise
+from itertools import accumulate
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import get_worker_info
 
+from hetload.arena import aligned, batch_buffer, carve
 from hetload.batch import HeteroBatch
 from hetload.ops import rebase_index_
 from hetload.packed import PackedSamples
@@ -86,44 +89,128 @@ def collate(samples: Sequence[Mapping[str, Any]], schema: Schema | None = None) 
             raise TypeError(f"collate: sample {i} is a {type(sample).__name__}, expected a dict")
     names = _field_names(samples)
     check_field_names(names)
-    shared = get_worker_info() is not None
     # which samples hold each field, for the fields some samples lack
     present = {
         name: flags for name in names if not all(flags := [name in sample for sample in samples])
     }
     first = {name: next(s[name] for s in samples if name in s) for name in names}
     specs = {name: schema.field(name, first[name]) for name in names}
-    fields: dict[str, Any] = {}
+    # 1. plan: every value converted and checked, every output's shape and dtype known, so the
+    #    batch is one allocation (hetload.arena: one shared-memory segment inside a worker)
+    plan = _Plan()
+    jobs: dict[str, _Job] = {}
     # index fields need their target's offsets, so they go last
     for name in sorted(names, key=lambda n: specs[n].kind == "index"):
         spec = specs[name]
+        if name in present and spec.kind == "fixed":
+            jobs[name] = _plan_fixed_partial(plan, name, samples, present[name])
+            continue
         if name in present:
-            if spec.kind == "fixed":
-                fields[name] = _collate_fixed_partial(name, samples, present[name], shared)
-                continue
             column = _filled_column(name, samples, first[name], spec)
         else:
             column = [sample[name] for sample in samples]
         if spec.kind == "ragged":
-            fields[name] = _collate_ragged(name, column, shared)
+            jobs[name] = _plan_ragged(plan, name, column)
         elif spec.kind == "index":
-            fields[name] = _collate_index(name, column, spec, fields, shared)
+            jobs[name] = _plan_index(plan, name, column, spec, jobs)
         elif spec.kind == "fixed":
-            fields[name] = _collate_fixed(name, column, shared)
+            jobs[name] = _plan_fixed(plan, name, column)
         else:
-            fields[name] = column
+            jobs[name] = _Job("meta", column)
+    flag_slots = {name: plan.add((len(samples),), torch.bool) for name in present}
+    # 2. one buffer, every tensor a view of it; 3. one copy of each sample's bytes into it
+    out = plan.carve_all()
+    fields: dict[str, Any] = {}
+    for name in sorted(names, key=lambda n: specs[n].kind == "index"):
+        fields[name] = jobs[name].fill(out, fields)
+    flags_out = {}
+    for name, slot in flag_slots.items():
+        flags_out[name] = out[slot]
+        flags_out[name].numpy()[:] = present[name]
     return HeteroBatch(
         {name: fields[name] for name in names},
         batch_size=len(samples),
-        present={name: _flags(flags, shared) for name, flags in present.items()},
+        present=flags_out,
     )
 
 
-def _flags(flags: list[bool], shared: bool) -> torch.Tensor:
-    """bool ``[B]``, in shared memory inside workers (like every other tensor of the batch)."""
-    out = _empty((len(flags),), torch.bool, shared)
-    out.numpy()[:] = flags
-    return out
+class _Plan:
+    """The byte layout of a batch: each tensor at an :data:`~hetload.arena.ALIGN`-ed offset."""
+
+    def __init__(self) -> None:
+        self.nbytes = 0
+        self.slots: list[tuple[int, tuple[int, ...], torch.dtype]] = []
+
+    def add(self, shape: tuple[int, ...], dtype: torch.dtype) -> int:
+        """Reserve ``shape``/``dtype``; returns the slot's number (an index into carve_all)."""
+        self.slots.append((self.nbytes, shape, dtype))
+        self.nbytes += aligned(math.prod(shape) * dtype.itemsize)
+        return len(self.slots) - 1
+
+    def carve_all(self) -> list[torch.Tensor]:
+        buffer = batch_buffer(self.nbytes)
+        return [carve(buffer, offset, shape, dtype) for offset, shape, dtype in self.slots]
+
+
+class _Job:
+    """One field, planned: ``fill`` copies its samples into the carved tensors."""
+
+    def __init__(self, kind: str, data: Any, **slots: Any) -> None:
+        self.kind, self.data, self.slots = kind, data, slots
+
+    def fill(self, out: list[torch.Tensor], done: dict[str, Any]) -> Any:
+        s = self.slots
+        if self.kind == "meta":
+            return self.data
+        if self.kind == "fixed":
+            target = out[s["values"]]
+            if isinstance(self.data, torch.Tensor):
+                target.copy_(self.data)
+            else:
+                torch.stack(self.data, out=target)
+            return target
+        if self.kind == "fixed_partial":
+            target = out[s["values"]]
+            target.fill_(missing_value(target.dtype))
+            target[torch.tensor(s["flags"], dtype=torch.bool)] = self.data
+            return target
+        values, offsets = out[s["values"]], out[s["offsets"]]
+        lengths = s["lengths"]
+        # a batch's few dozen Python ints: summed in Python, written in one assignment (a numpy
+        # cumsum of a list converts it to an array first, several times slower at this size)
+        offsets.numpy()[:] = [0, *accumulate(lengths)]
+        if self.kind == "ragged":
+            if values.numel():
+                torch.cat(self.data, out=values)
+            return Ragged(values, offsets, name=s["name"], max_len=max(lengths), validate=False)
+        return _fill_index(self.data, values, offsets, s, done)
+
+
+def _fill_index(
+    tensors: list[torch.Tensor],
+    values: torch.Tensor,
+    offsets: torch.Tensor,
+    s: dict[str, Any],
+    done: dict[str, Any],
+) -> Ragged:
+    name, target, bases, counts = s["name"], done[s["target"]], s["bases"], s["counts"]
+    # one pass per sample writes the re-based copy and checks the range (hetload.ops)
+    bad = rebase_index_(tensors, values, bases[:-1], counts)
+    if bad >= 0:
+        source = tensors[bad].numpy()
+        low, high = int(source.min()), int(source.max())
+        raise ValueError(
+            f"field {name!r}: sample {bad} has index {low if low < 0 else high}, outside "
+            f"[0, {counts[bad]}) for its {counts[bad]} rows of {s['target']!r}"
+        )
+    return Ragged(
+        values,
+        offsets,
+        name=name,
+        index_base=target.offsets,
+        max_len=max(s["lengths"]),
+        validate=False,
+    )
 
 
 def _field_names(samples: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -163,38 +250,23 @@ def missing_value(dtype: torch.dtype) -> bool | int | float:
     return -1 if info.min < 0 else info.max
 
 
-def _collate_fixed_partial(
-    name: str, samples: Sequence[Mapping[str, Any]], flags: list[bool], shared: bool
-) -> torch.Tensor:
+def _plan_fixed_partial(
+    plan: _Plan, name: str, samples: Sequence[Mapping[str, Any]], flags: list[bool]
+) -> _Job:
     """A fixed field some samples lack: the others stacked, absent rows a missing value."""
     column = [sample[name] for sample in samples if name in sample]
     try:
-        stacked = _collate_fixed(name, column, shared=False)
+        stacked = _stack(fixed_column(name, column))
     except ValueError as exc:
         raise ValueError(
             f"{exc} (sample numbers count only the {len(column)} samples holding {name!r})"
         ) from None
-    out = _empty((len(samples), *stacked.shape[1:]), stacked.dtype, shared)
-    out.fill_(missing_value(stacked.dtype))
-    out[torch.tensor(flags, dtype=torch.bool)] = stacked
-    return out
+    slot = plan.add((len(samples), *stacked.shape[1:]), stacked.dtype)
+    return _Job("fixed_partial", stacked, values=slot, flags=flags)
 
 
-def _empty(shape: tuple[int, ...], dtype: torch.dtype, shared: bool) -> torch.Tensor:
-    """An uninitialised tensor, in shared memory when ``shared`` (inside DataLoader workers)."""
-    if not shared:
-        return torch.empty(shape, dtype=dtype)
-    nbytes = math.prod(shape) * dtype.itemsize
-    storage = torch.UntypedStorage._new_shared(max(nbytes, 1))
-    return torch.empty((0,), dtype=dtype).set_(storage, 0, shape)
-
-
-def _offsets_of(lengths: list[int], shared: bool) -> torch.Tensor:
-    offsets = _empty((len(lengths) + 1,), torch.int64, shared)
-    # a batch's few dozen Python ints: summed in Python, written in one assignment (a numpy
-    # cumsum of a list converts it to an array first, several times slower at this size)
-    offsets.numpy()[:] = [0, *accumulate(lengths)]
-    return offsets
+def _stack(tensors: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+    return tensors if isinstance(tensors, torch.Tensor) else torch.stack(tensors)
 
 
 def _ragged_column(name: str, column: list[Any]) -> list[torch.Tensor]:
@@ -204,31 +276,20 @@ def _ragged_column(name: str, column: list[Any]) -> list[torch.Tensor]:
     return tensors
 
 
-def _concat(tensors: list[torch.Tensor], shared: bool) -> tuple[torch.Tensor, list[int]]:
-    lengths = [t.shape[0] for t in tensors]
-    out = _empty((sum(lengths), *tensors[0].shape[1:]), tensors[0].dtype, shared)
-    if out.numel():
-        torch.cat(tensors, out=out)
-    return out, lengths
-
-
-def _collate_ragged(name: str, column: list[Any], shared: bool) -> Ragged:
+def _plan_ragged(plan: _Plan, name: str, column: list[Any]) -> _Job:
     tensors = _ragged_column(name, column)
-    values, lengths = _concat(tensors, shared)
-    return Ragged(
-        values,
-        _offsets_of(lengths, shared),
-        name=name,
-        max_len=max(lengths),
-        validate=False,
-    )
+    lengths = [t.shape[0] for t in tensors]
+    values = plan.add((sum(lengths), *tensors[0].shape[1:]), tensors[0].dtype)
+    offsets = plan.add((len(lengths) + 1,), torch.int64)
+    return _Job("ragged", tensors, name=name, values=values, offsets=offsets, lengths=lengths)
 
 
-def _collate_index(
-    name: str, column: list[Any], spec: Field, done: dict[str, Any], shared: bool
-) -> Ragged:
-    target = done.get(spec.index_of)  # type: ignore[arg-type]
-    if not isinstance(target, Ragged):
+def _plan_index(
+    plan: _Plan, name: str, column: list[Any], spec: Field, jobs: dict[str, _Job]
+) -> _Job:
+    target = jobs.get(spec.index_of)  # type: ignore[arg-type]
+    # the target may itself be an index field (rows marked by face number): any packed one
+    if target is None or target.kind not in ("ragged", "index"):
         raise ValueError(
             f"field {name!r} indexes into {spec.index_of!r}, which the samples do not hold "
             "as a ragged field"
@@ -238,9 +299,9 @@ def _collate_index(
         raise ValueError(
             f"field {name!r}: an index field must have an integer dtype, got {tensors[0].dtype}"
         )
-    # from the host offsets, without a tensor subtraction (collate's fixed cost is per field)
-    bases = target.offsets.tolist()
-    counts = [hi - lo for lo, hi in pairwise(bases)]
+    # the target's offsets as host ints, known before any copy (collate's fixed cost is per field)
+    counts = target.slots["lengths"]
+    bases = [0, *accumulate(counts)]
     top = torch.iinfo(tensors[0].dtype).max
     if bases[-1] - 1 > top:
         raise ValueError(
@@ -248,30 +309,25 @@ def _collate_index(
             f"rows of {spec.index_of!r} (at most {top + 1}); store it as a wider integer dtype"
         )
     lengths = [t.shape[0] for t in tensors]
-    values = _empty((sum(lengths), *tensors[0].shape[1:]), tensors[0].dtype, shared)
-    # one pass per sample writes the re-based copy and checks the range (hetload.ops)
-    bad = rebase_index_(tensors, values, bases[:-1], counts)
-    if bad >= 0:
-        source = tensors[bad].numpy()
-        low, high = int(source.min()), int(source.max())
-        raise ValueError(
-            f"field {name!r}: sample {bad} has index {low if low < 0 else high}, outside "
-            f"[0, {counts[bad]}) for its {counts[bad]} rows of {spec.index_of!r}"
-        )
-    return Ragged(
-        values,
-        _offsets_of(lengths, shared),
+    values = plan.add((sum(lengths), *tensors[0].shape[1:]), tensors[0].dtype)
+    offsets = plan.add((len(lengths) + 1,), torch.int64)
+    return _Job(
+        "index",
+        tensors,
         name=name,
-        index_base=target.offsets,
-        max_len=max(lengths),
-        validate=False,
+        target=spec.index_of,
+        values=values,
+        offsets=offsets,
+        lengths=lengths,
+        bases=bases,
+        counts=counts,
     )
 
 
-def _collate_fixed(name: str, column: list[Any], shared: bool) -> torch.Tensor:
+def _plan_fixed(plan: _Plan, name: str, column: list[Any]) -> _Job:
     tensors = fixed_column(name, column)
-    if isinstance(tensors, torch.Tensor):
-        return tensors
-    out = _empty((len(tensors), *tensors[0].shape), tensors[0].dtype, shared)
-    torch.stack(tensors, out=out)
-    return out
+    first = tensors if isinstance(tensors, torch.Tensor) else tensors[0]
+    shape = (
+        tuple(first.shape) if isinstance(tensors, torch.Tensor) else (len(tensors), *first.shape)
+    )
+    return _Job("fixed", tensors, values=plan.add(shape, first.dtype))

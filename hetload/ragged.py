@@ -432,6 +432,14 @@ class Ragged:
             f"dtype={self.values.dtype}, device={self.values.device}{kind})"
         )
 
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # values and offsets may be views of one batch buffer at two dtypes, which torch.save
+        # refuses tensor by tensor: pickle the storage once plus the views (hetload.pickling)
+        from hetload.pickling import reduce_ragged
+
+        form = reduce_ragged(self)
+        return form if form is not None else object.__reduce_ex__(self, protocol)
+
     # Ragged travels between DataLoader workers and the main process; keep cached views out
     # of the pickle so only the packed tensors cross the process boundary.
     def __getstate__(self) -> dict[str, Any]:

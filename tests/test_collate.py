@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data._utils.pin_memory import pin_memory as torch_pin_memory
 
 import hetload as hl
+from hetload import handoff
 
 NP_DTYPES = [np.float16, np.float32, np.float64, np.int32, np.int64, np.uint8, np.bool_]
 
@@ -211,11 +212,14 @@ def test_dataloader_with_workers_delivers_intact_batches_in_shared_memory():
     ds = _Meshes(24)
     loader = DataLoader(ds, batch_size=5, num_workers=2, collate_fn=hl.collate)
     seen = 0
+    before = handoff.stats()["received"]
     for batch in loader:
         assert isinstance(batch, hl.HeteroBatch)
-        # built in a worker: the buffers were allocated in shared memory, so crossing to this
-        # process moved a handle, not the bytes
-        assert batch.verts.values.is_shared() and batch.faces.values.is_shared()
+        # built in a worker: the batch is one shared-memory buffer (a slot of the worker's
+        # ring), so crossing to this process moved a handle, not the bytes
+        storage = batch.verts.values.untyped_storage()
+        assert batch.faces.values.untyped_storage().data_ptr() == storage.data_ptr()
+        assert batch.label.untyped_storage().data_ptr() == storage.data_ptr()
         for j, i in enumerate(batch.label.tolist()):
             expected = ds[i]
             sample = batch.sample(j)
@@ -223,7 +227,23 @@ def test_dataloader_with_workers_delivers_intact_batches_in_shared_memory():
             np.testing.assert_array_equal(sample["faces"].numpy(), expected["faces"])
             seen += 1
     assert seen == 24
+    assert handoff.stats()["received"] - before == len(loader)
 
 
 def test_main_process_collate_is_not_shared():
     assert not hl.collate(_two()).verts.values.is_shared()
+
+
+def test_an_index_field_may_index_another_index_field():
+    """``marked`` holds face numbers: re-based by the faces' offsets, like faces by verts'."""
+    schema = hl.DEFAULT_SCHEMA.extend({"marked": "index:faces"})
+    samples = [
+        {"verts": np.zeros((3, 3), np.float32), "faces": np.array([[0, 1, 2]] * 2), "marked": [1]},
+        {"verts": np.zeros((4, 3), np.float32), "faces": np.array([[0, 1, 3]] * 3), "marked": [2]},
+    ]
+    for s in samples:
+        s["marked"] = np.array(s["marked"])
+    batch = hl.collate(samples, schema)
+    assert batch.marked.values.tolist() == [1, 2 + 2]
+    assert batch.marked.index_base is batch.faces.offsets
+    assert batch.faces.values[2:].tolist() == [[3, 4, 6]] * 3
