@@ -35,10 +35,12 @@ per worker.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import mmap
 import os
 import threading
+from collections.abc import Iterator
 
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
@@ -71,7 +73,7 @@ def batch_buffer(nbytes: int) -> torch.Tensor:
     the batch to the main process then moves one descriptor, not the bytes), from the worker's
     ring of reused segments when it is on (see the module docstring)."""
     nbytes = max(int(nbytes), 1)
-    if get_worker_info() is None:
+    if get_worker_info() is None or getattr(_local, "private", False):
         return torch.empty(nbytes, dtype=torch.uint8)
     ring = _ring()
     if ring is not None:
@@ -80,6 +82,23 @@ def batch_buffer(nbytes: int) -> torch.Tensor:
             return buffer
     storage = torch.UntypedStorage._new_shared(nbytes)
     return torch.empty((0,), dtype=torch.uint8).set_(storage, 0, (nbytes,))
+
+
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def private() -> Iterator[None]:
+    """Inside it, :func:`batch_buffer` gives ordinary memory even in a worker: for the small
+    part of a batch built apart from its main buffer (a batch read's labels and flags), which
+    travels inline beside the buffer's slot (:mod:`hetload.handoff`) rather than taking a
+    second slot."""
+    before = getattr(_local, "private", False)
+    _local.private = True
+    try:
+        yield
+    finally:
+        _local.private = before
 
 
 def carve(

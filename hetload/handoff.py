@@ -41,10 +41,14 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.data import get_worker_info
 
 from hetload.arena import HEADER, current_ring
-from hetload.pickling import Table, decode_fields, encode_fields, views
+from hetload.pickling import Table, decode_fields, encode_fields, storage_tensor, views
 from hetload.shm import Mapping
 
 __all__ = ["poll", "reduce_batch", "release_idle", "stats"]
+
+
+#: bytes of storages besides the slot's that a batch may carry inline in the slot form
+_INLINE = 1 << 16
 
 
 # ---------------------------------------------------------------------------- worker side
@@ -59,19 +63,32 @@ def reduce_batch(batch: Any, protocol: int) -> tuple | None:
         return None
     table = Table()
     encoded = encode_fields(batch._fields, batch._present, table)
-    if len(table.storages) != 1:  # the slot form carries one segment
+    # the slot form carries one segment, plus (inline, as bytes) the few small storages a batch
+    # may hold beside it: labels and flags collated apart from a batch read's buffer
+    # (hetload.packed), fields a user added. A large second storage pickles the ordinary way.
+    slots = [(k, ring.slot_of(s)) for k, s in enumerate(table.storages)]
+    found = [(k, slot) for k, slot in slots if slot is not None]
+    if len(found) != 1:
         return None
-    storage = table.storages[0]
-    slot = ring.slot_of(storage)
-    if slot is None or slot.sent:
+    at, slot = found[0]
+    storage = table.storages[at]
+    extra = [s for k, s in enumerate(table.storages) if k != at]
+    if (
+        slot.sent
+        or sum(s.nbytes() for s in extra) > _INLINE
+        or any(s.device.type != "cpu" for s in extra)
+    ):
         return None
+    inline = tuple(
+        (k, storage_tensor(s).numpy().tobytes()) for k, s in enumerate(table.storages) if k != at
+    )
     slot.sent = True
     # the header names this batch, then marks the slot in use, before anything is sent
     slot.map.set_int64(8, slot.lend)
     slot.map.set_byte(0, 1)
     info = get_worker_info()
     owner = (os.getpid(), info.id if info is not None else -1, slot.index, slot.generation)
-    layout = (storage.nbytes(), len(batch), table.views, encoded)
+    layout = (storage.nbytes(), len(batch), table.views, encoded, at, inline)
     # the descriptor travels (a socket round trip) only until the main process has mapped the
     # segment; then it keeps the mapping for as long as this segment and this worker live
     df = None if slot.map.byte(1) else DupFd(slot.fd)
@@ -202,7 +219,7 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 def _rebuild(df: Any, owner: tuple[int, ...], lend: int, layout: tuple) -> Any:
     from hetload.batch import HeteroBatch
 
-    nbytes, batch_size, table, encoded = layout
+    nbytes, batch_size, table, encoded, at, inline = layout
     try:
         fd = None if df is None else df.detach()
     except OSError as exc:  # the worker died between sending the batch and our fetching its fd
@@ -219,7 +236,15 @@ def _rebuild(df: Any, owner: tuple[int, ...], lend: int, layout: tuple) -> Any:
             mapping.map.buffer, dtype=torch.uint8, count=nbytes, offset=HEADER
         )
         storage = buffer.untyped_storage()
-        tensors = views([storage], table)
+        storages = [storage] * (1 + len(inline))
+        for k, data in inline:  # small storages sent beside the slot, as bytes
+            storages[k] = (
+                torch.frombuffer(bytearray(data), dtype=torch.uint8).untyped_storage()
+                if data
+                else torch.UntypedStorage(0)
+            )
+        storages[at] = storage
+        tensors = views(storages, table)
         fields, present = decode_fields(encoded, tensors)
         batch = HeteroBatch(fields, batch_size, present)
         del buffer, tensors, fields, present

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hetload.arena import carve
+from hetload.arena import carve, private
 from hetload.batch import HeteroBatch
 from hetload.ops import rebase_index_
 from hetload.ragged import Ragged
@@ -177,13 +177,15 @@ class PackedSamples(Sequence):
         light = None
         if any(name not in fast for name in names):
             # every other field (metadata, labels, fixed fields, odd dtypes) by the plain path
-            light = collate(
-                [
-                    {name: value for name, value in self._items(j) if name not in fast}
-                    for j in range(count)
-                ],
-                schema,
-            )
+            # in ordinary memory: small, it travels inline beside the buffer's ring slot
+            with private():
+                light = collate(
+                    [
+                        {name: value for name, value in self._items(j) if name not in fast}
+                        for j in range(count)
+                    ],
+                    schema,
+                )
             done.update(light.items())
         for name in sorted(fast, key=lambda n: specs[n].kind == "index"):
             spec = specs[name]

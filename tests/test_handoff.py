@@ -404,3 +404,42 @@ def test_pinned_batches_free_their_slot_at_once():
     for batch in held:
         assert batch.verts.values.is_pinned()
         assert_same(batch, reference(ds, batch))
+
+
+def test_batch_reads_with_labels_arrive_in_the_slot_form(tmp_path):
+    """A batch read straight into its buffer (hetload.packed) collates its labels and flags
+    apart, in small storages: those travel inline beside the slot, so the batch still arrives
+    without a new segment, and held batches stay intact while slots are reused."""
+    from hetload.data import ShardDataset
+    from hetload.samplers.repeats import MarkRepeats
+    from hetload.shards.writer import write_shards
+
+    rng = np.random.default_rng(0)
+    samples = []
+    for i in range(48):
+        k = int(rng.integers(5, 300))
+        samples.append(
+            {
+                "verts": rng.standard_normal((k, 3)).astype(np.float32),
+                "faces": rng.integers(0, k, size=(k, 3)),
+                "label": np.int64(i % 5),
+            }
+        )
+    write_shards(samples, tmp_path, max_count=8)
+    ds = ShardDataset(tmp_path)
+    assert type(ds.__getitems__([0, 1])).__name__ == "PackedSamples"
+    dl = DataLoader(MarkRepeats(ds), batch_size=4, num_workers=2, collate_fn=hl.collate)
+    before = handoff.stats()
+    held = []
+    for _epoch in range(3):
+        for j, batch in enumerate(dl):
+            if j % 3 == 0:
+                held.append(batch)
+    after = handoff.stats()
+    assert after["received"] - before["received"] == 36  # every batch, in the slot form
+    position = {ds[i]["key"]: i for i in range(len(ds))}
+    for batch in held:
+        ref = hl.collate([ds[position[key]] for key in batch.key])
+        assert torch.equal(batch.verts.values, ref.verts.values)
+        assert torch.equal(batch.faces.values, ref.faces.values)
+        assert torch.equal(batch.label, ref.label)
