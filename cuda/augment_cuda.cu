@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "augment_common.h"
+#include "launch_cuda.h"
 #include "pad_host.h"
 
 namespace hetload {
@@ -19,27 +20,6 @@ namespace {
 constexpr const char* kMatmul = "hetload::per_sample_matmul";
 constexpr const char* kJitter = "hetload::jitter_points";
 constexpr const char* kScale = "hetload::per_sample_scale";
-constexpr int kThreads = 256;
-constexpr int64_t kMaxBlocks = 65535;
-
-unsigned blocks_for(int64_t n) {
-  const int64_t b = (n + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(b < 1 ? 1 : (b < kMaxBlocks ? b : kMaxBlocks));
-}
-
-__device__ __forceinline__ int64_t sample_of(const int64_t* __restrict__ offsets, int64_t batch,
-                                             int64_t row) {
-  int64_t lo = 0, hi = batch;  // offsets[lo] <= row < offsets[hi]
-  while (hi - lo > 1) {
-    const int64_t mid = lo + (hi - lo) / 2;
-    if (offsets[mid] <= row) {
-      lo = mid;
-    } else {
-      hi = mid;
-    }
-  }
-  return lo;
-}
 
 template <class T>
 __global__ void matmul_kernel(const T* __restrict__ pts, const int64_t* __restrict__ offsets,
@@ -74,14 +54,6 @@ __global__ void jitter_kernel(const T* __restrict__ pts, const int64_t* __restri
     augment::jitter_row<T>(pts + r * dims, out + r * dims, dims, r - offsets[b], seeds[b], stream,
                            sigma, clip);
   }
-}
-
-cudaStream_t current_stream(const Tensor& t) {
-  void* stream = nullptr;
-  STD_TORCH_CHECK(aoti_torch_get_current_cuda_stream(t.get_device_index(), &stream) ==
-                      AOTI_TORCH_SUCCESS,
-                  "hetload: could not get the current CUDA stream");
-  return static_cast<cudaStream_t>(stream);
 }
 
 int64_t check_points_offsets(const Tensor& points, const Tensor& offsets, const char* op) {

@@ -25,35 +25,13 @@
 #include <vector>
 
 #include "grid_common.h"
+#include "launch_cuda.h"
 #include "pad_host.h"
 
 namespace hetload {
 namespace {
 
 constexpr const char* kGrid = "hetload::grid_sample";
-constexpr int kThreads = 256;
-constexpr int64_t kMaxBlocks = 65535;
-
-unsigned blocks_for(int64_t n) {
-  const int64_t b = (n + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(b < 1 ? 1 : (b < kMaxBlocks ? b : kMaxBlocks));
-}
-
-// the sample that holds packed row `row`: the last b with offsets[b] <= row (empty samples
-// share their offset with the next one and are skipped)
-__device__ __forceinline__ int64_t sample_of(const int64_t* __restrict__ offsets, int64_t batch,
-                                             int64_t row) {
-  int64_t lo = 0, hi = batch;  // offsets[lo] <= row < offsets[hi]
-  while (hi - lo > 1) {
-    const int64_t mid = lo + (hi - lo) / 2;
-    if (offsets[mid] <= row) {
-      lo = mid;
-    } else {
-      hi = mid;
-    }
-  }
-  return lo;
-}
 
 __global__ void fill_kernel(int64_t* __restrict__ p, int64_t n, int64_t value) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
@@ -154,14 +132,6 @@ __global__ void inverse_kernel(const int64_t* __restrict__ offsets, int64_t batc
     const int64_t b = sample_of(offsets, batch, i);
     inverse[sorted_rows[i]] = number[i] - 1 - out_offsets[b];
   }
-}
-
-cudaStream_t current_stream(const Tensor& t) {
-  void* stream = nullptr;
-  STD_TORCH_CHECK(aoti_torch_get_current_cuda_stream(t.get_device_index(), &stream) ==
-                      AOTI_TORCH_SUCCESS,
-                  "hetload: could not get the current CUDA stream");
-  return static_cast<cudaStream_t>(stream);
 }
 
 void check_cuda(cudaError_t err, const char* what) {

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 
+#include "launch_cuda.h"
 #include "pad_host.h"
 
 namespace hetload {
@@ -75,15 +76,6 @@ Launch launch_for(int64_t batch, int64_t item_words) {
   return Launch{dim3(static_cast<unsigned>(blocks_x),
                      static_cast<unsigned>(std::min<int64_t>(batch, kMaxGridY))),
                 dim3(static_cast<unsigned>(threads))};
-}
-
-// The current stream of the tensor's device; the guard makes that device current.
-cudaStream_t current_stream(const Tensor& t) {
-  void* stream = nullptr;
-  STD_TORCH_CHECK(aoti_torch_get_current_cuda_stream(t.get_device_index(), &stream) ==
-                      AOTI_TORCH_SUCCESS,
-                  "hetload: could not get the current CUDA stream");
-  return static_cast<cudaStream_t>(stream);
 }
 
 Tensor packed_to_padded(Tensor values, Tensor offsets, int64_t max_len, double fill) {

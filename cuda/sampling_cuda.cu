@@ -11,14 +11,13 @@
 
 #include <vector>
 
+#include "launch_cuda.h"
 #include "pad_host.h"
 
 namespace hetload {
 namespace {
 
 constexpr const char* kFps = "hetload::farthest_point_sample";
-constexpr int kThreads = 256;
-constexpr int64_t kMaxBlocks = 65535;
 
 template <class T>
 __global__ void fps_kernel(const T* __restrict__ pts, const int64_t* __restrict__ offsets,
@@ -77,14 +76,6 @@ __global__ void fps_kernel(const T* __restrict__ pts, const int64_t* __restrict_
       __syncthreads();
     }
   }
-}
-
-cudaStream_t current_stream(const Tensor& t) {
-  void* stream = nullptr;
-  STD_TORCH_CHECK(aoti_torch_get_current_cuda_stream(t.get_device_index(), &stream) ==
-                      AOTI_TORCH_SUCCESS,
-                  "hetload: could not get the current CUDA stream");
-  return static_cast<cudaStream_t>(stream);
 }
 
 // The offsets are not read on the host (that would synchronize): the Python wrapper has

@@ -15,6 +15,7 @@
 #include <tuple>
 #include <vector>
 
+#include "launch_cuda.h"
 #include "pad_host.h"
 #include "surface_common.h"
 
@@ -22,27 +23,6 @@ namespace hetload {
 namespace {
 
 constexpr const char* kSurface = "hetload::sample_surface";
-constexpr int kThreads = 256;
-constexpr int64_t kMaxBlocks = 65535;
-
-unsigned blocks_for(int64_t n) {
-  const int64_t b = (n + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(b < 1 ? 1 : (b < kMaxBlocks ? b : kMaxBlocks));
-}
-
-__device__ __forceinline__ int64_t sample_of(const int64_t* __restrict__ offsets, int64_t batch,
-                                             int64_t row) {
-  int64_t lo = 0, hi = batch;  // offsets[lo] <= row < offsets[hi]
-  while (hi - lo > 1) {
-    const int64_t mid = lo + (hi - lo) / 2;
-    if (offsets[mid] <= row) {
-      lo = mid;
-    } else {
-      hi = mid;
-    }
-  }
-  return lo;
-}
 
 // the first face row holding a bad index, as atomicMin over rows
 __global__ void check_faces_kernel(const int64_t* __restrict__ faces, int64_t n_faces,
@@ -82,14 +62,6 @@ __global__ void point_kernel(const T* __restrict__ verts, const int64_t* __restr
                               random::key32(seeds[b], stream), p - out_offsets[b],
                               points + p * 3, normals != nullptr ? normals + p * 3 : nullptr);
   }
-}
-
-cudaStream_t current_stream(const Tensor& t) {
-  void* stream = nullptr;
-  STD_TORCH_CHECK(aoti_torch_get_current_cuda_stream(t.get_device_index(), &stream) ==
-                      AOTI_TORCH_SUCCESS,
-                  "hetload: could not get the current CUDA stream");
-  return static_cast<cudaStream_t>(stream);
 }
 
 void check_cuda(cudaError_t err, const char* what) {

@@ -13,6 +13,7 @@ from hetload.guards import check_seed
 from hetload.samplers.cost import Budget, CostSpec, as_size_table, fingerprint
 from hetload.samplers.plan import EpochPlan, base_order, plan_epoch, sort_key, window_reach
 from hetload.samplers.repeats import MarkedIndices
+from hetload.samplers.resume_state import ResumeError, check_consumed, make_state, read_state
 from hetload.samplers.stats import SamplerStats, summarize
 
 __all__ = ["BucketBatchSampler", "ResumeError"]
@@ -22,10 +23,6 @@ _OVERSIZE = ("error", "skip", "alone")
 _STATE_VERSION = 2
 #: a window holds at least this many batches' worth of samples; fewer windows on small data
 _MIN_WINDOW_BATCHES = 16
-
-
-class ResumeError(ValueError):
-    """A ``state_dict`` that does not belong to this sampler (other data, config or world)."""
 
 
 class BucketBatchSampler(Sampler[list[int]]):
@@ -283,44 +280,18 @@ class BucketBatchSampler(Sampler[list[int]]):
         (default: the number this sampler has yielded; see the class doc for DataLoaders with
         workers)."""
         consumed = self._yielded if consumed is None else consumed
-        total = self.steps_per_epoch
-        if isinstance(consumed, bool) or int(consumed) != consumed or not 0 <= consumed <= total:
-            raise ValueError(f"consumed must be an integer in [0, {total}], got {consumed!r}")
-        return {
-            "version": _STATE_VERSION,
-            "seed": self.seed,
-            "epoch": self.epoch,
-            "consumed": int(consumed),
-            "num_replicas": self.num_replicas,
-            "fingerprint": self.fingerprint,
-            "history": [list(h) for h in self._history],
-        }
+        return make_state(self, check_consumed(consumed, self.steps_per_epoch), _STATE_VERSION)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume from :meth:`state_dict`: the next iteration yields the remaining batches of
         the saved epoch (at another ``num_replicas``: the remaining samples, planned over this
         world; see the class doc). Refuses (``ResumeError``) other data or configuration."""
-        missing = [
-            k
-            for k in ("version", "seed", "epoch", "consumed", "num_replicas", "fingerprint")
-            if k not in state
-        ]
-        if missing:
-            raise ResumeError(f"sampler state is missing {missing}")
-        if state["version"] not in (1, _STATE_VERSION):
-            raise ResumeError(f"sampler state version {state['version']} is not {_STATE_VERSION}")
-        history = [list(h) for h in state.get("history", [])]
-        saved_world = state["num_replicas"]
-        for h in [*history, [saved_world, 0]]:
-            if len(h) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in h):
-                raise ResumeError(f"sampler state has a malformed history entry {h!r}")
-            if h[0] < 1 or h[1] < 0:
-                raise ResumeError(f"sampler state has a malformed history entry {h!r}")
-        if state["fingerprint"] != self.fingerprint:
-            raise ResumeError(
-                "sampler state was saved for other sizes or another budget/configuration "
-                f"(fingerprint {state['fingerprint']} != {self.fingerprint})"
-            )
+        history, saved_world, _ = read_state(
+            state,
+            fingerprint=self.fingerprint,
+            versions=(1, _STATE_VERSION),
+            what="other sizes or another budget/configuration",
+        )
         if int(state["seed"]) != self.seed:
             self.seed = int(state["seed"])
             self._base = self._base_order()

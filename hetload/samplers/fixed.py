@@ -29,8 +29,9 @@ import torch
 from torch.utils.data import Sampler
 
 from hetload.guards import check_seed
-from hetload.samplers.bucket_sampler import ResumeError, _world
+from hetload.samplers.bucket_sampler import _world
 from hetload.samplers.repeats import MarkedIndices
+from hetload.samplers.resume_state import ResumeError, check_consumed, make_state, read_state
 
 __all__ = ["FixedBatchSampler"]
 
@@ -182,19 +183,8 @@ class FixedBatchSampler(Sampler[list[int]]):
     def state_dict(self, consumed: int | None = None) -> dict[str, Any]:
         """``consumed`` batches of the current epoch used by the loop (default: those yielded)."""
         consumed = self._yielded if consumed is None else consumed
-        total = self.steps_per_epoch
-        if isinstance(consumed, bool) or int(consumed) != consumed or not 0 <= consumed <= total:
-            raise ValueError(f"consumed must be an integer in [0, {total}], got {consumed!r}")
-        return {
-            "version": _STATE_VERSION,
-            "kind": "fixed",
-            "seed": self.seed,
-            "epoch": self.epoch,
-            "consumed": int(consumed),
-            "num_replicas": self.num_replicas,
-            "fingerprint": self.fingerprint,
-            "history": [list(h) for h in self._history],
-        }
+        consumed = check_consumed(consumed, self.steps_per_epoch)
+        return make_state(self, consumed, _STATE_VERSION, kind="fixed")
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume from :meth:`state_dict`, at this world size (see the module doc for the rule).
@@ -204,27 +194,14 @@ class FixedBatchSampler(Sampler[list[int]]):
         """
         if not isinstance(state, Mapping) or state.get("kind") != "fixed":
             raise ResumeError("not a FixedBatchSampler state (sampler.type differs?)")
-        keys = ("version", "seed", "epoch", "consumed", "num_replicas", "fingerprint", "history")
-        missing = [k for k in keys if k not in state]
-        if missing:
-            raise ResumeError(f"sampler state is missing {missing}")
-        if state["version"] != _STATE_VERSION:
-            raise ResumeError(f"sampler state version {state['version']} is not {_STATE_VERSION}")
-        if state["fingerprint"] != self.fingerprint:
-            raise ResumeError(
-                "sampler state was saved for another dataset length, batch size or flags "
-                f"(fingerprint {state['fingerprint']} != {self.fingerprint})"
-            )
-        history = [list(h) for h in state["history"]]
-        saved_world, consumed = state["num_replicas"], state["consumed"]
-        for h in [*history, [saved_world, consumed]]:
-            if (
-                len(h) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) for v in h)
-                or h[0] < 1
-                or h[1] < 0
-            ):
-                raise ResumeError(f"sampler state has a malformed entry {h!r}")
+        if "history" not in state:
+            raise ResumeError("sampler state is missing ['history']")
+        history, saved_world, consumed = read_state(
+            state,
+            fingerprint=self.fingerprint,
+            versions=(_STATE_VERSION,),
+            what="another dataset length, batch size or flags",
+        )
         self.seed = check_seed(state["seed"], "FixedBatchSampler: seed")
         self.epoch = check_seed(state["epoch"], "FixedBatchSampler: epoch")
         self._history = history
