@@ -15,6 +15,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -246,11 +247,14 @@ def killed_worker_scenario() -> None:
         time.sleep(0.1)
     left = {fd: what for fd, what in _fd_targets().items() if int(fd) > 2}
     # what this test is about: no ring segment (memfd, /dev/shm) is kept by the main process.
-    # Under load, multiprocessing's fd-passing handshake with the worker that died can leave
-    # one socket (or a pipe of its queue) to the garbage collector: torch's path, not ours
+    # Under load torch's crash path can leave one descriptor of its own: its SIGCHLD handler
+    # raises asynchronously, e.g. inside the ten NamedTemporaryFiles DataLoader opens to probe
+    # the descriptor limit when a worker died (seen: '/tmp/tmpibndfulb'), or in
+    # multiprocessing's fd-passing handshake (a socket, a pipe)
     segments = {fd: what for fd, what in left.items() if "memfd" in what or "/dev/shm" in what}
     assert not segments, segments
-    others = [what for what in left.values() if not what.startswith(("socket:", "pipe:"))]
+    torchs = ("socket:", "pipe:", os.path.join(tempfile.gettempdir(), "tmp"))
+    others = [what for what in left.values() if not what.startswith(torchs)]
     assert len(left) <= fds - 3 + 1 and len(others) <= fds - 3, left
     assert shm_names() <= shm, "a shared-memory segment outlived its worker"
 
