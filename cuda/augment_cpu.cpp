@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "augment_common.h"
+#include "batched_args.h"
 #include "pad_host.h"
 
 namespace hetload {
@@ -18,16 +19,6 @@ constexpr const char* kJitter = "hetload::jitter_points";
 constexpr const char* kScale = "hetload::per_sample_scale";
 constexpr int64_t kGrain = 8192;  // rows per chunk
 constexpr int64_t kBlock = 256;   // rows whose draws are made before their math (see below)
-
-// the checks both ops share; returns B
-int64_t check_points_offsets(const Tensor& points, const Tensor& offsets, const char* op) {
-  STD_TORCH_CHECK(points.dim() == 2, op, ": points must be [sum N_i, D]");
-  const ScalarType dtype = points.scalar_type();
-  STD_TORCH_CHECK(dtype == ScalarType::Float || dtype == ScalarType::Double, op,
-                  ": points must be float32 or float64, got ", dtype_name(dtype));
-  check_index_tensor(offsets, points, op, "offsets");
-  return offsets.numel() - 1;
-}
 
 void check_offsets_span(const int64_t* o, int64_t batch, int64_t rows, const char* op) {
   STD_TORCH_CHECK(o[0] == 0 && o[batch] == rows, op,
@@ -53,10 +44,7 @@ void for_rows(const int64_t* o, int64_t batch, int64_t rows, const F& f) {
 Tensor per_sample_matmul(Tensor points, Tensor offsets, Tensor matrices) {
   const int64_t batch = check_points_offsets(points, offsets, kMatmul);
   const int64_t dims = points.size(1);
-  STD_TORCH_CHECK(matrices.scalar_type() == ScalarType::Double && matrices.dim() == 3 &&
-                      matrices.size(0) == batch && matrices.size(1) == dims &&
-                      matrices.size(2) == dims && matrices.device() == points.device(),
-                  kMatmul, ": matrices must be float64 [B, D, D] on the points' device");
+  check_matrices(matrices, batch, points, kMatmul);
   const Tensor off = contiguous_index(offsets);
   const int64_t* o = off.const_data_ptr<int64_t>();
   const int64_t rows = points.size(0);
@@ -153,9 +141,7 @@ void jitter_rows(const T* p, T* dst, int64_t dims, const int64_t* o, int64_t bat
 Tensor jitter_points(Tensor points, Tensor offsets, Tensor seeds, int64_t stream, double sigma,
                      double clip) {
   const int64_t batch = check_points_offsets(points, offsets, kJitter);
-  STD_TORCH_CHECK(seeds.scalar_type() == ScalarType::Long && seeds.dim() == 1 &&
-                      seeds.numel() == batch && seeds.device() == points.device(),
-                  kJitter, ": seeds must be int64 [B] on the points' device, B = ", batch);
+  check_seeds(seeds, batch, points, "points", kJitter);
   STD_TORCH_CHECK(sigma >= 0 && clip >= 0, kJitter, ": sigma and clip must be >= 0");
   const Tensor off = contiguous_index(offsets);
   const Tensor seed_c = contiguous_index(seeds);
@@ -186,10 +172,7 @@ Tensor jitter_points(Tensor points, Tensor offsets, Tensor seeds, int64_t stream
 Tensor per_sample_scale(Tensor points, Tensor offsets, Tensor factors) {
   const int64_t batch = check_points_offsets(points, offsets, kScale);
   const int64_t dims = points.size(1);
-  STD_TORCH_CHECK(factors.scalar_type() == ScalarType::Double && factors.dim() == 2 &&
-                      factors.size(0) == batch && factors.size(1) == dims &&
-                      factors.device() == points.device(),
-                  kScale, ": factors must be float64 [B, D] on the points' device");
+  check_factors(factors, batch, points, kScale);
   const Tensor off = contiguous_index(offsets);
   const int64_t* o = off.const_data_ptr<int64_t>();
   const int64_t rows = points.size(0);

@@ -12,6 +12,7 @@
 
 #include "augment_common.h"
 #include "launch_cuda.h"
+#include "batched_args.h"
 #include "pad_host.h"
 
 namespace hetload {
@@ -56,24 +57,12 @@ __global__ void jitter_kernel(const T* __restrict__ pts, const int64_t* __restri
   }
 }
 
-int64_t check_points_offsets(const Tensor& points, const Tensor& offsets, const char* op) {
-  STD_TORCH_CHECK(points.dim() == 2, op, ": points must be [sum N_i, D]");
-  const ScalarType dtype = points.scalar_type();
-  STD_TORCH_CHECK(dtype == ScalarType::Float || dtype == ScalarType::Double, op,
-                  ": points must be float32 or float64, got ", dtype_name(dtype));
-  check_index_tensor(offsets, points, op, "offsets");
-  return offsets.numel() - 1;
-}
-
 // The offsets are not read on the host (that would synchronize): the Python wrappers pass a
 // Ragged's validated offsets.
 Tensor per_sample_matmul(Tensor points, Tensor offsets, Tensor matrices) {
   const int64_t batch = check_points_offsets(points, offsets, kMatmul);
   const int64_t dims = points.size(1);
-  STD_TORCH_CHECK(matrices.scalar_type() == ScalarType::Double && matrices.dim() == 3 &&
-                      matrices.size(0) == batch && matrices.size(1) == dims &&
-                      matrices.size(2) == dims && matrices.device() == points.device(),
-                  kMatmul, ": matrices must be float64 [B, D, D] on the points' device");
+  check_matrices(matrices, batch, points, kMatmul);
   torch::stable::accelerator::DeviceGuard guard(points.get_device_index());
   const Tensor src = torch::stable::contiguous(points);
   const Tensor off = contiguous_index(offsets);
@@ -99,10 +88,7 @@ Tensor per_sample_matmul(Tensor points, Tensor offsets, Tensor matrices) {
 Tensor per_sample_scale(Tensor points, Tensor offsets, Tensor factors) {
   const int64_t batch = check_points_offsets(points, offsets, kScale);
   const int64_t dims = points.size(1);
-  STD_TORCH_CHECK(factors.scalar_type() == ScalarType::Double && factors.dim() == 2 &&
-                      factors.size(0) == batch && factors.size(1) == dims &&
-                      factors.device() == points.device(),
-                  kScale, ": factors must be float64 [B, D] on the points' device");
+  check_factors(factors, batch, points, kScale);
   torch::stable::accelerator::DeviceGuard guard(points.get_device_index());
   const Tensor src = torch::stable::contiguous(points);
   const Tensor off = contiguous_index(offsets);
@@ -128,9 +114,7 @@ Tensor per_sample_scale(Tensor points, Tensor offsets, Tensor factors) {
 Tensor jitter_points(Tensor points, Tensor offsets, Tensor seeds, int64_t stream, double sigma,
                      double clip) {
   const int64_t batch = check_points_offsets(points, offsets, kJitter);
-  STD_TORCH_CHECK(seeds.scalar_type() == ScalarType::Long && seeds.dim() == 1 &&
-                      seeds.numel() == batch && seeds.device() == points.device(),
-                  kJitter, ": seeds must be int64 [B] on the points' device, B = ", batch);
+  check_seeds(seeds, batch, points, "points", kJitter);
   STD_TORCH_CHECK(sigma >= 0 && clip >= 0, kJitter, ": sigma and clip must be >= 0");
   torch::stable::accelerator::DeviceGuard guard(points.get_device_index());
   const Tensor src = torch::stable::contiguous(points);

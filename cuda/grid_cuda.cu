@@ -26,6 +26,7 @@
 
 #include "grid_common.h"
 #include "launch_cuda.h"
+#include "batched_args.h"
 #include "pad_host.h"
 
 namespace hetload {
@@ -155,17 +156,8 @@ int64_t* ptr(Tensor& t) { return static_cast<int64_t*>(t.mutable_data_ptr()); }
 std::tuple<Tensor, Tensor, Tensor, Tensor> grid_sample(Tensor points, Tensor offsets,
                                                        double grid_size, Tensor seeds,
                                                        int64_t stream, bool train) {
-  STD_TORCH_CHECK(points.dim() == 2, kGrid, ": points must be [sum N_i, D]");
+  const int64_t batch = check_grid_args(points, offsets, grid_size, seeds, kGrid);
   const ScalarType dtype = points.scalar_type();
-  STD_TORCH_CHECK(dtype == ScalarType::Float || dtype == ScalarType::Double, kGrid,
-                  ": points must be float32 or float64, got ", dtype_name(dtype));
-  STD_TORCH_CHECK(grid_size > 0 && std::isfinite(grid_size), kGrid,
-                  ": grid_size must be finite and > 0");
-  check_index_tensor(offsets, points, kGrid, "offsets");
-  const int64_t batch = offsets.numel() - 1;
-  STD_TORCH_CHECK(seeds.scalar_type() == ScalarType::Long && seeds.dim() == 1 &&
-                      seeds.numel() == batch && seeds.device() == points.device(),
-                  kGrid, ": seeds must be int64 [B] on the points' device, B = ", batch);
   const int64_t rows = points.size(0);
   STD_TORCH_CHECK(rows < INT_MAX && batch < INT_MAX, kGrid,
                   ": the CUDA kernel takes fewer than 2**31 points and samples");

@@ -6,6 +6,7 @@
 #include <tuple>
 #include <vector>
 
+#include "batched_args.h"
 #include "pad_host.h"
 #include "surface_common.h"
 
@@ -17,22 +18,9 @@ constexpr const char* kSurface = "hetload::sample_surface";
 std::tuple<Tensor, Tensor> sample_surface(Tensor verts, Tensor faces, Tensor face_offsets,
                                           Tensor out_offsets, Tensor seeds, int64_t stream,
                                           int64_t total, bool with_normals) {
-  STD_TORCH_CHECK(verts.dim() == 2 && verts.size(1) == 3, kSurface,
-                  ": verts must be [sum V_i, 3]");
+  const int64_t batch =
+      check_surface_args(verts, faces, face_offsets, out_offsets, seeds, kSurface);
   const ScalarType dtype = verts.scalar_type();
-  STD_TORCH_CHECK(dtype == ScalarType::Float || dtype == ScalarType::Double, kSurface,
-                  ": verts must be float32 or float64, got ", dtype_name(dtype));
-  STD_TORCH_CHECK(faces.scalar_type() == ScalarType::Long && faces.dim() == 2 &&
-                      faces.size(1) == 3 && faces.device() == verts.device(),
-                  kSurface, ": faces must be int64 [sum F_i, 3] on the verts' device");
-  check_index_tensor(face_offsets, verts, kSurface, "face_offsets");
-  check_index_tensor(out_offsets, verts, kSurface, "out_offsets");
-  const int64_t batch = face_offsets.numel() - 1;
-  STD_TORCH_CHECK(out_offsets.numel() == batch + 1, kSurface,
-                  ": face_offsets and out_offsets disagree on B");
-  STD_TORCH_CHECK(seeds.scalar_type() == ScalarType::Long && seeds.dim() == 1 &&
-                      seeds.numel() == batch && seeds.device() == verts.device(),
-                  kSurface, ": seeds must be int64 [B] on the verts' device, B = ", batch);
   const Tensor fo_t = contiguous_index(face_offsets);
   const Tensor oo_t = contiguous_index(out_offsets);
   const Tensor seed_t = contiguous_index(seeds);

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "launch_cuda.h"
+#include "batched_args.h"
 #include "pad_host.h"
 #include "surface_common.h"
 
@@ -73,22 +74,9 @@ void check_cuda(cudaError_t err, const char* what) {
 std::tuple<Tensor, Tensor> sample_surface(Tensor verts, Tensor faces, Tensor face_offsets,
                                           Tensor out_offsets, Tensor seeds, int64_t stream,
                                           int64_t total, bool with_normals) {
-  STD_TORCH_CHECK(verts.dim() == 2 && verts.size(1) == 3, kSurface,
-                  ": verts must be [sum V_i, 3]");
+  const int64_t batch =
+      check_surface_args(verts, faces, face_offsets, out_offsets, seeds, kSurface);
   const ScalarType dtype = verts.scalar_type();
-  STD_TORCH_CHECK(dtype == ScalarType::Float || dtype == ScalarType::Double, kSurface,
-                  ": verts must be float32 or float64, got ", dtype_name(dtype));
-  STD_TORCH_CHECK(faces.scalar_type() == ScalarType::Long && faces.dim() == 2 &&
-                      faces.size(1) == 3 && faces.device() == verts.device(),
-                  kSurface, ": faces must be int64 [sum F_i, 3] on the verts' device");
-  check_index_tensor(face_offsets, verts, kSurface, "face_offsets");
-  check_index_tensor(out_offsets, verts, kSurface, "out_offsets");
-  const int64_t batch = face_offsets.numel() - 1;
-  STD_TORCH_CHECK(out_offsets.numel() == batch + 1, kSurface,
-                  ": face_offsets and out_offsets disagree on B");
-  STD_TORCH_CHECK(seeds.scalar_type() == ScalarType::Long && seeds.dim() == 1 &&
-                      seeds.numel() == batch && seeds.device() == verts.device(),
-                  kSurface, ": seeds must be int64 [B] on the verts' device, B = ", batch);
   const int64_t n_faces = faces.size(0);
   STD_TORCH_CHECK(n_faces < INT_MAX, kSurface, ": the CUDA kernel takes fewer than 2**31 faces");
   torch::stable::accelerator::DeviceGuard guard(verts.get_device_index());
