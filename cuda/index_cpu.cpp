@@ -6,117 +6,12 @@
 #include <type_traits>
 
 #include "pad_host.h"
+#include "rebase_loops.h"
 
 namespace hetload {
 namespace {
 
 constexpr const char* kRebase = "hetload::rebase_index_";
-
-// dst = src + base over n elements; true when some src is outside [0, lim], lim >= -1.
-// Signed: v is in range exactly when neither v nor lim - v is negative (when v < 0 the wrapped
-// lim - v may be anything, v's own sign bit already flags it), so OR-ing both into one word and
-// testing its sign bit at the end is the whole check: add, sub, or, no compare or branch per
-// element, which gcc vectorizes on baseline SSE2 for every width (SSE2 has no 64-bit compare).
-// The arithmetic is done on the unsigned twin of T, where wrapping is defined.
-template <class T>
-bool rebase_signed(const T* __restrict__ src, T* __restrict__ dst, int64_t n, T base, T lim) {
-  using U = std::make_unsigned_t<T>;
-  const U ubase = static_cast<U>(base);
-  const U ulim = static_cast<U>(lim);
-  U acc = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const U v = static_cast<U>(src[i]);
-    dst[i] = static_cast<T>(static_cast<U>(v + ubase));
-    acc |= static_cast<U>(v | static_cast<U>(ulim - v));
-  }
-  return static_cast<T>(acc) < 0;
-}
-
-// Unsigned dtypes (uint8..uint64) have no negative values; one compare per element.
-template <class T>
-bool rebase_unsigned(const T* __restrict__ src, T* __restrict__ dst, int64_t n, T base, T lim) {
-  T acc = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const T v = src[i];
-    dst[i] = static_cast<T>(v + base);
-    acc |= static_cast<T>(v > lim);
-  }
-  return acc != 0;
-}
-
-// The same two loops in place (src == dst: the batch-level shard reads re-base the rows they
-// read straight into the batch). One pointer, so no __restrict__ promise is broken; each element
-// is read before it is written, as in the copying loops.
-template <class T>
-bool rebase_signed_inplace(T* p, int64_t n, T base, T lim) {
-  using U = std::make_unsigned_t<T>;
-  const U ubase = static_cast<U>(base);
-  const U ulim = static_cast<U>(lim);
-  U acc = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const U v = static_cast<U>(p[i]);
-    p[i] = static_cast<T>(static_cast<U>(v + ubase));
-    acc |= static_cast<U>(v | static_cast<U>(ulim - v));
-  }
-  return static_cast<T>(acc) < 0;
-}
-
-template <class T>
-bool rebase_unsigned_inplace(T* p, int64_t n, T base, T lim) {
-  T acc = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const T v = p[i];
-    p[i] = static_cast<T>(v + base);
-    acc |= static_cast<T>(v > lim);
-  }
-  return acc != 0;
-}
-
-template <class T>
-bool rebase_one(const T* src, T* dst, int64_t n, int64_t base, int64_t count) {
-  if (n == 0) return false;
-  const bool inplace = src == dst;
-  if constexpr (std::is_signed_v<T>) {
-    const T b = static_cast<T>(base);
-    const T lim = static_cast<T>(std::min<int64_t>(count - 1, std::numeric_limits<T>::max()));
-    return inplace ? rebase_signed_inplace<T>(dst, n, b, lim) : rebase_signed<T>(src, dst, n, b, lim);
-  } else {
-    if (count == 0) return true;
-    const T b = static_cast<T>(base);
-    const T lim = static_cast<T>(
-        std::min<uint64_t>(static_cast<uint64_t>(count - 1), std::numeric_limits<T>::max()));
-    return inplace ? rebase_unsigned_inplace<T>(dst, n, b, lim)
-                   : rebase_unsigned<T>(src, dst, n, b, lim);
-  }
-}
-
-// The largest packed index representable in `dtype` (the indices after re-basing must fit).
-int64_t index_max(ScalarType dtype) {
-  switch (dtype) {
-    case ScalarType::Char: return std::numeric_limits<int8_t>::max();
-    case ScalarType::Short: return std::numeric_limits<int16_t>::max();
-    case ScalarType::Int: return std::numeric_limits<int32_t>::max();
-    case ScalarType::Byte: return std::numeric_limits<uint8_t>::max();
-    case ScalarType::UInt16: return std::numeric_limits<uint16_t>::max();
-    case ScalarType::UInt32: return std::numeric_limits<uint32_t>::max();
-    default: return std::numeric_limits<int64_t>::max();
-  }
-}
-
-// Calls f(T{}) with T the C++ integer of an index dtype.
-template <class F>
-void with_index_type(ScalarType dtype, F&& f) {
-  switch (dtype) {
-    case ScalarType::Char: f(int8_t{}); break;
-    case ScalarType::Short: f(int16_t{}); break;
-    case ScalarType::Int: f(int32_t{}); break;
-    case ScalarType::Long: f(int64_t{}); break;
-    case ScalarType::Byte: f(uint8_t{}); break;
-    case ScalarType::UInt16: f(uint16_t{}); break;
-    case ScalarType::UInt32: f(uint32_t{}); break;
-    default: f(uint64_t{}); break;
-  }
-}
 
 // Samples per parallel task: about 256 KiB of output each (one task when single-threaded, as
 // in DataLoader workers).
