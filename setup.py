@@ -22,9 +22,10 @@ from setuptools import setup
 ROOT = Path(__file__).resolve().parent
 KERNELS = Path("cuda")
 # the kernels, one file per op family and device (a .cu file is the twin of a _cpu.cpp one)
-KERNEL_FAMILIES = ("pad", "index", "sampling", "grid", "augment", "surface")
+KERNEL_FAMILIES = ("pad", "index", "read", "sampling", "grid", "augment", "surface")
 CPU_SOURCES = tuple(f"{n}_cpu.cpp" for n in KERNEL_FAMILIES)
-CUDA_SOURCES = tuple(f"{n}_cuda.cu" for n in KERNEL_FAMILIES if n != "index")  # index: CPU only
+# index and read: CPU only (the re-base copy and the shard read run where the bytes are)
+CUDA_SOURCES = tuple(f"{n}_cuda.cu" for n in KERNEL_FAMILIES if n not in ("index", "read"))
 # stable-ABI target: the .so needs only what torch 2.10 already exports
 TORCH_TARGET = "-DTORCH_TARGET_VERSION=0x020a000000000000"
 # -fno-math-errno (sqrt never sets errno) and -fno-trapping-math (no floating-point trap is

@@ -92,7 +92,7 @@ bool rebase_one(const T* src, T* dst, int64_t n, int64_t base, int64_t count) {
 
 
 // The largest packed index representable in `dtype` (the indices after re-basing must fit).
-int64_t index_max(ScalarType dtype) {
+inline int64_t index_max(ScalarType dtype) {
   switch (dtype) {
     case ScalarType::Char: return std::numeric_limits<int8_t>::max();
     case ScalarType::Short: return std::numeric_limits<int16_t>::max();

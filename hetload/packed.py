@@ -100,6 +100,8 @@ class PackedSamples(Sequence):
         self._shifted: dict[str, list[int]] = {}
         # set when an in-place rebase stopped half way: items then come from a fresh read
         self._spoiled: list[Any] | None = None
+        # index fields the read already re-based under the default schema: name -> target
+        self._prebased: dict[str, str] = {}
 
     def __len__(self) -> int:
         return len(self.orders)
@@ -122,6 +124,14 @@ class PackedSamples(Sequence):
                 array -= np.asarray(shift[j], dtype=array.dtype)
             sample[name] = array
         return sample
+
+    def rebased_at_read(self, shifted: dict[str, list[int]]) -> None:
+        """Record index fields the read re-based in place as the default schema batches them
+        (``{name: per-sample base}``): collate keeps them when its schema agrees, and items
+        (and any other schema, by the plain path) see the stored indices."""
+        for name, bases in shifted.items():
+            self._shifted[name] = bases
+            self._prebased[name] = DEFAULT_SCHEMA.fields[name].index_of  # type: ignore[assignment]
 
     def with_value(self, name: str, value: Any) -> PackedSamples:
         """Every sample with ``name`` set to ``value``, as ``{**sample, name: value}`` would
@@ -173,6 +183,9 @@ class PackedSamples(Sequence):
             spec = specs[name]
             if spec.kind == "index" and (name not in fast or spec.index_of not in fast):
                 return self._plain(schema)  # its target may be batched elsewhere
+        for name, target in self._prebased.items():
+            if name not in fast or specs[name].index_of != target or target not in fast:
+                return self._plain(schema)  # re-based at read for another schema than this
         done: dict[str, Any] = {}
         light = None
         if any(name not in fast for name in names):
@@ -181,7 +194,7 @@ class PackedSamples(Sequence):
             with private():
                 light = collate(
                     [
-                        {name: value for name, value in self._items(j) if name not in fast}
+                        {name: value for name, value in self._items(j, skip=fast)}
                         for j in range(count)
                     ],
                     schema,
@@ -210,12 +223,16 @@ class PackedSamples(Sequence):
                 present[name] = light.present(name)
         return HeteroBatch({name: done[name] for name in names}, count, present)
 
-    def _items(self, j: int):
-        """Sample ``j``'s ``(name, value)`` pairs, arrays as views (for the plain collate)."""
+    def _items(self, j: int, skip: set[str] | frozenset[str] = frozenset()):
+        """Sample ``j``'s ``(name, value)`` pairs but those in ``skip``, arrays as views (for
+        the plain collate)."""
+        values = self.values[j]
         for name in self.orders[j]:
+            if name in skip:
+                continue
             field = self.fields.get(name)
             if field is None or field.dtypes[j] is None:
-                yield name, self.values[j][name]
+                yield name, values[name]
             else:
                 yield name, field.array(self._bytes, j)
 
@@ -261,6 +278,9 @@ class PackedSamples(Sequence):
         does; ``None`` when the plain path must decide (an index out of range, a dtype too
         narrow for the packed rows)."""
         values, offsets, lengths = self._packed(name)
+        if name in self._prebased:  # re-based and range-checked by the read, against target
+            return Ragged(values, offsets, name=name, index_base=target.offsets,
+                          max_len=max(lengths), validate=False)  # fmt: skip
         bases = target.offsets.tolist()
         counts = [hi - lo for lo, hi in pairwise(bases)]
         if bases[-1] - 1 > torch.iinfo(values.dtype).max:

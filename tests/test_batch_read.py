@@ -13,16 +13,29 @@ from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
 import hetload
-from hetload.data import ShardDataset
+from hetload.data import ShardDataset, batch_read
 from hetload.data.substitute import getitems
+from hetload.ops.library import has_kernel
 from hetload.packed import PackedSamples
-from hetload.schema import DEFAULT_SCHEMA
+from hetload.schema import DEFAULT_SCHEMA, Schema
 from hetload.shards.writer import write_shards
 
 DTYPES = [
     "float32", "float64", "int8", "uint8", "int16", "uint16", "int32", "int64", "bool",
     "float16", "complex64", ">f4", ">i8",
 ]  # fmt: skip
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def read_path(request, monkeypatch):
+    """Every test runs with both batch reads: the compiled kernel (cuda/read_cpu.cpp) and the
+    pure-Python one the kernel replaces where the extension is absent."""
+    if request.param == "compiled":
+        if not has_kernel("read_members_", "CPU"):
+            pytest.skip("the compiled extension is not built")
+    else:
+        monkeypatch.setattr(batch_read, "_compiled", lambda: False)
+    return request.param
 
 
 def per_sample(ds: ShardDataset, indices: list[int]) -> list:
@@ -223,7 +236,7 @@ def test_truncated_or_corrupt_shards_fall_back_to_the_per_sample_policy(tmp_path
         ShardDataset(tmp_path, check=False).__getitems__([0, 5])
 
 
-def test_index_out_of_range_raises_the_plain_collate_error(tmp_path):
+def test_index_out_of_range_raises_the_plain_collate_error(tmp_path, read_path):
     data = [
         {"verts": np.zeros((4, 3), np.float32), "faces": np.array([[0, 1, 2]], np.int64)},
         {"verts": np.zeros((2, 3), np.float32), "faces": np.array([[0, 1, 7]], np.int64)},
@@ -231,7 +244,9 @@ def test_index_out_of_range_raises_the_plain_collate_error(tmp_path):
     write_shards(data, tmp_path)
     ds = ShardDataset(tmp_path)
     packed = ds.__getitems__([0, 1])
-    assert isinstance(packed, PackedSamples)
+    # the compiled read checks the range as it re-bases and leaves the batch to the per-sample
+    # path; the Python read finds it when collate re-bases the buffer
+    assert isinstance(packed, PackedSamples) == (read_path == "python")
     with pytest.raises(ValueError) as fast:
         hetload.collate(packed)
     with pytest.raises(ValueError) as plain:
@@ -261,3 +276,88 @@ def test_repeat_marks_keep_the_packed_batch(tmp_path):
     want = mark(per_sample(ds, [3, 1, 2]), True)
     assert_same_samples(list(marked), want)
     assert_same_batch(hetload.collate(marked), hetload.collate(want))
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        DEFAULT_SCHEMA.extend({"faces": "ragged"}),  # faces not an index: stored values
+        DEFAULT_SCHEMA.extend({"faces": "index:colors"}),  # another target
+        Schema(),  # every field inferred: faces ragged
+    ],
+    ids=["faces-ragged", "faces-into-colors", "inferred"],
+)
+def test_a_schema_other_than_the_default_sees_the_stored_indices(tmp_path, schema):
+    """The read re-bases faces as the default schema batches them; under any other schema the
+    batch is what the plain collate makes of the stored samples."""
+    rng = np.random.default_rng(3)
+    data = [
+        {
+            "verts": rng.standard_normal((n, 3)).astype(np.float32),
+            "colors": rng.random((n + 2, 3)).astype(np.float32),
+            "faces": rng.integers(0, max(n, 1), (n, 3)).astype(np.int64),
+        }
+        for n in (5, 3, 8, 2)
+    ]
+    write_shards(data, tmp_path, max_count=3)
+    ds = ShardDataset(tmp_path)
+    packed = ds.__getitems__([2, 0, 3, 1])
+    assert isinstance(packed, PackedSamples)
+    want = per_sample(ds, [2, 0, 3, 1])
+    assert_same_batch(hetload.collate(packed, schema), hetload.collate(want, schema))
+    assert_same_samples(list(packed), want)
+    # and the default schema on a fresh read still takes the fast path, re-based once
+    again = ds.__getitems__([2, 0, 3, 1])
+    assert_same_batch(hetload.collate(again), hetload.collate(want))
+
+
+@pytest.mark.parametrize("what", ["name", "size", "npy-shape", "npy-dtype", "json"])
+def test_a_changed_byte_in_any_checked_header_leaves_the_batch_to_the_per_sample_path(
+    tmp_path, what
+):
+    """Each check of the batch read on its own: a tar name, a tar size field, an ``.npy``
+    header whose shape or dtype differs from the index's layout at the same length, a broken
+    ``.json``. None may reach a batch; the per-sample path names the sample."""
+    rng = np.random.default_rng(2)
+    data = [
+        {
+            "verts": rng.standard_normal((12, 3)).astype(np.float32),
+            "faces": rng.integers(0, 12, (7, 3)).astype(np.int64),
+        }
+        for _ in range(4)
+    ]
+    index = write_shards(data, tmp_path)
+    path = tmp_path / index.shards[0].url
+    blob = bytearray(path.read_bytes())
+    ds = ShardDataset(tmp_path)
+    verts = int(ds._offset["verts.npy"][2])
+    if what == "name":
+        blob[verts - 512 + 3] ^= 0x01
+    elif what == "size":
+        field = verts - 512 + 124
+        digits = bytes(blob[field : field + 11])
+        blob[field : field + 11] = b"%011o" % (int(digits, 8) ^ 1)
+    elif what == "npy-shape":
+        at = blob.index(b"(12, 3)", verts)
+        blob[at : at + 7] = b"(3, 12)"
+    elif what == "npy-dtype":
+        at = blob.index(b"<f4", verts)
+        blob[at : at + 3] = b"<i4"
+    else:
+        at = int(ds._offset["json"][2])
+        blob[at] = ord("[")
+    path.write_bytes(bytes(blob))
+    ds = ShardDataset(tmp_path, on_error="skip", check=False)
+    got = ds.__getitems__([0, 2, 3])
+    assert not isinstance(got, PackedSamples)
+    if what in ("npy-shape", "npy-dtype"):
+        # a valid .npy of another shape or dtype: the per-sample path reads what is stored and
+        # its checks against the index decide; the batch never holds the index's layout
+        assert (
+            got[1] is None
+            or got[1]["verts"].shape != (12, 3)
+            or got[1]["verts"].dtype != np.float32
+        )
+    else:
+        assert got[1] is None and got[0] is not None and got[2] is not None
+        assert ds.report and "json" in ds.report[-1].reason or what != "json"

@@ -24,6 +24,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from itertools import accumulate
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ import torch
 from hetload.arena import aligned, batch_buffer
 from hetload.data.substitute import getitems
 from hetload.packed import PackedField, PackedSamples
+from hetload.schema import DEFAULT_SCHEMA
 from hetload.shards.format import BLOCK, ShardError, decode_meta, member_name, stored_key
 from hetload.shards.index import is_url
 
@@ -142,16 +144,122 @@ class _Reader:
             )
             at = fields[name].flags_at + aligned(count)
         buffer = self.allocate(at)
-        raw = memoryview(buffer.numpy())
         orders, values = [], []
+        shifted: dict[str, list[int]] = {}
         with _Leases(ds) as leases:
-            for j, p in enumerate(self.positions):
-                sample = self._read_one(j, p, leases.fd(self.shards[j]), plan, fields, raw)
-                if sample is None:
+            if _compiled():
+                metas = self._read_compiled(leases, plan, fields, buffer, shifted)
+                if metas is None:
                     return None
-                orders.append(sample[0])
-                values.append(sample[1])
-        return PackedSamples(buffer, fields, orders, values, lambda: getitems(ds, indices))
+                for meta, holds in metas:
+                    sample = _sample_layout(meta, ds.fields, holds)
+                    if sample is None:
+                        return None
+                    orders.append(sample[0])
+                    values.append(sample[1])
+            else:
+                raw = memoryview(buffer.numpy())
+                for j, p in enumerate(self.positions):
+                    sample = self._read_one(j, p, leases.fd(self.shards[j]), plan, fields, raw)
+                    if sample is None:
+                        return None
+                    orders.append(sample[0])
+                    values.append(sample[1])
+        packed = PackedSamples(buffer, fields, orders, values, lambda: getitems(ds, indices))
+        packed.rebased_at_read(shifted)
+        return packed
+
+    def _read_compiled(
+        self,
+        leases: _Leases,
+        plan: dict[str, list[Any]],
+        fields: dict[str, PackedField],
+        buffer: torch.Tensor,
+        shifted: dict[str, list[int]],
+    ) -> list[tuple[dict[str, Any], set[str]]] | None:
+        """Read and check every sample with ``torch.ops.hetload.read_members_`` (one call,
+        no GIL): array data into ``buffer``, the rest into a scratch buffer; index fields of the
+        default schema re-based in place (``shifted``: the base each sample was shifted by).
+        Per sample its parsed ``.json`` and the names of the arrays it holds; ``None`` where the
+        per-sample path must read the batch."""
+        ds, count = self.ds, len(self.positions)
+        bases = _rebase_plan(plan, fields)
+        suffixes = list(self.offset)
+        keys = [ds._keys[p] for p in self.positions]
+        # the members table, built a column (suffix) at a time: [B, S, _COLUMNS], then the
+        # members samples hold, in sample order and within a sample in suffix (= tar) order
+        table = np.full((count, len(suffixes), _COLUMNS), -1, dtype=np.int64)
+        table[:, :, _SAMPLE] = np.arange(count)[:, None]
+        table[:, :, _JSON] = 0
+        for k, suffix in enumerate(suffixes):
+            column = table[:, k]
+            column[:, _OFFSET] = self.offset[suffix]
+            column[:, _SIZE] = self.size[suffix]
+            name = suffix[:-4] if suffix[-4:] == ".npy" else None
+            if name is None:
+                column[:, _JSON] = suffix == "json"
+                continue
+            if name not in plan:
+                continue  # no sample of this batch holds it
+            items, field = plan[name], fields[name]
+            column[:, _NPY] = [0 if item is None else len(item[2]) for item in items]
+            column[:, _DST] = [field.values_at + at for at in field.starts]
+            rebase = bases.get(name)
+            if rebase is not None:
+                column[:, _BASE] = rebase[0]
+                column[:, _COUNT] = rebase[1]
+                column[:, _ITEM] = rebase[2]
+        held = table[:, :, _OFFSET] >= 0
+        members = table[held]
+        # the tar names and .npy headers the checks expect, in the members' order
+        suffix_bytes = [f".{suffix}".encode() for suffix in suffixes]
+        names, expect = [], []
+        holds: list[set[str]] = []
+        for j, key in enumerate(keys):
+            key_bytes = key.encode()
+            holding = set()
+            for k in np.flatnonzero(held[j]).tolist():
+                names.append(key_bytes + suffix_bytes[k])
+                suffix = suffixes[k]
+                if suffix[-4:] == ".npy":
+                    holding.add(suffix[:-4])
+                    expect.append(plan[suffix[:-4]][j][2])
+            holds.append(holding)
+        lengths = np.fromiter(map(len, names), dtype=np.int64, count=len(names))
+        members[:, _NAME_LEN] = lengths
+        members[:, _NAME_AT] = np.cumsum(lengths) - lengths
+        npy = members[:, _NPY]
+        is_array = npy >= 0
+        npy_lengths = np.where(is_array, npy, 0)
+        members[:, _EXPECT_AT] = np.cumsum(npy_lengths) - npy_lengths
+        spans = np.empty((count, 3), dtype=np.int64)
+        spans[:, 0] = self.start
+        spans[:, 1] = self.end
+        spans[:, 2] = [leases.fd(shard) for shard in self.shards]
+        # scratch: every byte of the samples but their array data
+        data = int((members[is_array, _SIZE] - npy[is_array]).sum())
+        scratch = torch.empty(int((spans[:, 1] - spans[:, 0]).sum()) - data, dtype=torch.uint8)
+        json_at = torch.empty((count, 2), dtype=torch.int64)
+        failed = torch.ops.hetload.read_members_(
+            buffer,
+            scratch,
+            torch.from_numpy(spans),
+            torch.from_numpy(members),
+            _bytes_tensor(b"".join(names)),
+            _bytes_tensor(b"".join(expect)),
+            json_at,
+        )
+        if failed >= 0:
+            return None  # the per-sample path reads the batch and names what is wrong
+        raw = scratch.numpy()
+        metas = []
+        for j, (at, size) in enumerate(json_at.tolist()):
+            if at < 0:
+                return None
+            meta = decode_meta(raw[at : at + size], ds._urls[self.shards[j]], keys[j])
+            metas.append((meta, holds[j]))
+        shifted.update({name: rebase[0] for name, rebase in bases.items()})
+        return metas
 
     def _read_one(
         self,
@@ -225,6 +333,58 @@ class _Reader:
         lo, size = json_at
         meta = decode_meta(scratch[lo : lo + size], ds._urls[self.shards[j]], key)
         return _sample_layout(meta, ds.fields, {n for n in plan if plan[n][j] is not None})
+
+
+#: the columns of the members table ``read_members_`` takes (the ``Col`` enum of
+#: cuda/read_cpu.cpp): sample, member data offset and size, .npy header bytes (-1: the whole
+#: member goes to scratch), data offset in the buffer, expected tar name and .npy header
+#: positions, re-base (base, count, index width; -1: none), whether it is the .json
+(_SAMPLE, _OFFSET, _SIZE, _NPY, _DST, _NAME_AT, _NAME_LEN, _EXPECT_AT, _BASE, _COUNT, _ITEM,
+ _JSON, _COLUMNS) = range(13)  # fmt: skip
+
+
+@lru_cache(maxsize=1)
+def _compiled() -> bool:
+    """Whether the compiled batch read is available (the pure-Python read serves otherwise)."""
+    from hetload.ops.library import has_kernel
+
+    return has_kernel("read_members_", "CPU")
+
+
+def _bytes_tensor(data: bytes) -> torch.Tensor:
+    """``uint8 [len(data)]`` over a copy of ``data``."""
+    return (
+        torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        if data
+        else torch.empty(0, dtype=torch.uint8)
+    )
+
+
+def _rebase_plan(
+    plan: dict[str, list[Any]], fields: dict[str, PackedField]
+) -> dict[str, tuple[list[int], list[int], int]]:
+    """The index fields the read re-bases in place, as :func:`hetload.collate` would under
+    the default schema: per field, each sample's base (its target's rows before it) and count
+    (its target's rows), and the index width in bytes. Only int32 / int64 fields whose target
+    was read too, with one dtype per field and every packed index representable."""
+    out: dict[str, tuple[list[int], list[int], int]] = {}
+    for name, column in plan.items():
+        spec = DEFAULT_SCHEMA.fields.get(name)
+        if spec is None or spec.kind != "index" or spec.index_of not in plan:
+            continue
+        dtypes = {item[0] for item in column if item is not None}
+        if len(dtypes) != 1:
+            continue
+        dtype = dtypes.pop()
+        if dtype.kind != "i" or dtype.itemsize not in (4, 8) or not dtype.isnative:
+            continue
+        target = plan[spec.index_of]
+        counts = [0 if t is None or not t[1] else t[1][0] for t in target]
+        bases = [0, *accumulate(counts)]
+        if bases[-1] - 1 > np.iinfo(dtype).max:
+            continue
+        out[name] = (bases[:-1], counts, dtype.itemsize)
+    return out
 
 
 def _sample_layout(

@@ -40,6 +40,12 @@ _LIB.define("padded_to_packed(Tensor padded, Tensor offsets, SymInt total) -> Te
 # collate's copy of an index field: samples[i] + bases[i] into consecutive rows of `out`, range
 # checked against [0, counts[i]); returns the first offending sample or -1
 _LIB.define("rebase_index_(Tensor[] samples, Tensor(a!) out, int[] bases, int[] counts) -> int")
+# the batch-level shard read (CPU kernel only, no composite: hetload/data/batch_read.py reads
+# with its own Python path where the extension is absent)
+_LIB.define(
+    "read_members_(Tensor(a!) buffer, Tensor(b!) scratch, Tensor spans, Tensor members, "
+    "Tensor names, Tensor expect, Tensor(c!) json) -> int"
+)
 
 _LIB.impl("packed_to_padded", torch_impl.packed_to_padded, "CompositeExplicitAutograd")
 _LIB.impl("packed_to_padded_local", torch_impl.packed_to_padded_local, "CompositeExplicitAutograd")
