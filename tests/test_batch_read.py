@@ -313,7 +313,7 @@ def test_a_schema_other_than_the_default_sees_the_stored_indices(tmp_path, schem
 
 @pytest.mark.parametrize("what", ["name", "size", "npy-shape", "npy-dtype", "json"])
 def test_a_changed_byte_in_any_checked_header_leaves_the_batch_to_the_per_sample_path(
-    tmp_path, what
+    tmp_path, what, read_path
 ):
     """Each check of the batch read on its own: a tar name, a tar size field, an ``.npy``
     header whose shape or dtype differs from the index's layout at the same length, a broken
@@ -348,6 +348,11 @@ def test_a_changed_byte_in_any_checked_header_leaves_the_batch_to_the_per_sample
         blob[at] = ord("[")
     path.write_bytes(bytes(blob))
     ds = ShardDataset(tmp_path, on_error="skip", check=False)
+    if read_path == "compiled" and what != "json":
+        reader = batch_read._Reader(ds, [0, 2, 3], [0, 0, 0], batch_read.batch_buffer)
+        assert reader.read([0, 2, 3]) is None
+        reason = {"name": "tar name", "size": "tar size"}.get(what, "npy header")
+        assert reader.refusal == (1, reason)  # the second sample of the batch, and why
     got = ds.__getitems__([0, 2, 3])
     assert not isinstance(got, PackedSamples)
     if what in ("npy-shape", "npy-dtype"):
@@ -360,4 +365,43 @@ def test_a_changed_byte_in_any_checked_header_leaves_the_batch_to_the_per_sample
         )
     else:
         assert got[1] is None and got[0] is not None and got[2] is not None
-        assert ds.report and "json" in ds.report[-1].reason or what != "json"
+        assert ds.report, "the per-sample path records the sample it skipped"
+        if what == "json":
+            assert "JSON" in ds.report[-1].reason or "json" in ds.report[-1].reason
+
+
+def test_the_read_kernel_refuses_inconsistent_arguments_by_name(read_path):
+    """``read_members_`` is internal, but a wrong table must raise, never read out of bounds."""
+    if read_path != "compiled":
+        pytest.skip("the compiled kernel only")
+    op = torch.ops.hetload.read_members_
+    u8 = torch.zeros(64, dtype=torch.uint8)
+    spans = torch.tensor([[0, 1024, 0]], dtype=torch.int64)
+    member = [0, 512, 64, 0, 0, 0, 0, 0, -1, -1, -1, 0]
+    json = torch.empty((1, 2), dtype=torch.int64)
+    with pytest.raises(RuntimeError, match=r"read_members_.*members must be"):
+        op(u8, u8, spans, torch.zeros((1, 5), dtype=torch.int64), u8, u8, json)
+    with pytest.raises(RuntimeError, match=r"read_members_.*spans must be"):
+        op(u8, u8, spans.view(-1), torch.tensor([member]), u8, u8, json)
+    with pytest.raises(RuntimeError, match=r"read_members_.*uint8"):
+        op(u8.float(), u8, spans, torch.tensor([member]), u8, u8, json)
+    # the data of a member beyond the buffer's end
+    with pytest.raises(RuntimeError, match="does not fit the buffer"):
+        op(torch.zeros(10, dtype=torch.uint8), torch.zeros(2048, dtype=torch.uint8), spans,
+           torch.tensor([member]), u8, u8, json)  # fmt: skip
+    # scratch too small for the sample's headers
+    with pytest.raises(RuntimeError, match="scratch holds"):
+        op(u8, torch.zeros(8, dtype=torch.uint8), spans, torch.tensor([member]), u8, u8, json)
+
+
+def test_an_index_out_of_range_is_refused_by_the_read_itself(tmp_path, read_path):
+    if read_path != "compiled":
+        pytest.skip("the compiled kernel only")
+    data = [
+        {"verts": np.zeros((4, 3), np.float32), "faces": np.array([[0, 1, 2]], np.int32)},
+        {"verts": np.zeros((2, 3), np.float32), "faces": np.array([[0, 1, -1]], np.int32)},
+    ]
+    write_shards(data, tmp_path)
+    ds = ShardDataset(tmp_path)
+    reader = batch_read._Reader(ds, [0, 1], [0, 0], batch_read.batch_buffer)
+    assert reader.read([0, 1]) is None and reader.refusal == (1, "index range")

@@ -91,6 +91,8 @@ class _Reader:
         self.positions = positions
         self.shards = shards
         self.allocate = allocate
+        #: (sample, reason) where the compiled read refused the batch (for diagnostics, tests)
+        self.refusal: tuple[int, str] | None = None
 
     def read(self, indices: Sequence[int]) -> PackedSamples | None:
         ds, count = self.ds, len(self.positions)
@@ -250,6 +252,7 @@ class _Reader:
             json_at,
         )
         if failed >= 0:
+            self.refusal = (failed // 8, _REASONS.get(failed % 8, "unknown"))
             return None  # the per-sample path reads the batch and names what is wrong
         raw = scratch.numpy()
         metas = []
@@ -341,6 +344,15 @@ class _Reader:
 #: positions, re-base (base, count, index width; -1: none), whether it is the .json
 (_SAMPLE, _OFFSET, _SIZE, _NPY, _DST, _NAME_AT, _NAME_LEN, _EXPECT_AT, _BASE, _COUNT, _ITEM,
  _JSON, _COLUMNS) = range(13)  # fmt: skip
+#: why ``read_members_`` refused a sample (its ``Reason`` enum)
+_REASONS = {
+    1: "layout",
+    2: "short read",
+    3: "tar name",
+    4: "tar size",
+    5: "npy header",
+    6: "index range",
+}
 
 
 @lru_cache(maxsize=1)
