@@ -333,7 +333,8 @@ def test_build_time_errors_name_the_key(shard_dir: Path) -> None:
     with pytest.raises(ConfigError, match=r"has no argument 'max_opne'; did you mean 'max_open'\?"):
         build_loader({"dataset": {**base["dataset"], "options": {"max_opne": 3}}})
     with pytest.raises(
-        ConfigError, match=r"loader\.prefetch_factor: needs loader\.num_workers > 0"
+        ConfigError,
+        match=r"loader\.prefetch_factor: needs loader\.num_workers or loader\.threads > 0",
     ):
         build_loader({**base, "loader": {"prefetch_factor": 2}})
     with pytest.raises(
@@ -359,3 +360,56 @@ def test_reference_documents_every_key() -> None:
         assert f"**`{section}`**" in text
         for name in keys:
             assert re.search(rf"\| `{name}` \|", text), (section, name)
+
+
+# ---------------------------------------------------------------------------- loader.threads
+def test_loader_threads_serves_the_batches_of_one_process_and_resumes(shard_dir: Path) -> None:
+    """loader.threads reads ahead in threads (ThreadedLoader): the batches, their order, the
+    resume state and the timed stages are those of loader.num_workers: 0."""
+    from test_batch_read import assert_same_batch
+
+    from hetload.data import ThreadedLoader
+
+    base = {
+        "dataset": {"type": "ShardDataset", "path": str(shard_dir)},
+        "sampler": {"type": "bucket", "max_tokens": 60000, "seed": 5},
+    }
+    plain = build_loader(base)
+    threaded = build_loader({**base, "loader": {"threads": 2, "prefetch_factor": 3}})
+    assert isinstance(threaded.dataloader, ThreadedLoader)
+    assert threaded.dataloader.threads == 2 and threaded.dataloader.prefetch == 6
+    for epoch in (0, 1):
+        plain.set_epoch(epoch)
+        threaded.set_epoch(epoch)
+        want, got = list(plain), list(threaded)
+        assert len(got) == len(want) == len(threaded) > 2
+        for a, b in zip(got, want, strict=True):
+            assert_same_batch(a, b)
+    # resume mid-epoch: the rest of the epoch, as the one-process loader serves it
+    threaded.set_epoch(2)
+    it = iter(threaded)
+    next(it), next(it)
+    state = threaded.state_dict()
+    del it
+    again = build_loader({**base, "loader": {"threads": 2}})
+    again.load_state_dict(state)
+    again.set_epoch(2)
+    plain.set_epoch(2)
+    rest = list(plain)[2:]
+    for a, b in zip(list(again), rest, strict=True):
+        assert_same_batch(a, b)
+    # timed: per-thread read clocks, each batch's read and collate seconds counted once
+    timed = build_loader({**base, "loader": {"threads": 2}}, timed=True)
+    batches = list(timed)
+    assert timed.times.batches == len(batches) and timed.times.read > 0
+
+
+def test_loader_threads_refusals_name_the_key(shard_dir: Path) -> None:
+    shards = {"dataset": {"type": "ShardDataset", "path": str(shard_dir)}}
+    with pytest.raises(ConfigError, match=r"loader\.threads: and loader\.num_workers are two"):
+        build_loader({**shards, "loader": {"threads": 2, "num_workers": 2}})
+    stream = {"dataset": {"type": "ShardStream", "urls": str(shard_dir)}}
+    with pytest.raises(ConfigError, match=r"loader\.threads: reads map-style datasets"):
+        build_loader({**stream, "loader": {"threads": 2}})
+    with pytest.raises(ConfigError, match=r"loader\.threads"):
+        build_loader({**shards, "loader": {"threads": -1}})

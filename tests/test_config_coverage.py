@@ -312,6 +312,10 @@ DIFFERENT_DEFAULTS = {
     ("sampler.buffer_size", "ShardStream"): "1024 in configs, 2048 in Python",
     ("loader.pin_memory", "DataLoader"): "auto: when the device is CUDA",
     ("loader.prefetch_factor", "DataLoader"): "null: torch's default",
+    # loader.threads 0 means "worker processes or none", the class is built only when > 0
+    ("loader.threads", "ThreadedLoader"): "0: no ThreadedLoader, 2 in Python",
+    ("loader.pin_memory", "ThreadedLoader"): "auto: when the device is CUDA",
+    ("loader.prefetch_factor", "ThreadedLoader"): "per thread there, per loader in Python",
 }
 
 

@@ -27,6 +27,7 @@ from hetload.config.loader import Loader, StageTimes, TimedCollate, TimedReads, 
 from hetload.config.schema import MAX_RANKS
 from hetload.config.types import closest
 from hetload.config.wrappers import Chain, KeepFields, Mapped
+from hetload.data.threaded import ThreadedLoader
 from hetload.guards import shown
 from hetload.samplers.fixed import FixedBatchSampler
 from hetload.samplers.repeats import MarkRepeats
@@ -322,9 +323,20 @@ def build_loader(
     if timed:
         collate_fn = TimedCollate(collate_fn)
     loader_cfg = cfg.loader
-    workers = loader_cfg["num_workers"]
-    if loader_cfg["prefetch_factor"] is not None and not workers:
-        raise cfg.error("loader.prefetch_factor", "needs loader.num_workers > 0")
+    workers, threads = loader_cfg["num_workers"], loader_cfg["threads"]
+    if threads and workers:
+        raise cfg.error(
+            "loader.threads",
+            "and loader.num_workers are two ways to read ahead: set one of them",
+        )
+    if threads and cfg.dataset["type"] == "ShardStream":
+        raise cfg.error(
+            "loader.threads",
+            "reads map-style datasets (ShardDataset, folders); a ShardStream reads ahead in "
+            "loader.num_workers processes",
+        )
+    if loader_cfg["prefetch_factor"] is not None and not (workers or threads):
+        raise cfg.error("loader.prefetch_factor", "needs loader.num_workers or loader.threads > 0")
     if loader_cfg["multiprocessing_context"] is not None and not workers:
         raise cfg.error("loader.multiprocessing_context", "needs loader.num_workers > 0")
     if not loader_cfg["in_order"] and not workers:
@@ -361,9 +373,20 @@ def build_loader(
         # the few samples served twice to keep ranks in step carry is_repeat=True
         source = MarkRepeats(dataset)
         source = TimedReads(source) if timed else source
-        dataloader = DataLoader(
-            source, batch_sampler=batch_sampler, collate_fn=collate_fn, **common
-        )
+        if threads:
+            prefetch = loader_cfg["prefetch_factor"]
+            dataloader = ThreadedLoader(
+                source,
+                batch_sampler,
+                threads=threads,
+                prefetch=None if prefetch is None else prefetch * threads,
+                collate_fn=collate_fn,
+                pin_memory=common["pin_memory"],
+            )
+        else:
+            dataloader = DataLoader(
+                source, batch_sampler=batch_sampler, collate_fn=collate_fn, **common
+            )
     return Loader(cfg, dataset, batch_sampler, dataloader, device, times)
 
 

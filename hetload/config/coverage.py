@@ -155,6 +155,14 @@ COVERAGE: dict[str, dict[str, str]] = {
         "pin_memory_device": PYTHON,  # deprecated by torch; device.type decides
         "in_order": "loader.in_order",
     },
+    "ThreadedLoader": {
+        "dataset": BUILT,
+        "batch_sampler": BUILT,
+        "threads": "loader.threads",
+        "prefetch": "loader.prefetch_factor",  # times loader.threads
+        "collate_fn": BUILT,
+        "pin_memory": "loader.pin_memory",
+    },
 }
 
 

@@ -8,6 +8,7 @@ spent reading and collating (:class:`StageTimes`).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -17,6 +18,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from hetload.batch import HeteroBatch
 from hetload.config.load import LoaderConfig
+from hetload.data.threaded import ThreadedLoader
 from hetload.guards import shown
 from hetload.ragged import Ragged
 
@@ -62,7 +64,7 @@ class Loader:
         config: LoaderConfig,
         dataset: Any,
         batch_sampler: Any,
-        dataloader: DataLoader,
+        dataloader: DataLoader | ThreadedLoader,
         device: torch.device,
         times: StageTimes | None,
     ) -> None:
@@ -236,13 +238,19 @@ class TimedCollate:
         start = time.perf_counter()
         batch = self.collate_fn(samples)
         collated = time.perf_counter() - start
-        read = _READ_CLOCK[0]
-        _READ_CLOCK[0] = 0.0
+        read = _READ_CLOCK.seconds
+        _READ_CLOCK.seconds = 0.0
         return batch, read, collated
 
 
-#: seconds spent reading in this process since the last collate (per process: workers fork)
-_READ_CLOCK = [0.0]
+class _ReadClock(threading.local):
+    """Seconds spent reading since the last collate, per thread (a worker process's main
+    thread, or each reader thread of a ThreadedLoader: a batch is read and collated by one)."""
+
+    seconds = 0.0
+
+
+_READ_CLOCK = _ReadClock()
 
 
 class TimedReads(torch.utils.data.Dataset):
@@ -257,7 +265,7 @@ class TimedReads(torch.utils.data.Dataset):
         try:
             return self.dataset[i]
         finally:
-            _READ_CLOCK[0] += time.perf_counter() - start
+            _READ_CLOCK.seconds += time.perf_counter() - start
 
     def __getitems__(self, indices: Sequence[int]) -> list[Any]:
         # the dataset's own batch read (it keeps a batch from coming back empty under skip)
@@ -266,7 +274,7 @@ class TimedReads(torch.utils.data.Dataset):
             getitems = getattr(self.dataset, "__getitems__", None)
             return getitems(indices) if getitems else [self.dataset[i] for i in indices]
         finally:
-            _READ_CLOCK[0] += time.perf_counter() - start
+            _READ_CLOCK.seconds += time.perf_counter() - start
 
 
 class TimedStream(IterableDataset):

@@ -265,6 +265,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "loader": {
         "num_workers": Key(Int(min=0, max=MAX_WORKERS), 0, "DataLoader worker processes"),
+        "threads": Key(
+            Int(min=0, max=MAX_WORKERS),
+            0,
+            "read batches ahead in this many threads of the training process "
+            "(hl.data.ThreadedLoader) instead of worker processes: no handoff between "
+            "processes; a local ShardDataset's compiled batch read runs without the GIL "
+            "(0: off; not with num_workers or ShardStream)",
+        ),
         "pin_memory": Key(
             Either((Bool(), Choice(("auto",)))),
             "auto",
@@ -273,7 +281,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "prefetch_factor": Key(
             Either((Int(min=1, max=MAX_PREFETCH),), nullable=True),
             None,
-            "batches prefetched per worker (null: torch's default, 2)",
+            "batches prefetched per worker, or per thread with loader.threads (null: 2)",
         ),
         "persistent_workers": Key(Bool(), False, "keep workers alive between epochs"),
         "in_order": Key(

@@ -83,6 +83,10 @@ class ThreadedLoader:
         self._consumed = 0
         self._resuming = False
 
+    #: as ``DataLoader.num_workers``: no worker process (batches come in order, read in this
+    #: process), so a sampler's or stream's resume arithmetic is that of ``num_workers=0``
+    num_workers = 0
+
     def __len__(self) -> int:
         return len(self.batch_sampler)  # type: ignore[arg-type]
 
