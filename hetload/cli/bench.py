@@ -144,7 +144,13 @@ def run(args: argparse.Namespace) -> int:
     if field is not None:
         print(f"(points: rows of {field!r}; padding efficiency: real / (B x longest) {field})")
     gpu = loader.device.type == "cuda"
-    where = f"{cfg.loader['num_workers']} workers" if cfg.loader["num_workers"] else "main"
+    where = (
+        f"{cfg.loader['num_workers']} workers"
+        if cfg.loader["num_workers"]
+        else f"{cfg.loader['threads']} threads"
+        if cfg.loader["threads"]
+        else "main"
+    )
     # after the first batch, so worker start-up (reported above) does not count as waiting
     device_steps = (times.transfer + times.pad) * counted / batches
     waiting = max(0.0, steady - device_steps)
