@@ -125,6 +125,21 @@ class PackedSamples(Sequence):
             sample[name] = array
         return sample
 
+    def stored_item(self, j: int) -> dict[str, Any]:
+        """Sample ``j`` as stored, its arrays writable views of the buffer (no copy). Only for
+        a batch no read re-based and no collate touched (the transform path of
+        :class:`~hetload.data.ShardDataset` reads it so)."""
+        if self._shifted or self._batch is not None:
+            raise RuntimeError("PackedSamples.stored_item: the buffer was re-based or collated")
+        sample: dict[str, Any] = {}
+        for name in self.orders[j]:
+            field = self.fields.get(name)
+            if field is None or field.dtypes[j] is None:
+                sample[name] = self.values[j][name]
+            else:
+                sample[name] = field.array(self._bytes, j)
+        return sample
+
     def rebased_at_read(self, shifted: dict[str, list[int]]) -> None:
         """Record index fields the read re-based in place as the default schema batches them
         (``{name: per-sample base}``): collate keeps them when its schema agrees, and items

@@ -19,6 +19,7 @@ from hetload.ops.library import has_kernel
 from hetload.packed import PackedSamples
 from hetload.schema import DEFAULT_SCHEMA, Schema
 from hetload.shards.writer import write_shards
+from hetload.transforms import Transform
 
 DTYPES = [
     "float32", "float64", "int8", "uint8", "int16", "uint16", "int32", "int64", "bool",
@@ -447,3 +448,60 @@ def test_any_changed_byte_gives_what_the_per_sample_path_gives(tmp_path_factory,
             assert str(fast.value) == str(exc)
             return
         assert_same_batch(hetload.collate(got), plain)
+
+
+class Mangle(Transform):
+    """A transform that adds seeded noise to verts in place (the array it was given), drops
+    samples with few verts (a ValueError: the policy skips them) and keeps the rest."""
+
+    def apply(self, sample, rng):
+        verts = sample.get("verts")
+        if verts is not None:
+            if len(verts) < 3:
+                raise ValueError("too few verts for this transform")
+            verts += np.float32(rng.normal())
+        return sample
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=datasets(), pick=st.data())
+def test_a_transform_sees_the_samples_the_per_sample_path_reads(tmp_path_factory, data, pick):
+    """With a transform, the batch's stored samples come from one batch read and are then
+    transformed one by one: the same samples, seeds, skips and substitutes as reading each
+    sample alone; an in-place transform and repeated indices included."""
+    root = tmp_path_factory.mktemp("tr")
+    write_shards(data, root, max_count=pick.draw(st.integers(1, 6)))
+    indices = pick.draw(st.lists(st.integers(0, len(data) - 1), min_size=1, max_size=10))
+    epoch = pick.draw(st.integers(0, 3))
+    ds, reference = (ShardDataset(root, transform=Mangle(), on_error="skip", seed=3) for _ in "ab")
+    ds.set_epoch(epoch)
+    reference.set_epoch(epoch)
+    try:
+        want = per_sample(reference, indices)
+    except ValueError as exc:  # every sample unreadable: the same refusal
+        with pytest.raises(type(exc)) as again:
+            ds.__getitems__(indices)
+        assert str(again.value) == str(exc)
+        return
+    got = ds.__getitems__(indices)
+    assert type(got) is list
+    assert_same_samples(got, want)
+    assert list(ds.report) == list(reference.report)  # the same samples skipped, and why
+
+
+def test_the_transform_path_takes_one_batch_read(tmp_path, monkeypatch):
+    data = [{"verts": np.full((4, 3), k, np.float32)} for k in range(6)]
+    write_shards(data, tmp_path, max_count=4)
+    ds = ShardDataset(tmp_path, transform=Mangle())
+    calls = []
+    monkeypatch.setattr(ShardDataset, "_read_members", lambda *a: calls.append(a))
+    got = ds.__getitems__([5, 1, 5, 0])
+    assert calls == []  # no per-sample read
+    assert [int(s["verts"][0, 0] - s["verts"][0, 1]) for s in got] == [0] * 4
+    again = ShardDataset(tmp_path, transform=Mangle())
+    monkeypatch.undo()
+    assert_same_samples(got, [again[i] for i in (5, 1, 5, 0)])

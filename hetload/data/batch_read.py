@@ -37,7 +37,7 @@ from hetload.schema import DEFAULT_SCHEMA
 from hetload.shards.format import BLOCK, ShardError, decode_meta, member_name, stored_key
 from hetload.shards.index import is_url
 
-__all__ = ["read_batch"]
+__all__ = ["read_batch", "read_stored"]
 
 #: the most iovecs one preadv takes (Linux: 1024)
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
@@ -49,11 +49,16 @@ def read_batch(
     dataset: Any,
     indices: Sequence[int],
     allocate: Callable[[int], torch.Tensor] = batch_buffer,
+    *,
+    stored: bool = False,
 ) -> PackedSamples | None:
     """The samples ``indices`` of ``dataset`` (a ``ShardDataset`` without a transform) read
     into one buffer from ``allocate(nbytes)`` (``uint8 [nbytes]``), or ``None`` where the
-    per-sample path must read this batch (a URL shard, a check that failed, a read error)."""
-    if dataset.transform is not None or len(indices) == 0:
+    per-sample path must read this batch (a URL shard, a check that failed, a read error).
+
+    ``stored=True`` reads the samples as stored whatever the dataset's transform (no index
+    field re-based at read), for :func:`read_stored`."""
+    if (dataset.transform is not None and not stored) or len(indices) == 0:
         return None
     try:
         positions = [dataset._position(i) for i in indices]
@@ -63,9 +68,21 @@ def read_batch(
     if any(is_url(dataset._urls[s]) for s in set(shards)):
         return None
     try:
-        return _Reader(dataset, positions, shards, allocate).read(indices)
+        return _Reader(dataset, positions, shards, allocate, rebase=not stored).read(indices)
     except (ShardError, OSError, ValueError, KeyError, TypeError, IndexError):
         return None  # the per-sample path reads this batch and reports what is wrong
+
+
+def read_stored(dataset: Any, indices: Sequence[int]) -> list[dict[str, Any]] | None:
+    """The stored samples ``indices`` of ``dataset`` (a ``ShardDataset``, before its
+    transform), as :meth:`ShardDataset.__getitem__` decodes them, read by one batch read into
+    one ordinary buffer: each sample's arrays are writable views of its own bytes there (a
+    repeated index is read into a place of its own, as the per-sample path reads it again).
+    ``None`` where the per-sample path must read the batch."""
+    packed = read_batch(dataset, indices, lambda n: torch.empty(n, dtype=torch.uint8), stored=True)
+    if packed is None:
+        return None
+    return [packed.stored_item(j) for j in range(len(packed))]
 
 
 @lru_cache(maxsize=4096)
@@ -86,11 +103,13 @@ class _Reader:
         positions: list[int],
         shards: list[int],
         allocate: Callable[[int], torch.Tensor],
+        rebase: bool = True,
     ) -> None:
         self.ds = dataset
         self.positions = positions
         self.shards = shards
         self.allocate = allocate
+        self.rebase = rebase
         #: (sample, reason) where the compiled read refused the batch (for diagnostics, tests)
         self.refusal: tuple[int, str] | None = None
 
@@ -185,7 +204,7 @@ class _Reader:
         Per sample its parsed ``.json`` and the names of the arrays it holds; ``None`` where the
         per-sample path must read the batch."""
         ds, count = self.ds, len(self.positions)
-        bases = _rebase_plan(plan, fields)
+        bases = _rebase_plan(plan, fields) if self.rebase else {}
         suffixes = list(self.offset)
         keys = [ds._keys[p] for p in self.positions]
         # the members table, built a column (suffix) at a time: [B, S, _COLUMNS], then the

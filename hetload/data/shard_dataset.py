@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from hetload.data.batch_read import _Leases, read_batch
+from hetload.data.batch_read import _Leases, read_batch, read_stored
 from hetload.data.substitute import getitems
 from hetload.errors import ErrorPolicy, OnError
 from hetload.guards import NotRegularFile, check_fields, open_regular_fd, shown
@@ -170,9 +170,13 @@ class ShardDataset(Dataset):
         except (ShardError, OSError) as exc:
             self.policy.handle(getattr(exc, "source", f"{url}:{self._keys[i]}"), exc)
             return None
+        return self._transformed(i, sample)
+
+    def _transformed(self, i: int, sample: dict[str, Any]) -> dict[str, Any] | None:
+        """Stored sample ``i`` (a position) through the transform, under the policy."""
         if self.transform is None:
             return sample
-        where = f"{url}:{self._keys[i]}"
+        where = f"{self._urls[self._shard_of[i]]}:{self._keys[i]}"
         try:
             out = run_seeded(self.transform, sample, sample_rng(self.seed, self.epoch, i))
         except ValueError as exc:  # a transform refusing this sample
@@ -192,8 +196,30 @@ class ShardDataset(Dataset):
         batch buffer (:mod:`hetload.data.batch_read`): the result is then a
         :class:`~hetload.packed.PackedSamples`, a sequence of the same sample dicts that
         :func:`hetload.collate` batches without copying the arrays again."""
+        if self.transform is not None:
+            return self._getitems_transformed(indices)
         packed = read_batch(self, indices)
         return packed if packed is not None else getitems(self, indices)
+
+    def _getitems_transformed(self, indices: Sequence[int]) -> list[dict[str, Any] | None]:
+        """With a transform: the batch's stored samples by one batch read where it can
+        (:func:`~hetload.data.batch_read.read_stored`), each then transformed as
+        :meth:`__getitem__` does (same seed, policy, checks); a sample read again (a substitute
+        for a skipped batch) comes from :meth:`__getitem__`."""
+        stored = read_stored(self, indices)
+        if stored is None:
+            return getitems(self, indices)
+        ready: dict[int, list[dict[str, Any]]] = {}
+        for i, sample in zip(indices, stored, strict=True):
+            ready.setdefault(i, []).append(sample)
+
+        def getitem(i: int) -> dict[str, Any] | None:
+            samples = ready.get(i)
+            if not samples:
+                return self[i]
+            return self._transformed(self._position(i), samples.pop(0))
+
+        return getitems(self, indices, getitem)
 
     def _getitems_into(
         self, indices: Sequence[int], allocate: Callable[[int], torch.Tensor]

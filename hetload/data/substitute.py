@@ -96,16 +96,20 @@ def get_batch(
     )
 
 
-def getitems(dataset: Any, indices: Sequence[int]) -> list[Any]:
-    """``dataset.__getitems__``: :func:`get_batch` over ``dataset[i]``, for a dataset with an
+def getitems(
+    dataset: Any, indices: Sequence[int], getitem: Callable[[int], Any] | None = None
+) -> list[Any]:
+    """``dataset.__getitems__``: :func:`get_batch` over ``dataset[i]`` (or ``getitem(i)``,
+    which must return what ``dataset[i]`` would), for a dataset with an
     :class:`~hetload.ErrorPolicy` ``policy`` and ``sizes`` (else a plain list of items).
     ``dataset._describe(i)``, where defined, names sample ``i`` in the report."""
+    getitem = dataset.__getitem__ if getitem is None else getitem
     policy = getattr(dataset, "policy", None)
     sizes = getattr(dataset, "sizes", None)
     if not isinstance(policy, ErrorPolicy) or sizes is None:
-        return [dataset[i] for i in indices]
+        return [getitem(i) for i in indices]
     order = dataset.__dict__.get("_size_order")
     if order is None:  # built once per process, on its first batch
         order = dataset.__dict__["_size_order"] = SizeOrder(np.asarray(sizes))
     describe = getattr(dataset, "_describe", None) or (lambda i: f"sample {i}")
-    return get_batch(indices, dataset.__getitem__, order, policy, describe)
+    return get_batch(indices, getitem, order, policy, describe)
