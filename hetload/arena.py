@@ -181,6 +181,7 @@ class Ring:
 
     def __init__(self, max_slots: int) -> None:
         self.slots = [Slot(i) for i in range(max_slots)]
+        self.pid = os.getpid()  # a forked child makes its own ring (_ring)
         self.lends = self.created = self.fallbacks = 0
         self.lock = threading.Lock()  # the queue's feeder thread reads slots while we lend
 
@@ -222,14 +223,33 @@ class Ring:
     def slot_of(self, storage: torch.UntypedStorage) -> Slot | None:
         """The slot whose current batch ``storage`` is, if it still views the slot's memory."""
         with self.lock:
-            for slot in self.slots:
-                if (
-                    slot.live is not None
-                    and not slot.live.expired()
-                    and slot.live.cdata == storage._cdata
-                    and storage.data_ptr() == slot.address
-                ):
-                    return slot
+            return self._slot_of(storage)
+
+    def find(self, storages: list[torch.UntypedStorage]) -> tuple[int, Slot] | None:
+        """``(k, slot)`` when ``storages[k]`` is the only one of ``storages`` that is a slot's
+        current batch (see :meth:`slot_of`), else ``None``."""
+        found = None
+        with self.lock:
+            for k, storage in enumerate(storages):
+                slot = self._slot_of(storage)
+                if slot is not None:
+                    if found is not None:
+                        return None
+                    found = (k, slot)
+        return found
+
+    def _slot_of(self, storage: torch.UntypedStorage) -> Slot | None:
+        cdata = storage._cdata
+        for slot in self.slots:
+            live = slot.live
+            # the cheap identity test first: this runs for every batch a worker sends
+            if (
+                live is not None
+                and live.cdata == cdata
+                and not live.expired()
+                and storage.data_ptr() == slot.address
+            ):
+                return slot
         return None
 
 

@@ -19,29 +19,52 @@ from hetload.ragged import Ragged
 
 __all__ = ["Table", "decode_fields", "encode_fields"]
 
-View = tuple[int, int, tuple[int, ...], tuple[int, ...], torch.dtype]
+#: ``(storage, byte offset, shape, stride, dtype)``; the dtype may be its number in
+#: :data:`DTYPES` (the worker-to-main form, where both sides run the same code)
+View = tuple[int, int, tuple[int, ...], tuple[int, ...], torch.dtype | int]
+
+#: every torch dtype, in an order fixed by their names: a view table names a dtype by its
+#: position here when both sides run the same torch (a small int pickles and loads in a
+#: fraction of the time of a ``torch.dtype``, and this is paid per batch)
+DTYPES = tuple(sorted({v for v in vars(torch).values() if isinstance(v, torch.dtype)}, key=str))
+_CODE = {dtype: k for k, dtype in enumerate(DTYPES)}
 
 
 class Table:
-    """Tensors noted as views of a few storages (each noted once, by identity)."""
+    """Tensors noted as views of a few storages (each noted once, by identity).
 
-    def __init__(self) -> None:
+    ``codes``: note dtypes by their number in :data:`DTYPES` (only for a table read back by
+    the same torch version: the worker-to-main handoff, never a saved file)."""
+
+    def __init__(self, codes: bool = False) -> None:
         self.storages: list[torch.UntypedStorage] = []
         self.views: list[View] = []
         self._memo: dict[int, int] = {}
         self._index: dict[int, int] = {}
+        self._codes = codes
 
     def note(self, t: torch.Tensor) -> int:
         """The number of ``t`` in the table (the same for the same tensor object)."""
-        if id(t) in self._memo:
-            return self._memo[id(t)]
+        known = self._memo.get(id(t))
+        if known is not None:
+            return known
         s = t.untyped_storage()
         k = self._index.setdefault(s._cdata, len(self.storages))
         if k == len(self.storages):
             self.storages.append(s)
-        self.views.append((k, t.storage_offset() * t.element_size(), t.shape, t.stride(), t.dtype))
-        self._memo[id(t)] = len(self.views) - 1
-        return self._memo[id(t)]
+        dtype = t.dtype
+        # plain tuples, not torch.Size: they pickle and load several times faster
+        self.views.append(
+            (
+                k,
+                t.storage_offset() * dtype.itemsize,
+                tuple(t.shape),
+                t.stride(),
+                _CODE.get(dtype, dtype) if self._codes else dtype,
+            )
+        )
+        n = self._memo[id(t)] = len(self.views) - 1
+        return n
 
 
 def plain(t: Any) -> bool:
@@ -69,13 +92,54 @@ def encode_fields(fields: Any, present: dict[str, torch.Tensor], table: Table) -
     return out, flags
 
 
-def views(storages: list[torch.UntypedStorage], table: list[View]) -> list[torch.Tensor]:
-    """The tensors of ``table`` over ``storages`` (no copy)."""
+def views(
+    storages: list[torch.UntypedStorage],
+    table: list[View],
+    bases: list[torch.Tensor | None] | None = None,
+) -> list[torch.Tensor]:
+    """The tensors of ``table`` over ``storages`` (no copy).
+
+    ``bases``: for each storage, an ``uint8`` tensor over all of it when the caller has one
+    already. Each tensor is one ``as_strided`` of a typed view of its storage, made once per
+    (storage, dtype) of the table, not a fresh tensor plus ``set_`` per entry: this runs for
+    every batch the main process receives."""
     out = []
+    typed: dict[tuple[int, Any], torch.Tensor | None] = {}
     for k, offset, shape, stride, dtype in table:
+        if type(dtype) is int:
+            dtype = DTYPES[dtype]
+        key = (k, dtype)
+        base = typed.get(key, False)
+        if base is False:
+            base = typed[key] = _typed(storages[k], dtype, None if bases is None else bases[k])
+        size = dtype.itemsize
+        if base is not None and offset % size == 0:
+            try:
+                out.append(base.as_strided(shape, stride, offset // size))
+                continue
+            except RuntimeError:  # past the typed view's whole elements: the exact way says why
+                pass
         t = torch.empty((0,), dtype=dtype, device=storages[k].device)
-        out.append(t.set_(storages[k], offset // dtype.itemsize, shape, stride))
+        out.append(t.set_(storages[k], offset // size, shape, stride))
     return out
+
+
+def _typed(
+    s: torch.UntypedStorage, dtype: torch.dtype, base: torch.Tensor | None
+) -> torch.Tensor | None:
+    """A ``dtype`` tensor over ``s`` (``as_strided`` of it reaches the whole storage, whatever
+    part of it the tensor covers), or ``None`` for a dtype no tensor can be made of this way.
+    ``base`` (a tensor over ``s``) reinterpreted when it can be: one call instead of two."""
+    if base is not None:
+        try:
+            return base.view(dtype)
+        except RuntimeError:  # its size or start is not a whole number of elements
+            pass
+    try:
+        t = torch.empty((0,), dtype=dtype, device=s.device)
+        return t.set_(s, 0, (s.nbytes() // dtype.itemsize,))
+    except RuntimeError:
+        return None
 
 
 def decode_fields(encoded: tuple, tensors: list[torch.Tensor]) -> tuple[dict, dict]:
@@ -117,7 +181,7 @@ def reduce_batch_plain(batch: Any) -> tuple:
 def _rebuild_batch(buffers: list[torch.Tensor], table: list[View], size: int, encoded: tuple):
     from hetload.batch import HeteroBatch
 
-    tensors = views([b.untyped_storage() for b in buffers], table)
+    tensors = views([b.untyped_storage() for b in buffers], table, buffers)
     fields, present = decode_fields(encoded, tensors)
     return HeteroBatch(fields, size, present)
 
@@ -134,5 +198,5 @@ def reduce_ragged(r: Ragged) -> tuple | None:
 
 
 def _rebuild_ragged(buffers: list[torch.Tensor], table: list[View], encoded: tuple) -> Ragged:
-    tensors = views([b.untyped_storage() for b in buffers], table)
+    tensors = views([b.untyped_storage() for b in buffers], table, buffers)
     return decode_fields(encoded, tensors)[0]["r"]
