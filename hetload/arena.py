@@ -205,16 +205,28 @@ class Ring:
             return buffer
 
     def _pick(self, nbytes: int) -> Slot | None:
-        free = [slot for slot in self.slots if slot.free()]
-        fits = [slot for slot in free if slot.capacity >= nbytes]
-        if fits:
-            return min(fits, key=lambda s: s.capacity)
-        if not free:
-            return None
+        """The smallest free slot that fits (the first of equals), else an unused one, else the
+        largest free one regrown; one pass, and a slot that could not beat the best fit found
+        so far is not even tested for being free (this runs for every batch)."""
+        fit = unused = largest = None
+        for slot in self.slots:
+            if slot.map is None:  # free, and fits nothing (nbytes >= 1)
+                unused = unused or slot
+            elif fit is not None and slot.capacity >= fit.capacity:
+                continue
+            elif slot.free():
+                if slot.capacity >= nbytes:
+                    fit = slot
+                elif largest is None or slot.capacity > largest.capacity:
+                    largest = slot
+        if fit is not None:
+            return fit
         # an unused slot first, else regrow the largest free one (sizes settle in a few steps)
-        slot = next((s for s in free if s.map is None), None)
+        slot = unused
         if slot is None:
-            slot = max(free, key=lambda s: s.capacity)
+            if largest is None:
+                return None
+            slot = largest
             nbytes = max(nbytes, int(slot.capacity * _GROWTH))
         self.created += 1
         slot.grow(_round_up(nbytes, _PAGE), self.created)

@@ -75,20 +75,23 @@ def plain(t: Any) -> bool:
 def encode_fields(fields: Any, present: dict[str, torch.Tensor], table: Table) -> tuple:
     """``(fields, present)`` with every plain tensor replaced by its number in ``table``."""
     out = []
+    note = table.note
     for name, value in fields.items():
-        if type(value) is Ragged and all(
-            t is None or plain(t) for t in (value.values, value.offsets, value.index_base)
-        ):
-            base = -1 if value.index_base is None else table.note(value.index_base)
-            refs = (table.note(value.values), table.note(value.offsets), base)
-            out.append((name, "R", (*refs, value.name, value._max_len)))
+        if type(value) is Ragged:
+            values, offsets, index_base = value.values, value.offsets, value.index_base
+            if plain(values) and plain(offsets) and (index_base is None or plain(index_base)):
+                base = -1 if index_base is None else note(index_base)
+                refs = (note(values), note(offsets), base, value.name, value._max_len)
+                out.append((name, "R", refs))
+                continue
         elif plain(value):
-            out.append((name, "T", table.note(value)))
-        else:  # metadata, and tensors that keep their own pickling
-            out.append((name, "M", value))
-    flags = []
-    for name, value in present.items():
-        flags.append((name, "T", table.note(value)) if plain(value) else (name, "M", value))
+            out.append((name, "T", note(value)))
+            continue
+        out.append((name, "M", value))  # metadata, and tensors that keep their own pickling
+    flags = [
+        (name, "T", note(value)) if plain(value) else (name, "M", value)
+        for name, value in present.items()
+    ]
     return out, flags
 
 
