@@ -23,6 +23,9 @@ from typing import Any
 
 import torch
 
+# imported here, not per call: pickling a batch runs once per batch a worker sends
+from hetload.handoff import reduce_batch
+from hetload.pickling import reduce_batch_plain
 from hetload.ragged import Ragged, casts_float_only, device_only, shift_indices
 
 __all__ = ["HeteroBatch"]
@@ -237,9 +240,6 @@ class HeteroBatch:
         ring slot's descriptor and its layout (:mod:`hetload.handoff`); everywhere else (and
         under ``torch.save``) as each storage once plus the views on it
         (:mod:`hetload.pickling`: the fields of one batch buffer differ in dtype)."""
-        from hetload.handoff import reduce_batch
-        from hetload.pickling import reduce_batch_plain
-
         form = reduce_batch(self, protocol)
         return form if form is not None else reduce_batch_plain(self)
 

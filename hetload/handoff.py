@@ -216,9 +216,15 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _rebuild(df: Any, owner: tuple[int, ...], lend: int, layout: tuple) -> Any:
-    from hetload.batch import HeteroBatch
+_batch_type: Any = None  # hetload.batch.HeteroBatch (which imports this module)
 
+
+def _rebuild(df: Any, owner: tuple[int, ...], lend: int, layout: tuple) -> Any:
+    global _batch_type
+    if _batch_type is None:
+        from hetload.batch import HeteroBatch
+
+        _batch_type = HeteroBatch
     nbytes, batch_size, table, encoded, at, inline = layout
     try:
         fd = None if df is None else df.detach()
@@ -250,7 +256,7 @@ def _rebuild(df: Any, owner: tuple[int, ...], lend: int, layout: tuple) -> Any:
             storages[at], bases[at] = storage, buffer
         tensors = views(storages, table, bases)
         fields, present = decode_fields(encoded, tensors)
-        batch = HeteroBatch(fields, batch_size, present or None)
+        batch = _batch_type(fields, batch_size, present or None)
         del buffer, bases, tensors, fields, present
     except BaseException:
         _receiver.untrack(mapping)
