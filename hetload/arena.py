@@ -118,7 +118,7 @@ def ring_stats() -> dict[str, int]:
     """This process's ring counters (zeros outside workers / with the ring off): ``slots``,
     ``lends`` (batches carved from a slot), ``created`` (segments made or regrown),
     ``fallbacks`` (batches that got a fresh segment because every slot was busy)."""
-    ring = _state.ring if _state.pid == os.getpid() else None
+    ring = _state.ring if _state.pid == _Pid.now else None
     if ring is None:
         return {"slots": 0, "lends": 0, "created": 0, "fallbacks": 0}
     return {
@@ -279,13 +279,27 @@ _state = _State()
 _state_lock = threading.Lock()
 
 
+class _Pid:
+    """This process's id, kept current across fork: ``os.getpid`` is a system call, and the
+    ring is looked up for every batch a worker allocates and sends."""
+
+    now = os.getpid()
+
+
+def _forked() -> None:
+    _Pid.now = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def _ring() -> Ring | None:
     """This worker's ring, made on first use; ``None`` when off or unsupported here."""
-    if _state.pid != os.getpid():  # first use, or a process forked from one that had a ring
+    if _state.pid != _Pid.now:  # first use, or a process forked from one that had a ring
         with _state_lock:
-            if _state.pid != os.getpid():
+            if _state.pid != _Pid.now:
                 _state.ring = None
-                _state.pid = os.getpid()
+                _state.pid = _Pid.now
                 slots = _env_int("HETLOAD_RING_SLOTS", RING_SLOTS)
                 on = os.environ.get("HETLOAD_RING", "1") != "0" and slots > 0
                 if on and hasattr(os, "memfd_create"):
@@ -308,4 +322,4 @@ def _env_int(name: str, default: int) -> int:
 
 def current_ring() -> Ring | None:
     """This process's ring if it has one already (used when pickling a batch)."""
-    return _state.ring if _state.pid == os.getpid() else None
+    return _state.ring if _state.pid == _Pid.now else None
