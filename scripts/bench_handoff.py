@@ -1,22 +1,29 @@
 """The fixed CPU cost per batch of the worker-to-main handoff, worker side and main side apart.
 
 Batches are tiny (``--batch`` samples of ``--points`` vertices and twice as many faces, a label),
-so their bytes cost nothing and what is measured is the per-batch fixed cost: in the worker,
-what it spends beyond ``__getitems__`` + collate (hetload's reducer, pickling, the ring, the
-queue's feeder thread, torch's worker loop); in the main process, everything from the index
-put to the batch in the user's hands (torch's loader loop, recv, unpickle, the rebuild of the
-views, the slot release bookkeeping).
+so their bytes cost nothing and what is measured is the per-batch fixed cost. Three collate_fns
+through the same ``DataLoader(num_workers=2, persistent_workers=True)``:
+
+- ``hetload.collate``: the whole path (collate in the worker, the batch sent to the main process);
+- ``collate, dropped``: the same collate in the worker, but only an int is sent: the worker's
+  collate in a loaded worker process, without the handoff;
+- ``int (torch only)``: no collate, an int sent: torch's own per-batch loop (index queues,
+  worker loop, result queue and its feeder thread, ``record_function``, pin-less ``__next__``).
+
+So the handoff (hetload's reducer and pickling, the ring, the queue's feeder thread carrying a
+batch, unpickling, the rebuild of the views, the slot release) is the first row minus the
+second, on each side; torch's loop is the third row.
 
 Measured with CPU time (not wall time, so the load of a shared machine weighs less): the main
 process's ``time.process_time`` over the loop (all its threads), each worker's utime + stime from
-``/proc/<pid>/stat`` over the same loop, divided by the batches. The work a worker would do in
-any case (the samples' lookup and ``hetload.collate``) is timed in this process on the same
-samples and subtracted to give the worker's handoff cost.
+``/proc/<pid>/stat`` over the same loop, divided by the batches. "in-process" is the lookups and
+the collate_fn timed in this process on the same samples (a worker pays more for the same
+collate: two workers and the main process share the cores and their caches).
 
     python scripts/bench_handoff.py --batches 4000
     PYTHONPATH=/path/to/other/checkout python scripts/bench_handoff.py   # the same, other code
 
-``--cprofile`` adds a cProfile of the main thread over the timed loop.
+``--cprofile`` adds a cProfile of the main thread over each timed loop.
 """
 
 from __future__ import annotations
@@ -24,15 +31,18 @@ from __future__ import annotations
 import argparse
 import cProfile
 import os
+import pickle
 import pstats
 import statistics
 import time
+from multiprocessing.reduction import ForkingPickler
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 import hetload
+from hetload import handoff
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -70,6 +80,11 @@ def count(samples: list) -> int:
     return len(samples)
 
 
+def dropped(samples: list) -> int:
+    """``hetload.collate`` in the worker, the batch dropped there: only an int is sent."""
+    return len(hetload.collate(samples))
+
+
 def in_process_us(dataset: Tiny, batch: int, rounds: int, collate_fn) -> float:
     """CPU microseconds per batch of the work any worker does: the lookups and the collate."""
     n = len(dataset)
@@ -80,6 +95,41 @@ def in_process_us(dataset: Tiny, batch: int, rounds: int, collate_fn) -> float:
         out = collate_fn(samples)
         del out
     return 1e6 * (time.process_time() - start) / rounds
+
+
+def handoff_in_process_us(dataset: Tiny, batch: int, chunks: int = 40) -> tuple[float, float]:
+    """The handoff's own work with no second process, no queue and no other load: (worker
+    side: pickling a collated batch the way the result queue does, main side: unpickling it,
+    giving back the last slot, dropping the batch), microseconds per batch, the fastest of
+    ``chunks`` chunks of 100 (the least disturbed by the machine's other work).
+
+    This process plays both sides: torch's worker info is set while it collates and pickles
+    (a private torch variable, so that hetload takes its worker path: ring slot, slot form)."""
+    from torch.utils.data._utils import worker as torch_worker
+
+    info = torch_worker.WorkerInfo(id=0, num_workers=1, seed=0, dataset=dataset)
+    samples = [dataset[i] for i in range(batch)]
+    best_w = best_m = float("inf")
+    try:
+        for _ in range(chunks):
+            tw = tm = 0.0
+            for _ in range(100):
+                torch_worker._worker_info = info
+                out = hetload.collate(samples)
+                t0 = time.perf_counter()
+                data = ForkingPickler.dumps(out)
+                t1 = time.perf_counter()
+                del out
+                torch_worker._worker_info = None
+                back = pickle.loads(data)
+                handoff.poll()
+                del back
+                tw += t1 - t0
+                tm += time.perf_counter() - t1
+            best_w, best_m = min(best_w, tw / 100), min(best_m, tm / 100)
+    finally:
+        torch_worker._worker_info = None
+    return 1e6 * best_w, 1e6 * best_m
 
 
 def run(args: argparse.Namespace, dataset: Tiny, collate_fn) -> tuple[float, float, float]:
@@ -144,24 +194,45 @@ def main() -> None:
         f"(hetload from {os.path.dirname(hetload.__file__)}, load {os.getloadavg()[0]:.1f})"
     )
     print(
-        f"  {'collate_fn':<16} {'in-process':>10} {'worker':>8} {'w - in-proc':>11} "
-        f"{'main':>8} {'wall':>8} {'batches/s':>9}"
+        f"  {'collate_fn':<17} {'in-process':>10} {'worker':>8} {'main':>8} {'wall':>8} "
+        f"{'batches/s':>9}"
     )
-    for name, fn in (("hetload.collate", hetload.collate), ("int (torch only)", count)):
+    rows: dict[str, tuple[float, float, float, float]] = {}
+    fns = (("hetload.collate", hetload.collate), ("collate, dropped", dropped), ("int", count))
+    for name, fn in fns:
         # runs and in-process rounds interleaved, so a change of load weighs on both
-        work, rows = [], []
+        work, runs = [], []
         for _ in range(args.repeats):
             work.append(in_process_us(dataset, args.batch, 1000, fn))
-            rows.append(run(args, dataset, fn))
+            runs.append(run(args, dataset, fn))
         inproc = statistics.median(work)
-        main_us, worker_us, wall_us = (statistics.median(r[k] for r in rows) for k in range(3))
+        main_us, worker_us, wall_us = (statistics.median(r[k] for r in runs) for k in range(3))
+        rows[name] = (inproc, worker_us, main_us, wall_us)
         print(
-            f"  {name:<16} {inproc:10.1f} {worker_us:8.1f} {worker_us - inproc:11.1f} "
-            f"{main_us:8.1f} {wall_us:8.1f} {1e6 / wall_us:9,.0f}"
+            f"  {name:<17} {inproc:10.1f} {worker_us:8.1f} {main_us:8.1f} {wall_us:8.1f} "
+            f"{1e6 / wall_us:9,.0f}"
         )
+    full, drop, torch_only = rows["hetload.collate"], rows["collate, dropped"], rows["int"]
     print(
-        "  in-process: lookups + collate_fn in this process; worker: all workers' CPU; "
-        "w - in-proc: what a worker spends beyond them (the handoff); main: this process's CPU"
+        "  worker: all workers' CPU; main: this process's CPU (all threads); in-process: the "
+        "lookups and collate_fn in this process"
+    )
+    print(
+        f"handoff per batch (hetload.collate - collate, dropped): worker {full[1] - drop[1]:.1f} "
+        f"us, main {full[2] - drop[2]:.1f} us"
+    )
+    print(
+        f"torch's loop per batch (int): worker {torch_only[1]:.1f} us, main {torch_only[2]:.1f} us"
+    )
+    print(
+        f"collate in a worker, beyond torch's loop: {drop[1] - torch_only[1]:.1f} us "
+        f"(in this process: {drop[0]:.1f} us)"
+    )
+    own_w, own_m = handoff_in_process_us(dataset, args.batch)
+    print(
+        f"the handoff's own work, one process, no load (fastest of 40 x 100): worker {own_w:.1f} "
+        f"us (pickling, as the result queue does), main {own_m:.1f} us (unpickle, rebuild, "
+        "release, drop)"
     )
 
 
