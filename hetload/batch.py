@@ -68,6 +68,16 @@ class HeteroBatch:
                 )
             self._present[name] = flags
 
+    @classmethod
+    def _trusted(
+        cls, fields: dict[str, Any], batch_size: int, present: dict[str, torch.Tensor]
+    ) -> HeteroBatch:
+        """A batch of parts this library built and checked already (a batch a DataLoader
+        worker sent, rebuilt for every batch the main process gets), with no check at all."""
+        self = cls.__new__(cls)
+        self._fields, self._batch_size, self._present = fields, batch_size, present
+        return self
+
     def present(self, name: str) -> torch.Tensor:
         """bool ``[B]``: True where the sample held field ``name``: all True for a field every
         sample held, all False for one no sample of this batch held (a batch of files without

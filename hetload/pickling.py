@@ -145,18 +145,28 @@ def _typed(
         return None
 
 
-def decode_fields(encoded: tuple, tensors: list[torch.Tensor]) -> tuple[dict, dict]:
-    """Inverse of :func:`encode_fields`."""
+def decode_fields(
+    encoded: tuple, tensors: list[torch.Tensor], trusted: bool = False
+) -> tuple[dict, dict]:
+    """Inverse of :func:`encode_fields`. ``trusted``: the encoding is this same code's, made
+    from a batch it built (the worker-to-main handoff): its ragged fields skip even the type
+    checks of ``Ragged(validate=False)``."""
     fields_in, flags_in = encoded
     fields: dict[str, Any] = {}
     for name, kind, payload in fields_in:
         if kind == "R":
             values, offsets, base, rname, max_len = payload
+            index_base = None if base < 0 else tensors[base]
+            if trusted:
+                fields[name] = Ragged._trusted(
+                    tensors[values], tensors[offsets], rname, index_base, max_len
+                )
+                continue
             fields[name] = Ragged(
                 tensors[values],
                 tensors[offsets],
                 name=rname,
-                index_base=None if base < 0 else tensors[base],
+                index_base=index_base,
                 max_len=max_len,
                 validate=False,
             )

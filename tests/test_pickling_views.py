@@ -144,3 +144,20 @@ def test_a_batch_saved_in_the_older_table_form_still_loads():
     again = torch.load(f, weights_only=False)
     assert torch.equal(again.verts.values, batch.verts.values)
     assert torch.equal(again.label, batch.label)
+
+
+def test_trusted_constructors_set_every_slot_as_the_checked_ones_do():
+    """The handoff rebuilds received batches without checks (``_trusted``): the objects must
+    be the same as the checked constructors', slot by slot, whatever slots are added later."""
+    values, offsets = torch.arange(12).view(6, 2), torch.tensor([0, 2, 6])
+    base = torch.tensor([0, 3, 9])
+    checked = hl.Ragged(values, offsets, name="f", index_base=base, max_len=4, validate=False)
+    fast = hl.Ragged._trusted(values, offsets, "f", base, 4)
+    for slot in hl.Ragged.__slots__:
+        a, b = getattr(checked, slot), getattr(fast, slot)
+        assert a is b or a == b, slot
+    batch = hl.HeteroBatch({"f": checked, "label": torch.tensor([1, 2])}, 2)
+    again = hl.HeteroBatch._trusted(dict(batch._fields), 2, dict(batch._present))
+    for slot in hl.HeteroBatch.__slots__:
+        assert getattr(again, slot) == getattr(batch, slot), slot
+    assert again.f is checked and len(again) == 2
