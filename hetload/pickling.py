@@ -117,8 +117,14 @@ def views(
             base = typed[key] = _typed(storages[k], dtype, None if bases is None else bases[k])
         size = dtype.itemsize
         if base is not None and offset % size == 0:
+            start = offset // size
+            # a contiguous 1-d tensor (offsets, labels, flags) is a slice: unlike as_strided,
+            # indexing keeps the GIL, which a queue's feeder thread would otherwise take here
+            if len(shape) == 1 and stride == (1,) and start + shape[0] <= base.shape[0]:
+                out.append(base[start : start + shape[0]])
+                continue
             try:
-                out.append(base.as_strided(shape, stride, offset // size))
+                out.append(base.as_strided(shape, stride, start))
                 continue
             except RuntimeError:  # past the typed view's whole elements: the exact way says why
                 pass
@@ -130,13 +136,13 @@ def views(
 def _typed(
     s: torch.UntypedStorage, dtype: torch.dtype, base: torch.Tensor | None
 ) -> torch.Tensor | None:
-    """A ``dtype`` tensor over ``s`` (``as_strided`` of it reaches the whole storage, whatever
-    part of it the tensor covers), or ``None`` for a dtype no tensor can be made of this way.
-    ``base`` (a tensor over ``s``) reinterpreted when it can be: one call instead of two."""
-    if base is not None:
+    """A 1-d ``dtype`` tensor over the whole elements of ``s`` from its start, or ``None`` for
+    a dtype no tensor can be made of this way. ``base`` (a tensor over ``s``) reinterpreted
+    when it can be: one call instead of two."""
+    if base is not None and base.storage_offset() == 0:  # slices index from the start
         try:
             return base.view(dtype)
-        except RuntimeError:  # its size or start is not a whole number of elements
+        except RuntimeError:  # its size is not a whole number of elements
             pass
     try:
         t = torch.empty((0,), dtype=dtype, device=s.device)
