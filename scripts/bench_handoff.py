@@ -23,7 +23,8 @@ collate: two workers and the main process share the cores and their caches).
     python scripts/bench_handoff.py --batches 4000
     PYTHONPATH=/path/to/other/checkout python scripts/bench_handoff.py   # the same, other code
 
-``--cprofile`` adds a cProfile of the main thread over each timed loop.
+``--cprofile`` adds a cProfile of the main thread over each timed loop; ``--parts`` times
+each step of the handoff alone instead (one process, warm caches, fastest of 7 repeats).
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ import pickle
 import pstats
 import statistics
 import time
+import timeit
 from multiprocessing.reduction import ForkingPickler
 
 import numpy as np
 import torch
+from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.data import DataLoader, Dataset
 
 import hetload
@@ -132,6 +135,71 @@ def handoff_in_process_us(dataset: Tiny, batch: int, chunks: int = 40) -> tuple[
     return 1e6 * best_w, 1e6 * best_m
 
 
+def parts(dataset: Tiny, batch: int) -> None:
+    """Each step of the handoff, timed alone in this process (playing the worker, then the
+    main process, as :func:`handoff_in_process_us` does): microseconds per call."""
+    from torch.utils.data._utils import worker as torch_worker
+
+    from hetload import arena
+    from hetload.pickling import decode_fields, views
+
+    def timed(name: str, fn, n: int = 3000) -> None:
+        us = min(timeit.repeat(fn, number=n, repeat=7)) / n * 1e6
+        print(f"  {name:<46} {us:6.2f} us")
+
+    samples = [dataset[i] for i in range(batch)]
+    torch_worker._worker_info = torch_worker.WorkerInfo(id=0, num_workers=1, seed=0, dataset=None)
+    try:
+        out = hetload.collate(samples)
+        pickle.loads(ForkingPickler.dumps(out))  # the main side maps the slot's segment
+        handoff.poll()
+        ring = arena.current_ring()
+        nbytes = out.verts.values.untyped_storage().nbytes()
+
+        def reduce() -> tuple:
+            for slot in ring.slots:  # type: ignore[union-attr]
+                slot.sent = False  # as if this batch were new
+            return out.__reduce_ex__(5)
+
+        print("worker side (after collate, in the result queue's feeder thread):")
+        timed("ring lend (batch_buffer, inside collate)", lambda: arena.batch_buffer(nbytes))
+        timed("HeteroBatch.__reduce_ex__ (the slot form)", reduce)
+        form = reduce()
+        timed("pickling the slot form", lambda: pickle.dumps(form, 5))
+        timed("ForkingPickler.dumps of an int (its own cost)", lambda: ForkingPickler.dumps(3))
+    finally:
+        torch_worker._worker_info = None
+    rebuild, (_, owner, _, layout) = form
+    nbytes, size, table, encoded, _, _ = layout
+    payload = pickle.dumps(form[1], 5)
+    mapping = handoff._receiver.mapping(None, owner)
+    segment, header = mapping.map.buffer, arena.HEADER
+    buffer = torch.frombuffer(segment, dtype=torch.uint8, count=nbytes, offset=header)
+    storage = buffer.untyped_storage()
+    tensors = views([storage], table, [buffer])
+    fields, present = decode_fields(encoded, tensors, trusted=True)
+
+    def whole() -> None:
+        back = rebuild(*form[1])
+        del back
+        handoff.poll()
+
+    print("main side (inside the result queue's get):")
+    timed("unpickling the layout", lambda: pickle.loads(payload))
+    timed(
+        "mapping lookup (and the poll of releases)", lambda: handoff._receiver.mapping(None, owner)
+    )
+    timed(
+        "frombuffer of the segment",
+        lambda: torch.frombuffer(segment, dtype=torch.uint8, count=nbytes, offset=header),
+    )
+    timed(f"views ({len(table)} tensors)", lambda: views([storage], table, [buffer]))
+    timed("Ragged fields (decode_fields)", lambda: decode_fields(encoded, tensors, trusted=True))
+    timed("HeteroBatch", lambda: hetload.HeteroBatch._trusted(fields, size, present))
+    timed("release tracking (a StorageWeakRef)", lambda: StorageWeakRef(storage))
+    timed("all of it: rebuild, drop, release", whole)
+
+
 def run(args: argparse.Namespace, dataset: Tiny, collate_fn) -> tuple[float, float, float]:
     """One timed run: (main us/batch, worker us/batch, wall us/batch)."""
     loader = DataLoader(
@@ -185,9 +253,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cprofile", action="store_true")
+    parser.add_argument("--parts", action="store_true", help="time each step alone instead")
     args = parser.parse_args()
     torch.set_num_threads(1)
     dataset = Tiny(64 * args.batch, args.points)
+    if args.parts:
+        parts(dataset, args.batch)
+        return
     print(
         f"batches of {args.batch} x {args.points} points, {args.workers} workers, "
         f"median of {args.repeats} runs of {args.batches} batches, CPU us per batch "
