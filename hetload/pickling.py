@@ -102,10 +102,11 @@ def views(
 ) -> list[torch.Tensor]:
     """The tensors of ``table`` over ``storages`` (no copy).
 
-    ``bases``: for each storage, an ``uint8`` tensor over all of it when the caller has one
-    already. Each tensor is one ``as_strided`` of a typed view of its storage, made once per
-    (storage, dtype) of the table, not a fresh tensor plus ``set_`` per entry: this runs for
-    every batch the main process receives."""
+    ``bases``: for each storage, an ``uint8`` tensor over it from its start when the caller
+    has one already. Each tensor is one call on a typed view of its storage, made once per
+    (storage, dtype) of the table (a slice for a contiguous 1-d tensor, else ``as_strided``),
+    not a fresh tensor plus ``set_`` per entry: this runs for every batch the main process
+    receives."""
     out = []
     typed: dict[tuple[int, Any], torch.Tensor | None] = {}
     for k, offset, shape, stride, dtype in table:

@@ -33,10 +33,11 @@ VIEWABLE = [
 ]
 
 
-def carve_all(spec: list[tuple[torch.dtype, int, int, bool]], seed: int):
-    """One uint8 buffer and, per spec entry (dtype, rows, columns, transposed), a tensor at the
-    next multiple of its itemsize (not of 64: offsets any dtype allows), filled with random
-    bytes; ``transposed`` makes a non-contiguous view."""
+def carve_all(spec: list[tuple[torch.dtype, int, int, str]], seed: int):
+    """One uint8 buffer and, per spec entry (dtype, rows, columns, form), a tensor at the next
+    multiple of its itemsize (not of 64: offsets any dtype allows), filled with random bytes;
+    form ``"2d"`` is ``[rows, columns]``, ``"t"`` its transpose (not contiguous), ``"1d"`` the
+    same elements flat (the slice path of the rebuild)."""
     at, places = 0, []
     for dtype, rows, cols, _ in spec:
         at = -(-at // dtype.itemsize) * dtype.itemsize
@@ -46,13 +47,13 @@ def carve_all(spec: list[tuple[torch.dtype, int, int, bool]], seed: int):
     raw = rng.integers(0, 256, size=at + 3, dtype=np.uint8)  # 3: not a whole int64 at the end
     buffer = torch.from_numpy(raw)
     out = []
-    for (dtype, rows, cols, transposed), offset in zip(spec, places, strict=True):
+    for (dtype, rows, cols, form), offset in zip(spec, places, strict=True):
         t = buffer[offset : offset + rows * cols * dtype.itemsize].view(dtype).view(rows, cols)
         if dtype == torch.bool:
             t = buffer[offset : offset + rows * cols].view(rows, cols).remainder(2).bool()
             buffer[offset : offset + rows * cols] = t.view(torch.uint8).flatten()
             t = buffer[offset : offset + rows * cols].view(torch.bool).view(rows, cols)
-        out.append(t.t() if transposed else t)
+        out.append(t.t() if form == "t" else t.view(-1) if form == "1d" else t)
     return buffer, out
 
 
@@ -66,7 +67,7 @@ spec_strategy = st.lists(
         st.sampled_from(VIEWABLE),
         st.integers(0, 5),
         st.integers(1, 4),
-        st.booleans(),
+        st.sampled_from(["2d", "t", "1d"]),
     ),
     min_size=1,
     max_size=8,
