@@ -118,7 +118,7 @@ def ring_stats() -> dict[str, int]:
     """This process's ring counters (zeros outside workers / with the ring off): ``slots``,
     ``lends`` (batches carved from a slot), ``created`` (segments made or regrown),
     ``fallbacks`` (batches that got a fresh segment because every slot was busy)."""
-    ring = _state.ring if _state.pid == os.getpid() else None
+    ring = _state.ring if _state.pid == _Pid.now else None
     if ring is None:
         return {"slots": 0, "lends": 0, "created": 0, "fallbacks": 0}
     return {
@@ -181,6 +181,7 @@ class Ring:
 
     def __init__(self, max_slots: int) -> None:
         self.slots = [Slot(i) for i in range(max_slots)]
+        self.pid = os.getpid()  # a forked child makes its own ring (_ring)
         self.lends = self.created = self.fallbacks = 0
         self.lock = threading.Lock()  # the queue's feeder thread reads slots while we lend
 
@@ -204,16 +205,28 @@ class Ring:
             return buffer
 
     def _pick(self, nbytes: int) -> Slot | None:
-        free = [slot for slot in self.slots if slot.free()]
-        fits = [slot for slot in free if slot.capacity >= nbytes]
-        if fits:
-            return min(fits, key=lambda s: s.capacity)
-        if not free:
-            return None
+        """The smallest free slot that fits (the first of equals), else an unused one, else the
+        largest free one regrown; one pass, and a slot that could not beat the best fit found
+        so far is not even tested for being free (this runs for every batch)."""
+        fit = unused = largest = None
+        for slot in self.slots:
+            if slot.map is None:  # free, and fits nothing (nbytes >= 1)
+                unused = unused or slot
+            elif fit is not None and slot.capacity >= fit.capacity:
+                continue
+            elif slot.free():
+                if slot.capacity >= nbytes:
+                    fit = slot
+                elif largest is None or slot.capacity > largest.capacity:
+                    largest = slot
+        if fit is not None:
+            return fit
         # an unused slot first, else regrow the largest free one (sizes settle in a few steps)
-        slot = next((s for s in free if s.map is None), None)
+        slot = unused
         if slot is None:
-            slot = max(free, key=lambda s: s.capacity)
+            if largest is None:
+                return None
+            slot = largest
             nbytes = max(nbytes, int(slot.capacity * _GROWTH))
         self.created += 1
         slot.grow(_round_up(nbytes, _PAGE), self.created)
@@ -222,14 +235,33 @@ class Ring:
     def slot_of(self, storage: torch.UntypedStorage) -> Slot | None:
         """The slot whose current batch ``storage`` is, if it still views the slot's memory."""
         with self.lock:
-            for slot in self.slots:
-                if (
-                    slot.live is not None
-                    and not slot.live.expired()
-                    and slot.live.cdata == storage._cdata
-                    and storage.data_ptr() == slot.address
-                ):
-                    return slot
+            return self._slot_of(storage)
+
+    def find(self, storages: list[torch.UntypedStorage]) -> tuple[int, Slot] | None:
+        """``(k, slot)`` when ``storages[k]`` is the only one of ``storages`` that is a slot's
+        current batch (see :meth:`slot_of`), else ``None``."""
+        found = None
+        with self.lock:
+            for k, storage in enumerate(storages):
+                slot = self._slot_of(storage)
+                if slot is not None:
+                    if found is not None:
+                        return None
+                    found = (k, slot)
+        return found
+
+    def _slot_of(self, storage: torch.UntypedStorage) -> Slot | None:
+        cdata = storage._cdata
+        for slot in self.slots:
+            live = slot.live
+            # the cheap identity test first: this runs for every batch a worker sends
+            if (
+                live is not None
+                and live.cdata == cdata
+                and not live.expired()
+                and storage.data_ptr() == slot.address
+            ):
+                return slot
         return None
 
 
@@ -247,13 +279,27 @@ _state = _State()
 _state_lock = threading.Lock()
 
 
+class _Pid:
+    """This process's id, kept current across fork: ``os.getpid`` is a system call, and the
+    ring is looked up for every batch a worker allocates and sends."""
+
+    now = os.getpid()
+
+
+def _forked() -> None:
+    _Pid.now = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def _ring() -> Ring | None:
     """This worker's ring, made on first use; ``None`` when off or unsupported here."""
-    if _state.pid != os.getpid():  # first use, or a process forked from one that had a ring
+    if _state.pid != _Pid.now:  # first use, or a process forked from one that had a ring
         with _state_lock:
-            if _state.pid != os.getpid():
+            if _state.pid != _Pid.now:
                 _state.ring = None
-                _state.pid = os.getpid()
+                _state.pid = _Pid.now
                 slots = _env_int("HETLOAD_RING_SLOTS", RING_SLOTS)
                 on = os.environ.get("HETLOAD_RING", "1") != "0" and slots > 0
                 if on and hasattr(os, "memfd_create"):
@@ -276,4 +322,4 @@ def _env_int(name: str, default: int) -> int:
 
 def current_ring() -> Ring | None:
     """This process's ring if it has one already (used when pickling a batch)."""
-    return _state.ring if _state.pid == os.getpid() else None
+    return _state.ring if _state.pid == _Pid.now else None

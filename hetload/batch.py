@@ -23,6 +23,9 @@ from typing import Any
 
 import torch
 
+# imported here, not per call: pickling a batch runs once per batch a worker sends
+from hetload.handoff import reduce_batch
+from hetload.pickling import reduce_batch_plain
 from hetload.ragged import Ragged, casts_float_only, device_only, shift_indices
 
 __all__ = ["HeteroBatch"]
@@ -64,6 +67,16 @@ class HeteroBatch:
                     f"present[{name!r}] has shape {tuple(flags.shape)}, expected ({batch_size},)"
                 )
             self._present[name] = flags
+
+    @classmethod
+    def _trusted(
+        cls, fields: dict[str, Any], batch_size: int, present: dict[str, torch.Tensor]
+    ) -> HeteroBatch:
+        """A batch of parts this library built and checked already (a batch a DataLoader
+        worker sent, rebuilt for every batch the main process gets), with no check at all."""
+        self = cls.__new__(cls)
+        self._fields, self._batch_size, self._present = fields, batch_size, present
+        return self
 
     def present(self, name: str) -> torch.Tensor:
         """bool ``[B]``: True where the sample held field ``name``: all True for a field every
@@ -237,9 +250,6 @@ class HeteroBatch:
         ring slot's descriptor and its layout (:mod:`hetload.handoff`); everywhere else (and
         under ``torch.save``) as each storage once plus the views on it
         (:mod:`hetload.pickling`: the fields of one batch buffer differ in dtype)."""
-        from hetload.handoff import reduce_batch
-        from hetload.pickling import reduce_batch_plain
-
         form = reduce_batch(self, protocol)
         return form if form is not None else reduce_batch_plain(self)
 

@@ -56,42 +56,42 @@ def reduce_batch(batch: Any, protocol: int) -> tuple | None:
     """The slot form of ``batch`` for ``pickle`` (``(rebuild, args)``), or ``None`` to pickle
     it the ordinary way (outside a worker, ring off, not in a slot, already sent once)."""
     # torch.save pickles with protocol 2: a saved batch must stay self-contained
-    if protocol < 3 or get_worker_info() is None:
+    info = get_worker_info()
+    if protocol < 3 or info is None:
         return None
     ring = current_ring()
     if ring is None:
         return None
-    table = Table()
+    table = Table(codes=True)  # read back by this same code, in the main process
     encoded = encode_fields(batch._fields, batch._present, table)
     # the slot form carries one segment, plus (inline, as bytes) the few small storages a batch
     # may hold beside it: labels and flags collated apart from a batch read's buffer
     # (hetload.packed), fields a user added. A large second storage pickles the ordinary way.
-    slots = [(k, ring.slot_of(s)) for k, s in enumerate(table.storages)]
-    found = [(k, slot) for k, slot in slots if slot is not None]
-    if len(found) != 1:
+    found = ring.find(table.storages)
+    if found is None:
         return None
-    at, slot = found[0]
+    at, slot = found
     storage = table.storages[at]
-    extra = [s for k, s in enumerate(table.storages) if k != at]
-    if (
-        slot.sent
-        or sum(s.nbytes() for s in extra) > _INLINE
-        or any(s.device.type != "cpu" for s in extra)
-    ):
+    if slot.sent:
         return None
-    inline = tuple(
-        (k, storage_tensor(s).numpy().tobytes()) for k, s in enumerate(table.storages) if k != at
-    )
+    inline: tuple = ()
+    if len(table.storages) > 1:
+        extra = [(k, s) for k, s in enumerate(table.storages) if k != at]
+        if sum(s.nbytes() for _, s in extra) > _INLINE or any(
+            s.device.type != "cpu" for _, s in extra
+        ):
+            return None
+        inline = tuple((k, storage_tensor(s).numpy().tobytes()) for k, s in extra)
     slot.sent = True
     # the header names this batch, then marks the slot in use, before anything is sent
-    slot.map.set_int64(8, slot.lend)
-    slot.map.set_byte(0, 1)
-    info = get_worker_info()
-    owner = (os.getpid(), info.id if info is not None else -1, slot.index, slot.generation)
+    mapped = slot.map
+    mapped.set_int64(8, slot.lend)
+    mapped.set_byte(0, 1)
+    owner = (ring.pid, info.id, slot.index, slot.generation)
     layout = (storage.nbytes(), len(batch), table.views, encoded, at, inline)
     # the descriptor travels (a socket round trip) only until the main process has mapped the
     # segment; then it keeps the mapping for as long as this segment and this worker live
-    df = None if slot.map.byte(1) else DupFd(slot.fd)
+    df = None if mapped.byte(1) else DupFd(slot.fd)
     return _rebuild, (df, owner, slot.lend, layout)
 
 
@@ -216,9 +216,15 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _rebuild(df: Any, owner: tuple[int, ...], lend: int, layout: tuple) -> Any:
-    from hetload.batch import HeteroBatch
+_batch_type: Any = None  # hetload.batch.HeteroBatch (which imports this module)
 
+
+def _rebuild(df: Any, owner: tuple[int, ...], lend: int, layout: tuple) -> Any:
+    global _batch_type
+    if _batch_type is None:
+        from hetload.batch import HeteroBatch
+
+        _batch_type = HeteroBatch
     nbytes, batch_size, table, encoded, at, inline = layout
     try:
         fd = None if df is None else df.detach()
@@ -236,18 +242,23 @@ def _rebuild(df: Any, owner: tuple[int, ...], lend: int, layout: tuple) -> Any:
             mapping.map.buffer, dtype=torch.uint8, count=nbytes, offset=HEADER
         )
         storage = buffer.untyped_storage()
-        storages = [storage] * (1 + len(inline))
-        for k, data in inline:  # small storages sent beside the slot, as bytes
-            storages[k] = (
-                torch.frombuffer(bytearray(data), dtype=torch.uint8).untyped_storage()
-                if data
-                else torch.UntypedStorage(0)
-            )
-        storages[at] = storage
-        tensors = views(storages, table)
-        fields, present = decode_fields(encoded, tensors)
-        batch = HeteroBatch(fields, batch_size, present)
-        del buffer, tensors, fields, present
+        storages: list[torch.UntypedStorage] = [storage]
+        bases: list[torch.Tensor | None] = [buffer]
+        if inline:  # small storages sent beside the slot, as bytes
+            storages = storages * (1 + len(inline))
+            bases = [None] * len(storages)
+            for k, data in inline:
+                storages[k] = (
+                    torch.frombuffer(bytearray(data), dtype=torch.uint8).untyped_storage()
+                    if data
+                    else torch.UntypedStorage(0)
+                )
+            storages[at], bases[at] = storage, buffer
+        tensors = views(storages, table, bases)
+        # the worker built and checked this batch with this same code: no checks again
+        fields, present = decode_fields(encoded, tensors, trusted=True)
+        batch = _batch_type._trusted(fields, batch_size, present)
+        del buffer, bases, tensors, fields, present
     except BaseException:
         _receiver.untrack(mapping)
         raise

@@ -116,6 +116,18 @@ class Ragged:
                     )
             if max_len is not None:
                 _check_max_len(offsets, max_len, name)
+        self._set(values, offsets, name, index_base, max_len)
+
+    def _set(
+        self,
+        values: torch.Tensor,
+        offsets: torch.Tensor,
+        name: str,
+        index_base: torch.Tensor | None,
+        max_len: int | None,
+    ) -> None:
+        """Every slot, the parts given and the caches empty (``__init__`` and
+        :meth:`_trusted` both end here, so they cannot drift apart)."""
         self.values = values
         self.offsets = offsets
         self.name = name
@@ -125,6 +137,21 @@ class Ragged:
         self._batch_idx: torch.Tensor | None = None
         self._mask: torch.Tensor | None = None
         self._padded: dict[Any, torch.Tensor] = {}
+
+    @classmethod
+    def _trusted(
+        cls,
+        values: torch.Tensor,
+        offsets: torch.Tensor,
+        name: str,
+        index_base: torch.Tensor | None,
+        max_len: int | None,
+    ) -> Ragged:
+        """A ``Ragged`` of parts this library built and checked already, with no check at all:
+        for a batch a DataLoader worker sent, rebuilt for every batch the main process gets."""
+        self = cls.__new__(cls)
+        self._set(values, offsets, name, index_base, max_len)
+        return self
 
     # ------------------------------------------------------------------ constructors
     @classmethod
