@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 
@@ -15,8 +17,9 @@ namespace hetload {
 // Wider vectors: on x86-64 the four loops below are compiled twice, for baseline SSE2 and for
 // AVX2, and each call takes the AVX2 copy when the CPU has it (checked once per process), so one
 // wheel runs on any x86-64 and uses AVX2 where it exists. Measured on the 2-core Xeon VM
-// (scripts/bench_index_rebase.py, BENCHMARKS.md): the int64 loop at memcpy speed instead of
-// ~5% over it. nvcc and other architectures (aarch64: NEON is its baseline) get the plain loops.
+// (scripts/bench_rebase_loops.cpp, BENCHMARKS.md): the int64 copy at memcpy speed with AVX2,
+// 4-8% slower with SSE2; AVX-512 no faster than AVX2 (the loop is at the memory bus), so not
+// built. nvcc and other architectures (aarch64: NEON is its baseline) get the plain loops.
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__CUDACC__)
 #define HETLOAD_REBASE_AVX2 1
 #define HETLOAD_INLINE inline __attribute__((always_inline))
@@ -111,9 +114,13 @@ HETLOAD_AVX2 bool unsigned_inplace_avx2(T* p, int64_t n, T base, T lim) {
   return unsigned_inplace<T>(p, n, base, lim);
 }
 
-// Whether this CPU runs AVX2 (cpuid, read once; a function-local static is thread-safe).
+// Whether to take the AVX2 loops: the CPU runs AVX2 (cpuid) and HETLOAD_SIMD is not "baseline"
+// (the switch the tests use to run the SSE2 loops on an AVX2 machine). Read once per process; a
+// function-local static is thread-safe.
 inline bool has_avx2() {
   static const bool yes = [] {
+    const char* simd = std::getenv("HETLOAD_SIMD");
+    if (simd != nullptr && std::strcmp(simd, "baseline") == 0) return false;
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") != 0;
   }();

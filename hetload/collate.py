@@ -237,6 +237,8 @@ def _fill_index(
 def _field_names(samples: Sequence[Mapping[str, Any]]) -> tuple[list[str], bool]:
     """Every field name of any sample, in order of first appearance; and whether every sample
     holds exactly these fields."""
+    if len(set(map(tuple, samples))) == 1:  # one pass: the same keys in the same order
+        return list(samples[0]), True
     names = dict.fromkeys(samples[0].keys())
     uniform = True
     for sample in samples[1:]:

@@ -92,7 +92,9 @@ def to_tensor(
         if not value.dtype.isnative:
             value = value.astype(value.dtype.newbyteorder("="))  # same values, native bytes
         if any(s < 0 for s in value.strides):
-            value = np.ascontiguousarray(value)
+            # a copy, always: ascontiguousarray keeps an array numpy flags contiguous although
+            # a stride is negative (one row reversed, a[::-1] of length 1), which torch refuses
+            value = value.copy()
         if not value.flags.writeable:
             # read-only inputs (memory-mapped shards) are only read here; torch warns anyway
             with warnings.catch_warnings():
