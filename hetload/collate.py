@@ -110,7 +110,8 @@ def collate(samples: Sequence[Mapping[str, Any]], schema: Schema | None = None) 
     plan = _Plan()
     jobs: dict[str, _Job] = {}
     # index fields need their target's offsets, so they go last
-    for name in sorted(names, key=lambda n: specs[n].kind == "index"):
+    order = sorted(names, key=lambda n: specs[n].kind == "index")
+    for name in order:
         spec = specs[name]
         if name in present and spec.kind == "fixed":
             jobs[name] = _plan_fixed_partial(plan, name, samples, present[name])
@@ -131,7 +132,7 @@ def collate(samples: Sequence[Mapping[str, Any]], schema: Schema | None = None) 
     # 2. one buffer, every tensor a view of it; 3. one copy of each sample's bytes into it
     out = plan.carve_all()
     fields: dict[str, Any] = {}
-    for name in sorted(names, key=lambda n: specs[n].kind == "index"):
+    for name in order:
         fields[name] = jobs[name].fill(out, fields)
     flags_out = {}
     for name, slot in flag_slots.items():
