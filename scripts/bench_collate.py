@@ -2,9 +2,10 @@
 
 Setting: ``torch.set_num_threads(1)`` (as inside DataLoader workers); B meshes with log-normal
 vertex counts (median 10k) and about 2x as many triangles. Each contender builds the same batch;
-every time is the median of ``--repeats`` runs after a warm-up, and is compared with the floor of
-one ``memcpy`` of the same bytes (into a reused buffer, and into a freshly allocated one, since a
-collate must hand out new memory).
+every time is the median (and the minimum) of ``--repeats`` runs after a warm-up (the collate
+contenders take turns within each round, so that a loaded machine hits them alike), and is
+compared with the floor of one ``memcpy`` of the same bytes (into a reused buffer, and into a
+freshly allocated one, since a collate must hand out new memory).
 
     python scripts/bench_collate.py            # the BENCHMARKS.md table
     python scripts/bench_collate.py --quick    # a smoke run
@@ -130,10 +131,23 @@ def bench_collate(meshes, repeats: int) -> list[tuple[str, float, float]]:
     if Batch is not None:
         data = pyg_inputs(meshes)
         rows.append(("PyG Batch.from_data_list", lambda: Batch.from_data_list(data)))
-    results = []
-    for name, fn in tqdm(rows, desc="collate", leave=False):
-        results.append((name, *timings(fn, repeats)))
-    return results
+    return interleaved(rows, repeats)
+
+
+def interleaved(rows, repeats: int) -> list[tuple[str, float, float]]:
+    """``(name, median, min)`` seconds per row, the rows taking turns within each of ``repeats``
+    rounds (each round starting one row later), so that load from other jobs on a shared
+    machine, which comes and goes, hits every row alike and the ratios stay fair."""
+    for _, fn in rows:
+        fn()
+    times: list[list[float]] = [[] for _ in rows]
+    for r in tqdm(range(repeats), desc="collate", leave=False):
+        for k in range(len(rows)):
+            i = (k + r) % len(rows)
+            start = time.perf_counter()
+            rows[i][1]()
+            times[i].append(time.perf_counter() - start)
+    return [(name, statistics.median(t), min(t)) for (name, _), t in zip(rows, times)]
 
 
 def bench_padding(meshes, repeats: int, width: int) -> list[tuple[str, float, float]]:
