@@ -212,6 +212,26 @@ def print_table(
         )
 
 
+def print_fixed_cost(tiny, repeats: int) -> None:
+    """Each collate of B meshes of a few vertices: no bytes to speak of, so the time is the
+    fixed cost per batch (checks, offsets, allocation, the batch object) that the copies of a
+    real batch come on top of."""
+    rows = [
+        ("hetload collate", lambda: collate_hetload(tiny)),
+        ("hand-written torch.cat + offsets", lambda: collate_handwritten(tiny)),
+    ]
+    if Batch is not None:
+        data = pyg_inputs(tiny)
+        rows.append(("PyG Batch.from_data_list", lambda: Batch.from_data_list(data)))
+    results = interleaved(rows, repeats)
+    ours = results[0][1]
+    print(f"\nfixed cost per batch: B={len(tiny)} meshes of 100 vertices, {repeats} rounds")
+    print(f"| {'method':<44} | {'median us':>9} | {'min us':>7} | {'/ hetload':>9} |")
+    print(f"|{'-' * 46}|{'-' * 11}|{'-' * 9}|{'-' * 11}|")
+    for name, t, t_min in results:
+        print(f"| {name:<44} | {t * 1e6:>9.1f} | {t_min * 1e6:>7.1f} | {t / ours:>9.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=32)
@@ -237,6 +257,7 @@ def main() -> None:
         collate_bytes,
         "hetload",
     )
+    print_fixed_cost(make_meshes(args.batch, 4, args.seed), args.repeats * 10)
     for width in (3, 32):
         results = bench_padding(meshes, args.repeats, width)
         max_len = max(len(m["verts"]) for m in meshes)
