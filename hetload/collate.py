@@ -151,8 +151,15 @@ def collate(samples: Sequence[Mapping[str, Any]], schema: Schema | None = None) 
     )
 
 
+#: a tensor of at least this many bytes starts at a 4 KiB multiple of the buffer (a field's
+#: values): measured 2-6% faster copies for B=32 meshes than at the next ALIGN-ed byte
+#: (interleaved runs, issue 14), at the cost of < 4 KiB of padding per such tensor
+_PAGE_ALIGNED = 1 << 16
+
+
 class _Plan:
-    """The byte layout of a batch: each tensor at an :data:`~hetload.arena.ALIGN`-ed offset."""
+    """The byte layout of a batch: each tensor at an :data:`~hetload.arena.ALIGN`-ed offset, the
+    large ones at a page-multiple one."""
 
     def __init__(self) -> None:
         self.nbytes = 0
@@ -160,8 +167,11 @@ class _Plan:
 
     def add(self, shape: tuple[int, ...], dtype: torch.dtype) -> int:
         """Reserve ``shape``/``dtype``; returns the slot's number (an index into carve_all)."""
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes >= _PAGE_ALIGNED:
+            self.nbytes = -(-self.nbytes // 4096) * 4096
         self.slots.append((self.nbytes, shape, dtype))
-        self.nbytes += aligned(math.prod(shape) * dtype.itemsize)
+        self.nbytes += aligned(nbytes)
         return len(self.slots) - 1
 
     def carve_all(self) -> list[torch.Tensor]:

@@ -200,3 +200,15 @@ def test_keys_in_another_order_batch_as_in_one():
         assert torch.equal(a[name].offsets, b[name].offsets)
         assert bool(b.present(name).all())
     assert a["label"].tolist() == b["label"].tolist() == [0, 1, 2]
+
+
+def test_large_tensors_start_at_a_page_multiple_and_every_one_is_aligned():
+    plan = collate_module._Plan()
+    for shape, dtype in [((3,), torch.int64), ((20_000, 3), torch.float32), ((5,), torch.bool),
+                         ((9_000, 3), torch.int64), ((0, 3), torch.int64)]:  # fmt: skip
+        plan.add(shape, dtype)
+    offsets = [offset for offset, _, _ in plan.slots]
+    assert all(o % arena.ALIGN == 0 for o in offsets)
+    assert offsets[1] % 4096 == 0 and offsets[3] % 4096 == 0
+    ends = [o + int(np.prod(s)) * d.itemsize for o, s, d in plan.slots]
+    assert all(e <= o for e, o in zip(ends, offsets[1:])) and ends[-1] <= plan.nbytes
