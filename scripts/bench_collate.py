@@ -2,10 +2,10 @@
 
 Setting: ``torch.set_num_threads(1)`` (as inside DataLoader workers); B meshes with log-normal
 vertex counts (median 10k) and about 2x as many triangles. Each contender builds the same batch;
-every time is the median (and the minimum) of ``--repeats`` runs after a warm-up (the collate
-contenders take turns within each round, so that a loaded machine hits them alike), and is
-compared with the floor of one ``memcpy`` of the same bytes (into a reused buffer, and into a
-freshly allocated one, since a collate must hand out new memory).
+every time is the median (and the minimum: on a loaded machine the better estimate of the
+unloaded time) of ``--repeats`` runs after a warm-up, and is compared with the floor of one
+``memcpy`` of the same bytes (into a reused buffer, and into a freshly allocated one, since a
+collate must hand out new memory).
 
     python scripts/bench_collate.py            # the BENCHMARKS.md table
     python scripts/bench_collate.py --quick    # a smoke run
@@ -131,23 +131,15 @@ def bench_collate(meshes, repeats: int) -> list[tuple[str, float, float]]:
     if Batch is not None:
         data = pyg_inputs(meshes)
         rows.append(("PyG Batch.from_data_list", lambda: Batch.from_data_list(data)))
-    return interleaved(rows, repeats)
+    return in_turn(rows, repeats)
 
 
-def interleaved(rows, repeats: int) -> list[tuple[str, float, float]]:
-    """``(name, median, min)`` seconds per row, the rows taking turns within each of ``repeats``
-    rounds (each round starting one row later), so that load from other jobs on a shared
-    machine, which comes and goes, hits every row alike and the ratios stay fair."""
-    for _, fn in rows:
-        fn()
-    times: list[list[float]] = [[] for _ in rows]
-    for r in tqdm(range(repeats), desc="collate", leave=False):
-        for k in range(len(rows)):
-            i = (k + r) % len(rows)
-            start = time.perf_counter()
-            rows[i][1]()
-            times[i].append(time.perf_counter() - start)
-    return [(name, statistics.median(t), min(t)) for (name, _), t in zip(rows, times)]
+def in_turn(rows, repeats: int) -> list[tuple[str, float, float]]:
+    """``(name, median, min)`` seconds per row, each row's ``repeats`` runs back to back (its
+    sources and output warm in the cache, as a worker's samples are when it collates them: the
+    rows taking turns instead would leave each row the cache traces of the one before, which
+    changes the floor itself by up to 2x here)."""
+    return [(name, *timings(fn, repeats)) for name, fn in tqdm(rows, desc="rows", leave=False)]
 
 
 def bench_padding(meshes, repeats: int, width: int) -> list[tuple[str, float, float]]:
@@ -223,7 +215,7 @@ def print_fixed_cost(tiny, repeats: int) -> None:
     if Batch is not None:
         data = pyg_inputs(tiny)
         rows.append(("PyG Batch.from_data_list", lambda: Batch.from_data_list(data)))
-    results = interleaved(rows, repeats)
+    results = in_turn(rows, repeats)
     ours = results[0][1]
     print(f"\nfixed cost per batch: B={len(tiny)} meshes of 100 vertices, {repeats} rounds")
     print(f"| {'method':<44} | {'median us':>9} | {'min us':>7} | {'/ hetload':>9} |")
