@@ -22,7 +22,8 @@ buffer by one ``set_`` each.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from itertools import accumulate
 from operator import itemgetter
 from typing import Any
@@ -138,17 +139,23 @@ def collate(samples: Sequence[Mapping[str, Any]], schema: Schema | None = None) 
     # 2. one buffer, every tensor a view of it; 3. one copy of each sample's bytes into it
     out = plan.carve_all()
     fields: dict[str, Any] = {}
+    copies: list[Callable[[], None]] = []
     for name in order:
-        fields[name] = jobs[name].fill(out, fields)
+        fields[name] = jobs[name].fill(out, fields, copies)
     flags_out = {}
     for name, slot in flag_slots.items():
         flags_out[name] = out[slot]
         flags_out[name].numpy()[:] = present[name]
-    return HeteroBatch(
+    batch = HeteroBatch(
         {name: fields[name] for name in names},
         batch_size=len(samples),
         present=flags_out,
     )
+    # the large copies last, back to back: Python that ran after them would find its objects
+    # evicted from the cache by the batch's bytes (measured: ~0.1 ms more per batch)
+    for copy in copies:
+        copy()
+    return batch
 
 
 #: a tensor of at least this many bytes starts at a 4 KiB multiple of the buffer (a field's
@@ -196,7 +203,11 @@ class _Job:
     def __init__(self, kind: str, data: Any, **slots: Any) -> None:
         self.kind, self.data, self.slots = kind, data, slots
 
-    def fill(self, out: list[torch.Tensor], done: dict[str, Any]) -> Any:
+    def fill(
+        self, out: list[torch.Tensor], done: dict[str, Any], copies: list[Callable[[], None]]
+    ) -> Any:
+        """The field's value in the batch; its ragged or index values' copy is appended to
+        ``copies``, to run once the batch is assembled (an index copy raises if out of range)."""
         s = self.slots
         if self.kind == "meta":
             return self.data
@@ -219,36 +230,31 @@ class _Job:
         offsets.numpy()[:] = [0, *accumulate(lengths)]
         if self.kind == "ragged":
             if values.numel():
-                torch.cat(self.data, out=values)
+                copies.append(partial(torch.cat, self.data, out=values))
             return Ragged(values, offsets, name=s["name"], max_len=max(lengths), validate=False)
-        return _fill_index(self.data, values, offsets, s, done)
+        copies.append(partial(_copy_index, self.data, values, s))
+        return Ragged(
+            values,
+            offsets,
+            name=s["name"],
+            index_base=done[s["target"]].offsets,
+            max_len=max(lengths),
+            validate=False,
+        )
 
 
-def _fill_index(
-    tensors: list[torch.Tensor],
-    values: torch.Tensor,
-    offsets: torch.Tensor,
-    s: dict[str, Any],
-    done: dict[str, Any],
-) -> Ragged:
-    name, target, bases, counts = s["name"], done[s["target"]], s["bases"], s["counts"]
-    # one pass per sample writes the re-based copy and checks the range (hetload.ops)
+def _copy_index(tensors: list[torch.Tensor], values: torch.Tensor, s: dict[str, Any]) -> None:
+    """Write an index field's values: one pass per sample writes the re-based copy and checks
+    the range (:func:`hetload.ops.rebase_index_`); an index out of range raises, naming it."""
+    bases, counts = s["bases"], s["counts"]
     bad = rebase_index_(tensors, values, bases[:-1], counts)
     if bad >= 0:
         source = tensors[bad].numpy()
         low, high = int(source.min()), int(source.max())
         raise ValueError(
-            f"field {name!r}: sample {bad} has index {low if low < 0 else high}, outside "
+            f"field {s['name']!r}: sample {bad} has index {low if low < 0 else high}, outside "
             f"[0, {counts[bad]}) for its {counts[bad]} rows of {s['target']!r}"
         )
-    return Ragged(
-        values,
-        offsets,
-        name=name,
-        index_base=target.offsets,
-        max_len=max(s["lengths"]),
-        validate=False,
-    )
 
 
 def _field_names(samples: Sequence[Mapping[str, Any]]) -> tuple[list[str], bool]:
