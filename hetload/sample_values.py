@@ -31,6 +31,7 @@ from __future__ import annotations
 import numbers
 import warnings
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,7 @@ __all__ = [
     "check_column",
     "check_field_names",
     "fixed_column",
+    "ragged_column",
     "ragged_tensor",
 ]
 
@@ -90,7 +92,9 @@ def to_tensor(
         if not value.dtype.isnative:
             value = value.astype(value.dtype.newbyteorder("="))  # same values, native bytes
         if any(s < 0 for s in value.strides):
-            value = np.ascontiguousarray(value)
+            # a copy, always: ascontiguousarray keeps an array numpy flags contiguous although
+            # a stride is negative (one row reversed, a[::-1] of length 1), which torch refuses
+            value = value.copy()
         if not value.flags.writeable:
             # read-only inputs (memory-mapped shards) are only read here; torch warns anyway
             with warnings.catch_warnings():
@@ -144,6 +148,108 @@ def check_column(name: str, tensors: Sequence[torch.Tensor], *, item: str = "sam
                 f"{_where(name, i, item)} has shape {tuple(t.shape)}, which does not match "
                 f"{item} 0's trailing shape {tuple(first.shape[1:])} ([N_i, *D] with the same D)"
             )
+
+
+def ragged_column(
+    name: str, column: Sequence[Any], *, item: str = "sample"
+) -> tuple[list[torch.Tensor], list[int]]:
+    """A ragged or index field's values as CPU tensors ``[N_i, *D]`` of one dtype and one
+    trailing shape ``D`` (numpy arrays wrapped, not copied), and their lengths ``N_i``; or
+    :class:`SampleValueError` naming the field and the first item that :func:`ragged_tensor` or
+    :func:`check_column` refuses.
+
+    The usual column (every item a plain dense CPU tensor, or every item a plain numpy array of
+    one native numeric dtype) is checked in one pass over a few attributes (this is collate's
+    fixed cost per batch); any other column, and any column that fails that pass, is checked
+    item by item, which raises the error (so a message never depends on which path ran).
+    """
+    if column:
+        kind = type(column[0])
+        if kind is torch.Tensor:
+            fast = _plain_tensors(column)
+        elif kind is np.ndarray:
+            fast = _plain_arrays(column)
+        else:
+            fast = None
+        if fast is not None:
+            return fast
+    tensors = _ragged_column_each(name, column, item=item)
+    return tensors, [t.shape[0] for t in tensors]
+
+
+def _ragged_column_each(
+    name: str, column: Sequence[Any], *, item: str = "sample"
+) -> list[torch.Tensor]:
+    """:func:`ragged_column` item by item: the reference the one-pass checks must agree with."""
+    tensors = [ragged_tensor(name, i, value, item=item) for i, value in enumerate(column)]
+    check_column(name, tensors, item=item)
+    return tensors
+
+
+# What the item-by-item path accepts as it is, as one tuple per item: a column passes when all
+# its items give the same tuple, that tuple is an accepted one, and the shapes agree.
+_TENSOR_KEY = attrgetter("dtype", "layout", "is_cpu", "requires_grad", "is_nested")
+_SHAPE = attrgetter("shape")
+_STRIDES = attrgetter("strides")
+_WRITEABLE = attrgetter("flags.writeable")
+# numpy dtypes torch.from_numpy wraps as they are (native byte order: a dtype of the other order
+# is a different, unequal dtype, so it takes the path that converts it)
+_WRAPPED_DTYPES = frozenset(
+    np.dtype(t)
+    for t in (
+        "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+        "float16", "float32", "float64", "complex64", "complex128",
+    )
+)  # fmt: skip
+
+
+def _lengths(shapes: list[Any]) -> list[int] | None:
+    """Each shape's first dim, when every shape has the same number (>= 1) of dims and the
+    same dims after the first; else ``None``."""
+    if len(set(map(len, shapes))) != 1 or not shapes[0]:
+        return None
+    lengths, *trailing = zip(*shapes)  # one tuple per dim: a C-level pass, no slicing per item
+    if any(len(set(dim)) != 1 for dim in trailing):
+        return None
+    return list(lengths)
+
+
+def _plain_tensors(column: Sequence[Any]) -> tuple[list[torch.Tensor], list[int]] | None:
+    """``column`` and its lengths when every item is a dense CPU ``torch.Tensor`` (not a
+    subclass) of one non-quantized dtype, without grad, ``[N_i, *D]`` with one ``D``; else
+    ``None``."""
+    if set(map(type, column)) != {torch.Tensor}:
+        return None
+    keys = set(map(_TENSOR_KEY, column))
+    if len(keys) != 1:
+        return None
+    _, layout, cpu, grad, nested = keys.pop()
+    if layout is not torch.strided or not cpu or grad or nested:
+        return None
+    if column[0].is_quantized:
+        return None
+    lengths = _lengths(list(map(_SHAPE, column)))
+    return None if lengths is None else (list(column), lengths)
+
+
+def _plain_arrays(column: Sequence[Any]) -> tuple[list[torch.Tensor], list[int]] | None:
+    """Every item wrapped by ``torch.from_numpy``, and the lengths, when each is a plain
+    ``np.ndarray`` (not masked, not a subclass) of one native numeric dtype, without a negative
+    stride, ``[N_i, *D]`` with one ``D``; else ``None``."""
+    if set(map(type, column)) != {np.ndarray}:
+        return None
+    dtypes = {a.dtype for a in column}
+    if len(dtypes) != 1 or dtypes.pop() not in _WRAPPED_DTYPES:
+        return None
+    lengths = _lengths(list(map(_SHAPE, column)))
+    if lengths is None or min(map(min, map(_STRIDES, column))) < 0:  # every item has a dim
+        return None
+    if all(map(_WRITEABLE, column)):
+        return list(map(torch.from_numpy, column)), lengths
+    # read-only inputs (memory-mapped shards) are only read here; torch warns anyway
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return list(map(torch.from_numpy, column)), lengths
 
 
 def fixed_column(name: str, column: Sequence[Any]) -> torch.Tensor | list[torch.Tensor]:

@@ -2,8 +2,9 @@
 
 Setting: ``torch.set_num_threads(1)`` (as inside DataLoader workers); B meshes with log-normal
 vertex counts (median 10k) and about 2x as many triangles. Each contender builds the same batch;
-every time is the median of ``--repeats`` runs after a warm-up, and is compared with the floor of
-one ``memcpy`` of the same bytes (into a reused buffer, and into a freshly allocated one, since a
+every time is the median (and the minimum: on a loaded machine the better estimate of the
+unloaded time) of ``--repeats`` runs after a warm-up, and is compared with the floor of one
+``memcpy`` of the same bytes (into a reused buffer, and into a freshly allocated one, since a
 collate must hand out new memory).
 
     python scripts/bench_collate.py            # the BENCHMARKS.md table
@@ -130,10 +131,15 @@ def bench_collate(meshes, repeats: int) -> list[tuple[str, float, float]]:
     if Batch is not None:
         data = pyg_inputs(meshes)
         rows.append(("PyG Batch.from_data_list", lambda: Batch.from_data_list(data)))
-    results = []
-    for name, fn in tqdm(rows, desc="collate", leave=False):
-        results.append((name, *timings(fn, repeats)))
-    return results
+    return in_turn(rows, repeats)
+
+
+def in_turn(rows, repeats: int) -> list[tuple[str, float, float]]:
+    """``(name, median, min)`` seconds per row, each row's ``repeats`` runs back to back (its
+    sources and output warm in the cache, as a worker's samples are when it collates them: the
+    rows taking turns instead would leave each row the cache traces of the one before, which
+    changes the floor itself by up to 2x here)."""
+    return [(name, *timings(fn, repeats)) for name, fn in tqdm(rows, desc="rows", leave=False)]
 
 
 def bench_padding(meshes, repeats: int, width: int) -> list[tuple[str, float, float]]:
@@ -198,6 +204,26 @@ def print_table(
         )
 
 
+def print_fixed_cost(tiny, repeats: int) -> None:
+    """Each collate of B meshes of a few vertices: no bytes to speak of, so the time is the
+    fixed cost per batch (checks, offsets, allocation, the batch object) that the copies of a
+    real batch come on top of."""
+    rows = [
+        ("hetload collate", lambda: collate_hetload(tiny)),
+        ("hand-written torch.cat + offsets", lambda: collate_handwritten(tiny)),
+    ]
+    if Batch is not None:
+        data = pyg_inputs(tiny)
+        rows.append(("PyG Batch.from_data_list", lambda: Batch.from_data_list(data)))
+    results = in_turn(rows, repeats)
+    ours = results[0][1]
+    print(f"\nfixed cost per batch: B={len(tiny)} meshes of 100 vertices, {repeats} rounds")
+    print(f"| {'method':<44} | {'median us':>9} | {'min us':>7} | {'/ hetload':>9} |")
+    print(f"|{'-' * 46}|{'-' * 11}|{'-' * 9}|{'-' * 11}|")
+    for name, t, t_min in results:
+        print(f"| {name:<44} | {t * 1e6:>9.1f} | {t_min * 1e6:>7.1f} | {t / ours:>9.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=32)
@@ -223,6 +249,7 @@ def main() -> None:
         collate_bytes,
         "hetload",
     )
+    print_fixed_cost(make_meshes(args.batch, 4, args.seed), args.repeats * 10)
     for width in (3, 32):
         results = bench_padding(meshes, args.repeats, width)
         max_len = max(len(m["verts"]) for m in meshes)
