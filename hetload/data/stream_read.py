@@ -126,9 +126,9 @@ def _header_ok(header: memoryview, name: str, size: int) -> bool:
         stored = int(bytes(header[148:156]).rstrip(b"\0 ") or b"-1", 8)
     except ValueError:
         return False
-    raw = np.frombuffer(header, dtype=np.uint8)
-    # the checksum counts its own 8 bytes as spaces
-    return int(raw.sum(dtype=np.int64)) - int(raw[148:156].sum()) + 8 * 32 == stored
+    # the checksum counts its own 8 bytes as spaces (one numpy sum; the 8 bytes in Python)
+    total = int(np.frombuffer(header, dtype=np.uint8).sum(dtype=np.int64))
+    return total - sum(header[148:156]) + 8 * 32 == stored
 
 
 def _zeros_to_end(fd: int, pos: int) -> bool:
