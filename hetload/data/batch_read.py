@@ -130,16 +130,28 @@ class _Reader:
             offsets, sizes = self.offset[suffix], self.size[suffix]
             rows = _rows(ds, name)[at_rows].tolist()
             column: list[tuple[np.dtype, tuple[int, ...], bytes] | None] = []
+            info: dict[int, tuple[np.dtype, str, tuple[int, ...] | None, int]] = {}
             for j, shard in enumerate(self.shards):
                 if offsets[j] < 0:
                     column.append(None)
                     continue
-                dtype, descr, tail = _field_info(ds, shard, name)
-                shape = () if tail is None else (rows[j], *tail)
-                if rows[j] < 0 or (tail is None and rows[j] != 1):
-                    return None
+                field = info.get(shard)
+                if field is None:  # once per shard and batch
+                    dtype, descr, tail = _field_info(ds, shard, name)
+                    row_items = math.prod(tail) if tail is not None else 1
+                    field = info[shard] = (dtype, descr, tail, row_items * dtype.itemsize)
+                dtype, descr, tail, row_bytes = field
+                n = rows[j]
+                if tail is None:
+                    if n != 1:
+                        return None
+                    shape: tuple[int, ...] = ()
+                else:
+                    if n < 0:
+                        return None
+                    shape = (n, *tail)
                 header = _npy_header(descr, shape)
-                if len(header) + math.prod(shape) * dtype.itemsize != sizes[j]:
+                if len(header) + n * row_bytes != sizes[j]:
                     return None
                 column.append((dtype, shape, header))
             if any(c is not None for c in column):
@@ -233,18 +245,25 @@ class _Reader:
         held = table[:, :, _OFFSET] >= 0
         members = table[held]
         # the tar names and .npy headers the checks expect, in the members' order
-        suffix_bytes = [f".{suffix}".encode() for suffix in suffixes]
+        # per suffix: its name bytes and, for an array, its field's plan column
+        kinds = [
+            (f".{suffix}".encode(), suffix[:-4], plan.get(suffix[:-4]))
+            if suffix[-4:] == ".npy"
+            else (f".{suffix}".encode(), None, None)
+            for suffix in suffixes
+        ]
         names, expect = [], []
         holds: list[set[str]] = []
-        for j, key in enumerate(keys):
+        for j, (key, row) in enumerate(zip(keys, held.tolist(), strict=True)):
             key_bytes = key.encode()
             holding = set()
-            for k in np.flatnonzero(held[j]).tolist():
-                names.append(key_bytes + suffix_bytes[k])
-                suffix = suffixes[k]
-                if suffix[-4:] == ".npy":
-                    holding.add(suffix[:-4])
-                    expect.append(plan[suffix[:-4]][j][2])
+            for (suffix_bytes, field, column), present in zip(kinds, row, strict=True):
+                if not present:
+                    continue
+                names.append(key_bytes + suffix_bytes)
+                if field is not None:
+                    holding.add(field)
+                    expect.append(column[j][2])
             holds.append(holding)
         lengths = np.fromiter(map(len, names), dtype=np.int64, count=len(names))
         members[:, _NAME_LEN] = lengths
