@@ -113,6 +113,10 @@ def _padded(n: int) -> int:
     return -(-n // BLOCK) * BLOCK
 
 
+#: the ustar prefix field of a member written without one (155 zero bytes)
+_NO_PREFIX = bytes(155)
+
+
 def _header_ok(header: memoryview, name: str, size: int) -> bool:
     """The ustar header the writer makes for a regular member ``name`` of ``size`` bytes,
     with a valid checksum."""
@@ -120,7 +124,7 @@ def _header_ok(header: memoryview, name: str, size: int) -> bool:
         return False
     if header[124:135] != b"%011o" % size or header[156:157] not in (b"0", b"\0"):
         return False
-    if any(header[345:500]):  # a ustar prefix would change the name
+    if header[345:500] != _NO_PREFIX:  # a ustar prefix would change the name
         return False
     try:
         stored = int(bytes(header[148:156]).rstrip(b"\0 ") or b"-1", 8)
