@@ -131,22 +131,15 @@ class PackedSamples(Sequence):
         :class:`~hetload.data.ShardDataset` reads it so)."""
         if self._shifted or self._batch is not None:
             raise RuntimeError("PackedSamples.stored_item: the buffer was re-based or collated")
-        sample: dict[str, Any] = {}
-        for name in self.orders[j]:
-            field = self.fields.get(name)
-            if field is None or field.dtypes[j] is None:
-                sample[name] = self.values[j][name]
-            else:
-                sample[name] = field.array(self._bytes, j)
-        return sample
+        return dict(self._items(j))
 
-    def rebased_at_read(self, shifted: dict[str, list[int]]) -> None:
+    def rebased_at_read(self, shifted: dict[str, tuple[str, list[int]]]) -> None:
         """Record index fields the read re-based in place as the default schema batches them
-        (``{name: per-sample base}``): collate keeps them when its schema agrees, and items
-        (and any other schema, by the plain path) see the stored indices."""
-        for name, bases in shifted.items():
+        (``{name: (target, per-sample base)}``): collate keeps them when its schema agrees,
+        and items (and any other schema, by the plain path) see the stored indices."""
+        for name, (target, bases) in shifted.items():
             self._shifted[name] = bases
-            self._prebased[name] = DEFAULT_SCHEMA.fields[name].index_of  # type: ignore[assignment]
+            self._prebased[name] = target
 
     def with_value(self, name: str, value: Any) -> PackedSamples:
         """Every sample with ``name`` set to ``value``, as ``{**sample, name: value}`` would
@@ -208,10 +201,7 @@ class PackedSamples(Sequence):
             # in ordinary memory: small, it travels inline beside the buffer's ring slot
             with private():
                 light = collate(
-                    [
-                        {name: value for name, value in self._items(j, skip=fast)}
-                        for j in range(count)
-                    ],
+                    [dict(self._items(j, skip=fast)) for j in range(count)],
                     schema,
                 )
             done.update(light.items())

@@ -93,6 +93,29 @@ def assert_same_samples(got, want) -> None:
             assert same_value(a[name], b[name]), name
 
 
+def assert_same_collate(got, want) -> bool:
+    """``hetload.collate`` of ``got`` (a batch read) equals that of ``want`` (the per-sample
+    samples), or both raise the same error; False in that second case."""
+    try:
+        plain = hetload.collate(want)
+    except ValueError as exc:  # e.g. a label int in one sample, an array in another
+        with pytest.raises(type(exc)) as fast:
+            hetload.collate(got)
+        assert str(fast.value) == str(exc)
+        return False
+    assert_same_batch(hetload.collate(got), plain)
+    return True
+
+
+#: hypothesis settings of the tests that write shards for every example
+def shard_examples(count: int):
+    return settings(
+        max_examples=count,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+
+
 @st.composite
 def datasets(draw):
     """Samples with random fields (some lacking), empty ones, dtypes, labels and metadata."""
@@ -126,11 +149,7 @@ def datasets(draw):
     return out
 
 
-@settings(
-    max_examples=30,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@shard_examples(30)
 @given(data=datasets(), pick=st.data())
 def test_batch_read_equals_per_sample_path_and_collate(tmp_path_factory, data, pick):
     root = tmp_path_factory.mktemp("br")
@@ -162,14 +181,8 @@ def test_batch_read_equals_per_sample_path_and_collate(tmp_path_factory, data, p
     assert_same_samples(list(got), want_samples)
     if all(s is None for s in want_samples):
         return
-    try:
-        want = hetload.collate(want_samples)
-    except ValueError as exc:  # e.g. a label int in one sample, an array in another
-        with pytest.raises(type(exc)) as fast:
-            hetload.collate(got)
-        assert str(fast.value) == str(exc)
+    if not assert_same_collate(got, want_samples):
         return
-    assert_same_batch(hetload.collate(got), want)
     # items taken after collation still hold the local (not re-based) indices
     assert_same_samples(list(got), want_samples)
 
@@ -408,11 +421,7 @@ def test_an_index_out_of_range_is_refused_by_the_read_itself(tmp_path, read_path
     assert reader.read([0, 1]) is None and reader.refusal == (1, "index range")
 
 
-@settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@shard_examples(40)
 @given(at=st.floats(0, 1, exclude_max=True), flip=st.integers(1, 255), seed=st.integers(0, 9))
 def test_any_changed_byte_gives_what_the_per_sample_path_gives(tmp_path_factory, at, flip, seed):
     """One byte of a shard changed anywhere (tar header, padding, .npy header, data, .json):
@@ -440,14 +449,7 @@ def test_any_changed_byte_gives_what_the_per_sample_path_gives(tmp_path_factory,
     want = per_sample(ds, indices)
     assert_same_samples(list(got), want)
     if isinstance(got, PackedSamples):
-        try:
-            plain = hetload.collate(want)
-        except ValueError as exc:
-            with pytest.raises(ValueError) as fast:
-                hetload.collate(got)
-            assert str(fast.value) == str(exc)
-            return
-        assert_same_batch(hetload.collate(got), plain)
+        assert_same_collate(got, want)
 
 
 class Mangle(Transform):
@@ -463,11 +465,7 @@ class Mangle(Transform):
         return sample
 
 
-@settings(
-    max_examples=30,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@shard_examples(30)
 @given(data=datasets(), pick=st.data())
 def test_a_transform_sees_the_samples_the_per_sample_path_reads(tmp_path_factory, data, pick):
     """With a transform, the batch's stored samples come from one batch read and are then

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from itertools import accumulate
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -178,7 +178,7 @@ class _Reader:
             at = fields[name].flags_at + aligned(count)
         buffer = self.allocate(at)
         orders, values = [], []
-        shifted: dict[str, list[int]] = {}
+        shifted: dict[str, tuple[str, list[int]]] = {}
         with _Leases(ds) as leases:
             if _compiled():
                 metas = self._read_compiled(leases, plan, fields, buffer, shifted)
@@ -208,15 +208,16 @@ class _Reader:
         plan: dict[str, list[Any]],
         fields: dict[str, PackedField],
         buffer: torch.Tensor,
-        shifted: dict[str, list[int]],
+        shifted: dict[str, tuple[str, list[int]]],
     ) -> list[tuple[dict[str, Any], set[str]]] | None:
         """Read and check every sample with ``torch.ops.hetload.read_members_`` (one call,
         no GIL): array data into ``buffer``, the rest into a scratch buffer; index fields of the
-        default schema re-based in place (``shifted``: the base each sample was shifted by).
+        default schema re-based in place (``shifted``: per field, its target and the base each
+        sample was shifted by).
         Per sample its parsed ``.json`` and the names of the arrays it holds; ``None`` where the
         per-sample path must read the batch."""
         ds, count = self.ds, len(self.positions)
-        bases = _rebase_plan(plan, fields) if self.rebase else {}
+        bases = _rebase_plan(plan) if self.rebase else {}
         suffixes = list(self.offset)
         keys = [ds._keys[p] for p in self.positions]
         # the members table, built a column (suffix) at a time: [B, S, _COLUMNS], then the
@@ -239,9 +240,9 @@ class _Reader:
             column[:, _DST] = [field.values_at + at for at in field.starts]
             rebase = bases.get(name)
             if rebase is not None:
-                column[:, _BASE] = rebase[0]
-                column[:, _COUNT] = rebase[1]
-                column[:, _ITEM] = rebase[2]
+                column[:, _BASE] = rebase.bases
+                column[:, _COUNT] = rebase.counts
+                column[:, _ITEM] = rebase.item
         held = table[:, :, _OFFSET] >= 0
         members = table[held]
         # the tar names and .npy headers the checks expect, in the members' order
@@ -299,7 +300,7 @@ class _Reader:
                 return None
             meta = decode_meta(raw[at : at + size], ds._urls[self.shards[j]], keys[j])
             metas.append((meta, holds[j]))
-        shifted.update({name: rebase[0] for name, rebase in bases.items()})
+        shifted.update({name: (r.target, r.bases) for name, r in bases.items()})
         return metas
 
     def _read_one(
@@ -410,14 +411,21 @@ def _bytes_tensor(data: bytes) -> torch.Tensor:
     )
 
 
-def _rebase_plan(
-    plan: dict[str, list[Any]], fields: dict[str, PackedField]
-) -> dict[str, tuple[list[int], list[int], int]]:
+class _Rebase(NamedTuple):
+    """How the read re-bases one index field: into ``target``; per sample its ``bases`` (the
+    target's rows before it) and ``counts`` (its target's rows); ``item``: index bytes."""
+
+    target: str
+    bases: list[int]
+    counts: list[int]
+    item: int
+
+
+def _rebase_plan(plan: dict[str, list[Any]]) -> dict[str, _Rebase]:
     """The index fields the read re-bases in place, as :func:`hetload.collate` would under
-    the default schema: per field, each sample's base (its target's rows before it) and count
-    (its target's rows), and the index width in bytes. Only int32 / int64 fields whose target
-    was read too, with one dtype per field and every packed index representable."""
-    out: dict[str, tuple[list[int], list[int], int]] = {}
+    the default schema. Only int32 / int64 fields whose target was read too, with one dtype per
+    field and every packed index representable."""
+    out: dict[str, _Rebase] = {}
     for name, column in plan.items():
         spec = DEFAULT_SCHEMA.fields.get(name)
         if spec is None or spec.kind != "index" or spec.index_of not in plan:
@@ -433,7 +441,7 @@ def _rebase_plan(
         bases = [0, *accumulate(counts)]
         if bases[-1] - 1 > np.iinfo(dtype).max:
             continue
-        out[name] = (bases[:-1], counts, dtype.itemsize)
+        out[name] = _Rebase(spec.index_of, bases[:-1], counts, dtype.itemsize)
     return out
 
 
