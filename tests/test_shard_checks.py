@@ -178,24 +178,31 @@ def _replace_shard(shards: Path, tmp_path_factory, count: int = 5) -> None:
     shutil.copy(other / "shard-000000.tar", shards / "shard-000001.tar")
 
 
-def test_replaced_shard_is_an_error_under_raise(shards, tmp_path_factory):
+@pytest.mark.parametrize("reads", ["batch", "sequential"])
+def test_replaced_shard_is_an_error_under_raise(shards, tmp_path_factory, reads):
     """Regression: a shard replaced by another valid one gave 6 samples twice and lost 6, with
     no error even under on_error="raise"."""
     _replace_shard(shards, tmp_path_factory)
     assert (
         os.path.getsize(shards / "shard-000001.tar") == ShardIndex.load(shards).shards[1].filesize
     )
-    with pytest.raises(
-        ShardError, match=r"shard-000001\.tar: does not match the index at sample 0"
-    ):
-        list(ShardStream(shards, batch_size=2, shuffle=False))
+    expected = {
+        # a batch read finds the member named by the index replaced by another
+        "batch": r"shard-000001\.tar, member 000000005\.\S+: the tar header at byte \d+ holds "
+        r"member '000000000\.\S+' of \d+ bytes: the index does not match this shard",
+        # the sequential read walks the tar and meets another key
+        "sequential": r"shard-000001\.tar: does not match the index at sample 0",
+    }
+    with pytest.raises(ShardError, match=expected[reads]):
+        list(ShardStream(shards, batch_size=2, shuffle=False, reads=reads))
 
 
+@pytest.mark.parametrize("reads", ["batch", "sequential"])
 def test_replaced_shard_under_skip_serves_no_sample_twice_and_reports_the_lost(
-    shards, tmp_path_factory
+    shards, tmp_path_factory, reads
 ):
     _replace_shard(shards, tmp_path_factory)
-    stream = ShardStream(shards, batch_size=5, shuffle=False, on_error="skip")
+    stream = ShardStream(shards, batch_size=5, shuffle=False, on_error="skip", reads=reads)
     batches = list(stream)
     assert len(batches) == stream.num_batches() == 4  # the planned count: ranks step equally
     fresh = Counter(
@@ -208,17 +215,26 @@ def test_replaced_shard_under_skip_serves_no_sample_twice_and_reports_the_lost(
     assert set(fresh) == set(range(20)) - set(range(5, 10))  # shard 1's are not served
     # shard 1's batch had no readable sample: the last sample served stands in, marked
     assert batches[1]["label"].tolist() == [4] and batches[1]["is_repeat"].tolist() == [True]
-    entry, substitute = stream.report
+    *entries, substitute = stream.report
     assert "batch 1 of its plan has no readable sample" in substitute.reason
     assert "sample 000000004 stands in" in substitute.reason  # ...is in the report
-    assert "shard-000001.tar" in entry.source
-    assert "key '000000000' where the index has 000000005" in entry.reason
-    assert "5 samples not served (keys 000000005..000000009)" in entry.reason
+    assert all("shard-000001.tar" in entry.source for entry in entries)
+    if reads == "sequential":  # the walk stops at the first difference: the rest, in one entry
+        (entry,) = entries
+        assert "key '000000000' where the index has 000000005" in entry.reason
+        assert "5 samples not served (keys 000000005..000000009)" in entry.reason
+    else:  # each sample located by the index and checked on its own: one entry each
+        assert [entry.source.rsplit(":", 1)[-1][:9] for entry in entries] == [
+            f"{k:09d}" for k in range(5, 10)
+        ]
+        assert all("the index does not match this shard" in entry.reason for entry in entries)
 
 
-def test_shard_with_a_missing_or_resized_member_is_caught(shards):
+@pytest.mark.parametrize("reads", ["batch", "sequential"])
+def test_shard_with_a_missing_or_resized_member_is_caught(shards, reads):
     """Members are compared with the index per sample: a shard rewritten without one field of
-    one sample stops at that sample, and the rest of the shard is reported."""
+    one sample (the same byte size: tar pads to 10 KiB records) loses that sample and those the
+    change moved, each reported (the sequential read: the rest of the shard, in one entry)."""
     path = shards / "shard-000002.tar"
     with tarfile.open(path) as tar:
         members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
@@ -229,13 +245,26 @@ def test_shard_with_a_missing_or_resized_member_is_caught(shards):
                 continue  # one field dropped from sample 12
             tar.addfile(member, io.BytesIO(data))
     os.replace(rewritten, path)
-    stream = ShardStream(shards, batch_size=5, shuffle=False, on_error="skip")
+    assert os.path.getsize(path) == ShardIndex.load(shards).shards[2].filesize
+    stream = ShardStream(shards, batch_size=5, shuffle=False, on_error="skip", reads=reads)
     seen = _labels(stream)  # 17 samples, 4 batches of at most 5: no repeat needed
     assert set(seen) == set(range(20)) - {12, 13, 14} and max(seen.values()) == 1
     reasons = " ".join(s.reason for s in stream.report)
-    assert "sample 000000012 has members ['json'], the index lists ['json', 'verts.npy']" in reasons
+    if reads == "sequential":
+        assert (
+            "sample 000000012 has members ['json'], the index lists ['json', 'verts.npy']"
+            in reasons
+        )
+    else:
+        sources = [s.source for s in stream.report]
+        assert [source.rsplit(":", 1)[-1][:9] for source in sources] == [
+            "000000012",
+            "000000013",
+            "000000014",
+        ]
+        assert reasons.count("the index does not match this shard") == 3
     with pytest.raises(ShardError, match=r"shard-000002\.tar"):
-        list(ShardStream(shards, batch_size=5, shuffle=False))
+        list(ShardStream(shards, batch_size=5, shuffle=False, reads=reads))
 
 
 def test_shard_cut_short_reports_every_sample_it_lost(shards):

@@ -112,6 +112,7 @@ COVERAGE: dict[str, dict[str, str]] = {
         "transform": BUILT,
         "even": "distributed.even",
         "on_error": "dataset.on_error",
+        "reads": "dataset.reads",
     },
     "BucketBatchSampler": {
         "sizes": BUILT,  # the dataset's sizes (or field_sizes of the budgeted fields)

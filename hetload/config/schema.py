@@ -182,6 +182,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
             None,
             "fields each sample keeps (null: every field the source has)",
         ),
+        "reads": Key(
+            Choice(("batch", "sequential")),
+            "batch",
+            "how local shards matching the index are read: batch = each batch by one positioned "
+            "read per sample into the batch buffer (one copy), sequential = each shard front to "
+            "back in large reads (disks where random reads are slow)",
+            only=("ShardStream",),
+        ),
         "on_error": Key(ON_ERROR, "raise", "what a bad file or sample does: stop, drop, drop+warn"),
         "options": Key(
             AnyMap(),

@@ -23,9 +23,8 @@ that there are at least ``world_size`` shards, preferably ``world_size * num_wor
 from __future__ import annotations
 
 import os
-import stat
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,25 +33,25 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from hetload.collate import collate
 from hetload.data.batchers import Batcher, fixed_batches, token_batches
+from hetload.data.stream_batch_read import READS, BatchReads, Reads
 from hetload.data.stream_plan import (
     EVEN,
     Even,
     StreamPlan,
     interleave,
 )
-from hetload.data.stream_read import LocalShard
+from hetload.data.stream_sequential import SequentialReads
 from hetload.data.stream_state import PlannedStream, fingerprint
 from hetload.errors import ErrorPolicy, OnError
-from hetload.guards import check_fields, check_seed, open_regular, shown
+from hetload.guards import check_fields, check_seed
 from hetload.samplers.bucket_sampler import ResumeError
-from hetload.shards.format import ShardError, decode_sample
-from hetload.shards.index import ShardIndex, is_url
+from hetload.shards.index import ShardIndex
 from hetload.transforms import out_sizes
 
 __all__ = ["Batcher", "ShardStream", "StreamPlan", "fixed_batches", "token_batches"]
 
 
-class ShardStream(PlannedStream, IterableDataset):
+class ShardStream(PlannedStream, BatchReads, SequentialReads, IterableDataset):
     """Stream batches from preprocessed shards: local paths, ``pipe:`` commands or fsspec URLs.
 
     >>> stream = ShardStream("dst/index.json", max_tokens=200_000, seed=0)   # doctest: +SKIP
@@ -97,10 +96,18 @@ class ShardStream(PlannedStream, IterableDataset):
             read up to its first difference): ``"raise"``, or skip it (``"skip"``, ``"warn"``)
             and record it in :attr:`report` (shared by the DataLoader workers), with the keys
             of the samples not served and the batches repeated to keep ranks in step.
+        reads: how local shards of the size the index records are read. ``"batch"``
+            (default): each planned batch by one positioned read per sample straight into the
+            batch buffer, located and checked by the index (:mod:`hetload.data.stream_batch_read`;
+            one copy, a damaged sample costs only itself). ``"sequential"``: each shard front to
+            back in large reads (:mod:`hetload.data.stream_sequential`; for disks where random
+            reads are slow). URLs, ``pipe:`` commands and shards whose size differs from the
+            index are always read sequentially.
 
-    Use it with ``DataLoader(stream, batch_size=None, ...)``: it yields whole batches. The
-    arrays of streamed samples are read-only views of the bytes WebDataset read (``collate``
-    copies them once into the batch); a transform must not modify them in place. Every sample
+    Use it with ``DataLoader(stream, batch_size=None, ...)``: it yields whole batches. With
+    a transform or another ``collate_fn``, the arrays of streamed samples are views of the bytes
+    read (read-only where the sequential read or WebDataset read them); a transform must not
+    modify them in place. Every sample
     carries ``is_repeat`` (a bool; ``batch["is_repeat"]``, bool ``[B]``, after ``collate``): True
     where the sample was already served this epoch and only fills a step (weigh it 0 in the
     loss to count every sample once).
@@ -135,6 +142,7 @@ class ShardStream(PlannedStream, IterableDataset):
         transform: Callable[..., Any] | None = None,
         even: Even = "exact",
         on_error: OnError | ErrorPolicy = "raise",
+        reads: Reads = "batch",
     ) -> None:
         super().__init__()
         urls: list[str] | None = None
@@ -170,6 +178,9 @@ class ShardStream(PlannedStream, IterableDataset):
         if even not in EVEN:
             raise ValueError(f"even must be one of {EVEN}, got {even!r}")
         self.even = even
+        if reads not in READS:
+            raise ValueError(f"ShardStream: reads must be one of {READS}, got {reads!r}")
+        self.reads = reads
         self.shuffle = shuffle
         self.seed = check_seed(seed, "ShardStream: seed")
         self.epoch = 0
@@ -278,7 +289,14 @@ class ShardStream(PlannedStream, IterableDataset):
             self._note_plan(plan, epoch)
         stream = plan.streams[self.rank][worker]
         shards = plan.shards[self.rank][worker]
-        for batch in self._serve(stream, shards, skip, epoch, f"rank {self.rank} worker {worker}"):
+        who = f"rank {self.rank} worker {worker}"
+        source = self._batch_source(shards)
+        batches = (
+            self._serve_sequential(stream, shards, skip, epoch, who)
+            if source is None
+            else self._serve_batches(source, stream, shards, skip, epoch, who)
+        )
+        for batch in batches:
             self._yielded += 1
             yield batch
         if info is None:
@@ -302,94 +320,6 @@ class ShardStream(PlannedStream, IterableDataset):
                 f"steps {plan.batches_per_rank()} times",
             )
 
-    def _serve(
-        self, stream: Any, shards: list[int], skip: int, epoch: int, who: str
-    ) -> Iterator[Any]:
-        """Read ``shards`` and yield the planned batches from batch ``skip`` on, in order.
-
-        A sample is held from its read until its last planned batch is served. Samples that
-        cannot be read (``on_error`` skip/warn) leave their batch smaller; a batch none of
-        whose samples could be read gets a substitute (the last sample served, or the next one
-        read), marked ``is_repeat`` and named in the report, so no batch is empty and the rank
-        keeps its step count.
-        """
-        n = len(stream)
-        if skip >= n:
-            return
-        seq, pos, lo, hi = stream.seq, stream.pos, stream.lo, stream.hi
-        uses = np.bincount(
-            np.concatenate([pos[lo[b] : hi[b]] for b in range(skip, n)]), minlength=seq.shape[0]
-        )
-        ready = [int(pos[lo[b] : hi[b]].max()) for b in range(n)]
-        # seq holds each shard's samples contiguously, shards in reading order
-        shard_of = np.searchsorted(self._starts, seq, side="right") - 1
-        needed_shards = set(shard_of[np.flatnonzero(uses)].tolist())
-        change = np.flatnonzero(np.diff(shard_of)).tolist()
-        last_of = dict(zip(shard_of[change].tolist(), change))
-        if seq.size:
-            last_of[int(shard_of[-1])] = seq.shape[0] - 1
-        arrival = {int(g): a for a, g in enumerate(seq.tolist()) if uses[a]}
-        held: dict[int, tuple[str, Any] | None] = {}
-        spare: list[tuple[str, Any]] = []  # the last sample served: a substitute
-        waiting = [False]
-        b = skip
-
-        def emit(frontier: int) -> Iterator[Any]:
-            nonlocal b
-            while b < n and ready[b] <= frontier:
-                items = []
-                for a in pos[lo[b] : hi[b]].tolist():
-                    item = held.get(a)
-                    if item is not None:
-                        items.append(item)
-                    uses[a] -= 1
-                    if uses[a] <= 0:
-                        held.pop(a, None)
-                repeat = bool(stream.repeat[b])
-                if not items:
-                    if not spare:
-                        waiting[0] = True
-                        for a in pos[lo[b] : hi[b]].tolist():
-                            uses[a] += 1  # undo: served when a substitute arrives
-                        return
-                    self.policy.note(
-                        f"{who} epoch {epoch}",
-                        f"batch {b} of its plan has no readable sample; sample "
-                        f"{spare[-1][0]} stands in for it (is_repeat=True)",
-                    )
-                    items, repeat = [spare[-1]], True
-                waiting[0] = False
-                spare[:] = [items[-1]]
-                yield self._finish(items, repeat, epoch)
-                b += 1
-
-        frontier = -1
-        for k in shards:
-            if b >= n:
-                break
-            end = last_of.get(k, frontier)
-            if k not in needed_shards:
-                frontier = max(frontier, end)
-                yield from emit(frontier)
-                continue
-            first = int(self._starts[k])
-            for position, key, sample in self._samples(k, arrival, first):
-                a = arrival.get(first + position)
-                if a is None:
-                    continue
-                held[a] = None if sample is None else (key, sample)
-                if sample is not None and waiting[0]:
-                    spare[:] = [(key, sample)]
-                frontier = max(frontier, a)
-                yield from emit(frontier)
-            frontier = max(frontier, end)
-            yield from emit(frontier)
-        if b < n:
-            names = ", ".join(self.urls[k] for k in shards)
-            raise ShardError(
-                names, None, f"no sample could be read, but {who} owes {n - b} batches"
-            )
-
     def _finish(self, items: list[tuple[str, Any]], repeat: bool, epoch: int) -> Any:
         """The batch of ``(key, sample)`` items: transformed, marked, collated."""
         batch = []
@@ -401,57 +331,6 @@ class ShardStream(PlannedStream, IterableDataset):
             batch.append(sample)
         return batch if self.collate_fn is None else self.collate_fn(batch)
 
-    def _samples(
-        self, k: int, wanted: Mapping[int, int], first: int
-    ) -> Iterator[tuple[int, str, dict[str, Any] | None]]:
-        """``(position, key, sample)`` of shard ``k``'s samples that match its index entry, in
-        order; only those whose global number ``first + position`` is in ``wanted`` are decoded,
-        ``None`` for one that could not be (reported)."""
-        url, entry = self.urls[k], self.index.shards[k]
-        mismatch = _local_size_mismatch(url, entry.filesize)
-        if mismatch is not None:
-            # raised under "raise"; else the shard is still read, each sample checked
-            # against its index entry, up to the first that differs
-            self.policy.handle(url, ShardError(url, None, mismatch))
-        position = 0
-        for raw in self._read_shard(k):
-            key = raw["__key__"]
-            members = {name: data for name, data in raw.items() if not name.startswith("__")}
-            problem = _entry_mismatch(entry, position, key, members)
-            if problem is not None:
-                self._report_unserved(k, position, problem)
-                return
-            position += 1
-            if first + position - 1 not in wanted:
-                continue
-            try:
-                sample = decode_sample(members, url, key, self.fields)
-                _check_rows(entry, position - 1, sample, url, key)
-            except ShardError as exc:
-                self.policy.handle(exc.source, exc)
-                yield position - 1, key, None
-                continue
-            yield position - 1, key, sample
-        if position < entry.nsamples:
-            self._report_unserved(k, position, f"the shard ends after {position} samples")
-
-    def _report_unserved(self, k: int, position: int, problem: str) -> None:
-        """The shard differs from its index from sample ``position`` on: every sample not
-        served is named in one report entry (raised under ``on_error="raise"``)."""
-        entry = self.index.shards[k]
-        lost = entry.keys[position:]
-        unserved = ""
-        if lost:  # (none lost: the shard has a sample beyond those the index lists)
-            named = f"key {lost[0]}" if len(lost) == 1 else f"keys {lost[0]}..{lost[-1]}"
-            unserved = f"; {len(lost)} samples not served ({named})"
-        error = ShardError(
-            self.urls[k],
-            None,
-            f"does not match the index at sample {position}: {problem}{unserved} "
-            "(rebuilt, replaced or truncated since the index was written?)",
-        )
-        self.policy.handle(error.source, error)
-
     def _transformed(self, key: str, sample: dict[str, Any], epoch: int) -> Any:
         from hetload.transforms import run_checked, sample_rng
 
@@ -460,57 +339,11 @@ class ShardStream(PlannedStream, IterableDataset):
         rng = sample_rng(self.seed, epoch, position)
         return run_checked(self.transform, sample, rng, f"ShardStream sample {key}")
 
-    def _read_shard(self, k: int) -> Iterator[dict[str, Any]]:
-        url, entry = self.urls[k], self.index.shards[k]
-        if is_url(url) or _local_size_mismatch(url, entry.filesize) is not None:
-            yield from self._read_tar(k)
-            return
-        # a local shard as the index describes it: large reads, members as views of them
-        local = LocalShard(url.removeprefix("file://"), entry)
-        yield from local
-        if not local.complete:
-            # something differs from the index: WebDataset reads (and names) the rest
-            for i, raw in enumerate(self._read_tar(k)):
-                if i >= local.served:
-                    yield raw
-
-    def _read_tar(self, k: int) -> Iterator[dict[str, Any]]:
-        from webdataset.tariterators import group_by_keys, tar_file_expander
-
-        url = self.urls[k]
-        last_member: list[str | None] = [None]
-        seen: list[BaseException | None] = [None]
-
-        def handler(exn: BaseException) -> bool:
-            if exn is seen[0]:  # wds reports one failure at each level it passes through
-                return True
-            seen[0] = exn
-            after = f"after {last_member[0]}" if last_member[0] else "at the start"
-            reason = str(exn.args[0]) if exn.args else type(exn).__name__
-            reason = reason.split(" @ ")[0] + _size_hint(url, self.index.shards[k].filesize)
-            error = ShardError(url, None, f"unreadable {after}: {reason}")
-            self.policy.handle(error.source, error)
-            return True
-
-        def tracked(files: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-            for item in files:
-                if "fname" in item:
-                    last_member[0] = item["fname"]
-                yield item
-
-        try:
-            stream = _open(url)
-        except (OSError, ValueError) as exc:
-            self.policy.handle(url, ShardError(url, None, f"cannot open: {exc}"))
-            return
-        try:
-            files = tar_file_expander([{"url": url, "stream": stream}], handler=handler)
-            yield from group_by_keys(tracked(files), lcase=False, handler=handler)
-        finally:
-            try:
-                stream.close()  # a pipe: command's exit status is checked here
-            except Exception as exc:
-                self.policy.handle(url, ShardError(url, None, f"closing failed: {exc}"))
+    def __getstate__(self) -> dict[str, Any]:
+        # each process opens its own ShardDataset over the shards (handles, caches) when it reads
+        state = super().__getstate__()
+        state.pop("_by_index", None)
+        return state
 
     def __repr__(self) -> str:
         return (
@@ -529,79 +362,3 @@ def _world(rank: int | None, world_size: int | None) -> tuple[int, int]:
     if not 0 <= rank < world_size:  # type: ignore[operator]
         raise ValueError(f"ShardStream: rank {rank} is outside [0, {world_size})")
     return int(rank), int(world_size)  # type: ignore[arg-type]
-
-
-def _local_size_mismatch(url: str, expected: int) -> str | None:
-    """For a local shard whose byte size differs from the index: the reason."""
-    if is_url(url) or expected < 0:
-        return None
-    try:
-        info = os.stat(url.removeprefix("file://"))
-    except OSError:
-        return None  # opening it reports the real problem
-    size = info.st_size
-    if size == expected or not stat.S_ISREG(info.st_mode):  # (a FIFO: refused on opening)
-        return None
-    return f"is {size} bytes, the index says {expected}: truncated or replaced"
-
-
-def _entry_mismatch(entry: Any, position: int, key: str, members: dict[str, Any]) -> str | None:
-    """How streamed sample ``position`` (``key``, its member suffixes) differs from the
-    index entry, or ``None``."""
-    if position >= entry.nsamples:
-        return f"a sample {shown(key)} beyond the {entry.nsamples} the index lists"
-    if key != entry.keys[position]:
-        return f"key {shown(key)} where the index has {entry.keys[position]}"
-    expected = {suffix for suffix, column in entry.offset.items() if column[position] >= 0}
-    if set(members) != expected:
-        return f"sample {key} has members {sorted(members)}, the index lists {sorted(expected)}"
-    for suffix, column in entry.size.items():
-        if column[position] >= 0 and len(members[suffix]) != column[position]:
-            return (
-                f"member {key}.{suffix} has {len(members[suffix])} bytes, the index says "
-                f"{column[position]}"
-            )
-    return None
-
-
-def _check_rows(entry: Any, position: int, sample: dict[str, Any], url: str, key: str) -> None:
-    """Each decoded array's first dimension must be the rows the index recorded (the plan
-    was cut on them)."""
-    for name, column in entry.rows.items():
-        value = sample.get(name)
-        if isinstance(value, np.ndarray) and value.ndim and value.shape[0] != column[position]:
-            raise ShardError(
-                url,
-                f"{key}.{name}.npy",
-                f"has {value.shape[0]} rows, the index says {column[position]}",
-            )
-
-
-def _size_hint(url: str, expected: int) -> str:
-    """For a local shard whose size differs from the index: say so (the likely cause)."""
-    if is_url(url) or not os.path.exists(url) or expected < 0:
-        return ""
-    size = os.path.getsize(url)
-    if size == expected:
-        return ""
-    return f" (the file has {size} bytes, the index says {expected}: truncated or replaced)"
-
-
-def _open(url: str):
-    """A binary stream of ``url``: local paths and ``pipe:`` through WebDataset's ``gopen``,
-    other schemes through fsspec when installed (else ``gopen``'s curl/gsutil handlers)."""
-    from webdataset.gopen import gopen
-
-    scheme = url.split("://", 1)[0] if "://" in url else ""
-    if scheme and scheme != "file" and not url.startswith("pipe:"):
-        try:
-            import fsspec
-        except ImportError:
-            return gopen(url, "rb")
-        return fsspec.open(url, "rb").open()
-    if not is_url(url):
-        path = url.removeprefix("file://")
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no shard at {url}")
-        return open_regular(path)  # a FIFO or device listed as a shard would block or not end
-    return gopen(url, "rb")

@@ -1,0 +1,233 @@
+"""ShardStream's batch reads (``reads="batch"``, the default for local shards) against its
+sequential reads and against ShardDataset's per-sample path: the same batches, bit for bit,
+under every batcher, rank, ``even``, field selection, transform and ``collate_fn``; a damaged
+shard loses only the samples it damaged, each named in the report."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from test_batch_read import assert_same_batch, datasets, same_value, shard_examples
+from torch.utils.data import DataLoader
+
+import hetload
+from hetload.data import ShardDataset, ShardStream, batch_read
+from hetload.data.substitute import getitems
+from hetload.ops.library import has_kernel
+from hetload.shards import ShardIndex
+from hetload.shards.writer import write_shards
+from hetload.transforms import Transform
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def read_path(request, monkeypatch):
+    """Both batch reads: the compiled kernel and the pure-Python one."""
+    if request.param == "compiled":
+        if not has_kernel("read_members_", "CPU"):
+            pytest.skip("the compiled extension is not built")
+    else:
+        monkeypatch.setattr(batch_read, "_compiled", lambda: False)
+    return request.param
+
+
+def assert_same_batches(got: list, want: list) -> None:
+    assert len(got) == len(want)
+    for x, y in zip(got, want):
+        if isinstance(y, hetload.HeteroBatch):
+            assert isinstance(x, hetload.HeteroBatch)
+            assert_same_batch(x, y)
+            continue
+        assert len(x) == len(y)
+        for a, b in zip(x, y):
+            assert list(a) == list(b)
+            for name in b:
+                assert same_value(a[name], b[name]), name
+
+
+class Jitter(Transform):
+    """Seeded noise on verts (a new array: streamed arrays may be read-only)."""
+
+    def apply(self, sample, rng):
+        if "verts" in sample:
+            sample = {**sample, "verts": sample["verts"] + np.float32(rng.normal())}
+        return sample
+
+
+def listed(samples: list) -> list:
+    """A collate_fn other than hetload's: the samples as a list."""
+    return list(samples)
+
+
+def both(root, **kwargs) -> tuple[list | Exception, list | Exception]:
+    """The rank's batches (or the ValueError raised) by batch reads and by sequential reads."""
+    out: list = []
+    for reads in ("batch", "sequential"):
+        try:
+            out.append(list(ShardStream(root, reads=reads, **kwargs)))
+        except ValueError as exc:  # a collate refusing mixed value kinds: both must refuse
+            out.append(exc)
+    return out[0], out[1]
+
+
+@shard_examples(25)
+@given(data=datasets(), pick=st.data())
+def test_batch_reads_serve_what_sequential_reads_serve(tmp_path_factory, data, pick):
+    root = tmp_path_factory.mktemp("stream")
+    write_shards(data, root, max_count=pick.draw(st.integers(1, 4)))
+    shards = len(ShardIndex.load(root).shards)
+    world = pick.draw(st.integers(1, min(3, shards)))
+    kwargs = {
+        "seed": pick.draw(st.integers(0, 3)),
+        "shuffle": pick.draw(st.booleans()),
+        "rank": pick.draw(st.integers(0, world - 1)),
+        "world_size": world,
+        "even": pick.draw(st.sampled_from(["exact", "pad", "truncate"])),
+        "on_error": "skip",
+    }
+    if pick.draw(st.booleans()):
+        kwargs["batch_size"] = pick.draw(st.integers(1, 5))
+    else:
+        kwargs["max_tokens"] = pick.draw(st.integers(30, 120))
+    names = sorted({name for sample in data for name in sample})
+    if pick.draw(st.booleans()) and names:
+        kwargs["fields"] = pick.draw(st.lists(st.sampled_from(names), min_size=1, unique=True))
+    kwargs["collate_fn"] = pick.draw(st.sampled_from([hetload.collate, None, listed]))
+    if pick.draw(st.booleans()):
+        kwargs["transform"] = Jitter()
+    got, want = both(root, **kwargs)
+    if isinstance(want, Exception):
+        assert type(got) is type(want) and str(got) == str(want)
+        return
+    assert_same_batches(got, want)
+
+
+def write(root, n: int = 24, seed: int = 0, max_count: int = 6) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    samples = []
+    for i in range(n):
+        nv = int(rng.integers(3, 60))
+        samples.append(
+            {
+                "verts": rng.standard_normal((nv, 3)).astype(np.float32),
+                "faces": rng.integers(0, nv, size=(nv, 3)).astype(np.int64),
+                "label": i,
+            }
+        )
+    write_shards(samples, root, max_count=max_count)
+    return samples
+
+
+def test_batch_reads_through_workers_and_resume(tmp_path):
+    write(tmp_path, n=40)
+    kwargs = {"max_tokens": 150, "seed": 3}
+    stream = ShardStream(tmp_path, **kwargs)
+    alone = [b["label"].tolist() for b in stream]
+    loader = DataLoader(ShardStream(tmp_path, **kwargs), batch_size=None, num_workers=2)
+    with_workers = [b["label"].tolist() for b in loader]
+    # (the plan cuts each worker's batches apart: the same samples, other batches)
+    assert sorted(x for b in with_workers for x in b) == sorted(x for b in alone for x in b)
+    sequential = DataLoader(
+        ShardStream(tmp_path, reads="sequential", **kwargs), batch_size=None, num_workers=2
+    )
+    assert [b["label"].tolist() for b in sequential] == with_workers
+    # resumed after 3 steps: the rest, by batch reads
+    state = stream.state_dict(step=3)
+    resumed = ShardStream(tmp_path, **kwargs)
+    resumed.load_state_dict(state)
+    assert [b["label"].tolist() for b in resumed] == alone[3:]
+
+
+@shard_examples(30)
+@given(at=st.floats(0, 1, exclude_max=True), flip=st.integers(1, 255), seed=st.integers(0, 5))
+def test_a_changed_byte_loses_only_what_it_damaged(tmp_path_factory, at, flip, seed):
+    """One byte of a shard changed anywhere: every sample served is what ShardDataset's
+    per-sample path reads from the same bytes (changed array data alike: shards carry no
+    checksum), and every planned sample is served once or named in the report."""
+    root = tmp_path_factory.mktemp("flip")
+    write(root, n=12, seed=seed, max_count=4)
+    index = ShardIndex.load(root)
+    path = root / index.shards[seed % len(index.shards)].url
+    blob = bytearray(path.read_bytes())
+    blob[int(at * len(blob))] ^= flip
+    path.write_bytes(bytes(blob))
+    stream = ShardStream(root, batch_size=3, seed=seed, on_error="skip", collate_fn=None)
+    batches = list(stream)
+    assert len(batches) == stream.num_batches()
+    reference = ShardDataset(root, on_error="skip", check=False)
+    rows = index.rows("verts")
+    served = Counter()
+    for batch in batches:
+        for sample in batch:
+            if sample["is_repeat"]:
+                continue
+            label = int(sample["label"])
+            served[label] += 1
+            (want,) = getitems(reference, [label])
+            assert want is not None
+            for name in want:
+                assert same_value(sample[name], want[name]), name
+            assert len(sample["verts"]) == rows[label]
+    assert max(served.values(), default=1) == 1
+    reported = " ".join(f"{s.source} {s.reason}" for s in stream.report)
+    for label in set(range(12)) - set(served):
+        assert f"{label:09d}" in reported  # a sample not served is named
+
+
+def test_a_first_batch_without_readable_samples_takes_the_next_readable_one(tmp_path):
+    write(tmp_path, n=8, max_count=4)
+    index = ShardIndex.load(tmp_path)
+    path = tmp_path / index.shards[0].url
+    blob = bytearray(path.read_bytes())
+    for p in range(4):  # every tar header of shard 0's json members renamed
+        at = int(index.shards[0].offset["json"][p]) - 512
+        blob[at] ^= 0x20
+    path.write_bytes(bytes(blob))
+    stream = ShardStream(tmp_path, batch_size=4, shuffle=False, on_error="skip")
+    batches = list(stream)
+    assert [b["label"].tolist() for b in batches] == [[4], [4, 5, 6, 7]]
+    assert batches[0]["is_repeat"].tolist() == [True]
+    reasons = [s.reason for s in stream.report]
+    assert len(reasons) == 5 and "sample 000000004 stands in" in reasons[-1]
+    with pytest.raises(hetload.shards.ShardError, match=r"shard-000000\.tar"):
+        list(ShardStream(tmp_path, batch_size=4, shuffle=False))
+
+
+def test_urls_given_apart_from_the_index_are_the_ones_read(tmp_path):
+    samples = write(tmp_path / "a", n=10, max_count=4)
+    index = ShardIndex.load(tmp_path / "a")
+    copies = tmp_path / "b"
+    copies.mkdir()
+    urls = []
+    for shard in index.shards:
+        shutil.copy(tmp_path / "a" / shard.url, copies / shard.url)
+        urls.append(str(copies / shard.url))
+    for shard in index.shards:  # the index's folder now holds other bytes
+        (tmp_path / "a" / shard.url).write_bytes(b"\0" * 10)
+    stream = ShardStream(urls, index=index, batch_size=5, shuffle=False)
+    batches = list(stream)
+    got = [s for b in batches for s in b]
+    assert [int(s["label"]) for s in got] == list(range(10))
+    for s in got:
+        assert s["verts"].numpy().tobytes() == samples[int(s["label"])]["verts"].tobytes()
+
+
+def test_a_missing_shard_is_read_sequentially_and_reported(tmp_path):
+    write(tmp_path, n=12, max_count=4)
+    index = ShardIndex.load(tmp_path)
+    (tmp_path / index.shards[1].url).unlink()
+    stream = ShardStream(tmp_path, batch_size=4, shuffle=False, on_error="skip")
+    labels = sorted(int(x) for b in stream if not b["is_repeat"].any() for x in b["label"])
+    assert labels == [0, 1, 2, 3, 8, 9, 10, 11]
+    missing = " ".join(s.reason for s in stream.report if "shard-000001.tar" in s.source)
+    assert "4 samples not served (keys 000000004..000000007)" in missing
+
+
+def test_the_reads_argument_is_checked(tmp_path):
+    write(tmp_path, n=4)
+    with pytest.raises(ValueError, match="reads must be one of"):
+        ShardStream(tmp_path, batch_size=2, reads="random")
