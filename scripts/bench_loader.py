@@ -1,7 +1,8 @@
 """Loader throughput: MeshFolder over OBJ files vs ShardDataset vs ShardStream, same data.
 
 Also: ShardDataset's batch-level reads (the default) against its per-sample path (the path
-before batch reads, kept for transforms and URLs) in the same run, the thread reader
+before batch reads, kept for URLs) and ShardStream's batch reads against its sequential reads
+(``reads="sequential"``) in the same run, the thread reader
 (``hetload.data.ThreadedLoader``) against worker processes, every loader against the raw read,
 and the host copies of the array bytes from the shard file to a pinned batch.
 
@@ -191,9 +192,9 @@ def main() -> None:
         )
         return ThreadedLoader(dataset, sampler, threads=threads)
 
-    def stream(workers: int) -> DataLoader:
+    def stream(workers: int, reads: str = "batch") -> DataLoader:
         return DataLoader(
-            ShardStream(dst, batch_size=BATCH, seed=0),
+            ShardStream(dst, batch_size=BATCH, seed=0, reads=reads),
             None,
             num_workers=workers,
             persistent_workers=workers > 0,
@@ -208,6 +209,7 @@ def main() -> None:
         "thr": f"ShardDataset, ThreadedLoader({w} threads)",
         "st_w": f"ShardStream, {w} workers",
         "st_0": "ShardStream, in the main process",
+        "sq_w": f"ShardStream reads='sequential' (before), {w} workers",
         "folder": f"{folder_name}, {w} workers",
         "memory": f"in-memory samples, {w} workers (the collate+IPC ceiling)",
     }
@@ -221,6 +223,7 @@ def main() -> None:
         names["ds_0"]: (map_style(shards, 0), shard_bytes),
         names["ps_0"]: (map_style(per_sample, 0), shard_bytes),
         names["st_0"]: (stream(0), shard_bytes),
+        names["sq_w"]: (stream(w, "sequential"), shard_bytes),
     }
     # round robin: every loader's epochs spread over the same stretch of time, so the load of
     # this shared machine weighs on all of them alike (one warm-up epoch each first)
@@ -271,6 +274,11 @@ def main() -> None:
         ["ShardDataset 2 workers x MeshFolder 2 workers", rate("ds_w") / rate("folder"), ">= 20"],
         ["ShardStream 2 workers / ShardDataset 2 workers", rate("st_w") / rate("ds_w"), ">= 0.8"],
         ["ShardStream in-process / ShardDataset in-process", rate("st_0") / rate("ds_0"), ">= 0.8"],
+        [
+            "ShardStream batch reads / sequential reads, 2 workers (after/before)",
+            rate("st_w") / rate("sq_w"),
+            "-",
+        ],
         ["ThreadedLoader / ShardDataset 2 workers", rate("thr") / rate("ds_w"), "-"],
         ["ThreadedLoader / raw read MB/s", raw * rate("thr"), ">= 0.5"],
         ["ThreadedLoader x MeshFolder 2 workers", rate("thr") / rate("folder"), ">= 20"],
