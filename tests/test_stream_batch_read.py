@@ -6,7 +6,6 @@ shard loses only the samples it damaged, each named in the report."""
 from __future__ import annotations
 
 import shutil
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ import hetload
 from hetload.data import ShardDataset, ShardStream, batch_read
 from hetload.data.substitute import getitems
 from hetload.ops.library import has_kernel
+from hetload.samplers.bucket_sampler import ResumeError
 from hetload.shards import ShardIndex
 from hetload.shards.writer import write_shards
 from hetload.transforms import Transform
@@ -160,22 +160,30 @@ def test_a_changed_byte_loses_only_what_it_damaged(tmp_path_factory, at, flip, s
     assert len(batches) == stream.num_batches()
     reference = ShardDataset(root, on_error="skip", check=False)
     rows = index.rows("verts")
-    served = Counter()
+    # the per-sample path's samples of the same bytes whose rows are the index's (the plan was
+    # cut on them); a changed .json may rename "label", so samples are matched by content
+    readable = {}
+    for j in range(12):
+        (want,) = getitems(reference, [j])
+        if want is not None and len(want.get("verts", ())) == rows[j]:
+            readable[j] = want
+    unmatched = dict(readable)
     for batch in batches:
         for sample in batch:
             if sample["is_repeat"]:
                 continue
-            label = int(sample["label"])
-            served[label] += 1
-            (want,) = getitems(reference, [label])
-            assert want is not None
-            for name in want:
-                assert same_value(sample[name], want[name]), name
-            assert len(sample["verts"]) == rows[label]
-    assert max(served.values(), default=1) == 1
+            content = {name: value for name, value in sample.items() if name != "is_repeat"}
+            match = [
+                j
+                for j, want in unmatched.items()
+                if list(want) == list(content)
+                and all(same_value(content[name], want[name]) for name in want)
+            ]
+            assert match, "a served sample differs from every per-sample read"
+            del unmatched[match[0]]  # each served once
     reported = " ".join(f"{s.source} {s.reason}" for s in stream.report)
-    for label in set(range(12)) - set(served):
-        assert f"{label:09d}" in reported  # a sample not served is named
+    for j in set(range(12)) - (set(readable) - set(unmatched)):
+        assert f"{j:09d}" in reported  # a sample not served is named
 
 
 def test_a_first_batch_without_readable_samples_takes_the_next_readable_one(tmp_path):
@@ -216,18 +224,78 @@ def test_urls_given_apart_from_the_index_are_the_ones_read(tmp_path):
         assert s["verts"].numpy().tobytes() == samples[int(s["label"])]["verts"].tobytes()
 
 
-def test_a_missing_shard_is_read_sequentially_and_reported(tmp_path):
+@pytest.mark.parametrize("reads", ["batch", "sequential"])
+def test_a_missing_shard_loses_its_samples_and_is_reported(tmp_path, reads):
     write(tmp_path, n=12, max_count=4)
     index = ShardIndex.load(tmp_path)
     (tmp_path / index.shards[1].url).unlink()
-    stream = ShardStream(tmp_path, batch_size=4, shuffle=False, on_error="skip")
+    stream = ShardStream(tmp_path, batch_size=4, shuffle=False, on_error="skip", reads=reads)
     labels = sorted(int(x) for b in stream if not b["is_repeat"].any() for x in b["label"])
     assert labels == [0, 1, 2, 3, 8, 9, 10, 11]
     missing = " ".join(s.reason for s in stream.report if "shard-000001.tar" in s.source)
     assert "4 samples not served (keys 000000004..000000007)" in missing
+    assert "cannot open" in missing
+    with pytest.raises(hetload.shards.ShardError, match=r"shard-000001\.tar"):
+        list(ShardStream(tmp_path, batch_size=4, shuffle=False, reads=reads))
+
+
+def test_a_shard_of_another_size_is_reported_and_its_good_samples_served(tmp_path):
+    """A shard with bytes appended: reported (raised under "raise"); by batch reads each of its
+    samples is still checked where the index puts it, so all are served."""
+    samples = write(tmp_path, n=8, max_count=4)
+    index = ShardIndex.load(tmp_path)
+    with open(tmp_path / index.shards[0].url, "ab") as f:
+        f.write(b"\0" * 1024)
+    stream = ShardStream(tmp_path, batch_size=4, shuffle=False, on_error="skip")
+    got = [s for b in stream for s in b]
+    assert [int(s["label"]) for s in got] == list(range(8))
+    for s in got:
+        assert s["verts"].numpy().tobytes() == samples[int(s["label"])]["verts"].tobytes()
+    (entry,) = stream.report
+    assert "the index says" in entry.reason and "shard-000000.tar" in entry.source
+    with pytest.raises(hetload.shards.ShardError, match=r"the index says"):
+        list(ShardStream(tmp_path, batch_size=4, shuffle=False))
+
+
+def test_the_buffer_follows_the_reads_and_the_batcher_is_in_the_fingerprint(tmp_path):
+    write(tmp_path, n=8, max_count=4)
+    batched = ShardStream(tmp_path, max_tokens=500)
+    sequential = ShardStream(tmp_path, max_tokens=500, reads="sequential")
+    assert batched.batcher.buffer_size == 32_768 and sequential.batcher.buffer_size == 2048
+    assert ShardStream(tmp_path, max_tokens=500, buffer_size=64).batcher.buffer_size == 64
+    # a state saved under other batches is refused, not resumed on a different plan
+    state = sequential.state_dict(step=1, num_workers=0)
+    with pytest.raises(ResumeError, match="batcher"):
+        batched.load_state_dict(state)
+    ShardStream(tmp_path, max_tokens=500, buffer_size=2048).load_state_dict(state)
 
 
 def test_the_reads_argument_is_checked(tmp_path):
     write(tmp_path, n=4)
     with pytest.raises(ValueError, match="reads must be one of"):
         ShardStream(tmp_path, batch_size=2, reads="random")
+
+
+@pytest.mark.parametrize(
+    "garbage", [b"{'descr': (((", b"{'descr': '<f4', 'fortran_order': 1, ", b"\x00\xff"]
+)
+def test_a_damaged_first_npy_header_of_a_shard_is_a_named_error(tmp_path, garbage):
+    """Regression: the batch read learns a field's dtype from its first .npy header in a shard;
+    numpy's header reader raised tokenize.TokenError (uncaught) on a damaged one. It now parses
+    with the per-sample path's parser: the same named ShardError, handled by the policy."""
+    write(tmp_path, n=8, max_count=4)
+    index = ShardIndex.load(tmp_path)
+    path = tmp_path / index.shards[0].url
+    blob = bytearray(path.read_bytes())
+    at = int(index.shards[0].offset["verts.npy"][0]) + 10  # the header text of sample 0
+    blob[at : at + len(garbage)] = garbage
+    path.write_bytes(bytes(blob))
+    ds = ShardDataset(tmp_path, on_error="skip")
+    got = ds.__getitems__([0, 1, 2, 5])
+    assert [s is None for s in got] == [True, False, False, False]
+    assert "000000000.verts.npy" in ds.report[0].source
+    assert "bad .npy header" in ds.report[0].reason
+    with pytest.raises(hetload.shards.ShardError, match=r"000000000\.verts\.npy"):
+        ShardDataset(tmp_path).__getitems__([0, 1])
+    stream = ShardStream(tmp_path, batch_size=4, shuffle=False, on_error="skip")
+    assert sorted(int(x) for b in stream for x in b["label"]) == list(range(1, 8))

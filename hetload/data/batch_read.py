@@ -34,7 +34,14 @@ from hetload.arena import aligned, batch_buffer
 from hetload.data.substitute import getitems
 from hetload.packed import PackedField, PackedSamples
 from hetload.schema import DEFAULT_SCHEMA
-from hetload.shards.format import BLOCK, ShardError, decode_meta, member_name, stored_key
+from hetload.shards.format import (
+    BLOCK,
+    ShardError,
+    decode_meta,
+    member_name,
+    npy_header,
+    stored_key,
+)
 from hetload.shards.index import is_url
 
 __all__ = ["read_batch", "read_stored"]
@@ -496,19 +503,11 @@ def _field_info(ds: Any, shard: int, name: str) -> tuple[np.dtype, str, tuple[in
     probe = np.empty(min(size, _PROBE), dtype=np.uint8)
     with _Leases(ds) as leases:
         got = os.preadv(leases.fd(shard), [probe], offset)
-    stream = io.BytesIO(probe[:got].tobytes())
-    try:
-        version = np.lib.format.read_magic(stream)
-        read_header = (
-            np.lib.format.read_array_header_1_0
-            if version == (1, 0)
-            else np.lib.format.read_array_header_2_0
-        )
-        shape, fortran, dtype = read_header(stream)
-    except (ValueError, SyntaxError, KeyError, TypeError) as exc:
-        raise ShardError(ds._urls[shard], member_name(ds._keys[p], suffix), str(exc)) from None
+    # the per-sample path's own header parser: a damaged header is the same named ShardError
+    where = ds._urls[shard], member_name(ds._keys[p], suffix)
+    dtype, fortran, shape, _ = npy_header(probe[:got], *where)
     if fortran and len(shape) > 1:
-        raise ShardError(ds._urls[shard], member_name(ds._keys[p], suffix), "Fortran order")
+        raise ShardError(*where, "Fortran order")
     tail = None if len(shape) == 0 else tuple(shape[1:])
     info = cache[(shard, name)] = (dtype, np.lib.format.dtype_to_descr(dtype), tail)
     return info

@@ -34,6 +34,9 @@ class _Fixed:
         if batch:
             yield batch
 
+    def __repr__(self) -> str:
+        return f"fixed_batches({self.batch_size})"
+
     def plan_positions(self, sizes: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """The dry run on a stream's sizes, in numpy (what ``__call__`` would cut)."""
         n = sizes.shape[0]
@@ -46,6 +49,10 @@ class _Tokens:
 
     def __init__(self, max_tokens: int, buffer_size: int, options: dict[str, Any]) -> None:
         self.max_tokens, self.buffer_size, self.options = max_tokens, buffer_size, options
+
+    def __repr__(self) -> str:
+        options = "".join(f", {k}={v!r}" for k, v in sorted(self.options.items()))
+        return f"token_batches({self.max_tokens}, buffer_size={self.buffer_size}{options})"
 
     def _stage(self, seed: int):
         from hetload.samplers import StreamBucketer

@@ -32,7 +32,7 @@ import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
 from hetload.collate import collate
-from hetload.data.batchers import Batcher, fixed_batches, token_batches
+from hetload.data.batchers import Batcher, _Fixed, _Tokens, fixed_batches, token_batches
 from hetload.data.stream_batch_read import READS, BatchReads, Reads
 from hetload.data.stream_plan import (
     EVEN,
@@ -45,10 +45,24 @@ from hetload.data.stream_state import PlannedStream, fingerprint
 from hetload.errors import ErrorPolicy, OnError
 from hetload.guards import check_fields, check_seed
 from hetload.samplers.bucket_sampler import ResumeError
-from hetload.shards.index import ShardIndex
+from hetload.shards.index import ShardIndex, is_url
 from hetload.transforms import out_sizes
 
-__all__ = ["Batcher", "ShardStream", "StreamPlan", "fixed_batches", "token_batches"]
+__all__ = [
+    "BATCH_READ_BUFFER",
+    "SEQUENTIAL_BUFFER",
+    "Batcher",
+    "ShardStream",
+    "StreamPlan",
+    "fixed_batches",
+    "token_batches",
+]
+
+#: the bucketer's buffer (samples) where every shard is read by batch reads: padding 0.998 on
+#: log-normal sizes and 0.989 on Pareto(1.6) at a 400k budget (2,048: 0.977 / 0.890)
+BATCH_READ_BUFFER = 32_768
+#: the buffer where samples are read sequentially (and held until their batch is complete)
+SEQUENTIAL_BUFFER = 2048
 
 
 class ShardStream(PlannedStream, BatchReads, SequentialReads, IterableDataset):
@@ -75,7 +89,11 @@ class ShardStream(PlannedStream, BatchReads, SequentialReads, IterableDataset):
             :func:`hetload.samplers.stream_batches` (``cost`` ``"padded"`` by default:
             ``B * max N_i <= max_tokens``), or
         batcher: any :data:`Batcher` (e.g. :func:`token_batches` with more options).
-        buffer_size: the bucketer's buffer, in samples (more pads less, holds more memory).
+        buffer_size: the bucketer's buffer, in samples (more pads less). ``None``:
+            :data:`BATCH_READ_BUFFER` (32,768) where every shard is local and ``reads="batch"``
+            (a batch read holds no sample: the buffer costs 4 bytes per sample of the plan),
+            else :data:`SEQUENTIAL_BUFFER` (2,048: the sequential read holds each sample until
+            its batch is complete, so the buffer bounds the samples held).
         size_field: the field whose rows are a sample's size (default as ``ShardDataset``),
             read from the index, so it need not be among ``fields``; a field the index lacks
             is refused.
@@ -135,7 +153,7 @@ class ShardStream(PlannedStream, BatchReads, SequentialReads, IterableDataset):
         batch_size: int | None = None,
         max_tokens: int | None = None,
         batcher: Batcher | None = None,
-        buffer_size: int = 2048,
+        buffer_size: int | None = None,
         size_field: str | None = None,
         fields: Sequence[str] | None = None,
         collate_fn: Callable[[list[dict[str, Any]]], Any] | None = collate,
@@ -165,10 +183,18 @@ class ShardStream(PlannedStream, BatchReads, SequentialReads, IterableDataset):
             raise ValueError(f"ShardStream: {len(urls)} URLs given, the index lists {count} shards")
         self.urls = urls if urls is not None else self.index.shard_urls()
         self.rank, self.world_size = _world(rank, world_size)
+        if reads not in READS:
+            raise ValueError(f"ShardStream: reads must be one of {READS}, got {reads!r}")
+        self.reads = reads
         chosen = [x is not None for x in (batch_size, max_tokens, batcher)]
         if sum(chosen) != 1:
             raise ValueError("ShardStream: give exactly one of batch_size, max_tokens, batcher")
         if batcher is None:
+            if buffer_size is None:
+                # a batch read holds no sample, so the buffer costs only the plan's sizes; the
+                # sequential read holds each sample until its batch is complete
+                local = reads == "batch" and not any(is_url(url) for url in self.urls)
+                buffer_size = BATCH_READ_BUFFER if local else SEQUENTIAL_BUFFER
             batcher = (
                 fixed_batches(batch_size)
                 if batch_size is not None
@@ -178,9 +204,6 @@ class ShardStream(PlannedStream, BatchReads, SequentialReads, IterableDataset):
         if even not in EVEN:
             raise ValueError(f"even must be one of {EVEN}, got {even!r}")
         self.even = even
-        if reads not in READS:
-            raise ValueError(f"ShardStream: reads must be one of {READS}, got {reads!r}")
-        self.reads = reads
         self.shuffle = shuffle
         self.seed = check_seed(seed, "ShardStream: seed")
         self.epoch = 0
@@ -218,7 +241,9 @@ class ShardStream(PlannedStream, BatchReads, SequentialReads, IterableDataset):
         self._flat_sizes = flat.astype(np.int32) if fits else flat
         # what the plan depends on besides (seed, epoch): a state from other data is refused
         self.fingerprint = fingerprint(
-            counts, self._flat_sizes, f"{self.shuffle} {self.even} {self.size_field}"
+            counts,
+            self._flat_sizes,
+            f"{self.shuffle} {self.even} {self.size_field} {_describe(self.batcher)}",
         )
         self._plans: dict[tuple, Any] = {}
         self._resume: dict[str, Any] | None = None
@@ -350,6 +375,15 @@ class ShardStream(PlannedStream, BatchReads, SequentialReads, IterableDataset):
             f"ShardStream({len(self.urls)} shards, rank {self.rank}/{self.world_size}, "
             f"epoch {self.epoch}, even={self.even!r})"
         )
+
+
+def _describe(batcher: Any) -> str:
+    """What the plan's batches depend on in ``batcher``: the settings of hetload's batchers, the
+    qualified name of another (its own settings are the user's to keep)."""
+    if isinstance(batcher, (_Fixed, _Tokens)):
+        return repr(batcher)
+    kind = batcher if callable(batcher) and hasattr(batcher, "__qualname__") else type(batcher)
+    return f"{getattr(kind, '__module__', '')}.{kind.__qualname__}"
 
 
 def _world(rank: int | None, world_size: int | None) -> tuple[int, int]:

@@ -2,8 +2,8 @@
 through the index, as :class:`~hetload.data.ShardDataset` reads one.
 
 The plan (:mod:`hetload.data.stream_plan`) names every batch's samples before a byte is read, and
-the index gives every member's offset and size. So where a worker's shards are local files of the
-size the index records, each batch is read by :func:`hetload.data.batch_read.read_batch`: one
+the index gives every member's offset and size. So where a worker's shards are local files, each
+batch is read by :func:`hetload.data.batch_read.read_batch`: one
 positioned read per sample straight into the batch buffer (a DataLoader worker's reused shared
 segment), every tar header, ``.npy`` header and row count checked against the index, index fields
 re-based in place. That is one copy from the page cache to the batch, where the sequential read
@@ -17,13 +17,17 @@ the index and checked on their own, so one damaged sample does not cost the rest
 sequential read stops a shard at its first difference from the index, since it finds samples by
 walking the tar). A batch without a readable sample gets the stream's substitute (the last sample
 served, else the next readable one of the plan), marked ``is_repeat`` and named in the report.
+
+Each worker checks its shards once before reading: a shard that cannot be opened is reported
+with the keys it loses; one whose byte size differs from the index is reported and still read,
+each of its samples checked where the index puts it. So nothing here holds samples, whatever the
+shards: a large bucketer buffer costs no memory (``ShardStream``'s ``buffer_size``).
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-import stat
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -31,7 +35,8 @@ import numpy as np
 
 from hetload.data.batch_read import read_batch, read_stored
 from hetload.data.shard_dataset import ShardDataset
-from hetload.data.stream_sequential import _check_rows
+from hetload.data.stream_sequential import _check_rows, _local_size_mismatch
+from hetload.guards import NotRegularFile, open_regular_fd
 from hetload.shards.format import ShardError
 from hetload.shards.index import is_url
 
@@ -48,22 +53,10 @@ class BatchReads:
     ``collate_fn``, ``_starts`` and ``_finish``)."""
 
     def _batch_source(self, shards: list[int]) -> ShardDataset | None:
-        """A ``ShardDataset`` over the stream's shards where every shard of ``shards`` is a
-        local regular file of the byte size the index records (``reads="batch"``); else
-        ``None``: the sequential read serves (and reports a shard that differs)."""
-        if self.reads != "batch":
+        """A ``ShardDataset`` over the stream's shards where ``reads="batch"`` and every shard
+        of ``shards`` is local; else ``None``: the sequential read serves them."""
+        if self.reads != "batch" or any(is_url(self.urls[k]) for k in shards):
             return None
-        for k in shards:
-            url = self.urls[k]
-            if is_url(url):
-                return None
-            try:
-                info = os.stat(url.removeprefix("file://"))
-            except OSError:
-                return None  # opening it in the sequential read reports it once
-            expected = self.index.shards[k].filesize
-            if not stat.S_ISREG(info.st_mode) or (expected >= 0 and info.st_size != expected):
-                return None
         source = self.__dict__.get("_by_index")
         if source is None:
             source = ShardDataset(
@@ -71,12 +64,45 @@ class BatchReads:
                 fields=self.fields,
                 size_field=self.size_field,
                 on_error=self.policy,  # the same report file
-                check=False,  # done above, for this worker's shards
+                check=False,  # each shard is checked by the worker that reads it
             )
             # the stream's own shard URLs (they may differ from the index's folder)
             source._urls = [url.removeprefix("file://") for url in self.urls]
             self.__dict__["_by_index"] = source
         return source
+
+    def _open_shards(self, shards: list[int]) -> set[int]:
+        """Check each shard of ``shards`` once before reading, each problem one report entry
+        (``on_error``) naming the samples it loses; returns the numbers of those samples. A
+        shard that cannot be opened loses all; one shorter than the index says, the samples
+        past its end; the others of a shard whose size differs are still read, each checked
+        where the index puts it."""
+        lost: set[int] = set()
+        for k in shards:
+            url, entry = self.urls[k], self.index.shards[k]
+            first = 0  # the first sample lost
+            try:
+                fd = open_regular_fd(url.removeprefix("file://"))  # a FIFO: refused, no wait
+            except NotRegularFile as exc:
+                problem: str | None = f"is {exc.kind}, not a regular file"
+            except OSError as exc:
+                problem = f"cannot open: {exc.strerror or exc}"
+            else:
+                try:
+                    size = os.fstat(fd).st_size
+                finally:
+                    os.close(fd)
+                problem = _local_size_mismatch(url, entry.filesize)
+                if problem is None:
+                    continue
+                first = int(np.searchsorted(np.asarray(entry.end, np.int64), size, side="right"))
+            keys = entry.keys[first:]
+            if len(keys):
+                named = f"key {keys[0]}" if len(keys) == 1 else f"keys {keys[0]}..{keys[-1]}"
+                problem += f"; {len(keys)} samples not served ({named})"
+            self.policy.handle(url, ShardError(url, None, problem))
+            lost.update(range(int(self._starts[k]) + first, int(self._starts[k + 1])))
+        return lost
 
     def _serve_batches(
         self,
@@ -91,7 +117,8 @@ class BatchReads:
         each read through the index (see the module docstring)."""
         n = len(stream)
         spare: int | None = None  # the last sample served: a substitute
-        skipped: set[int] = set()  # samples found unreadable (reported once) this epoch
+        # samples found unreadable (reported once) this epoch: left out of their batches
+        skipped = self._open_shards(shards) if skip < n else set()
         for b in range(skip, n):
             numbers = stream.batch(b).tolist()
             repeat = bool(stream.repeat[b])

@@ -308,7 +308,7 @@ class PlannedStream:
         if state["fingerprint"] != self.fingerprint:
             raise ResumeError(
                 "ShardStream state was saved for other shards, sizes or settings (shuffle, even, "
-                f"size_field): fingerprint {state['fingerprint']} != {self.fingerprint}"
+                f"size_field, batcher): fingerprint {state['fingerprint']} != {self.fingerprint}"
             )
         segments = state["segments"]
         if not isinstance(segments, (list, tuple)) or not segments:

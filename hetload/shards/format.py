@@ -41,6 +41,7 @@ __all__ = [
     "encode_npy",
     "encode_sample",
     "member_name",
+    "npy_header",
     "tar_size",
 ]
 
@@ -108,12 +109,15 @@ def encode_npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def decode_npy(data: bytes | bytearray | memoryview, shard: str, member: str) -> np.ndarray:
-    """The array in ``.npy`` bytes, without copying them (writable when ``data`` is).
+def npy_header(
+    data: bytes | bytearray | memoryview, shard: str, member: str
+) -> tuple[np.dtype, bool, tuple[int, ...], int]:
+    """The ``.npy`` header at the start of ``data``: ``(dtype, fortran_order, shape, data
+    offset)``. ``data`` may stop anywhere after the header (the array's bytes are not needed).
 
     Raises:
-        ShardError: naming ``shard`` and ``member`` for a bad magic, header, dtype or a size that
-            does not match the header (a truncated or corrupted member).
+        ShardError: naming ``shard`` and ``member`` for a bad magic, version, header, dtype
+            (``object`` dtypes are refused: they would need pickle) or shape.
     """
     view = memoryview(data)
     if len(view) < 10 or view[:6] != _NPY_MAGIC:
@@ -138,12 +142,28 @@ def decode_npy(data: bytes | bytearray | memoryview, shard: str, member: str) ->
             header = ast.literal_eval(text)
             descr, fortran, shape = header["descr"], header["fortran_order"], header["shape"]
         dtype = np.dtype(np.lib.format.descr_to_dtype(descr))
-    except (ValueError, SyntaxError, KeyError, TypeError) as exc:
-        raise ShardError(shard, member, f"bad .npy header ({exc})") from None
+    except (ValueError, SyntaxError, KeyError, TypeError, MemoryError, RecursionError) as exc:
+        raise ShardError(shard, member, f"bad .npy header ({type(exc).__name__}: {exc})") from None
     if dtype.hasobject:
         raise ShardError(shard, member, f"dtype {dtype} would need pickle, which is refused")
-    if not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape):
+    if not isinstance(shape, tuple) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
+    ):
         raise ShardError(shard, member, f"bad .npy shape {shape!r}")
+    if not isinstance(fortran, bool):
+        raise ShardError(shard, member, f"bad .npy fortran_order {fortran!r}")
+    return dtype, fortran, shape, end
+
+
+def decode_npy(data: bytes | bytearray | memoryview, shard: str, member: str) -> np.ndarray:
+    """The array in ``.npy`` bytes, without copying them (writable when ``data`` is).
+
+    Raises:
+        ShardError: naming ``shard`` and ``member`` for a bad magic, header, dtype or a size that
+            does not match the header (a truncated or corrupted member).
+    """
+    view = memoryview(data)
+    dtype, fortran, shape, end = npy_header(view, shard, member)
     count = math.prod(shape)
     if len(view) - end != count * dtype.itemsize:
         raise ShardError(
