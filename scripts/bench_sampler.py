@@ -125,8 +125,12 @@ class GlobalSort(Hetload):
 
 
 class Stream:
+    """ShardStream's bucketer where it reads sequentially (each sample held until its batch is
+    complete: the buffer bounds the samples held)."""
+
     name = "hetload stream_batches, buffer 2048"
     input_only = True
+    buffer = 2048
 
     def __init__(self, sizes: np.ndarray) -> None:
         self.sizes = sizes.tolist()
@@ -139,10 +143,18 @@ class Stream:
             arrival,
             self.sizes.__getitem__,
             BUDGET,
-            buffer_size=2048,
+            buffer_size=self.buffer,
             seed=(0, e),
             oversize="alone",
         )
+
+
+class StreamBatchReads(Stream):
+    """ShardStream's bucketer where it reads batch by batch (its default for local shards: no
+    sample is held, so the buffer costs only the plan's sizes)."""
+
+    name = "hetload stream_batches, buffer 32768 (ShardStream batch reads)"
+    buffer = 32_768
 
 
 class Random32:
@@ -457,6 +469,10 @@ def run(dist: str, n: int, sizes: np.ndarray, args: argparse.Namespace, no_lhots
         (GlobalSort, None),
         (
             Stream,
+            None if n <= args.hf_max else f"N > --hf-max={args.hf_max} (per-sample Python)",
+        ),
+        (
+            StreamBatchReads,
             None if n <= args.hf_max else f"N > --hf-max={args.hf_max} (per-sample Python)",
         ),
         (Random32, None),
