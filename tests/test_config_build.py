@@ -133,3 +133,26 @@ def test_schema_from_the_config(shards: Path) -> None:
     config["dataset"]["options"] = {"fields": ["verts"]}
     with pytest.raises(ValueError, match=r"dataset\.options\.fields: set it with dataset\.fields"):
         build_loader(config)
+
+
+@pytest.mark.parametrize("reads", ["batch", "sequential"])
+def test_dataset_reads_reaches_the_stream_only(shards: Path, reference: Counter, reads) -> None:
+    from hetload.config import ConfigError
+
+    config = {
+        "dataset": {
+            "type": "ShardStream",
+            "urls": str(shards),
+            "fields": ["verts"],
+            "reads": reads,
+        },
+        "sampler": {"max_tokens": 40_000},
+    }
+    loader = build_loader(config)
+    assert loader.dataset.reads == reads
+    seen, _ = _seen(loader)
+    assert seen == reference  # every sample once, either way
+    config["dataset"]["type"] = "ShardDataset"
+    config["dataset"]["path"] = config["dataset"].pop("urls")
+    with pytest.raises(ConfigError, match=r"dataset\.reads"):
+        build_loader(config)
