@@ -308,11 +308,6 @@ DIFFERENT_DEFAULTS = {
     ("sampler.batch_size", "ShardStream"): "None there means bucket batches (sampler.type)",
     ("sampler.batch_size", "FixedBatchSampler"): "required by the class, 32 in a config",
     ("sampler.max_tokens", "BucketBatchSampler"): "required by the class, 262144 in a config",
-    # kept as configs have always had it: a config that never set it keeps its batches
-    (
-        "sampler.buffer_size",
-        "ShardStream",
-    ): "1024 in configs, None (auto: 32,768 or 2,048) in Python",
     ("loader.pin_memory", "DataLoader"): "auto: when the device is CUDA",
     ("loader.prefetch_factor", "DataLoader"): "null: torch's default",
     # loader.threads 0 means "worker processes or none", the class is built only when > 0

@@ -230,9 +230,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
             only=("bucket",),
         ),
         "buffer_size": Key(
-            Int(min=1),
-            1024,
-            "look-ahead of the streaming bucketer, in samples (ShardStream)",
+            Either((Int(min=1),), nullable=True),
+            None,
+            "look-ahead of the streaming bucketer, in samples (ShardStream; null: 32768 where it "
+            "reads local shards batch by batch, which holds no sample, else 2048)",
             only=("bucket",),
         ),
         "batch_size": Key(Int(min=1), 32, "samples per batch", only=("fixed",)),
