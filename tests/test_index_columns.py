@@ -264,3 +264,20 @@ def test_parts_with_sidecars_merge_into_a_sidecar_index(tmp_path, monkeypatch):
     for i in range(10):
         assert whole.key(i) == parts.key(i)
         assert whole[i]["verts"].tobytes() == parts[i]["verts"].tobytes()
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"{'descr': (((", b"{'descr': '<i8', 'fortran_order': 1, 'shape': (3,), }", b"\xff\xfe"],
+)
+def test_a_damaged_column_header_is_a_named_error(tmp_path, monkeypatch, garbage):
+    """Regression: numpy's .npy header reader raised tokenize.TokenError (a bare traceback) on a
+    sidecar column whose header text was damaged."""
+    monkeypatch.setattr(index_module, "COLUMNS_FROM", 5)
+    write_shards(make_samples(12), tmp_path, max_count=5)
+    column = sidecar(tmp_path) / "start.npy"
+    blob = bytearray(column.read_bytes())
+    blob[10 : 10 + len(garbage)] = garbage
+    column.write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match=r"start\.npy: column 'start' is not a \.npy array"):
+        ShardIndex.load(tmp_path).columns  # noqa: B018 (loading maps and checks the columns)

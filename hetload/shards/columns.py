@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from tokenize import TokenError
 from typing import Any
 
 import numpy as np
@@ -298,8 +299,12 @@ def load_columns(folder: str, digest: str, counts: Sequence[int], where: str) ->
                 array = np.load(path, mmap_mode="r", allow_pickle=False)
         except FileNotFoundError:
             raise ValueError(f"{path}: column {file!r} is missing") from None
-        except ValueError as exc:
-            raise ValueError(f"{path}: column {file!r} is not a .npy array ({exc})") from None
+        # numpy's header reader raises any of these on a damaged header (tokenize's error
+        # where its Python-2 fallback meets unbalanced brackets)
+        except (ValueError, SyntaxError, TokenError, KeyError, TypeError, EOFError) as exc:
+            raise ValueError(
+                f"{path}: column {file!r} is not a .npy array ({type(exc).__name__}: {exc})"
+            ) from None
         if array.ndim != 1 or array.dtype.kind not in kinds or array.dtype.itemsize > 8:
             raise ValueError(
                 f"{path}: column {file!r} is {array.dtype} {array.shape}, expected a 1-d "
