@@ -2,10 +2,15 @@
 
 The index gives every member's offset and size and every array's rows; each shard's first
 ``.npy`` header of a field gives its dtype and trailing shape (read once per process, shard and
-field). From those, field by field over the whole batch (numpy columns; per sample only its
-shape and expected header are made): each sample's shape, the ``.npy`` header numpy's writer
-gives that shape (:mod:`hetload.data.npy_header`), its data bytes and place in the batch buffer
-(:class:`~hetload.packed.PackedField`), and the index fields the read re-bases in place.
+field). From those, field by field over the whole batch: each sample's shape, the ``.npy``
+header numpy's writer gives that shape (:mod:`hetload.data.npy_header`), its data bytes and
+place in the batch buffer (:class:`~hetload.packed.PackedField`), and the index fields the read
+re-bases in place.
+
+A batch is small (tens of samples) and its plan is built between two reads that have just
+streamed megabytes through the CPU's caches: there a numpy call on a few dozen numbers costs
+several microseconds, a Python loop over them less. So the index columns are gathered with
+numpy once each and everything after works on Python lists.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import io
 import math
 import os
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -25,7 +31,7 @@ from hetload.packed import PackedField
 from hetload.schema import DEFAULT_SCHEMA
 from hetload.shards.format import ShardError, member_name
 
-__all__ = ["BatchPlan", "FieldPlan", "Rebase", "plan_batch"]
+__all__ = ["BatchPlan", "FieldPlan", "Rebase", "plan_batch", "rebase_plan"]
 
 #: bytes read to learn a field's dtype and trailing shape from a shard's first ``.npy`` header
 _PROBE = 4096
@@ -43,17 +49,18 @@ class FieldInfo(NamedTuple):
 
 @dataclass
 class FieldPlan:
-    """One array field over a batch of ``B`` samples, member suffix ``suffixes[row]``.
-
-    ``held``: ``bool [B]``, the samples holding it; ``counts``: ``int64 [B]``, its rows as an
-    index field's target (0 where absent or 0-d); ``headers``: the expected ``.npy`` headers
-    (``None``: absent); ``dtype``: the holders' one dtype (``None`` where they differ)."""
+    """One array field over a batch of ``B`` samples, member suffix ``suffixes[row]``; per
+    sample (lists of ``B``): ``held``, whether it holds the field (``None``: all do);
+    ``counts``, its rows as an index field's target (0 where absent or 0-d); ``headers``, the
+    expected ``.npy`` header (``None``: absent); ``npy``, that header's bytes (0: absent);
+    ``dtype``: the holders' one dtype (``None`` where they differ)."""
 
     name: str
     row: int
-    held: np.ndarray
-    counts: np.ndarray
+    held: list[bool] | None
+    counts: list[int]
     headers: list[bytes | None]
+    npy: list[int]
     dtype: np.dtype | None
 
 
@@ -63,23 +70,20 @@ class Rebase(NamedTuple):
 
     target: str
     bases: list[int]
-    counts: np.ndarray
+    counts: list[int]
     item: int
 
 
 @dataclass
 class BatchPlan:
-    """A batch's layout, per member suffix (``suffixes``, the tar's order) and sample: the
-    member's data ``offset`` and ``size`` (``int64 [S, B]``, -1: absent, from the index), its
-    ``.npy`` header bytes ``npy`` (0: absent or not an array) and the data's place ``dst`` in
-    the buffer; per array field some sample holds, its :class:`FieldPlan` and
-    :class:`~hetload.packed.PackedField`; the buffer's ``nbytes``."""
+    """A batch's layout: per member suffix (``suffixes``, the tar's order) and sample
+    (``[S][B]`` lists) the member's data ``offset`` and ``size`` (-1: absent; from the index);
+    per array field some sample holds, its :class:`FieldPlan` and
+    :class:`~hetload.packed.PackedField` (in suffix order); the buffer's ``nbytes``."""
 
     suffixes: list[str]
-    offset: np.ndarray
-    size: np.ndarray
-    npy: np.ndarray
-    dst: np.ndarray
+    offset: list[list[int]]
+    size: list[list[int]]
     fields: dict[str, FieldPlan]
     packed: dict[str, PackedField]
     nbytes: int
@@ -94,100 +98,118 @@ def plan_batch(ds: Any, positions: np.ndarray, shards: list[int]) -> BatchPlan |
     cannot be read (the caller leaves the batch to the per-sample path)."""
     count = len(shards)
     suffixes = list(ds._suffixes)
-    offset = np.empty((len(suffixes), count), dtype=np.int64)
-    size = np.empty((len(suffixes), count), dtype=np.int64)
-    for k, suffix in enumerate(suffixes):
-        offset[k] = ds._offset[suffix][positions]
-        size[k] = ds._size[suffix][positions]
-    held = offset >= 0
-    everywhere = held.all(axis=1).tolist()
-    somewhere = held.any(axis=1).tolist()
-    npy = np.zeros((len(suffixes), count), dtype=np.int64)
-    data = np.zeros((len(suffixes), count), dtype=np.int64)
-    all_shards = set(shards)
+    offset = [ds._offset[suffix][positions].tolist() for suffix in suffixes]
+    size = [ds._size[suffix][positions].tolist() for suffix in suffixes]
     fields: dict[str, FieldPlan] = {}
-    shapes: dict[str, list[tuple[int, ...] | None]] = {}
-    dtypes: dict[str, list[np.dtype | None]] = {}
-    for k, suffix in enumerate(suffixes):
-        if suffix[-4:] != ".npy" or not somewhere[k]:
-            continue
-        name = suffix[:-4]
-        rows = np.asarray(ds.field_sizes[name][positions], dtype=np.int64)
-        holders = range(count) if everywhere[k] else np.flatnonzero(held[k]).tolist()
-        # the holders grouped by the field's form in their shard (one group, nearly always)
-        of_shard = {
-            s: _field_info(ds, s, name)
-            for s in (all_shards if everywhere[k] else {shards[j] for j in holders})
-        }
-        if len(set(of_shard.values())) == 1:
-            groups = {next(iter(of_shard.values())): list(holders)}
-        else:
-            groups = {}
-            for j in holders:
-                groups.setdefault(of_shard[shards[j]], []).append(j)
-        field_dtypes: list[np.dtype | None] = [None] * count
-        field_shapes: list[tuple[int, ...] | None] = [None] * count
-        headers: list[bytes | None] = [None] * count
-        counts = np.zeros(count, dtype=np.int64)
-        for info, group in groups.items():
-            whole = len(group) == count
-            n = rows if whole else rows[group]
-            group_rows = n.tolist()
-            if info.tail is None:
-                if (n != 1).any():
-                    return None
-                group_shapes: list[tuple[int, ...]] = [()] * len(group)
-            else:
-                # n * row_bytes below cannot overflow: no more rows than the member's bytes
-                limit = size[k] if whole else size[k, group]
-                if (n < 0).any() or (info.row_bytes and (n > limit).any()):
-                    return None
-                tail = info.tail
-                group_shapes = [(r, *tail) for r in group_rows]
-                counts[group] = n
-            group_headers = info.headers.many(group_rows)
-            if whole:
-                npy[k] = info.headers.length or [len(h) for h in group_headers]
-                data[k] = n * info.row_bytes
-                field_dtypes, field_shapes, headers = (
-                    [info.dtype] * count,
-                    group_shapes,
-                    group_headers,
-                )
-                continue
-            npy[k, group] = [len(h) for h in group_headers]
-            data[k, group] = n * info.row_bytes
-            for j, shape, header in zip(group, group_shapes, group_headers, strict=True):
-                field_dtypes[j], field_shapes[j], headers[j] = info.dtype, shape, header
-        kinds = {info.dtype for info in groups}
-        fields[name] = FieldPlan(
-            name, k, held[k], counts, headers, kinds.pop() if len(kinds) == 1 else None
-        )
-        shapes[name], dtypes[name] = field_shapes, field_dtypes
-    # every array member's bytes: its header, then its rows (absent members: 0 == 0)
-    if ((npy + data != size) & (npy > 0)).any():
-        return None
-    # the batch buffer: per field its values, then its offsets [B+1] and flags [B]
-    starts = np.cumsum(data, axis=1) - data
-    totals = (starts[:, -1] + data[:, -1]).tolist()
-    dst = np.full((len(suffixes), count), -1, dtype=np.int64)
     packed: dict[str, PackedField] = {}
     at = 0
-    for name, field in fields.items():
-        total = totals[field.row]
-        dst[field.row] = starts[field.row] + at
+    for k, suffix in enumerate(suffixes):
+        offsets = offset[k]
+        if suffix[-4:] != ".npy" or max(offsets) < 0:
+            continue  # not an array, or no sample of this batch holds it
+        name = suffix[:-4]
+        rows = ds.field_sizes[name][positions].tolist()
+        got = _field(ds, name, k, shards, offsets, size[k], rows)
+        if got is None:
+            return None
+        field, dtypes, shapes, data = got
+        starts = list(accumulate(data, initial=0))
+        total = starts.pop()
+        fields[name] = field
+        # the batch buffer: per field its values, then its offsets [B+1] and flags [B]
         packed[name] = PackedField(
             name=name,
             values_at=at,
             nbytes=total,
-            dtypes=dtypes[name],
-            shapes=shapes[name],
-            starts=starts[field.row].tolist(),
+            dtypes=dtypes,
+            shapes=shapes,
+            starts=starts,
             offsets_at=at + aligned(total),
             flags_at=at + aligned(total) + aligned(8 * (count + 1)),
         )
         at = packed[name].flags_at + aligned(count)
-    return BatchPlan(suffixes, offset, size, npy, dst, fields, packed, at)
+    return BatchPlan(suffixes, offset, size, fields, packed, at)
+
+
+def _field(
+    ds: Any,
+    name: str,
+    row: int,
+    shards: list[int],
+    offsets: list[int],
+    sizes: list[int],
+    rows: list[int],
+) -> tuple[FieldPlan, list[Any], list[Any], list[int]] | None:
+    """Field ``name`` over the batch: its :class:`FieldPlan`, per sample its dtype, shape
+    (``None``: absent) and data bytes; ``None`` where a holder's rows, shard dtype and member
+    size disagree."""
+    count = len(shards)
+    everyone = min(offsets) >= 0
+    holders = range(count) if everyone else [j for j in range(count) if offsets[j] >= 0]
+    in_shards = set(shards) if everyone else {shards[j] for j in holders}
+    of_shard = {shard: _field_info(ds, shard, name) for shard in in_shards}
+    infos = set(of_shard.values())
+    if len(infos) == 1:  # nearly always: one form in every shard
+        (info,) = infos
+        got = _group(info, rows if everyone else [rows[j] for j in holders],
+                     sizes if everyone else [sizes[j] for j in holders])  # fmt: skip
+        if got is None:
+            return None
+        if everyone:
+            shapes, headers, npy, data, counts = got
+            field = FieldPlan(name, row, None, counts, headers, npy, info.dtype)
+            return field, [info.dtype] * count, shapes, data
+        groups = [(info, list(holders), got)]
+    else:
+        by_info: dict[FieldInfo, list[int]] = {}
+        for j in holders:
+            by_info.setdefault(of_shard[shards[j]], []).append(j)
+        groups = []
+        for info, group in by_info.items():
+            got = _group(info, [rows[j] for j in group], [sizes[j] for j in group])
+            if got is None:
+                return None
+            groups.append((info, group, got))
+    dtypes: list[np.dtype | None] = [None] * count
+    shapes_all: list[tuple[int, ...] | None] = [None] * count
+    headers_all: list[bytes | None] = [None] * count
+    npy_all, data_all, counts_all = [0] * count, [0] * count, [0] * count
+    for info, group, (shapes, headers, npy, data, counts) in groups:
+        for i, j in enumerate(group):
+            dtypes[j], shapes_all[j], headers_all[j] = info.dtype, shapes[i], headers[i]
+            npy_all[j], data_all[j], counts_all[j] = npy[i], data[i], counts[i]
+    kinds = {info.dtype for info, _, _ in groups}
+    held = [offset >= 0 for offset in offsets]
+    dtype = kinds.pop() if len(kinds) == 1 else None
+    field = FieldPlan(name, row, held, counts_all, headers_all, npy_all, dtype)
+    return field, dtypes, shapes_all, data_all
+
+
+def _group(
+    info: FieldInfo, rows: list[int], sizes: list[int]
+) -> tuple[list[Any], list[bytes], list[int], list[int], list[int]] | None:
+    """Holders of one field form ``info`` (their ``rows`` and member ``sizes``): per holder
+    its shape, expected header, header bytes, data bytes and rows as a target; ``None`` where
+    a member's size is not its header and rows."""
+    if info.tail is None:
+        if rows.count(1) != len(rows):
+            return None  # a 0-d array is one row
+        shapes: list[Any] = [()] * len(rows)
+        counts = [0] * len(rows)
+    else:
+        if min(rows) < 0:
+            return None
+        tail = info.tail
+        shapes = [(n, *tail) for n in rows]
+        counts = rows
+    headers = info.headers.many(rows)
+    length = info.headers.length
+    npy = [length] * len(rows) if length is not None else [len(h) for h in headers]
+    row_bytes = info.row_bytes
+    data = [n * row_bytes for n in rows]
+    if any(h + d != s for h, d, s in zip(npy, data, sizes, strict=True)):
+        return None
+    return shapes, headers, npy, data, counts
 
 
 def rebase_plan(fields: dict[str, FieldPlan]) -> dict[str, Rebase]:
@@ -205,10 +227,10 @@ def rebase_plan(fields: dict[str, FieldPlan]) -> dict[str, Rebase]:
         if not dtype.isnative:
             continue
         counts = fields[spec.index_of].counts
-        bases = np.cumsum(counts) - counts
-        if int(bases[-1] + counts[-1]) - 1 > np.iinfo(dtype).max:
+        bases = list(accumulate(counts, initial=0))
+        if bases.pop() - 1 > np.iinfo(dtype).max:
             continue
-        out[name] = Rebase(spec.index_of, bases.tolist(), counts, dtype.itemsize)
+        out[name] = Rebase(spec.index_of, bases, counts, dtype.itemsize)
     return out
 
 

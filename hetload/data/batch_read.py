@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from functools import lru_cache
-from itertools import pairwise
+from itertools import accumulate, chain
 from typing import Any
 
 import numpy as np
@@ -65,11 +65,13 @@ def read_batch(
         positions = _positions(dataset, indices)
     except (TypeError, IndexError):
         return None  # the per-sample path raises its own error
-    shards = np.asarray(dataset._shard_of)[positions]
-    if _remote(dataset)[shards].any():
+    at = np.array(positions, dtype=np.int64)
+    shards = dataset._shard_of[at].tolist()
+    remote = _remote(dataset)
+    if any(remote[shard] for shard in set(shards)):
         return None
     try:
-        reader = _Reader(dataset, positions, shards.tolist(), allocate, rebase=not stored)
+        reader = _Reader(dataset, at, shards, allocate, rebase=not stored)
         return reader.read(indices)
     except (ShardError, OSError, ValueError, KeyError, TypeError, IndexError):
         return None  # the per-sample path reads this batch and reports what is wrong
@@ -108,19 +110,19 @@ class _Reader:
         self.refusal: tuple[int, str] | None = None
 
     def read(self, indices: Sequence[int]) -> PackedSamples | None:
-        ds = self.ds
+        ds, count = self.ds, len(self.shards)
         plan = plan_batch(ds, self.positions, self.shards)
         if plan is None:
             return None
         buffer = self.allocate(plan.nbytes)
         keys = _key_bytes(ds, self.positions)
+        starts = ds._start[self.positions].tolist()
+        ends = ds._end[self.positions].tolist()
         with Leases(ds) as leases:
-            fd_of = {shard: leases.fd(shard) for shard in dict.fromkeys(self.shards)}
-            fds = [fd_of[shard] for shard in self.shards]
-            if _compiled():
-                got = self._read_compiled(plan, buffer, fds, keys)
-            else:
-                got = self._read_python(plan, buffer, fds, keys)
+            fd_of = {shard: leases.fd(shard) for shard in set(self.shards)}
+            spans = [(starts[j], ends[j], fd_of[shard]) for j, shard in enumerate(self.shards)]
+            read = self._read_compiled if _compiled() else self._read_python
+            got = read(plan, buffer, spans, keys)
         if got is None:
             return None
         payloads, shifted = got
@@ -128,11 +130,11 @@ class _Reader:
         if metas is None:
             return None
         names = tuple(plan.fields)
-        if all(field.held.all() for field in plan.fields.values()):
-            holds = [names] * len(self.shards)
+        if all(field.held is None for field in plan.fields.values()):
+            holds = [names] * count
         else:
-            held = np.stack([field.held for field in plan.fields.values()], axis=1).tolist()
-            holds = [tuple(n for n, h in zip(names, row, strict=True) if h) for row in held]
+            held = [[True] * count if f.held is None else f.held for f in plan.fields.values()]
+            holds = [tuple(n for n, h in zip(names, row, strict=True) if h) for row in zip(*held)]
         layouts = sample_layouts(metas, ds.fields, holds)
         if layouts is None:
             return None
@@ -141,61 +143,76 @@ class _Reader:
         return packed
 
     def _read_compiled(
-        self, plan: BatchPlan, buffer: torch.Tensor, fds: list[int], keys: list[bytes]
-    ) -> tuple[list[memoryview], dict[str, tuple[str, list[int]]]] | None:
-        """Read and check every sample with ``torch.ops.hetload.read_members_`` (one call,
-        no GIL): array data into ``buffer``, the rest into a scratch buffer; index fields of the
-        default schema re-based in place.
+        self, plan: BatchPlan, buffer: torch.Tensor, spans: list[tuple[int, int, int]],
+        keys: list[bytes],
+    ) -> tuple[list[memoryview], dict[str, tuple[str, list[int]]]] | None:  # fmt: skip
+        """Read and check every sample (``spans``: its bytes ``[start, end)`` and file
+        descriptor) with ``torch.ops.hetload.read_members_`` (one call, no GIL): array data
+        into ``buffer``, the rest into a scratch buffer; index fields of the default schema
+        re-based in place.
         The ``.json`` members' bytes and, per field re-based, its target and the base each
         sample was shifted by; ``None`` where the per-sample path must read the batch."""
-        ds, count = self.ds, len(self.shards)
+        count = len(spans)
         bases = rebase_plan(plan.fields) if self.rebase else {}
         suffixes = plan.suffixes
-        # the tar names the checks expect, "<key>.<suffix>", suffix by suffix; the .npy
-        # headers, field by field: each blob in [S, B] order, as the plan's columns
+        # the expected tar names "<key>.<suffix>" then the .npy headers, in one blob
         tails = [f".{suffix}".encode() for suffix in suffixes]
-        names = b"".join([key + tail for tail in tails for key in keys])
-        name_len = np.fromiter(map(len, keys), np.int64, count) + np.array(
-            [[len(tail)] for tail in tails], dtype=np.int64
-        )
-        expect = b"".join(
-            [h for field in plan.fields.values() for h in field.headers if h is not None]
-        )
-        # the members table, [B, S, _COLUMNS] from the plan's [S, B] columns, then the
-        # members samples hold, in sample order and within a sample in suffix (= tar) order
-        table = np.empty((count, len(suffixes), _COLUMNS), dtype=np.int64)
-        table[:, :, _SAMPLE] = np.arange(count)[:, None]
-        table[:, :, _OFFSET] = plan.offset.T
-        table[:, :, _SIZE] = plan.size.T
-        is_array = np.array([[suffix[-4:] == ".npy"] for suffix in suffixes])
-        table[:, :, _NPY] = np.where(is_array, plan.npy, -1).T
-        table[:, :, _DST] = plan.dst.T
-        table[:, :, _NAME_AT] = (np.cumsum(name_len) - name_len.ravel()).reshape(name_len.shape).T
-        table[:, :, _NAME_LEN] = name_len.T
-        table[:, :, _EXPECT_AT] = (np.cumsum(plan.npy) - plan.npy.ravel()).reshape(name_len.shape).T
-        table[:, :, _BASE : _ITEM + 1] = -1
-        for name, rebase in bases.items():
-            row = table[:, plan.fields[name].row]
-            row[:, _BASE] = rebase.bases
-            row[:, _COUNT] = rebase.counts
-            row[:, _ITEM] = rebase.item
-        table[:, :, _JSON] = [suffix == "json" for suffix in suffixes]
-        members = table[plan.offset.T >= 0]
-        spans = np.empty((count, 3), dtype=np.int64)
-        spans[:, 0] = ds._start[self.positions]
-        spans[:, 1] = ds._end[self.positions]
-        spans[:, 2] = fds
+        names = [key + tail for tail in tails for key in keys]
+        headers = [h for field in plan.fields.values() for h in field.headers if h is not None]
+        blob = b"".join(names + headers)
+        # the members table's columns over [S, B] (suffix by suffix, its samples), as lists
+        nothing, absent = [-1] * count, [0] * count
+        npy, expect, dst, base, rows, item = [], [], [], [], [], []
+        for suffix in suffixes:
+            field = plan.fields.get(suffix[:-4]) if suffix[-4:] == ".npy" else None
+            if field is None:  # a .json, or an array no sample of the batch holds
+                npy.append(nothing if suffix[-4:] != ".npy" else absent)
+                expect.append(absent)
+                dst.append(nothing)
+            else:
+                npy.append(field.npy)
+                expect.append(field.npy)
+                values = plan.packed[field.name]
+                dst.append([values.values_at + start for start in values.starts])
+            rebase = bases.get(suffix[:-4])
+            base.append(nothing if rebase is None else rebase.bases)
+            rows.append(nothing if rebase is None else rebase.counts)
+            item.append(nothing if rebase is None else [rebase.item] * count)
+        name_len = [len(name) for name in names]
+        expect_len = list(chain.from_iterable(expect))
+        columns = [
+            list(range(count)) * len(suffixes),  # _SAMPLE
+            list(chain.from_iterable(plan.offset)),
+            list(chain.from_iterable(plan.size)),
+            list(chain.from_iterable(npy)),
+            list(chain.from_iterable(dst)),
+            list(accumulate(name_len, initial=0))[:-1],  # _NAME_AT
+            name_len,
+            [len(blob) - sum(expect_len) + at for at in accumulate(expect_len, initial=0)][:-1],
+            list(chain.from_iterable(base)),
+            list(chain.from_iterable(rows)),
+            list(chain.from_iterable(item)),
+            [int(suffix == "json") for suffix in suffixes for _ in range(count)],  # _JSON
+        ]
+        # [B, S, _COLUMNS]: the members samples hold, in sample order and within a sample in
+        # suffix (= tar) order
+        table = np.array(columns, dtype=np.int64).reshape(_COLUMNS, len(suffixes), count).T
+        if min(chain.from_iterable(plan.offset)) >= 0:
+            members = np.ascontiguousarray(table).reshape(-1, _COLUMNS)
+        else:
+            members = table[np.array(plan.offset).T >= 0]
         # scratch: every byte of the samples but their array data
         data = sum(field.nbytes for field in plan.packed.values())
-        scratch = torch.empty(int((spans[:, 1] - spans[:, 0]).sum()) - data, dtype=torch.uint8)
+        scratch = torch.empty(sum(e - s for s, e, _ in spans) - data, dtype=torch.uint8)
         json_at = torch.empty((count, 2), dtype=torch.int64)
+        expected = _bytes_tensor(blob)
         failed = torch.ops.hetload.read_members_(
             buffer,
             scratch,
-            torch.from_numpy(spans),
+            torch.tensor(spans, dtype=torch.int64),
             torch.from_numpy(members),
-            _bytes_tensor(names),
-            _bytes_tensor(expect),
+            expected,
+            expected,
             json_at,
         )
         if failed >= 0:
@@ -210,23 +227,16 @@ class _Reader:
         return payloads, {name: (r.target, r.bases) for name, r in bases.items()}
 
     def _read_python(
-        self, plan: BatchPlan, buffer: torch.Tensor, fds: list[int], keys: list[bytes]
-    ) -> tuple[list[memoryview], dict[str, tuple[str, list[int]]]] | None:
+        self, plan: BatchPlan, buffer: torch.Tensor, spans: list[tuple[int, int, int]],
+        keys: list[bytes],
+    ) -> tuple[list[memoryview], dict[str, tuple[str, list[int]]]] | None:  # fmt: skip
         """:meth:`_read_compiled` in Python, sample by sample (no re-base at read: collate
         re-bases)."""
         raw = memoryview(buffer.numpy())
-        columns = dict(
-            zip(
-                plan.suffixes,
-                zip(plan.offset.tolist(), plan.size.tolist(), strict=True),
-                strict=True,
-            )
-        )
-        starts = self.ds._start[self.positions].tolist()
-        ends = self.ds._end[self.positions].tolist()
+        columns = dict(zip(plan.suffixes, zip(plan.offset, plan.size, strict=True), strict=True))
         payloads = []
-        for j, fd in enumerate(fds):
-            payload = self._read_one(j, starts[j], ends[j], fd, keys[j], plan, columns, raw)
+        for j, (start, end, fd) in enumerate(spans):
+            payload = self._read_one(j, start, end, fd, keys[j], plan, columns, raw)
             if payload is None:
                 return None
             payloads.append(payload)
@@ -341,43 +351,39 @@ def _bytes_tensor(data: bytes) -> torch.Tensor:
     )
 
 
-def _positions(ds: Any, indices: Sequence[int]) -> np.ndarray:
-    """``int64 [B]``: the index rows of ``indices``, as ``ds._position`` gives them (one numpy
-    pass for plain ints of a ``ShardDataset``); raises its ``TypeError`` / ``IndexError``."""
+def _positions(ds: Any, indices: Sequence[int]) -> list[int]:
+    """The index rows of ``indices``, as ``ds._position`` gives them (without a call each
+    for plain ints of a ``ShardDataset``); raises its ``TypeError`` / ``IndexError``."""
     from hetload.data.shard_dataset import ShardDataset
 
     if type(ds)._position is ShardDataset._position and set(map(type, indices)) <= {int}:
         n = len(ds._keys)
-        try:
-            at = np.array(indices, dtype=np.int64)
-        except OverflowError:
-            raise IndexError("sample index out of range") from None
-        if ((at < -n) | (at >= n)).any():
+        if min(indices) < -n or max(indices) >= n:
             raise IndexError("sample index out of range")
-        return at % n
-    return np.array([ds._position(i) for i in indices], dtype=np.int64)
+        return [i % n for i in indices]
+    return [ds._position(i) for i in indices]
 
 
-def _remote(ds: Any) -> np.ndarray:
-    """``bool [S]``: which of the dataset's shards are URLs (read once per dataset)."""
+def _remote(ds: Any) -> list[bool]:
+    """Per shard of the dataset, whether it is a URL (worked out once per dataset)."""
     remote = ds.__dict__.get("_batch_remote")
     if remote is None:
-        remote = ds.__dict__["_batch_remote"] = np.array(
-            [is_url(url) for url in ds._urls], dtype=bool
-        )
+        remote = ds.__dict__["_batch_remote"] = [is_url(url) for url in ds._urls]
     return remote
 
 
 def _key_bytes(ds: Any, positions: np.ndarray) -> list[bytes]:
-    """The keys of samples ``positions``, UTF-8 (one gather from the index's key column)."""
+    """The keys of samples ``positions``, UTF-8 (sliced from the index's key column)."""
     keys = ds._keys
     if not isinstance(keys, KeyColumn):
         return [keys[p].encode() for p in positions.tolist()]
-    lo, hi = keys.offsets[positions], keys.offsets[positions + 1]
-    lengths = hi - lo
-    ends = np.cumsum(lengths)
-    gathered = keys.blob[np.repeat(lo - (ends - lengths), lengths) + np.arange(ends[-1])]
-    blob = gathered.tobytes()
-    if len(blob.decode("utf-8")) != len(blob):  # not ASCII: each key must decode alone
+    bounds = keys.offsets[positions[:, None] + _PAIR].tolist()
+    blob = memoryview(keys.blob)
+    out = [bytes(blob[lo:hi]) for lo, hi in bounds]
+    joined = b"".join(out)
+    if len(joined.decode("utf-8")) != len(joined):  # not ASCII: each key must decode alone
         return [keys[p].encode() for p in positions.tolist()]
-    return [blob[a:b] for a, b in pairwise([0, *ends.tolist()])]
+    return out
+
+
+_PAIR = np.array([0, 1])
