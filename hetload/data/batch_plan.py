@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from hetload.arena import aligned
+from hetload.data.batch_index import BatchIndex
 from hetload.data.leases import Leases
 from hetload.data.npy_header import NpyHeaders, npy_headers
 from hetload.packed import PackedField
@@ -89,17 +90,16 @@ class BatchPlan:
     nbytes: int
 
 
-def plan_batch(ds: Any, positions: np.ndarray, shards: list[int]) -> BatchPlan | None:
-    """The layout of samples ``positions`` (``int64 [B]``, in shards ``shards``) of ``ds`` (a
-    ``ShardDataset``), or ``None`` where the per-sample path must read the batch (a row count
-    or member size the index and the shard's dtype cannot both hold).
+def plan_batch(ds: Any, index: BatchIndex, shards: list[int]) -> BatchPlan | None:
+    """The layout of the samples whose ``index`` rows were gathered (in shards ``shards``)
+    from ``ds`` (a ``ShardDataset``), or ``None`` where the per-sample path must read the
+    batch (a row count or member size the index and the shard's dtype cannot both hold).
 
     Raises ``ShardError``, ``OSError``, ``ValueError`` where a shard's first header of a field
     cannot be read (the caller leaves the batch to the per-sample path)."""
     count = len(shards)
     suffixes = list(ds._suffixes)
-    offset = [ds._offset[suffix][positions].tolist() for suffix in suffixes]
-    size = [ds._size[suffix][positions].tolist() for suffix in suffixes]
+    offset, size = index.offset, index.size
     fields: dict[str, FieldPlan] = {}
     packed: dict[str, PackedField] = {}
     at = 0
@@ -108,8 +108,7 @@ def plan_batch(ds: Any, positions: np.ndarray, shards: list[int]) -> BatchPlan |
         if suffix[-4:] != ".npy" or max(offsets) < 0:
             continue  # not an array, or no sample of this batch holds it
         name = suffix[:-4]
-        rows = ds.field_sizes[name][positions].tolist()
-        got = _field(ds, name, k, shards, offsets, size[k], rows)
+        got = _field(ds, name, k, shards, offsets, size[k], index.rows[name])
         if got is None:
             return None
         field, dtypes, shapes, data = got

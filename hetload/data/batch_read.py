@@ -29,12 +29,12 @@ import numpy as np
 import torch
 
 from hetload.arena import batch_buffer
+from hetload.data.batch_index import BatchIndex, gather
 from hetload.data.batch_meta import decode_metas, sample_layouts
 from hetload.data.batch_plan import BatchPlan, plan_batch, rebase_plan
 from hetload.data.leases import Leases
 from hetload.data.substitute import getitems
 from hetload.packed import PackedSamples
-from hetload.shards.columns import KeyColumn
 from hetload.shards.format import BLOCK, ShardError
 from hetload.shards.index import is_url
 
@@ -65,13 +65,8 @@ def read_batch(
         positions = _positions(dataset, indices)
     except (TypeError, IndexError):
         return None  # the per-sample path raises its own error
-    at = np.array(positions, dtype=np.int64)
-    shards = dataset._shard_of[at].tolist()
-    remote = _remote(dataset)
-    if any(remote[shard] for shard in set(shards)):
-        return None
     try:
-        reader = _Reader(dataset, at, shards, allocate, rebase=not stored)
+        reader = _Reader(dataset, positions, None, allocate, rebase=not stored)
         return reader.read(indices)
     except (ShardError, OSError, ValueError, KeyError, TypeError, IndexError):
         return None  # the per-sample path reads this batch and reports what is wrong
@@ -91,36 +86,40 @@ def read_stored(dataset: Any, indices: Sequence[int]) -> list[dict[str, Any]] | 
 
 class _Reader:
     """One batch: its layout from the index, the reads, the checks. ``positions`` and
-    ``shards``: per sample its row of the index and its shard."""
+    ``shards``: per sample its row of the index and its shard (``None``: from the index)."""
 
     def __init__(
         self,
         dataset: Any,
         positions: Sequence[int] | np.ndarray,
-        shards: list[int],
+        shards: list[int] | None,
         allocate: Callable[[int], torch.Tensor],
         rebase: bool = True,
     ) -> None:
         self.ds = dataset
         self.positions = np.asarray(positions, dtype=np.int64)
-        self.shards = [int(s) for s in shards]
+        self.shards = None if shards is None else [int(s) for s in shards]
         self.allocate = allocate
         self.rebase = rebase
         #: (sample, reason) where the compiled read refused the batch (for diagnostics, tests)
         self.refusal: tuple[int, str] | None = None
 
     def read(self, indices: Sequence[int]) -> PackedSamples | None:
-        ds, count = self.ds, len(self.shards)
-        plan = plan_batch(ds, self.positions, self.shards)
+        ds, count = self.ds, len(self.positions)
+        index = gather(ds, self.positions)
+        shards = index.shard if self.shards is None else self.shards
+        remote = _remote(ds)
+        if any(remote[shard] for shard in set(shards)):
+            return None  # fsspec reads: the per-sample path
+        plan = plan_batch(ds, index, shards)
         if plan is None:
             return None
         buffer = self.allocate(plan.nbytes)
-        keys = _key_bytes(ds, self.positions)
-        starts = ds._start[self.positions].tolist()
-        ends = ds._end[self.positions].tolist()
+        keys = _key_bytes(ds, self.positions, index)
         with Leases(ds) as leases:
-            fd_of = {shard: leases.fd(shard) for shard in set(self.shards)}
-            spans = [(starts[j], ends[j], fd_of[shard]) for j, shard in enumerate(self.shards)]
+            fd_of = {shard: leases.fd(shard) for shard in set(shards)}
+            triples = zip(index.start, index.end, shards, strict=True)
+            spans = [(start, end, fd_of[shard]) for start, end, shard in triples]
             read = self._read_compiled if _compiled() else self._read_python
             got = read(plan, buffer, spans, keys)
         if got is None:
@@ -372,18 +371,14 @@ def _remote(ds: Any) -> list[bool]:
     return remote
 
 
-def _key_bytes(ds: Any, positions: np.ndarray) -> list[bytes]:
+def _key_bytes(ds: Any, positions: np.ndarray, index: BatchIndex) -> list[bytes]:
     """The keys of samples ``positions``, UTF-8 (sliced from the index's key column)."""
     keys = ds._keys
-    if not isinstance(keys, KeyColumn):
+    if index.key_lo is None or index.key_hi is None:
         return [keys[p].encode() for p in positions.tolist()]
-    bounds = keys.offsets[positions[:, None] + _PAIR].tolist()
     blob = memoryview(keys.blob)
-    out = [bytes(blob[lo:hi]) for lo, hi in bounds]
+    out = [bytes(blob[lo:hi]) for lo, hi in zip(index.key_lo, index.key_hi, strict=True)]
     joined = b"".join(out)
     if len(joined.decode("utf-8")) != len(joined):  # not ASCII: each key must decode alone
         return [keys[p].encode() for p in positions.tolist()]
     return out
-
-
-_PAIR = np.array([0, 1])
