@@ -1,12 +1,11 @@
-"""A batch's ``.json`` members: parsed together, and each sample's field order from them.
+"""A batch's ``.json`` members, and each sample's field order and values from them.
 
-:func:`decode_metas` gives what :func:`hetload.shards.format.decode_meta` gives each member, or
-``None`` (the per-sample path then reads the batch and reports what is wrong): the members are
-decoded as one text and each parsed where it starts, which must be exactly one JSON object
-ending where the member ends. :func:`sample_layouts` gives each sample's field order and
-non-array values, as :func:`hetload.shards.format.decode_sample` orders them; the order depends
-only on which names a sample's ``.json`` lists and which arrays it holds, so it is worked out
-once per such form and reused (a dataset has few).
+:func:`sample_layouts` parses each member as :func:`hetload.shards.format.decode_meta` does
+(the same JSON decoder, the same checks) and gives each sample's field order and non-array
+values as :func:`hetload.shards.format.decode_sample` orders them, or ``None`` (the per-sample
+path then reads the batch and reports what is wrong). The order depends only on which names a
+sample's ``.json`` lists and which arrays it holds, so it is worked out once per such form and
+reused (a dataset has few).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from typing import Any
 
 from hetload.keys import sample_key
 
-__all__ = ["decode_metas", "sample_layouts"]
+__all__ = ["sample_layouts"]
 
 # json.loads(text) is this decoder's decode(text) (the default settings); scan_once parses one
 # value at a position, without decode's whitespace and trailing-data steps
@@ -27,68 +26,42 @@ _FORMS_MAX = 4096
 _FORMS: dict[tuple[Any, ...], tuple[tuple[str, ...], tuple[str, ...], bool] | None] = {}
 
 
-def decode_metas(payloads: Sequence[bytes | memoryview]) -> list[dict[str, Any]] | None:
-    """Each ``.json`` member in ``payloads`` parsed, as ``decode_meta`` parses it; ``None``
-    where any is not exactly one JSON object with an ``"arrays"`` list (and an ``"extra"``
-    dict, if any) in plain UTF-8 (``decode_meta`` also takes a BOM, UTF-16, whitespace around:
-    the per-sample path then reads those)."""
-    joined = b"".join(payloads)
-    try:
-        text = joined.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    if len(text) == len(joined):  # ASCII: a member's bytes are its characters
-        texts, starts = [text] * len(payloads), []
-        at = 0
-        for payload in payloads:
-            starts.append(at)
-            at += len(payload)
-    else:  # decoded one by one: a character's bytes may not straddle two members
-        try:
-            texts = [bytes(payload).decode("utf-8") for payload in payloads]
-        except UnicodeDecodeError:
-            return None
-        starts = [0] * len(payloads)
-    metas = []
-    for text, start, payload in zip(texts, starts, payloads, strict=True):
-        try:
-            meta, end = _SCAN(text, start)
-        except (StopIteration, ValueError, RecursionError):
-            return None
-        if (
-            end != start + len(payload)
-            or not isinstance(meta, dict)
-            or not isinstance(meta.get("arrays"), list)
-            or not isinstance(meta.get("extra", {}), dict)
-        ):
-            return None
-        metas.append(meta)
-    return metas
-
-
 def sample_layouts(
-    metas: list[dict[str, Any]],
+    payloads: Sequence[bytes | memoryview],
     fields: Sequence[str] | None,
     holds: list[tuple[str, ...]],
 ) -> tuple[list[list[str]], list[dict[str, Any]]] | None:
-    """Per sample (``.json`` ``metas[j]``, array fields read ``holds[j]``): the field order
-    and the non-array values ``decode_sample`` gives it; ``None`` where it would raise (a
-    listed field missing) or where the arrays read are not exactly those it returns."""
+    """Per sample (its ``.json`` member's bytes ``payloads[j]``, the array fields read
+    ``holds[j]``): the field order and the non-array values ``decode_sample`` gives it.
+
+    ``None`` where ``decode_meta`` or ``decode_sample`` would raise, or where the arrays read
+    are not exactly those it returns, and also where a ``.json`` is not exactly one JSON
+    object in plain UTF-8 (``decode_meta`` also takes a BOM, UTF-16, whitespace around): the
+    per-sample path then reads the batch and names what is wrong."""
     wanted = None if fields is None else tuple(fields)
     orders: list[list[str]] = []
     values: list[dict[str, Any]] = []
-    for meta, held in zip(metas, holds, strict=True):
-        extra = meta.get("extra", {})
+    for payload, held in zip(payloads, holds, strict=True):
+        try:
+            text = str(payload, "utf-8")
+            meta, end = _SCAN(text, 0)
+        except (UnicodeDecodeError, StopIteration, ValueError, RecursionError):
+            return None
+        # decode_meta's checks (json.loads gives exact dicts and lists)
+        if end != len(text) or type(meta) is not dict:
+            return None
+        arrays, extra = meta.get("arrays"), meta.get("extra", {})
+        if type(arrays) is not list or type(extra) is not dict:
+            return None
         own = meta.get("key")
         has_key = isinstance(own, str) or isinstance(meta.get("source"), str)
-        form_key = (None if wanted is not None else tuple(meta["arrays"]), tuple(extra), wanted,
-                    held, has_key)  # fmt: skip
-        form = _FORMS.get(form_key, False)
+        key = (None if wanted is not None else tuple(arrays), tuple(extra), wanted, held, has_key)
+        form = _FORMS.get(key, False)
         if form is False:
-            form = _form(*form_key)
+            form = _form(*key)
             if len(_FORMS) >= _FORMS_MAX:
                 _FORMS.clear()
-            _FORMS[form_key] = form
+            _FORMS[key] = form
         if form is None:
             return None
         order, taken, add_key = form

@@ -30,7 +30,7 @@ import torch
 
 from hetload.arena import batch_buffer
 from hetload.data.batch_index import BatchIndex, gather
-from hetload.data.batch_meta import decode_metas, sample_layouts
+from hetload.data.batch_meta import sample_layouts
 from hetload.data.batch_plan import BatchPlan, plan_batch, rebase_plan
 from hetload.data.leases import Leases
 from hetload.data.substitute import getitems
@@ -125,16 +125,13 @@ class _Reader:
         if got is None:
             return None
         payloads, shifted = got
-        metas = decode_metas(payloads)
-        if metas is None:
-            return None
         names = tuple(plan.fields)
         if all(field.held is None for field in plan.fields.values()):
             holds = [names] * count
         else:
             held = [[True] * count if f.held is None else f.held for f in plan.fields.values()]
             holds = [tuple(n for n, h in zip(names, row, strict=True) if h) for row in zip(*held)]
-        layouts = sample_layouts(metas, ds.fields, holds)
+        layouts = sample_layouts(payloads, ds.fields, holds)
         if layouts is None:
             return None
         packed = PackedSamples(buffer, plan.packed, *layouts, lambda: getitems(ds, indices))
