@@ -146,8 +146,18 @@ def _field(
     everyone = min(offsets) >= 0
     holders = range(count) if everyone else [j for j in range(count) if offsets[j] >= 0]
     in_shards = set(shards) if everyone else {shards[j] for j in holders}
-    of_shard = {shard: _field_info(ds, shard, name) for shard in in_shards}
-    infos = set(of_shard.values())
+    # the shards known to hold the field in one form: no look-up per shard
+    uniform = ds.__dict__.setdefault("_batch_uniform", {})
+    known = uniform.get(name)
+    if known is not None and known[1].issuperset(in_shards):
+        infos = {known[0]}
+    else:
+        of_shard = {shard: _field_info(ds, shard, name) for shard in in_shards}
+        infos = set(of_shard.values())
+        if known is None and len(infos) == 1:
+            uniform[name] = known = (next(iter(infos)), set())
+        if known is not None:
+            known[1].update(s for s, info in of_shard.items() if info == known[0])
     if len(infos) == 1:  # nearly always: one form in every shard
         (info,) = infos
         got = _group(info, rows if everyone else [rows[j] for j in holders],

@@ -117,7 +117,7 @@ class _Reader:
         buffer = self.allocate(plan.nbytes)
         keys = _key_bytes(ds, self.positions, index)
         with Leases(ds) as leases:
-            fd_of = {shard: leases.fd(shard) for shard in set(shards)}
+            fd_of = leases.many(set(shards))
             triples = zip(index.start, index.end, shards, strict=True)
             spans = [(start, end, fd_of[shard]) for start, end, shard in triples]
             read = self._read_compiled if _compiled() else self._read_python
@@ -214,12 +214,11 @@ class _Reader:
         if failed >= 0:
             self.refusal = (failed // 8, _REASONS.get(failed % 8, "unknown"))
             return None  # the per-sample path reads the batch and names what is wrong
+        spans = json_at.tolist()
+        if min(spans)[0] < 0:
+            return None  # no .json: the per-sample path names it
         raw = memoryview(scratch.numpy())
-        payloads = []
-        for at, size in json_at.tolist():
-            if at < 0:
-                return None  # no .json: the per-sample path names it
-            payloads.append(raw[at : at + size])
+        payloads = [raw[at : at + size] for at, size in spans]
         return payloads, {name: (r.target, r.bases) for name, r in bases.items()}
 
     def _read_python(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 __all__ = ["Leases"]
@@ -27,6 +28,14 @@ class Leases:
             with _LEASE_LOCK:
                 fd = self.fds[shard] = os.dup(self.ds._fd(shard))
         return fd
+
+    def many(self, shards: Iterable[int]) -> dict[int, int]:
+        """The descriptors of ``shards`` (``{shard: fd}``), taken under one lock."""
+        with _LEASE_LOCK:
+            for shard in shards:
+                if shard not in self.fds:
+                    self.fds[shard] = os.dup(self.ds._fd(shard))
+        return self.fds
 
     def __enter__(self) -> Leases:
         return self
