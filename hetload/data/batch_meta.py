@@ -53,9 +53,10 @@ def sample_layouts(
         arrays, extra = meta.get("arrays"), meta.get("extra", {})
         if type(arrays) is not list or type(extra) is not dict:
             return None
-        own = meta.get("key")
-        has_key = isinstance(own, str) or isinstance(meta.get("source"), str)
-        key = (None if wanted is not None else tuple(arrays), tuple(extra), wanted, held, has_key)
+        own, source = meta.get("key"), meta.get("source")
+        has_key = type(own) is str or type(source) is str
+        names = tuple(extra) if extra else ()
+        key = (None if wanted is not None else tuple(arrays), names, wanted, held, has_key)
         form = _FORMS.get(key, False)
         if form is False:
             form = _form(*key)
@@ -65,9 +66,9 @@ def sample_layouts(
         if form is None:
             return None
         order, taken, add_key = form
-        own_values = {name: extra[name] for name in taken}
+        own_values = {name: extra[name] for name in taken} if taken else {}
         if add_key:
-            own_values["key"] = own if isinstance(own, str) else sample_key(meta["source"])
+            own_values["key"] = own if type(own) is str else sample_key(source)
         orders.append(list(order))
         values.append(own_values)
     return orders, values

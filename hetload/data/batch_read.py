@@ -205,7 +205,9 @@ class _Reader:
         failed = torch.ops.hetload.read_members_(
             buffer,
             scratch,
-            torch.tensor(spans, dtype=torch.int64),
+            torch.from_numpy(
+                np.fromiter(chain.from_iterable(spans), np.int64, 3 * count).reshape(count, 3)
+            ),
             torch.from_numpy(members),
             expected,
             expected,
