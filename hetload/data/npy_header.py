@@ -78,7 +78,10 @@ class NpyHeaders:
         self._scalar = None
         descr = np.lib.format.dtype_to_descr(dtype)
         # numpy's dict: its keys sorted, each "'key': repr(value), "; the shape's "(N" apart
-        head = f"{{'descr': {descr!r}, 'fortran_order': False, 'shape': (".encode("latin1")
+        try:
+            head = f"{{'descr': {descr!r}, 'fortran_order': False, 'shape': (".encode("latin1")
+        except UnicodeEncodeError:
+            raise ValueError(f".npy header of {dtype} needs format 3.0 (utf-8)") from None
         rest = (repr((0, *tail))[2:] + ", }").encode("latin1")
         text = len(head) + len(rest) + _GROWTH + 1  # + the newline
         for fmt in ("<H", "<I"):  # format 1.0, else 2.0
