@@ -20,7 +20,7 @@ from hetload.shards.columns import KeyColumn
 __all__ = ["STACK_MAX", "BatchIndex", "gather"]
 
 #: the most bytes the side-by-side columns of one dataset may take
-STACK_MAX = 64 << 20
+STACK_MAX = 32 << 20
 # per dataset (weakly: the cache goes with it, and never travels in its pickled state)
 _LAYOUTS: weakref.WeakKeyDictionary[Any, _Columns] = weakref.WeakKeyDictionary()
 
