@@ -41,7 +41,7 @@ __all__ = [
     "encode_npy",
     "encode_sample",
     "member_name",
-    "npy_header",
+    "read_npy_header",
     "tar_size",
 ]
 
@@ -109,7 +109,7 @@ def encode_npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def npy_header(
+def read_npy_header(
     data: bytes | bytearray | memoryview, shard: str, member: str
 ) -> tuple[np.dtype, bool, tuple[int, ...], int]:
     """The ``.npy`` header at the start of ``data``: ``(dtype, fortran_order, shape, data
@@ -163,7 +163,7 @@ def decode_npy(data: bytes | bytearray | memoryview, shard: str, member: str) ->
             does not match the header (a truncated or corrupted member).
     """
     view = memoryview(data)
-    dtype, fortran, shape, end = npy_header(view, shard, member)
+    dtype, fortran, shape, end = read_npy_header(view, shard, member)
     count = math.prod(shape)
     if len(view) - end != count * dtype.itemsize:
         raise ShardError(
