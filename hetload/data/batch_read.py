@@ -40,8 +40,6 @@ from hetload.shards.index import is_url
 
 __all__ = ["read_batch", "read_stored"]
 
-# the descriptor leases, by their former name here (ShardDataset's per-sample reads use them)
-_Leases = Leases
 #: the most iovecs one preadv takes (Linux: 1024)
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 

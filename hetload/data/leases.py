@@ -1,22 +1,18 @@
-"""Shard descriptors leased for the duration of one read (a batch, or one sample's range)."""
+"""Shard descriptors held for the duration of one read (a batch, or one sample's range)."""
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Iterable
 from typing import Any
 
 __all__ = ["Leases"]
 
-_LEASE_LOCK = threading.Lock()
-
 
 class Leases:
-    """Duplicates of the dataset's shard descriptors, for the duration of one batch: a thread
-    reading through a duplicate is unaffected when another thread's read evicts the original
-    from the dataset's least-recently-used handles (it would otherwise read a closed, or
-    reused, descriptor)."""
+    """The dataset's shard descriptors pinned for the duration of one read
+    (:mod:`hetload.data.shard_handles`): another thread's read that evicts one from the
+    dataset's least-recently-used handles, or a ``close()``, leaves it open until released (it
+    would otherwise read a closed, or reused, descriptor)."""
 
     def __init__(self, ds: Any) -> None:
         self.ds = ds
@@ -25,21 +21,20 @@ class Leases:
     def fd(self, shard: int) -> int:
         fd = self.fds.get(shard)
         if fd is None:
-            with _LEASE_LOCK:
-                fd = self.fds[shard] = os.dup(self.ds._fd(shard))
+            fd = self.fds[shard] = self.ds._pin([shard])[shard]
         return fd
 
     def many(self, shards: Iterable[int]) -> dict[int, int]:
-        """The descriptors of ``shards`` (``{shard: fd}``), taken under one lock."""
-        with _LEASE_LOCK:
-            for shard in shards:
-                if shard not in self.fds:
-                    self.fds[shard] = os.dup(self.ds._fd(shard))
+        """The descriptors of ``shards`` (``{shard: fd}``), pinned under one lock."""
+        missing = [shard for shard in shards if shard not in self.fds]
+        if missing:
+            self.fds.update(self.ds._pin(missing))
         return self.fds
 
     def __enter__(self) -> Leases:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for fd in self.fds.values():
-            os.close(fd)
+        if self.fds:
+            self.ds._unpin(list(self.fds.values()))
+            self.fds = {}

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from hetload.data.batch_read import _Leases, read_batch, read_stored
+from hetload.data.batch_read import read_batch, read_stored
+from hetload.data.leases import Leases
+from hetload.data.shard_handles import ShardHandles
 from hetload.data.substitute import getitems
 from hetload.errors import ErrorPolicy, OnError
-from hetload.guards import NotRegularFile, check_fields, open_regular_fd, shown
+from hetload.guards import check_fields, shown
 from hetload.shards.format import BLOCK, ShardError, decode_meta, decode_sample, member_name
 from hetload.shards.index import ShardIndex, check_shards, is_url
 from hetload.transforms import check_transformed, out_sizes, run_seeded, sample_rng
@@ -89,7 +90,7 @@ class ShardDataset(Dataset):
                     check_shards(self.index, shards=[k])
                 except ShardError as exc:
                     self.policy.handle(exc.source, exc)
-        self.max_open = max(1, int(max_open))
+        self.max_open = max(1, int(max_open))  # (kept by self._handles)
         # every sample's columns, in index order (memory-mapped from a large index's sidecar)
         columns = self.index.columns
         count = len(self.index.shards)
@@ -132,8 +133,7 @@ class ShardDataset(Dataset):
         settings = self.index.info.get("settings", {})
         targets = settings.get("targets", {}) if isinstance(settings, dict) else {}
         self.classes: list[str] | None = targets.get("classes") if targets else None
-        self._pid: int | None = None
-        self._handles: OrderedDict[int, Any] = OrderedDict()
+        self._handles = ShardHandles(max_open)
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -288,46 +288,22 @@ class ShardDataset(Dataset):
         if is_url(url):
             return np.frombuffer(bytearray(_fsspec_range(url, start, end)), dtype=np.uint8)
         buffer = np.empty(end - start, dtype=np.uint8)
-        # a duplicate descriptor: another thread's read may evict (close) the cached one
-        with _Leases(self) as leases:
+        # pinned: another thread's read may evict the cached descriptor meanwhile
+        with Leases(self) as leases:
             got = os.preadv(leases.fd(shard), [buffer], start)
         return buffer if got == len(buffer) else buffer[:got]
 
-    def _fd(self, shard: int) -> int:
-        pid = os.getpid()
-        if self._pid != pid:
-            # handles inherited through fork share file offsets with the parent: never reuse them
-            self._handles = OrderedDict()
-            self._pid = pid
-        fd = self._handles.get(shard)
-        if fd is not None:
-            self._handles.move_to_end(shard)
-            return fd
-        try:
-            # a FIFO or device listed as a shard is refused, never read (it could block)
-            fd = open_regular_fd(self._urls[shard])
-        except FileNotFoundError:
-            raise ShardError(self._urls[shard], None, "listed in the index but missing") from None
-        except NotRegularFile as exc:
-            raise ShardError(self._urls[shard], None, f"{exc.kind}, not a regular file") from None
-        self._handles[shard] = fd
-        if len(self._handles) > self.max_open:
-            _, old = self._handles.popitem(last=False)
-            os.close(old)
-        return fd
+    def _pin(self, shards: Iterable[int]) -> dict[int, int]:
+        """``{shard: fd}`` for ``shards``, pinned open until :meth:`_unpin` (see
+        :mod:`hetload.data.shard_handles`)."""
+        return self._handles.pin(shards, self._urls.__getitem__)
+
+    def _unpin(self, fds: Iterable[int]) -> None:
+        self._handles.unpin(fds)
 
     def close(self) -> None:
         """Close this process's file handles (they reopen on the next read)."""
-        if self._pid == os.getpid():
-            for fd in self._handles.values():
-                os.close(fd)
-        self._handles = OrderedDict()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_handles"] = OrderedDict()
-        state["_pid"] = None
-        return state
+        self._handles.close()
 
     def __del__(self) -> None:
         with contextlib.suppress(OSError, AttributeError):
