@@ -115,6 +115,27 @@ def copies_after_read(dataset: ShardDataset, indices: list[int], pinned_read: bo
     return copies + (0 if pinned_read else 1)
 
 
+def stream_copies_after_read(root: Path, reads: str) -> int:
+    """:func:`copies_after_read` for ``ShardStream(reads=...)``: its collate's input is
+    recorded (a batch read hands it the buffer the reads filled; the sequential read, views of
+    the chunks it read), then DataLoader's pin thread copies once more."""
+    seen: dict[str, object] = {}
+
+    def recording(samples):
+        seen["samples"] = samples
+        return hetload.collate(samples)
+
+    stream = ShardStream(root, batch_size=BATCH, seed=0, reads=reads, collate_fn=recording)
+    batch = next(iter(stream))
+    samples = seen["samples"]
+    values = batch["verts"].values.numpy()
+    if isinstance(samples, PackedSamples):
+        read_into = [samples.buffer.numpy()]
+    else:
+        read_into = [s["verts"] for s in samples]
+    return int(not any(np.shares_memory(values, r) for r in read_into)) + 1
+
+
 def mesh_folder(root: Path) -> tuple[Dataset, str]:
     try:
         from hetload.data import MeshFolder
@@ -304,6 +325,10 @@ def main() -> None:
          copies_after_read(shards, indices, pinned_read=True), "<= 1"],
         ["ShardDataset per-sample path (before) + DataLoader(pin_memory=True)",
          copies_after_read(per_sample, indices, pinned_read=False), "<= 1"],
+        ["ShardStream batch reads + DataLoader(pin_memory=True)",
+         stream_copies_after_read(dst, "batch"), "<= 1"],
+        ["ShardStream reads='sequential' (before) + DataLoader(pin_memory=True)",
+         stream_copies_after_read(dst, "sequential"), "<= 1"],
     ]  # fmt: skip
     print()
     print(
