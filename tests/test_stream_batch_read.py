@@ -299,3 +299,18 @@ def test_a_damaged_first_npy_header_of_a_shard_is_a_named_error(tmp_path, garbag
         ShardDataset(tmp_path).__getitems__([0, 1])
     stream = ShardStream(tmp_path, batch_size=4, shuffle=False, on_error="skip")
     assert sorted(int(x) for b in stream for x in b["label"]) == list(range(1, 8))
+
+
+def test_a_damaged_sample_read_in_a_worker_reaches_the_report(tmp_path):
+    write(tmp_path, n=16, max_count=4)
+    index = ShardIndex.load(tmp_path)
+    path = tmp_path / index.shards[2].url
+    blob = bytearray(path.read_bytes())
+    blob[int(index.shards[2].offset["verts.npy"][1]) - 512] ^= 0x20  # sample 9's tar name
+    path.write_bytes(bytes(blob))
+    stream = ShardStream(tmp_path, batch_size=3, on_error="skip")
+    loader = DataLoader(stream, batch_size=None, num_workers=2)
+    labels = [int(x) for b in loader for x, again in zip(b["label"], b["is_repeat"]) if not again]
+    assert sorted(labels) == [k for k in range(16) if k != 9]
+    (entry,) = [s for s in stream.report if "000000009" in s.source]
+    assert "shard-000002.tar" in entry.source and "the index does not match" in entry.reason
