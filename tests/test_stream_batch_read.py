@@ -11,28 +11,22 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_batch_read import assert_same_batch, datasets, same_value, shard_examples
+from test_batch_read import (  # read_path: every test here runs with both batch reads
+    assert_same_batch,
+    datasets,
+    read_path,  # noqa: F401 (an autouse fixture)
+    same_value,
+    shard_examples,
+)
 from torch.utils.data import DataLoader
 
 import hetload
-from hetload.data import ShardDataset, ShardStream, batch_read
+from hetload.data import ShardDataset, ShardStream
 from hetload.data.substitute import getitems
-from hetload.ops.library import has_kernel
 from hetload.samplers.bucket_sampler import ResumeError
 from hetload.shards import ShardIndex
 from hetload.shards.writer import write_shards
 from hetload.transforms import Transform
-
-
-@pytest.fixture(autouse=True, params=["compiled", "python"])
-def read_path(request, monkeypatch):
-    """Both batch reads: the compiled kernel and the pure-Python one."""
-    if request.param == "compiled":
-        if not has_kernel("read_members_", "CPU"):
-            pytest.skip("the compiled extension is not built")
-    else:
-        monkeypatch.setattr(batch_read, "_compiled", lambda: False)
-    return request.param
 
 
 def assert_same_batches(got: list, want: list) -> None:
