@@ -170,6 +170,10 @@ class PackedSamples(Sequence):
         items (the buffer belongs to the first batch, whose index fields it may have re-based
         for that first schema)."""
         schema = DEFAULT_SCHEMA if schema is None else schema
+        if self._spoiled is not None:
+            # an earlier collate stopped half way through an in-place re-base (an index out of
+            # range): the buffer is no longer the stored samples, the fresh read is
+            return self._plain(schema)
         key = _schema_key(schema)
         if self._batch is None:
             self._batch = self._collate(schema)
