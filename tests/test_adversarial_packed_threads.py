@@ -11,6 +11,7 @@ import copy
 import gc
 import os
 import pickle
+import shutil
 import threading
 from pathlib import Path
 
@@ -391,3 +392,60 @@ def test_batches_from_workers_copied_sent_on_and_resized(shards):
     assert sums == (want["verts"].values.double().sum().item(), want["faces"].values.sum().item())
     for k, held in copies:
         assert_same_batches(held, hetload.collate(getitems(ds, batches[k])))
+
+
+def test_a_shard_replaced_while_threads_read_it(tmp_path):
+    """A shard rewritten the documented way (a new file renamed over it) while threads read it,
+    with ``max_open=1`` so that descriptors are dropped and reopened all along: every sample
+    of every batch is wholly the old or wholly the new version (one positioned read through
+    one descriptor per sample), never a mix, and the batch is the plain collate of them."""
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(1, 200, size=24).tolist()
+
+    def version(shift):
+        return [
+            {"verts": np.full((n, 3), i + shift, np.float32), "faces": np.full((n, 3), n - 1)}
+            for i, n in enumerate(sizes)
+        ]
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    write_shards(version(0.0), old, max_count=8)
+    write_shards(version(0.5), new, max_count=8)
+    # same layout: only the values differ (one index serves both)
+    a, b = ShardDataset(old), ShardDataset(new)
+    assert np.array_equal(a._end, b._end)
+    assert all(np.array_equal(a._offset[k], b._offset[k]) for k in a._offset)
+    shutil.copytree(old, tmp_path / "old-ref")
+    refs = {0.0: ShardDataset(tmp_path / "old-ref"), 0.5: ShardDataset(new)}
+    target = sorted(old.glob("shard-*.tar"))[1]
+    swaps = [sorted(new.glob("shard-*.tar"))[1].read_bytes(), target.read_bytes()]
+    stop = threading.Event()
+
+    def rewrite():
+        k = 0
+        while not stop.is_set():
+            part = target.with_suffix(".part")
+            part.write_bytes(swaps[k % 2])
+            os.replace(part, target)
+            k += 1
+
+    ds = ShardDataset(old, max_open=1, check=False)
+    batches = [list(range(i, i + 3)) for i in range(0, 24, 3)] * 4
+    writer = threading.Thread(target=rewrite, daemon=True)
+    writer.start()
+    try:
+        got = list(ThreadedLoader(ds, batches, threads=3, prefetch=4))
+    finally:
+        stop.set()
+        writer.join()
+    seen = set()
+    for batch, indices in zip(got, batches, strict=True):
+        samples = []
+        for j, i in enumerate(indices):
+            verts = batch["verts"][j].numpy()
+            shift = float(verts[0, 0]) - i if len(verts) else 0.0
+            assert shift in (0.0, 0.5)
+            seen.add(shift)
+            samples.append(refs[shift][i])
+        assert_same_batches(batch, hetload.collate(samples))
+    assert 0.0 in seen  # (shards 0 and 2 are never rewritten)
