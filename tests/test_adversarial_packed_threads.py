@@ -367,7 +367,9 @@ def test_batches_from_workers_copied_sent_on_and_resized(shards):
     batches = [list(range(i, min(i + 4, 40))) for i in range(0, 40, 4)] * 3
     before = handoff.stats()["received"]
     loader = DataLoader(ds, batch_sampler=batches, num_workers=2, collate_fn=hetload.collate)
-    ctx = mp.get_context("spawn")
+    # fork, not spawn: spawn starts multiprocessing's resource tracker, a child process that
+    # outlives the test (the resource-hygiene tests count this process's children)
+    ctx = mp.get_context("fork")
     queue, out = ctx.Queue(), ctx.Queue()
     child = ctx.Process(target=_sum_in_child, args=(queue, out), daemon=True)
     child.start()
@@ -389,6 +391,7 @@ def test_batches_from_workers_copied_sent_on_and_resized(shards):
     want = hetload.collate(getitems(ds, batches[1]))
     sums = out.get(timeout=120)
     child.join(timeout=60)
+    assert not child.is_alive()
     assert sums == (want["verts"].values.double().sum().item(), want["faces"].values.sum().item())
     for k, held in copies:
         assert_same_batches(held, hetload.collate(getitems(ds, batches[k])))
