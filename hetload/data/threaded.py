@@ -46,7 +46,9 @@ class ThreadedLoader:
         pin_memory: batches in page-locked memory (ignored, with a warning, without CUDA).
 
     ``len``, ``set_epoch`` and ``state_dict`` / ``load_state_dict`` delegate to the sampler
-    (the state counts the batches the consumer took, not those read ahead). An error while
+    (the state counts the batches the consumer took, not those read ahead: ``consumed=`` where
+    the sampler's ``state_dict`` takes it, else a deep copy of the sampler's state taken as each
+    batch is drawn, as torchdata's ``StatefulDataLoader`` keeps it). An error while
     loading a batch is raised in the consuming loop, noting the batch's indices (the error of
     a shard names the shard and the sample's key). Leaving the loop early (``break``, an
     exception) stops and joins the threads.
