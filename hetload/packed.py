@@ -329,7 +329,10 @@ _INT64_MAX = 2**63 - 1
 
 def _schema_key(schema: Schema) -> tuple[Any, ...]:
     """``schema`` as plain, comparable data (a ``Schema`` has no equality of its own, and may
-    be changed after a collate)."""
+    be changed after a collate). A subclass may decide in code of its own: only the same
+    object is the same schema (the key holds it, so its id is not reused)."""
+    if type(schema) is not Schema:
+        return (schema,)
     return (schema.unknown, tuple(sorted((n, str(f)) for n, f in schema.fields.items())))
 
 

@@ -29,7 +29,7 @@ from hetload.data import ShardDataset, ThreadedLoader, batch_read
 from hetload.data.substitute import getitems
 from hetload.ops.library import has_kernel
 from hetload.packed import PackedSamples
-from hetload.schema import DEFAULT_SCHEMA, Schema
+from hetload.schema import DEFAULT_SCHEMA, Field, Schema
 from hetload.shards.writer import write_shards
 from hetload.transforms import Transform
 
@@ -100,6 +100,30 @@ def test_two_collates_of_one_packed_batch_under_any_two_schemas(shards, read_pat
         if first == second:
             assert b[1] is a[1]
     assert_same_samples(list(packed), want)
+
+
+class FacesRagged(Schema):
+    """A schema deciding in code of its own: faces ragged when ``flat``."""
+
+    def __init__(self, flat: bool) -> None:
+        super().__init__(DEFAULT_SCHEMA.fields)
+        self.flat = flat
+
+    def field(self, name, value):
+        if self.flat and name == "faces":
+            return Field("ragged")
+        return super().field(name, value)
+
+
+def test_a_schema_subclass_is_the_same_schema_only_as_the_same_object(shards, read_path):
+    ds = ShardDataset(shards)
+    want = getitems(ShardDataset(shards), [1, 2, 4])
+    packed = ds.__getitems__([1, 2, 4])
+    first = hetload.collate(packed, FacesRagged(False))
+    second = hetload.collate(packed, FacesRagged(True))  # equal fields, other decisions
+    assert_same_batches(first, hetload.collate(want, FacesRagged(False)))
+    assert_same_batches(second, hetload.collate(want, FacesRagged(True)))
+    assert second["faces"].index_base is None
 
 
 def test_packed_samples_used_as_a_list(shards, read_path):
