@@ -17,7 +17,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdint>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "pad_host.h"
@@ -92,6 +94,12 @@ bool name_matches(const unsigned char* h, const unsigned char* name, int64_t len
   return true;
 }
 
+// [at, at + len) lies inside [0, total), computed without overflow for any int64 inputs (an
+// inconsistent table must raise, never wrap around into an address outside the tensor).
+bool fits(int64_t at, int64_t len, int64_t total) {
+  return at >= 0 && len >= 0 && at <= total && len <= total - at;
+}
+
 bool size_matches(const unsigned char* h, int64_t size) {
   char digits[16];
   std::snprintf(digits, sizeof(digits), "%011llo", static_cast<unsigned long long>(size));
@@ -105,6 +113,22 @@ bool rebase_member(unsigned char* p, int64_t bytes, int64_t base, int64_t count)
                        bytes / static_cast<int64_t>(sizeof(T)), base, count);
 }
 
+// An index member's re-base must be one the loops can do without wrapping: width int32 or int64,
+// a count >= 0, every packed index (base + count - 1) representable, the data aligned to the
+// width. Checked before anything is read (an inconsistent table raises, never gives wrong data).
+void check_rebase(const int64_t* row, const unsigned char* p, int64_t m) {
+  const int64_t base = row[kBase], item = row[kItem], cnt = row[kCount];
+  const int64_t top = item == 4 ? std::numeric_limits<int32_t>::max()
+                                : std::numeric_limits<int64_t>::max();
+  // (a sample with no target rows may sit past the last one: any index it holds is refused)
+  STD_TORCH_CHECK((item == 4 || item == 8) && cnt >= 0 &&
+                      (cnt == 0 || (base <= top && cnt - 1 <= top - base)),
+                  kRead, ": member ", m, " has a re-base (base ", base, ", count ", cnt,
+                  ", width ", item, ") outside its index width");
+  STD_TORCH_CHECK(reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(item) == 0, kRead,
+                  ": member ", m, "'s index data is not aligned to its width");
+}
+
 int64_t read_members_(Tensor buffer, Tensor scratch, Tensor spans, Tensor members, Tensor names,
                       Tensor expect, Tensor json) {
   for (const Tensor* t : {&buffer, &scratch, &names, &expect}) {
@@ -113,14 +137,15 @@ int64_t read_members_(Tensor buffer, Tensor scratch, Tensor spans, Tensor member
                     kRead, ": buffer, scratch, names and expect must be contiguous uint8 [n]");
   }
   STD_TORCH_CHECK(spans.scalar_type() == ScalarType::Long && spans.dim() == 2 &&
-                      spans.size(1) == 3 && spans.is_contiguous(),
+                      spans.size(1) == 3 && spans.is_contiguous() && spans.is_cpu(),
                   kRead, ": spans must be a contiguous int64 [B, 3] (start, end, fd)");
   STD_TORCH_CHECK(members.scalar_type() == ScalarType::Long && members.dim() == 2 &&
-                      members.size(1) == kCols && members.is_contiguous(),
+                      members.size(1) == kCols && members.is_contiguous() && members.is_cpu(),
                   kRead, ": members must be a contiguous int64 [M, ", int64_t{kCols}, "]");
   const int64_t batch = spans.size(0);
   STD_TORCH_CHECK(json.scalar_type() == ScalarType::Long && json.dim() == 2 &&
-                      json.size(0) == batch && json.size(1) == 2 && json.is_contiguous(),
+                      json.size(0) == batch && json.size(1) == 2 && json.is_contiguous() &&
+                      json.is_cpu(),
                   kRead, ": json must be a contiguous int64 [B, 2]");
   const int64_t* span = static_cast<const int64_t*>(spans.const_data_ptr());
   const int64_t* mem = static_cast<const int64_t*>(members.const_data_ptr());
@@ -148,7 +173,7 @@ int64_t read_members_(Tensor buffer, Tensor scratch, Tensor spans, Tensor member
     headers.clear();
     int64_t cur = start;
     auto to_scratch = [&](int64_t len) {
-      STD_TORCH_CHECK(pos + len <= scr_len, kRead, ": scratch holds ", scr_len,
+      STD_TORCH_CHECK(fits(pos, len, scr_len), kRead, ": scratch holds ", scr_len,
                       " bytes, sample ", j, " needs more");
       if (len > 0) iov.push_back({scr + pos, static_cast<size_t>(len)});
       pos += len;
@@ -156,7 +181,16 @@ int64_t read_members_(Tensor buffer, Tensor scratch, Tensor spans, Tensor member
     for (; m < count && mem[m * kCols + kSample] == j; ++m) {
       const int64_t* row = mem + m * kCols;
       const int64_t offset = row[kOffset], size = row[kSize], npy = row[kNpyLen];
-      if (offset - kBlock < cur || size < 0 || offset + size > end) return j * 8 + kLayout;
+      // (cur >= start >= 0 and offset >= cur: no difference below overflows)
+      if (offset < cur || offset - cur < kBlock || size < 0 || offset > end ||
+          size > end - offset) {
+        return j * 8 + kLayout;
+      }
+      // the table's own positions are checked before any read, whatever the file holds
+      STD_TORCH_CHECK(fits(row[kNameAt], row[kNameLen], names_len), kRead, ": member ", m,
+                      "'s name is outside names");
+      STD_TORCH_CHECK(npy < 0 || fits(row[kExpectAt], npy, expect_len), kRead, ": member ", m,
+                      "'s .npy header is outside expect");
       const int64_t gap = offset - cur;  // other bytes, padding, then this member's tar header
       to_scratch(gap);
       headers.push_back(pos - kBlock);
@@ -170,9 +204,10 @@ int64_t read_members_(Tensor buffer, Tensor scratch, Tensor spans, Tensor member
         if (npy > size) return j * 8 + kLayout;
         to_scratch(npy);
         const int64_t dst = row[kDst], data = size - npy;
-        STD_TORCH_CHECK(dst >= 0 && dst + data <= buf_len, kRead, ": member ", m, " of sample ",
+        STD_TORCH_CHECK(fits(dst, data, buf_len), kRead, ": member ", m, " of sample ",
                         j, " does not fit the buffer");
         if (data > 0) iov.push_back({buf + dst, static_cast<size_t>(data)});
+        if (row[kBase] >= 0) check_rebase(row, buf + dst, m);
       }
       cur = offset + size;
     }
@@ -186,15 +221,11 @@ int64_t read_members_(Tensor buffer, Tensor scratch, Tensor spans, Tensor member
       const int64_t* row = mem + k * kCols;
       const unsigned char* h = scr + headers[k - first];
       const int64_t name_at = row[kNameAt], name_len = row[kNameLen];
-      STD_TORCH_CHECK(name_at >= 0 && name_len >= 0 && name_at + name_len <= names_len, kRead,
-                      ": member ", k, "'s name is outside names");
       if (!name_matches(h, name_blob + name_at, name_len)) return j * 8 + kName;
       if (!size_matches(h, row[kSize])) return j * 8 + kSizeField;
       const int64_t npy = row[kNpyLen];
       if (npy < 0) continue;
       const int64_t at = row[kExpectAt];
-      STD_TORCH_CHECK(at >= 0 && at + npy <= expect_len, kRead, ": member ", k,
-                      "'s .npy header is outside expect");
       if (std::memcmp(h + kBlock, expect_blob + at, static_cast<size_t>(npy)) != 0) {
         return j * 8 + kNpy;
       }

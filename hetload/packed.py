@@ -96,6 +96,8 @@ class PackedSamples(Sequence):
         self._reread = reread
         self._bytes = buffer.numpy()
         self._batch: HeteroBatch | None = None
+        # the schema (as plain data) self._batch was collated under
+        self._batch_schema: tuple[Any, ...] | None = None
         # per index field collated in place: the base each sample's indices were shifted by
         self._shifted: dict[str, list[int]] = {}
         # set when an in-place rebase stopped half way: items then come from a fresh read
@@ -120,8 +122,10 @@ class PackedSamples(Sequence):
                 continue
             array = field.array(self._bytes, j).copy()
             shift = self._shifted.get(name)
-            if shift is not None and shift[j]:
-                array -= np.asarray(shift[j], dtype=array.dtype)
+            if shift is not None and shift[j] and array.size:
+                # the base in the index dtype's wrapping arithmetic, as it was added (a sample
+                # with no target rows may sit at a base past the dtype: its array is empty)
+                array -= np.array(shift[j], dtype=np.int64).astype(array.dtype)
             sample[name] = array
         return sample
 
@@ -161,11 +165,23 @@ class PackedSamples(Sequence):
     # ------------------------------------------------------------------------------ collate
     def collate(self, schema: Schema | None = None) -> HeteroBatch:
         """The :class:`~hetload.HeteroBatch` ``hetload.collate(list(self), schema)`` returns,
-        built around the buffer (called by :func:`hetload.collate`; a second call returns the
-        same batch)."""
+        built around the buffer (called by :func:`hetload.collate`). A second call under the
+        same schema returns the same batch; under another schema, the plain ``collate`` of the
+        items (the buffer belongs to the first batch, whose index fields it may have re-based
+        for that first schema)."""
+        schema = DEFAULT_SCHEMA if schema is None else schema
+        if self._spoiled is not None:
+            # an earlier collate stopped half way through an in-place re-base (an index out of
+            # range): the buffer is no longer the stored samples, the fresh read is
+            return self._plain(schema)
+        key = _schema_key(schema)
         if self._batch is None:
-            self._batch = self._collate(DEFAULT_SCHEMA if schema is None else schema)
-        return self._batch
+            self._batch = self._collate(schema)
+            self._batch_schema = key
+            return self._batch
+        if key == self._batch_schema:
+            return self._batch
+        return self._plain(schema)
 
     def _plain(self, schema: Schema) -> HeteroBatch:
         from hetload.collate import collate
@@ -255,6 +271,10 @@ class PackedSamples(Sequence):
         shapes = [s for s in field.shapes if s is not None]
         if any(len(s) == 0 for s in shapes) or not dtype.isnative or dtype.kind not in "biufc":
             return False
+        if sum(s[0] for s in shapes) > _INT64_MAX:
+            # rows past int64 (e.g. [2**62, 0] arrays): no offsets can hold them; the plain
+            # collate's error, not an overflow inside torch
+            return False
         torch_dtype = _torch_dtype(dtype)
         if torch_dtype is None:
             return False
@@ -302,6 +322,18 @@ class PackedSamples(Sequence):
             max_len=max(lengths),
             validate=False,
         )
+
+
+_INT64_MAX = 2**63 - 1
+
+
+def _schema_key(schema: Schema) -> tuple[Any, ...]:
+    """``schema`` as plain, comparable data (a ``Schema`` has no equality of its own, and may
+    be changed after a collate). A subclass may decide in code of its own: only the same
+    object is the same schema (the key holds it, so its id is not reused)."""
+    if type(schema) is not Schema:
+        return (schema,)
+    return (schema.unknown, tuple(sorted((n, str(f)) for n, f in schema.fields.items())))
 
 
 _TORCH_DTYPES: dict[np.dtype, torch.dtype | None] = {}

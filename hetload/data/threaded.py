@@ -11,6 +11,7 @@ read for its arrays).
 
 from __future__ import annotations
 
+import copy
 import inspect
 import warnings
 from collections import deque
@@ -45,7 +46,9 @@ class ThreadedLoader:
         pin_memory: batches in page-locked memory (ignored, with a warning, without CUDA).
 
     ``len``, ``set_epoch`` and ``state_dict`` / ``load_state_dict`` delegate to the sampler
-    (the state counts the batches the consumer took, not those read ahead). An error while
+    (the state counts the batches the consumer took, not those read ahead: ``consumed=`` where
+    the sampler's ``state_dict`` takes it, else a deep copy of the sampler's state taken as each
+    batch is drawn, as torchdata's ``StatefulDataLoader`` keeps it). An error while
     loading a batch is raised in the consuming loop, noting the batch's indices (the error of
     a shard names the shard and the sample's key). Leaving the loop early (``break``, an
     exception) stops and joins the threads.
@@ -82,6 +85,9 @@ class ThreadedLoader:
         self._base = 0
         self._consumed = 0
         self._resuming = False
+        # for a sampler whose state_dict takes no ``consumed``: its state right after drawing
+        # the last batch the consumer took (None: ask the sampler, nothing is read ahead)
+        self._state: dict[str, Any] | None = None
 
     #: as ``DataLoader.num_workers``: no worker process (batches come in order, read in this
     #: process), so a sampler's or stream's resume arithmetic is that of ``num_workers=0``
@@ -103,8 +109,12 @@ class ThreadedLoader:
         state_dict = getattr(self.batch_sampler, "state_dict", None)
         if state_dict is None:
             raise TypeError(f"{type(self.batch_sampler).__name__} keeps no state (state_dict)")
-        if "consumed" in inspect.signature(state_dict).parameters:
+        if _takes_consumed(state_dict):
             return state_dict(consumed=self._base + self._consumed)
+        if self._state is not None:
+            # the sampler itself has moved on by the batches read ahead: its state as it was
+            # when the last consumed batch was drawn (as torchdata's StatefulDataLoader keeps)
+            return copy.deepcopy(self._state)
         return state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -114,6 +124,7 @@ class ThreadedLoader:
         self._base = int(consumed)
         self._consumed = 0
         self._resuming = True
+        self._state = None
 
     def _load(self, indices: Sequence[int]) -> Any:
         into = getattr(self.dataset, "_getitems_into", None)
@@ -134,8 +145,13 @@ class ThreadedLoader:
         # a new epoch starts at 0; the first iteration after load_state_dict at its step
         self._base = self._base if self._resuming else 0
         self._consumed, self._resuming = 0, False
+        # a sampler without ``consumed``: snapshot its state as each batch is drawn
+        snapshot = getattr(self.batch_sampler, "state_dict", None)
+        if snapshot is not None and _takes_consumed(snapshot):
+            snapshot = None
+        self._state = None if snapshot is None else copy.deepcopy(snapshot())
         pool = ThreadPoolExecutor(self.threads, thread_name_prefix="hetload-reader")
-        pending: deque[tuple[Sequence[int], Future]] = deque()
+        pending: deque[tuple[Sequence[int], Future, Any]] = deque()
         batches = iter(self.batch_sampler)
         try:
             while True:
@@ -144,10 +160,12 @@ class ThreadedLoader:
                     indices = next(batches, None)
                     if indices is None:
                         break
-                    pending.append((indices, pool.submit(self._load, indices)))
+                    state = None if snapshot is None else copy.deepcopy(snapshot())
+                    pending.append((indices, pool.submit(self._load, indices), state))
                 if not pending:
+                    self._state = None  # drawn to the end: the sampler's own state is exact
                     return
-                indices, future = pending.popleft()
+                indices, future, state = pending.popleft()
                 try:
                     batch = future.result()
                 except Exception as exc:
@@ -155,9 +173,11 @@ class ThreadedLoader:
                     exc.add_note(f"ThreadedLoader: while loading the batch of samples {shown}")
                     raise
                 self._consumed += 1
+                if snapshot is not None:
+                    self._state = state
                 yield batch
         finally:
-            for _, future in pending:
+            for _, future, _ in pending:
                 future.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -166,3 +186,11 @@ class ThreadedLoader:
             f"ThreadedLoader({type(self.dataset).__name__}, threads={self.threads}, "
             f"prefetch={self.prefetch}, pin_memory={self.pin_memory})"
         )
+
+
+def _takes_consumed(state_dict: Callable[..., Any]) -> bool:
+    """Whether a sampler's ``state_dict`` takes ``consumed=`` (the batches the loop used)."""
+    try:
+        return "consumed" in inspect.signature(state_dict).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
