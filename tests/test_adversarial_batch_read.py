@@ -15,13 +15,12 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import tokenize
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 from test_batch_read import assert_same_samples, same_value, shard_examples
 
@@ -71,10 +70,9 @@ def assert_same_batches(a: hetload.HeteroBatch, b: hetload.HeteroBatch) -> None:
         assert same_value(a.present(name), b.present(name)), name
 
 
-def assert_as_per_sample(root, indices, on_error="raise", schema=None, known=()) -> str:
+def assert_as_per_sample(root, indices, on_error="raise", schema=None) -> str:
     """The fast path over ``root`` equals the per-sample path, down to the error; returns
-    ``"packed"``, ``"list"`` (the batch read declined), ``"refused"`` (the index itself), or
-    ``"known"`` where the fast path raised one of ``known`` (a defect with its own xfail)."""
+    ``"packed"``, ``"list"`` (the batch read declined) or ``"refused"`` (the index itself)."""
     made = outcome(lambda: ShardDataset(root, on_error=on_error, check=False))
     if made[0] == "raise":  # an index refused at load: no path reads it (named in the message)
         assert made[1] is not None and ("index" in made[2] or "shard" in made[2]), made
@@ -82,8 +80,6 @@ def assert_as_per_sample(root, indices, on_error="raise", schema=None, known=())
     ds = made[1]
     ref = ShardDataset(root, on_error=on_error, check=False)
     got = outcome(lambda: ds.__getitems__(indices))
-    if got[0] == "raise" and issubclass(got[1], known):
-        return "known"
     want = outcome(lambda: getitems(ref, indices))
     assert got[0] == want[0], (got, want)
     if want[0] == "raise":
@@ -570,7 +566,6 @@ def test_runs_of_bytes_overwritten_anywhere(tmp_path_factory, runs, cut, on_erro
     """Beyond one flipped byte: several runs of bytes overwritten anywhere in a shard (tar
     headers, padding, .npy headers, data, .json), the shard maybe cut short: the batch read
     gives the per-sample path's samples, batch or error, with both reads."""
-    known = (tokenize.TokenError,)
     root = tmp_path_factory.mktemp("runs")
     index = write_shards(meshes(seed, sizes=(4, 7, 0, 5, 9, 1, 30, 2)), root, max_count=5)
     path = root / index.shards[0].url
@@ -586,9 +581,7 @@ def test_runs_of_bytes_overwritten_anywhere(tmp_path_factory, runs, cut, on_erro
         if not compiled:
             batch_read._compiled = lambda: False
         try:
-            # (an unclosed bracket in a shard's first .npy header: the xfail test below)
-            kind = assert_as_per_sample(root, [4, 0, 2, 1, 6, 5, 3, 7], on_error, known=known)
-            assume(kind != "known")
+            assert_as_per_sample(root, [4, 0, 2, 1, 6, 5, 3, 7], on_error)
         finally:
             batch_read._compiled = original
 
@@ -605,14 +598,11 @@ def test_a_sample_of_more_members_than_one_preadv_takes(tmp_path, read_path):
     assert_as_per_sample(tmp_path, [0, 1, 2, 1])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="batch_read._field_info lets numpy's header parser raise tokenize.TokenError (an "
-    "unclosed bracket in a shard's first .npy header of a field): it escapes read_batch, so "
-    "every batch of that shard raises it instead of the per-sample path's result",
-)
 @pytest.mark.parametrize("on_error", ["raise", "skip"])
 def test_an_unparsable_first_npy_header_of_a_shard(tmp_path, read_path, on_error):
+    """Regression: numpy's header parser raised tokenize.TokenError (an unclosed bracket in a
+    shard's first .npy header of a field), escaping read_batch for every batch of the shard;
+    the batch read now parses it as the per-sample path does."""
     index = write_shards([{"verts": np.zeros((3, 3), np.float32)}] * 3, tmp_path)
     path = tmp_path / index.shards[0].url
     blob = bytearray(path.read_bytes())

@@ -212,3 +212,15 @@ def test_large_tensors_start_at_a_page_multiple_and_every_one_is_aligned():
     assert offsets[1] % 4096 == 0 and offsets[3] % 4096 == 0
     ends = [o + int(np.prod(s)) * d.itemsize for o, s, d in plan.slots]
     assert all(e <= o for e, o in zip(ends, offsets[1:])) and ends[-1] <= plan.nbytes
+
+
+def test_rows_past_int64_are_a_named_error():
+    """Regression: samples of rows but no bytes ([2**62 - 1, 0] each) summed past int64 raised
+    torch's bare "Overflow when unpacking long long" from deep inside the batch's carving."""
+    huge = np.zeros((2**62 - 1, 0), np.uint8)
+    with pytest.raises(ValueError, match=r"field 'x': \d+ rows in all .* int64 offsets"):
+        hl.collate([{"x": huge}] * 3)
+    faces = np.zeros((2**62 - 1, 0), np.int8)
+    verts = np.zeros((3, 3), np.float32)
+    with pytest.raises(ValueError, match=r"field 'faces': \d+ rows in all"):
+        hl.collate([{"verts": verts, "faces": faces}] * 3)

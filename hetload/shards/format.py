@@ -22,6 +22,7 @@ import json
 import math
 import numbers
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,10 @@ __all__ = [
 BLOCK = 512
 _FIELD_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 _NPY_MAGIC = b"\x93NUMPY"
+#: ast.literal_eval, one thread at a time
+_AST_LOCK = threading.Lock()
+#: " at 0x7f..." in a repr
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 # the header numpy writes for plain dtypes; anything else goes through ast.literal_eval
 _NPY_HEADER = re.compile(
     r"^\{'descr': '([<>|=]?[a-zA-Z]\d*)', 'fortran_order': (True|False), "
@@ -139,11 +144,14 @@ def read_npy_header(
             descr, fortran = match.group(1), match.group(2) == "True"
             shape = tuple(int(n) for n in match.group(3).split(",") if n.strip())
         else:
-            header = ast.literal_eval(text)
+            with _AST_LOCK:  # CPython 3.11's AST state is shared by threads (cpython#106905)
+                header = ast.literal_eval(text)
             descr, fortran, shape = header["descr"], header["fortran_order"], header["shape"]
         dtype = np.dtype(np.lib.format.descr_to_dtype(descr))
     except (ValueError, SyntaxError, KeyError, TypeError, MemoryError, RecursionError) as exc:
-        raise ShardError(shard, member, f"bad .npy header ({type(exc).__name__}: {exc})") from None
+        # (without object addresses: the same damage gives the same report text)
+        reason = _ADDRESS.sub("", f"{type(exc).__name__}: {exc}")
+        raise ShardError(shard, member, f"bad .npy header ({reason})") from None
     if dtype.hasobject:
         raise ShardError(shard, member, f"dtype {dtype} would need pickle, which is refused")
     if not isinstance(shape, tuple) or not all(
