@@ -9,8 +9,10 @@ and the host copies of the array bytes from the shard file to a pinned batch.
 One run generates (or reuses) a dataset of OBJ meshes with log-normal vertex counts, preprocesses
 it into shards with ``hetload preprocess``, then times each loader
 (``DataLoader(num_workers=2, persistent_workers=True, collate_fn=hetload.collate)``, batches of
-16 samples) for ``--repeats`` rounds after one warm-up epoch (in each round every loader runs
-one epoch in turn, so the load of a shared machine weighs on all alike), and the raw sequential
+16 samples; and with the README's usage, ``BucketBatchSampler(sizes, max_tokens=262_144)``
+batches of ~74 samples here, fresh every round) for ``--repeats`` rounds after one warm-up
+epoch (in each round every loader runs one epoch in turn, so the load of a shared machine weighs
+on all alike), and the raw sequential
 read of the shard files in this process. Prints medians: samples/s, points/s (vertex rows), MB/s
 (bytes of the files the loader reads), and the ratios the targets are about: shards vs
 MeshFolder, and shard loaders vs the raw read.
@@ -39,9 +41,12 @@ from hetload.cli._table import format_table
 from hetload.data import ShardDataset, ShardStream, ThreadedLoader
 from hetload.data.substitute import getitems
 from hetload.packed import PackedSamples
+from hetload.samplers import BucketBatchSampler
 from hetload.shards.preprocess import preprocess
 
 BATCH = 16
+#: the README's usage: BucketBatchSampler(ds.sizes, max_tokens=262_144) (~74 samples a batch here)
+BUDGET = 262_144
 
 
 def write_dataset(root: Path, n: int, seed: int) -> None:
@@ -221,6 +226,33 @@ def main() -> None:
             persistent_workers=workers > 0,
         )
 
+    samplers: list[BucketBatchSampler] = []  # set to each round's epoch: fresh batches
+
+    def readme(dataset: Dataset, workers: int) -> DataLoader:
+        # the README's quick start: token-budget batches from the bucket sampler
+        sampler = BucketBatchSampler(dataset.sizes, max_tokens=BUDGET, seed=0)
+        samplers.append(sampler)
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=hetload.collate,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
+
+    def readme_threaded(dataset: Dataset, threads: int) -> ThreadedLoader:
+        sampler = BucketBatchSampler(dataset.sizes, max_tokens=BUDGET, seed=0)
+        samplers.append(sampler)
+        return ThreadedLoader(dataset, sampler, threads=threads)
+
+    def readme_stream(workers: int) -> DataLoader:
+        return DataLoader(
+            ShardStream(dst, max_tokens=BUDGET, seed=0),
+            None,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
+
     w = args.workers
     names = {
         "ds_w": f"ShardDataset, {w} workers",
@@ -233,6 +265,11 @@ def main() -> None:
         "sq_w": f"ShardStream reads='sequential' (before), {w} workers",
         "folder": f"{folder_name}, {w} workers",
         "memory": f"in-memory samples, {w} workers (the collate+IPC ceiling)",
+        "r_ds_w": f"README usage (bucket batches): ShardDataset, {w} workers",
+        "r_ds_0": "README usage (bucket batches): ShardDataset, in the main process",
+        "r_thr": f"README usage (bucket batches): ShardDataset, ThreadedLoader({w} threads)",
+        "r_st_w": f"README usage (bucket batches): ShardStream(max_tokens), {w} workers",
+        "r_folder": f"README usage (bucket batches): {folder_name}, {w} workers",
     }
     loaders = {
         names["memory"]: (map_style(memory, w), 0),
@@ -245,6 +282,11 @@ def main() -> None:
         names["ps_0"]: (map_style(per_sample, 0), shard_bytes),
         names["st_0"]: (stream(0), shard_bytes),
         names["sq_w"]: (stream(w, "sequential"), shard_bytes),
+        names["r_folder"]: (readme(folder, w), obj_bytes),
+        names["r_ds_w"]: (readme(shards, w), shard_bytes),
+        names["r_thr"]: (readme_threaded(shards, w), shard_bytes),
+        names["r_st_w"]: (readme_stream(w), shard_bytes),
+        names["r_ds_0"]: (readme(shards, 0), shard_bytes),
     }
     # round robin: every loader's epochs spread over the same stretch of time, so the load of
     # this shared machine weighs on all of them alike (one warm-up epoch each first)
@@ -253,8 +295,10 @@ def main() -> None:
         epoch(loader)
     runs: dict[str, list[tuple[float, int, int]]] = {name: [] for name in loaders}
     raw_runs = []
-    for _ in tqdm(range(args.repeats), desc="rounds", leave=False):
+    for r in tqdm(range(args.repeats), desc="rounds", leave=False):
         raw_runs.append(raw_read(shard_paths))
+        for sampler in samplers:
+            sampler.set_epoch(r + 1)  # (the warm-up ran epoch 0)
         for name, (loader, _) in loaders.items():
             runs[name].append(epoch(loader))
     raw = statistics.median(raw_runs)
@@ -314,6 +358,24 @@ def main() -> None:
             "-",
         ],
         ["ShardDataset in-process / raw read MB/s", raw * rate("ds_0"), "-"],
+        # the same targets with the README's usage (BucketBatchSampler, max_tokens=262,144)
+        [
+            "README usage: ShardDataset 2 workers / its own in-process rate",
+            rate("r_ds_w") / rate("r_ds_0"),
+            ">= 1.5",
+        ],
+        ["README usage: ShardDataset 2 workers / raw read MB/s", raw * rate("r_ds_w"), ">= 0.5"],
+        [
+            "README usage: ShardDataset 2 workers x MeshFolder 2 workers",
+            rate("r_ds_w") / rate("r_folder"),
+            ">= 20",
+        ],
+        [
+            "README usage: ShardStream 2 workers / ShardDataset 2 workers",
+            rate("r_st_w") / rate("r_ds_w"),
+            ">= 0.8",
+        ],
+        ["README usage: ThreadedLoader / raw read MB/s", raw * rate("r_thr"), "-"],
     ]
     print()
     print(format_table(["ratio", "value", "target"], ratios))
