@@ -200,54 +200,36 @@ def main() -> None:
     per_sample = PerSample(dst)
     memory = InMemory(shards)
 
-    def map_style(dataset: Dataset, workers: int) -> DataLoader:
+    samplers: list[BucketBatchSampler] = []  # set to each round's epoch: fresh batches
+
+    def batches(dataset: Dataset, bucketed: bool):
+        """Fixed batches of BATCH shuffled samples, or the README's bucket batches."""
+        if not bucketed:
+            return torch.utils.data.BatchSampler(
+                torch.utils.data.RandomSampler(dataset), BATCH, drop_last=False
+            )
+        sampler = BucketBatchSampler(dataset.sizes, max_tokens=BUDGET, seed=0)
+        samplers.append(sampler)
+        return sampler
+
+    def map_style(dataset: Dataset, workers: int, bucketed: bool = False) -> DataLoader:
         # persistent workers and an untimed warm-up epoch: a long training run's steady state
         return DataLoader(
             dataset,
-            BATCH,
-            shuffle=True,
+            batch_sampler=batches(dataset, bucketed),
             collate_fn=hetload.collate,
             num_workers=workers,
             persistent_workers=workers > 0,
         )
 
-    def threaded(dataset: Dataset, threads: int) -> ThreadedLoader:
-        # the batches of a shuffled DataLoader (same sampler), read by threads of this process
-        sampler = torch.utils.data.BatchSampler(
-            torch.utils.data.RandomSampler(dataset), BATCH, drop_last=False
-        )
-        return ThreadedLoader(dataset, sampler, threads=threads)
+    def threaded(dataset: Dataset, threads: int, bucketed: bool = False) -> ThreadedLoader:
+        # the same batches as map_style, read by threads of this process
+        return ThreadedLoader(dataset, batches(dataset, bucketed), threads=threads)
 
-    def stream(workers: int, reads: str = "batch") -> DataLoader:
+    def stream(workers: int, reads: str = "batch", bucketed: bool = False) -> DataLoader:
+        batching = {"max_tokens": BUDGET} if bucketed else {"batch_size": BATCH}
         return DataLoader(
-            ShardStream(dst, batch_size=BATCH, seed=0, reads=reads),
-            None,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-        )
-
-    samplers: list[BucketBatchSampler] = []  # set to each round's epoch: fresh batches
-
-    def readme(dataset: Dataset, workers: int) -> DataLoader:
-        # the README's quick start: token-budget batches from the bucket sampler
-        sampler = BucketBatchSampler(dataset.sizes, max_tokens=BUDGET, seed=0)
-        samplers.append(sampler)
-        return DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            collate_fn=hetload.collate,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-        )
-
-    def readme_threaded(dataset: Dataset, threads: int) -> ThreadedLoader:
-        sampler = BucketBatchSampler(dataset.sizes, max_tokens=BUDGET, seed=0)
-        samplers.append(sampler)
-        return ThreadedLoader(dataset, sampler, threads=threads)
-
-    def readme_stream(workers: int) -> DataLoader:
-        return DataLoader(
-            ShardStream(dst, max_tokens=BUDGET, seed=0),
+            ShardStream(dst, seed=0, reads=reads, **batching),
             None,
             num_workers=workers,
             persistent_workers=workers > 0,
@@ -282,11 +264,11 @@ def main() -> None:
         names["ps_0"]: (map_style(per_sample, 0), shard_bytes),
         names["st_0"]: (stream(0), shard_bytes),
         names["sq_w"]: (stream(w, "sequential"), shard_bytes),
-        names["r_folder"]: (readme(folder, w), obj_bytes),
-        names["r_ds_w"]: (readme(shards, w), shard_bytes),
-        names["r_thr"]: (readme_threaded(shards, w), shard_bytes),
-        names["r_st_w"]: (readme_stream(w), shard_bytes),
-        names["r_ds_0"]: (readme(shards, 0), shard_bytes),
+        names["r_folder"]: (map_style(folder, w, bucketed=True), obj_bytes),
+        names["r_ds_w"]: (map_style(shards, w, bucketed=True), shard_bytes),
+        names["r_thr"]: (threaded(shards, w, bucketed=True), shard_bytes),
+        names["r_st_w"]: (stream(w, bucketed=True), shard_bytes),
+        names["r_ds_0"]: (map_style(shards, 0, bucketed=True), shard_bytes),
     }
     # round robin: every loader's epochs spread over the same stretch of time, so the load of
     # this shared machine weighs on all of them alike (one warm-up epoch each first)
@@ -333,50 +315,35 @@ def main() -> None:
         return 1.0 / seconds[names[key]]
 
     # the issue's targets, side by side
+    def targets(label: str, ds_w: str, ds_0: str, folder: str, st_w: str) -> list[list]:
+        """The issue's four loader targets for one way of batching."""
+        return [
+            [f"{label}ShardDataset 2 workers / its own in-process rate",
+             rate(ds_w) / rate(ds_0), ">= 1.5"],
+            [f"{label}ShardDataset 2 workers / raw read MB/s", raw * rate(ds_w), ">= 0.5"],
+            [f"{label}ShardDataset 2 workers x MeshFolder 2 workers",
+             rate(ds_w) / rate(folder), ">= 20"],
+            [f"{label}ShardStream 2 workers / ShardDataset 2 workers",
+             rate(st_w) / rate(ds_w), ">= 0.8"],
+        ]  # fmt: skip
+
     ratios = [
-        ["ShardDataset 2 workers / its own in-process rate", rate("ds_w") / rate("ds_0"), ">= 1.5"],
-        ["ShardDataset 2 workers / raw read MB/s", raw * rate("ds_w"), ">= 0.5"],
-        ["ShardDataset 2 workers x MeshFolder 2 workers", rate("ds_w") / rate("folder"), ">= 20"],
-        ["ShardStream 2 workers / ShardDataset 2 workers", rate("st_w") / rate("ds_w"), ">= 0.8"],
+        *targets("", "ds_w", "ds_0", "folder", "st_w"),
         ["ShardStream in-process / ShardDataset in-process", rate("st_0") / rate("ds_0"), ">= 0.8"],
-        [
-            "ShardStream batch reads / sequential reads, 2 workers (after/before)",
-            rate("st_w") / rate("sq_w"),
-            "-",
-        ],
+        ["ShardStream batch reads / sequential reads, 2 workers (after/before)",
+         rate("st_w") / rate("sq_w"), "-"],
         ["ThreadedLoader / ShardDataset 2 workers", rate("thr") / rate("ds_w"), "-"],
         ["ThreadedLoader / raw read MB/s", raw * rate("thr"), ">= 0.5"],
         ["ThreadedLoader x MeshFolder 2 workers", rate("thr") / rate("folder"), ">= 20"],
-        [
-            "batch reads / per-sample path, 2 workers (after/before)",
-            rate("ds_w") / rate("ps_w"),
-            "-",
-        ],
-        [
-            "batch reads / per-sample path, in-process (after/before)",
-            rate("ds_0") / rate("ps_0"),
-            "-",
-        ],
+        ["batch reads / per-sample path, 2 workers (after/before)",
+         rate("ds_w") / rate("ps_w"), "-"],
+        ["batch reads / per-sample path, in-process (after/before)",
+         rate("ds_0") / rate("ps_0"), "-"],
         ["ShardDataset in-process / raw read MB/s", raw * rate("ds_0"), "-"],
         # the same targets with the README's usage (BucketBatchSampler, max_tokens=262,144)
-        [
-            "README usage: ShardDataset 2 workers / its own in-process rate",
-            rate("r_ds_w") / rate("r_ds_0"),
-            ">= 1.5",
-        ],
-        ["README usage: ShardDataset 2 workers / raw read MB/s", raw * rate("r_ds_w"), ">= 0.5"],
-        [
-            "README usage: ShardDataset 2 workers x MeshFolder 2 workers",
-            rate("r_ds_w") / rate("r_folder"),
-            ">= 20",
-        ],
-        [
-            "README usage: ShardStream 2 workers / ShardDataset 2 workers",
-            rate("r_st_w") / rate("r_ds_w"),
-            ">= 0.8",
-        ],
+        *targets("README usage: ", "r_ds_w", "r_ds_0", "r_folder", "r_st_w"),
         ["README usage: ThreadedLoader / raw read MB/s", raw * rate("r_thr"), "-"],
-    ]
+    ]  # fmt: skip
     print()
     print(format_table(["ratio", "value", "target"], ratios))
     indices = list(range(min(BATCH, len(shards))))

@@ -43,3 +43,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(params=["compiled", "python"])
+def read_path(request, monkeypatch) -> str:
+    """Both batch reads of a ShardDataset: the compiled kernel (cuda/read_cpu.cpp) and the
+    pure-Python one it replaces where the extension is absent (``pytestmark =
+    pytest.mark.usefixtures("read_path")`` runs a whole module with both)."""
+    from hetload.data import batch_read
+    from hetload.ops.library import has_kernel
+
+    if request.param == "compiled":
+        if not has_kernel("read_members_", "CPU"):
+            pytest.skip("the compiled extension is not built")
+    else:
+        monkeypatch.setattr(batch_read, "_compiled", lambda: False)
+    return request.param

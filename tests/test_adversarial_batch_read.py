@@ -35,17 +35,6 @@ from hetload.shards.writer import write_shards
 COMPILED = has_kernel("read_members_", "CPU")
 
 
-@pytest.fixture(params=["compiled", "python"])
-def read_path(request, monkeypatch):
-    """Both batch reads: the compiled kernel and the pure-Python one it replaces."""
-    if request.param == "compiled":
-        if not COMPILED:
-            pytest.skip("the compiled extension is not built")
-    else:
-        monkeypatch.setattr(batch_read, "_compiled", lambda: False)
-    return request.param
-
-
 def outcome(fn):
     """``("ok", value)`` or ``("raise", type, message)`` (object addresses in the message,
     which Python's ``ast`` errors quote, left out)."""

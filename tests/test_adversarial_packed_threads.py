@@ -27,21 +27,10 @@ from torch.utils.data import DataLoader
 import hetload
 from hetload.data import ShardDataset, ThreadedLoader, batch_read
 from hetload.data.substitute import getitems
-from hetload.ops.library import has_kernel
 from hetload.packed import PackedSamples
 from hetload.schema import DEFAULT_SCHEMA, Field, Schema
 from hetload.shards.writer import write_shards
 from hetload.transforms import Transform
-
-
-@pytest.fixture(params=["compiled", "python"])
-def read_path(request, monkeypatch):
-    if request.param == "compiled":
-        if not has_kernel("read_members_", "CPU"):
-            pytest.skip("the compiled extension is not built")
-    else:
-        monkeypatch.setattr(batch_read, "_compiled", lambda: False)
-    return request.param
 
 
 def mesh_data(count=40, seed=3, top=300):

@@ -15,7 +15,6 @@ from torch.utils.data import DataLoader
 import hetload
 from hetload.data import ShardDataset, batch_read
 from hetload.data.substitute import getitems
-from hetload.ops.library import has_kernel
 from hetload.packed import PackedSamples
 from hetload.schema import DEFAULT_SCHEMA, Schema
 from hetload.shards.writer import write_shards
@@ -27,16 +26,8 @@ DTYPES = [
 ]  # fmt: skip
 
 
-@pytest.fixture(autouse=True, params=["compiled", "python"])
-def read_path(request, monkeypatch):
-    """Every test runs with both batch reads: the compiled kernel (cuda/read_cpu.cpp) and the
-    pure-Python one the kernel replaces where the extension is absent."""
-    if request.param == "compiled":
-        if not has_kernel("read_members_", "CPU"):
-            pytest.skip("the compiled extension is not built")
-    else:
-        monkeypatch.setattr(batch_read, "_compiled", lambda: False)
-    return request.param
+#: every test runs with both batch reads (the read_path fixture of conftest.py)
+pytestmark = pytest.mark.usefixtures("read_path")
 
 
 def per_sample(ds: ShardDataset, indices: list[int]) -> list:

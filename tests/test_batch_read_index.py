@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_batch_read import assert_same_collate, assert_same_samples, per_sample, read_path
+from test_batch_read import assert_same_collate, assert_same_samples, per_sample
 
 from hetload.data import ShardDataset, batch_index
 from hetload.data.batch_read import read_batch
 from hetload.packed import PackedSamples
 from hetload.shards.writer import write_shards
 
-__all__ = ["read_path"]  # the fixture: every test runs with both reads
+#: every test runs with both batch reads (the read_path fixture of conftest.py)
+pytestmark = pytest.mark.usefixtures("read_path")
 
 
 @pytest.fixture

@@ -11,13 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_batch_read import (  # read_path: every test here runs with both batch reads
-    assert_same_batch,
-    datasets,
-    read_path,  # noqa: F401 (an autouse fixture)
-    same_value,
-    shard_examples,
-)
+from test_batch_read import assert_same_batch, datasets, same_value, shard_examples
 from torch.utils.data import DataLoader
 
 import hetload
@@ -27,6 +21,9 @@ from hetload.samplers.bucket_sampler import ResumeError
 from hetload.shards import ShardIndex
 from hetload.shards.writer import write_shards
 from hetload.transforms import Transform
+
+#: every test runs with both batch reads (the read_path fixture of conftest.py)
+pytestmark = pytest.mark.usefixtures("read_path")
 
 
 def assert_same_batches(got: list, want: list) -> None:
