@@ -31,66 +31,76 @@ namespace hetload {
 
 namespace rebase_detail {
 
-// dst = src + base over n elements; true when some src is outside [0, lim], lim >= -1.
-// Signed: v is in range exactly when neither v nor lim - v is negative (when v < 0 the wrapped
-// lim - v may be anything, v's own sign bit already flags it), so OR-ing both into one word and
-// testing its sign bit at the end is the whole check: add, sub, or, no compare or branch per
-// element, which gcc vectorizes on baseline SSE2 for every width (SSE2 has no 64-bit compare).
-// The arithmetic is done on the unsigned twin of T, where wrapping is defined.
+// One element x of a signed loop: x + base, and whether x lies outside [0, lim] (lim >= -1)
+// folded into acc. x is in range exactly when neither x nor lim - x is negative (when x < 0
+// the wrapped lim - x may be anything, x's own sign bit already flags it), so OR-ing both into
+// one word and testing its sign bit at the end is the whole check: add, sub, or, no compare or
+// branch per element, which gcc vectorizes on baseline SSE2 for every width (SSE2 has no 64-bit
+// compare). The arithmetic is done on the unsigned twin of T, where wrapping is defined.
 template <class T>
-HETLOAD_INLINE bool signed_copy(const T* __restrict__ src, T* __restrict__ dst, int64_t n,
-                                T base, T lim) {
+struct SignedStep {
   using U = std::make_unsigned_t<T>;
-  const U ubase = static_cast<U>(base);
-  const U ulim = static_cast<U>(lim);
-  U acc = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const U v = static_cast<U>(src[i]);
-    dst[i] = static_cast<T>(static_cast<U>(v + ubase));
-    acc |= static_cast<U>(v | static_cast<U>(ulim - v));
+  U base, lim, acc = 0;
+  SignedStep(T b, T l) : base(static_cast<U>(b)), lim(static_cast<U>(l)) {}
+  HETLOAD_INLINE T operator()(T x) {
+    const U v = static_cast<U>(x);
+    acc |= static_cast<U>(v | static_cast<U>(lim - v));
+    return static_cast<T>(static_cast<U>(v + base));
   }
-  return static_cast<T>(acc) < 0;
-}
+  HETLOAD_INLINE bool bad() const { return static_cast<T>(acc) < 0; }
+};
 
 // Unsigned dtypes (uint8..uint64) have no negative values; one compare per element.
 template <class T>
-HETLOAD_INLINE bool unsigned_copy(const T* __restrict__ src, T* __restrict__ dst, int64_t n,
-                                  T base, T lim) {
-  T acc = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const T v = src[i];
-    dst[i] = static_cast<T>(v + base);
+struct UnsignedStep {
+  T base, lim, acc = 0;
+  UnsignedStep(T b, T l) : base(b), lim(l) {}
+  HETLOAD_INLINE T operator()(T v) {
     acc |= static_cast<T>(v > lim);
+    return static_cast<T>(v + base);
   }
-  return acc != 0;
+  HETLOAD_INLINE bool bad() const { return acc != 0; }
+};
+
+// dst = src + base over n elements; true when some src is outside [0, lim].
+template <class Step, class T>
+HETLOAD_INLINE bool copy_loop(const T* __restrict__ src, T* __restrict__ dst, int64_t n,
+                              T base, T lim) {
+  Step step(base, lim);
+  for (int64_t i = 0; i < n; ++i) dst[i] = step(src[i]);
+  return step.bad();
 }
 
-// The same two loops in place (src == dst: the batch-level shard reads re-base the rows they
-// read straight into the batch). One pointer, so no __restrict__ promise is broken; each element
-// is read before it is written, as in the copying loops.
+// The same in place (src == dst: the batch-level shard reads re-base the rows they read
+// straight into the batch). A loop of its own: one pointer, so no __restrict__ promise is
+// broken; each element is read before it is written, as in the copying loop.
+template <class Step, class T>
+HETLOAD_INLINE bool inplace_loop(T* p, int64_t n, T base, T lim) {
+  Step step(base, lim);
+  for (int64_t i = 0; i < n; ++i) p[i] = step(p[i]);
+  return step.bad();
+}
+
+template <class T>
+HETLOAD_INLINE bool signed_copy(const T* __restrict__ src, T* __restrict__ dst, int64_t n,
+                                T base, T lim) {
+  return copy_loop<SignedStep<T>>(src, dst, n, base, lim);
+}
+
+template <class T>
+HETLOAD_INLINE bool unsigned_copy(const T* __restrict__ src, T* __restrict__ dst, int64_t n,
+                                  T base, T lim) {
+  return copy_loop<UnsignedStep<T>>(src, dst, n, base, lim);
+}
+
 template <class T>
 HETLOAD_INLINE bool signed_inplace(T* p, int64_t n, T base, T lim) {
-  using U = std::make_unsigned_t<T>;
-  const U ubase = static_cast<U>(base);
-  const U ulim = static_cast<U>(lim);
-  U acc = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const U v = static_cast<U>(p[i]);
-    p[i] = static_cast<T>(static_cast<U>(v + ubase));
-    acc |= static_cast<U>(v | static_cast<U>(ulim - v));
-  }
-  return static_cast<T>(acc) < 0;
+  return inplace_loop<SignedStep<T>>(p, n, base, lim);
 }
 
 template <class T>
 HETLOAD_INLINE bool unsigned_inplace(T* p, int64_t n, T base, T lim) {
-  T acc = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const T v = p[i];
-    p[i] = static_cast<T>(v + base);
-    acc |= static_cast<T>(v > lim);
-  }
-  return acc != 0;
+  return inplace_loop<UnsignedStep<T>>(p, n, base, lim);
 }
 
 #if HETLOAD_REBASE_AVX2

@@ -35,6 +35,18 @@ def per_sample(ds: ShardDataset, indices: list[int]) -> list:
     return getitems(ds, indices)
 
 
+def per_sample_or_same_refusal(ds: ShardDataset, reference: ShardDataset, indices: list[int]):
+    """The per-sample path's samples of ``reference``, or ``None`` where it refuses the batch
+    (every sample unreadable) after checking that ``ds``'s batch read refuses it alike."""
+    try:
+        return per_sample(reference, indices)
+    except ValueError as exc:
+        with pytest.raises(type(exc)) as again:
+            ds.__getitems__(indices)
+        assert str(again.value) == str(exc)
+        return None
+
+
 def same_value(a, b) -> bool:
     if isinstance(a, torch.Tensor):
         return (
@@ -153,12 +165,8 @@ def test_batch_read_equals_per_sample_path_and_collate(tmp_path_factory, data, p
     )
     ds = ShardDataset(root, fields=fields, on_error="skip")
     indices = pick.draw(st.lists(st.integers(0, len(data) - 1), min_size=1, max_size=10))
-    try:
-        want_samples = per_sample(ds, indices)
-    except ValueError as exc:  # every sample unreadable: the same refusal
-        with pytest.raises(type(exc)) as again:
-            ds.__getitems__(indices)
-        assert str(again.value) == str(exc)
+    want_samples = per_sample_or_same_refusal(ds, ds, indices)
+    if want_samples is None:
         return
     got = ds.__getitems__(indices)
     if fields is not None and any(
@@ -469,12 +477,8 @@ def test_a_transform_sees_the_samples_the_per_sample_path_reads(tmp_path_factory
     ds, reference = (ShardDataset(root, transform=Mangle(), on_error="skip", seed=3) for _ in "ab")
     ds.set_epoch(epoch)
     reference.set_epoch(epoch)
-    try:
-        want = per_sample(reference, indices)
-    except ValueError as exc:  # every sample unreadable: the same refusal
-        with pytest.raises(type(exc)) as again:
-            ds.__getitems__(indices)
-        assert str(again.value) == str(exc)
+    want = per_sample_or_same_refusal(ds, reference, indices)
+    if want is None:
         return
     got = ds.__getitems__(indices)
     assert type(got) is list

@@ -185,7 +185,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "reads": Key(
             Choice(("batch", "sequential")),
             "batch",
-            "how local shards matching the index are read: batch = each batch by one positioned "
+            "how local shards are read: batch = each batch by one positioned "
             "read per sample into the batch buffer (one copy), sequential = each shard front to "
             "back in large reads (disks where random reads are slow)",
             only=("ShardStream",),

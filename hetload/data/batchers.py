@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Batcher", "fixed_batches", "token_batches"]
+__all__ = ["Batcher", "describe", "fixed_batches", "token_batches"]
 
 #: ``batcher(items, size_fn, seed) -> iterator of lists of items``; must depend only on the
 #: sequence of ``size_fn(item)`` values and ``seed`` (ShardStream dry-runs it on sizes)
@@ -89,3 +89,13 @@ def token_batches(max_tokens: int, buffer_size: int = 2048, **options: Any) -> B
     budget) as a :data:`Batcher`; ``options`` are its ``cost``, ``max_batch_size``, ``oversize``.
     """
     return _Tokens(int(max_tokens), int(buffer_size), dict(options))
+
+
+def describe(batcher: Batcher) -> str:
+    """What a plan's batches depend on in ``batcher`` (part of a stream's resume fingerprint):
+    the settings of the batchers made here, the qualified name of another (its own settings are
+    its author's to keep)."""
+    if isinstance(batcher, (_Fixed, _Tokens)):
+        return repr(batcher)
+    kind = batcher if callable(batcher) and hasattr(batcher, "__qualname__") else type(batcher)
+    return f"{getattr(kind, '__module__', '')}.{kind.__qualname__}"

@@ -32,7 +32,7 @@ import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
 from hetload.collate import collate
-from hetload.data.batchers import Batcher, _Fixed, _Tokens, fixed_batches, token_batches
+from hetload.data.batchers import Batcher, describe, fixed_batches, token_batches
 from hetload.data.stream_batch_read import READS, BatchReads, Reads
 from hetload.data.stream_plan import (
     EVEN,
@@ -114,13 +114,13 @@ class ShardStream(PlannedStream, BatchReads, SequentialReads, IterableDataset):
             read up to its first difference): ``"raise"``, or skip it (``"skip"``, ``"warn"``)
             and record it in :attr:`report` (shared by the DataLoader workers), with the keys
             of the samples not served and the batches repeated to keep ranks in step.
-        reads: how local shards of the size the index records are read. ``"batch"``
-            (default): each planned batch by one positioned read per sample straight into the
-            batch buffer, located and checked by the index (:mod:`hetload.data.stream_batch_read`;
-            one copy, a damaged sample costs only itself). ``"sequential"``: each shard front to
-            back in large reads (:mod:`hetload.data.stream_sequential`; for disks where random
-            reads are slow). URLs, ``pipe:`` commands and shards whose size differs from the
-            index are always read sequentially.
+        reads: how local shards are read. ``"batch"`` (default): each planned batch by one
+            positioned read per sample straight into the batch buffer, located and checked by
+            the index (:mod:`hetload.data.stream_batch_read`; one copy, a damaged sample costs
+            only itself, a shard whose size differs from the index is reported and its samples
+            still checked one by one). ``"sequential"``: each shard front to back in large reads
+            (:mod:`hetload.data.stream_sequential`; for disks where random reads are slow). URLs
+            and ``pipe:`` commands are always read sequentially.
 
     Use it with ``DataLoader(stream, batch_size=None, ...)``: it yields whole batches. With
     a transform or another ``collate_fn``, the arrays of streamed samples are views of the bytes
@@ -243,7 +243,7 @@ class ShardStream(PlannedStream, BatchReads, SequentialReads, IterableDataset):
         self.fingerprint = fingerprint(
             counts,
             self._flat_sizes,
-            f"{self.shuffle} {self.even} {self.size_field} {_describe(self.batcher)}",
+            f"{self.shuffle} {self.even} {self.size_field} {describe(self.batcher)}",
         )
         self._plans: dict[tuple, Any] = {}
         self._resume: dict[str, Any] | None = None
@@ -375,15 +375,6 @@ class ShardStream(PlannedStream, BatchReads, SequentialReads, IterableDataset):
             f"ShardStream({len(self.urls)} shards, rank {self.rank}/{self.world_size}, "
             f"epoch {self.epoch}, even={self.even!r})"
         )
-
-
-def _describe(batcher: Any) -> str:
-    """What the plan's batches depend on in ``batcher``: the settings of hetload's batchers, the
-    qualified name of another (its own settings are the user's to keep)."""
-    if isinstance(batcher, (_Fixed, _Tokens)):
-        return repr(batcher)
-    kind = batcher if callable(batcher) and hasattr(batcher, "__qualname__") else type(batcher)
-    return f"{getattr(kind, '__module__', '')}.{kind.__qualname__}"
 
 
 def _world(rank: int | None, world_size: int | None) -> tuple[int, int]:

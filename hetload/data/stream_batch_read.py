@@ -35,7 +35,7 @@ import numpy as np
 
 from hetload.data.batch_read import read_batch, read_stored
 from hetload.data.shard_dataset import ShardDataset
-from hetload.data.stream_sequential import _check_rows, _local_size_mismatch
+from hetload.data.stream_sequential import _check_rows, _size_mismatch
 from hetload.guards import NotRegularFile, open_regular_fd
 from hetload.shards.format import ShardError
 from hetload.shards.index import is_url
@@ -92,7 +92,7 @@ class BatchReads:
                     size = os.fstat(fd).st_size
                 finally:
                     os.close(fd)
-                problem = _local_size_mismatch(url, entry.filesize)
+                problem = _size_mismatch(size, entry.filesize)
                 if problem is None:
                     continue
                 first = int(np.searchsorted(np.asarray(entry.end, np.int64), size, side="right"))

@@ -225,8 +225,14 @@ def _local_size_mismatch(url: str, expected: int) -> str | None:
         info = os.stat(url.removeprefix("file://"))
     except OSError:
         return None  # opening it reports the real problem
-    size = info.st_size
-    if size == expected or not stat.S_ISREG(info.st_mode):  # (a FIFO: refused on opening)
+    if not stat.S_ISREG(info.st_mode):  # (a FIFO: refused on opening)
+        return None
+    return _size_mismatch(info.st_size, expected)
+
+
+def _size_mismatch(size: int, expected: int) -> str | None:
+    """How a shard of ``size`` bytes differs from the ``expected`` (-1: unknown), or ``None``."""
+    if expected < 0 or size == expected:
         return None
     return f"is {size} bytes, the index says {expected}: truncated or replaced"
 
