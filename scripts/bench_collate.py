@@ -19,6 +19,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from operator import attrgetter
 
 import numpy as np
 import torch
@@ -87,6 +88,37 @@ def copies_only(meshes):
     return run
 
 
+def fused_unchecked(meshes):
+    """The least Python a packed collate of exactly these two fields can run, with none of
+    ``hl.collate``'s checks (dtype, device, layout, grad, trailing shape, index range named per
+    sample): shapes, one buffer, three views, the offsets, the two copies. Not a usable collate;
+    the bound any checked Python collate sits above (issue 14's 1.2x analysis)."""
+    rebase = torch.ops.hetload.rebase_index_.default
+    shape = attrgetter("shape")
+
+    def run():
+        verts = [m["verts"] for m in meshes]
+        faces = [m["faces"] for m in meshes]
+        nv = [s[0] for s in map(shape, verts)]
+        nf = [s[0] for s in map(shape, faces)]
+        bv, bf = [0, *itertools.accumulate(nv)], [0, *itertools.accumulate(nf)]
+        faces_at = -(-bv[-1] * 12 // 4096) * 4096
+        offsets_at = faces_at + bf[-1] * 24
+        buffer = torch.empty(offsets_at + 2 * (len(meshes) + 1) * 8, dtype=torch.uint8)
+        storage = buffer.untyped_storage()
+        v = buffer.new_empty(0, dtype=torch.float32).set_(storage, 0, (bv[-1], 3))
+        f = buffer.new_empty(0, dtype=torch.int64).set_(storage, faces_at // 8, (bf[-1], 3))
+        o = buffer.new_empty(0, dtype=torch.int64).set_(
+            storage, offsets_at // 8, (2, len(meshes) + 1)
+        )
+        o.numpy()[:] = (bv, bf)
+        torch.cat(verts, out=v)
+        rebase(faces, f, bv[:-1], nv)
+        return v, f, o
+
+    return run
+
+
 def collate_handwritten(meshes):
     """What users write today: cat, shift faces with temporaries, cumsum offsets."""
     verts = torch.cat([m["verts"] for m in meshes])
@@ -125,6 +157,7 @@ def bench_collate(meshes, repeats: int) -> list[tuple[str, float, float]]:
         ("memcpy floor (fresh buffer)", lambda: torch.empty_like(src).copy_(src)),
         ("hetload collate", lambda: collate_hetload(meshes)),
         ("  its two copies alone (cat + rebase_index_)", copies_only(meshes)),
+        ("  fused, no checks (the Python bound)", fused_unchecked(meshes)),
         ("hand-written torch.cat + offsets", lambda: collate_handwritten(meshes)),
         ("per-sample padding (list_to_padded)", lambda: collate_padded(meshes)),
     ]
