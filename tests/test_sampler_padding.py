@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections import Counter
 from itertools import pairwise
 
@@ -236,3 +237,14 @@ def test_bad_spread_is_named():
     for bad in (-0.1, float("nan"), "0.1", True):
         with pytest.raises(ValueError, match="spread"):
             BucketBatchSampler([1, 2, 3], 10, spread=bad)
+
+
+def test_zero_sizes_plan_without_numpy_warnings():
+    # empty samples (a mesh with no faces) have no per-batch limit; the reach computation used
+    # to divide by their zero cost and let numpy's "divide by zero" warning reach the user
+    sizes = np.concatenate([np.zeros(300, np.int64), np.arange(1, 700)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sampler = BucketBatchSampler(sizes, 2_000, windows=6)
+        batches = list(sampler)
+    assert sorted(i for batch in batches for i in batch) == list(range(sizes.size))

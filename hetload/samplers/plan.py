@@ -119,7 +119,10 @@ def window_reach(
         ahead = np.searchsorted(load, here * limit, side="right") - np.arange(lo, lo + here.size)
         # samples per batch around here: 1 / load (no limit for a zero size: any number fits)
         per_batch = np.full(here.shape, float(budget.max_batch_size or max(m, 1)))
-        np.minimum(per_batch, 1.0 / here, out=per_batch, where=here > 0)
+        # the float32 reciprocal only where defined (a full 1 / here warns on zero sizes)
+        positive = here > 0
+        inverse = np.divide(np.float32(1.0), here, out=np.zeros_like(here), where=positive)
+        np.minimum(per_batch, inverse, out=per_batch, where=positive)
         windows = np.clip(ahead / per_batch, min(_MIN_REACH, n_windows), n_windows)
         # rounded up (never below the two-window floor), and capped: `n * (top / n)` may round
         # above `top` (n = 11: 255.00000000000003), which would wrap around in the integer
