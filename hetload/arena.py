@@ -3,7 +3,8 @@
 A batch's tensors (every field's values, offsets, fixed rows, presence flags) are carved out of
 one ``uint8`` buffer, each at an :data:`ALIGN`-byte boundary, so that a batch is one allocation:
 inside a DataLoader worker one shared-memory segment (one descriptor to send), elsewhere one
-``torch.empty``.
+``torch.empty`` or, for a large batch, a reused mapping of this process
+(:mod:`hetload.local_pool`: no page faults per batch).
 
 Contract used by ``hetload.collate`` and the batch-level shard reads:
 
@@ -46,6 +47,7 @@ import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.data import get_worker_info
 
+from hetload import local_pool
 from hetload.shm import Mapping, memfd
 
 __all__ = ["ALIGN", "HEADER", "aligned", "batch_buffer", "carve", "ring_stats"]
@@ -71,9 +73,12 @@ def aligned(n: int) -> int:
 def batch_buffer(nbytes: int) -> torch.Tensor:
     """``uint8 [nbytes]``, uninitialised: in shared memory inside a DataLoader worker (sending
     the batch to the main process then moves one descriptor, not the bytes), from the worker's
-    ring of reused segments when it is on (see the module docstring)."""
+    ring of reused segments when it is on (see the module docstring); elsewhere from
+    :func:`hetload.local_pool.lend`."""
     nbytes = max(int(nbytes), 1)
-    if get_worker_info() is None or getattr(_local, "private", False):
+    if get_worker_info() is None:  # a large one from this process's pool of reused mappings
+        return local_pool.lend(nbytes)
+    if getattr(_local, "private", False):
         return torch.empty(nbytes, dtype=torch.uint8)
     ring = _ring()
     if ring is not None:
