@@ -6,12 +6,14 @@ which keeps the plan of a large job cheap.
 
 from __future__ import annotations
 
+import re
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Batcher", "describe", "fixed_batches", "token_batches"]
+__all__ = ["Batcher", "check_count", "describe", "fixed_batches", "token_batches"]
 
 #: ``batcher(items, size_fn, seed) -> iterator of lists of items``; must depend only on the
 #: sequence of ``size_fn(item)`` values and ``seed`` (ShardStream dry-runs it on sizes)
@@ -79,23 +81,58 @@ def _identity_size(size: int) -> int:
 
 def fixed_batches(batch_size: int) -> Batcher:
     """A batcher of ``batch_size`` samples per batch (the last one shorter), in stream order."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    return _Fixed(int(batch_size))
+    return _Fixed(check_count(batch_size, "batch_size", 1))
 
 
 def token_batches(max_tokens: int, buffer_size: int = 2048, **options: Any) -> Batcher:
     """:func:`hetload.samplers.stream_batches` (a bounded buffer, sorted and cut under the
     budget) as a :data:`Batcher`; ``options`` are its ``cost``, ``max_batch_size``, ``oversize``.
     """
-    return _Tokens(int(max_tokens), int(buffer_size), dict(options))
+    batcher = _Tokens(
+        check_count(max_tokens, "max_tokens", 1),
+        check_count(buffer_size, "buffer_size", 2),
+        options,
+    )
+    batcher._stage(0)  # its options checked now, not when the first epoch is planned
+    return batcher
 
 
-def describe(batcher: Batcher) -> str:
+def check_count(value: Any, name: str, least: int, where: str = "") -> int:
+    """``value`` as an int of at least ``least``, refused naming ``name`` (after ``where``)
+    where it is a bool, a float or a string (``int()`` would cut 1.5 to 1 without a word)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+        raise ValueError(f"{where}{name} must be an integer >= {least}, got {value!r}")
+    return int(value)
+
+
+def describe(batcher: Batcher, sizes: np.ndarray | None = None) -> str:
     """What a plan's batches depend on in ``batcher`` (part of a stream's resume fingerprint):
-    the settings of the batchers made here, the qualified name of another (its own settings are
-    its author's to keep)."""
+    the settings of the batchers made here; for another, its qualified name and the batches it
+    cuts from a probe (``sizes``, then a fixed spread of sizes from 1 to 2**20), since its
+    settings are not known here: two ``functools.partial`` s, lambdas or instances of one class
+    with other settings cut other batches, so a state of one is not resumed on the other's plan.
+    """
     if isinstance(batcher, (_Fixed, _Tokens)):
         return repr(batcher)
     kind = batcher if callable(batcher) and hasattr(batcher, "__qualname__") else type(batcher)
-    return f"{getattr(kind, '__module__', '')}.{kind.__qualname__}"
+    name = f"{getattr(kind, '__module__', '')}.{kind.__qualname__}"
+    return f"{name} cutting {_probe_digest(batcher, sizes)}"
+
+
+#: the sizes a batcher of its own is probed with besides the data's first ones: 1 to 2**20
+_PROBE = np.unique(np.geomspace(1, 2**20, 96).astype(np.int64))
+_PROBE_DATA = 256  # of the data's sizes, the first these many
+
+
+def _probe_digest(batcher: Batcher, sizes: np.ndarray | None) -> str:
+    """8 hex digits over the batches ``batcher`` cuts from the probe (seed 0), or over the
+    error it raises there (its message names what it refused, e.g. a budget)."""
+    head = [] if sizes is None else np.asarray(sizes[:_PROBE_DATA], dtype=np.int64).tolist()
+    table = head + _PROBE.tolist() + head[::-1]
+    try:
+        groups = batcher(range(len(table)), table.__getitem__, 0)
+        text = repr([list(map(int, group)) for group in groups])
+    except Exception as exc:  # a batcher of the user's: any error it raises
+        # (without object addresses, which differ from process to process)
+        text = re.sub(r" at 0x[0-9a-fA-F]+", "", f"{type(exc).__name__}: {exc}")
+    return f"{zlib.crc32(text.encode()):08x}"

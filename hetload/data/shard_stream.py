@@ -32,7 +32,13 @@ import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
 from hetload.collate import collate
-from hetload.data.batchers import Batcher, describe, fixed_batches, token_batches
+from hetload.data.batchers import (
+    Batcher,
+    check_count,
+    describe,
+    fixed_batches,
+    token_batches,
+)
 from hetload.data.stream_batch_read import READS, BatchReads, Reads
 from hetload.data.stream_plan import (
     EVEN,
@@ -189,6 +195,19 @@ class ShardStream(PlannedStream, BatchReads, SequentialReads, IterableDataset):
         chosen = [x is not None for x in (batch_size, max_tokens, batcher)]
         if sum(chosen) != 1:
             raise ValueError("ShardStream: give exactly one of batch_size, max_tokens, batcher")
+        if buffer_size is not None and max_tokens is None:
+            raise ValueError(
+                "ShardStream: buffer_size is the look-ahead of the max_tokens bucketer; with "
+                "batch_size or batcher it would be ignored"
+            )
+        # ints, checked now (int() would cut 1.5 to 1; the bucketer would refuse only later)
+        where = "ShardStream: "
+        if batch_size is not None:
+            batch_size = check_count(batch_size, "batch_size", 1, where)
+        if max_tokens is not None:
+            max_tokens = check_count(max_tokens, "max_tokens", 1, where)
+        if buffer_size is not None:
+            buffer_size = check_count(buffer_size, "buffer_size", 2, where)
         if batcher is None:
             if buffer_size is None:
                 # a batch read holds no sample, so the buffer costs only the plan's sizes; the
@@ -240,10 +259,12 @@ class ShardStream(PlannedStream, BatchReads, SequentialReads, IterableDataset):
         fits = flat.size == 0 or int(flat.max()) < 2**31
         self._flat_sizes = flat.astype(np.int32) if fits else flat
         # what the plan depends on besides (seed, epoch): a state from other data is refused
+        batches = describe(self.batcher, self._flat_sizes)
         self.fingerprint = fingerprint(
             counts,
             self._flat_sizes,
-            f"{self.shuffle} {self.even} {self.size_field} {describe(self.batcher)}",
+            f"{self.shuffle} {self.even} {self.size_field} {batches}",
+            self.index,
         )
         self._plans: dict[tuple, Any] = {}
         self._resume: dict[str, Any] | None = None
@@ -368,6 +389,7 @@ class ShardStream(PlannedStream, BatchReads, SequentialReads, IterableDataset):
         # each process opens its own ShardDataset over the shards (handles, caches) when it reads
         state = super().__getstate__()
         state.pop("_by_index", None)
+        state.pop("_borrow_source", None)
         return state
 
     def __repr__(self) -> str:

@@ -35,6 +35,7 @@ import numpy as np
 
 from hetload.data.batch_read import read_batch, read_stored
 from hetload.data.shard_dataset import ShardDataset
+from hetload.data.stream_borrow import borrow, lent_from
 from hetload.data.stream_sequential import _check_rows, _size_mismatch
 from hetload.guards import NotRegularFile, open_regular_fd
 from hetload.shards.format import ShardError
@@ -71,14 +72,21 @@ class BatchReads:
             self.__dict__["_by_index"] = source
         return source
 
-    def _open_shards(self, shards: list[int]) -> set[int]:
+    def _open_shards(self, shards: list[int], due: np.ndarray | None = None) -> set[int]:
         """Check each shard of ``shards`` once before reading, each problem one report entry
         (``on_error``) naming the samples it loses; returns the numbers of those samples. A
         shard that cannot be opened loses all; one shorter than the index says, the samples
         past its end; the others of a shard whose size differs are still read, each checked
-        where the index puts it."""
+        where the index puts it. ``due`` (sorted global numbers; ``None``: all): the samples
+        the worker still serves after a resume; a shard without one is not checked, and only
+        they are counted lost (those served before the checkpoint were not lost)."""
         lost: set[int] = set()
         for k in shards:
+            lo, hi = int(self._starts[k]), int(self._starts[k + 1])
+            if due is not None:
+                mine = due[np.searchsorted(due, lo) : np.searchsorted(due, hi)]
+                if not mine.size:
+                    continue  # every sample of it was served before the checkpoint
             url, entry = self.urls[k], self.index.shards[k]
             first = 0  # the first sample lost
             try:
@@ -96,12 +104,17 @@ class BatchReads:
                 if problem is None:
                     continue
                 first = int(np.searchsorted(np.asarray(entry.end, np.int64), size, side="right"))
-            keys = entry.keys[first:]
-            if len(keys):
-                named = f"key {keys[0]}" if len(keys) == 1 else f"keys {keys[0]}..{keys[-1]}"
-                problem += f"; {len(keys)} samples not served ({named})"
+            gone = np.arange(lo + first, hi)
+            if due is not None:
+                gone = np.intersect1d(gone, mine)
+            if gone.size:
+                a, b = entry.keys[int(gone[0]) - lo], entry.keys[int(gone[-1]) - lo]
+                named = f"key {a}" if gone.size == 1 else f"keys {a}..{b}"
+                if due is not None and gone.size < hi - lo - first:
+                    named += ", those still due"
+                problem += f"; {gone.size} samples not served ({named})"
             self.policy.handle(url, ShardError(url, None, problem))
-            lost.update(range(int(self._starts[k]) + first, int(self._starts[k + 1])))
+            lost.update(gone.tolist())
         return lost
 
     def _serve_batches(
@@ -118,7 +131,11 @@ class BatchReads:
         n = len(stream)
         spare: int | None = None  # the last sample served: a substitute
         # samples found unreadable (reported once) this epoch: left out of their batches
-        skipped = self._open_shards(shards) if skip < n else set()
+        due = None
+        if 0 < skip < n:  # resumed: the samples of the batches still to serve
+            parts = [stream.pos[stream.lo[b] : stream.hi[b]] for b in range(skip, n)]
+            due = np.unique(stream.seq[np.concatenate(parts)]).astype(np.int64)
+        skipped = self._open_shards(shards, due) if skip < n else set()
         for b in range(skip, n):
             numbers = stream.batch(b).tolist()
             repeat = bool(stream.repeat[b])
@@ -132,7 +149,7 @@ class BatchReads:
                     self.policy.note(
                         f"{who} epoch {epoch}",
                         f"batch {b} of its plan has no readable sample; sample {items[0][1]} "
-                        "stands in for it (is_repeat=True)",
+                        f"stands in for it (is_repeat=True){lent_from(self, items[0][0], shards)}",
                     )
                     repeat = True
                 spare = items[-1][0]
@@ -209,7 +226,8 @@ class BatchReads:
     ) -> tuple[int, str, dict[str, Any]]:
         """The sample that stands in for batch ``b``, as the sequential read picks it: the
         last one served, else the next readable one in reading order after the batch's last
-        sample (among those the batches from ``b`` on serve)."""
+        sample (among those the batches from ``b`` on serve), else one borrowed from the other
+        shards (:mod:`hetload.data.stream_borrow`)."""
         seq, pos, lo, hi = stream.seq, stream.pos, stream.lo, stream.hi
         due = int(pos[lo[b] : hi[b]].max())
         wanted = np.zeros(seq.shape[0], dtype=bool)
@@ -222,8 +240,12 @@ class BatchReads:
             if sample is not None:
                 return g, source._keys[g], sample
             skipped.add(g)
-        raise ShardError(
-            ", ".join(self.urls[k] for k in shards),
-            None,
-            f"no sample could be read, but {who} owes {len(stream) - b} batches",
-        )
+        # nothing of this worker's is readable: one sample of the other shards stands in
+        borrowed = borrow(self, shards)
+        if borrowed is None:
+            raise ShardError(
+                ", ".join(self.urls[k] for k in shards),
+                None,
+                f"no sample could be read, but {who} owes {len(stream) - b} batches",
+            )
+        return borrowed

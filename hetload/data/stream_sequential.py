@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from hetload.data.stream_borrow import borrow, lent_from
 from hetload.data.stream_read import LocalShard
 from hetload.guards import open_regular, shown
 from hetload.shards.format import ShardError, decode_sample
@@ -55,6 +56,7 @@ class SequentialReads:
         held: dict[int, tuple[str, Any] | None] = {}
         spare: list[tuple[str, Any]] = []  # the last sample served: a substitute
         waiting = [False]
+        lent = ""  # where a substitute borrowed from another worker's shards comes from
         b = skip
 
         def emit(frontier: int) -> Iterator[Any]:
@@ -78,7 +80,7 @@ class SequentialReads:
                     self.policy.note(
                         f"{who} epoch {epoch}",
                         f"batch {b} of its plan has no readable sample; sample "
-                        f"{spare[-1][0]} stands in for it (is_repeat=True)",
+                        f"{spare[-1][0]} stands in for it (is_repeat=True){lent}",
                     )
                     items, repeat = [spare[-1]], True
                 waiting[0] = False
@@ -108,10 +110,17 @@ class SequentialReads:
             frontier = max(frontier, end)
             yield from emit(frontier)
         if b < n:
-            names = ", ".join(self.urls[k] for k in shards)
-            raise ShardError(
-                names, None, f"no sample could be read, but {who} owes {n - b} batches"
-            )
+            # nothing of this worker's is readable: one sample of the other shards stands in
+            borrowed = borrow(self, shards)
+            if borrowed is None:
+                names = ", ".join(self.urls[k] for k in shards)
+                raise ShardError(
+                    names, None, f"no sample could be read, but {who} owes {n - b} batches"
+                )
+            g, key, sample = borrowed
+            spare[:] = [(key, sample)]
+            lent = lent_from(self, g, shards)
+            yield from emit(seq.shape[0])
 
     def _samples(
         self, k: int, wanted: Mapping[int, int], first: int
@@ -131,7 +140,7 @@ class SequentialReads:
             members = {name: data for name, data in raw.items() if not name.startswith("__")}
             problem = _entry_mismatch(entry, position, key, members)
             if problem is not None:
-                self._report_unserved(k, position, problem)
+                self._report_unserved(k, position, problem, wanted)
                 return
             position += 1
             if first + position - 1 not in wanted:
@@ -145,16 +154,24 @@ class SequentialReads:
                 continue
             yield position - 1, key, sample
         if position < entry.nsamples:
-            self._report_unserved(k, position, f"the shard ends after {position} samples")
+            self._report_unserved(k, position, f"the shard ends after {position} samples", wanted)
 
-    def _report_unserved(self, k: int, position: int, problem: str) -> None:
+    def _report_unserved(
+        self, k: int, position: int, problem: str, wanted: Mapping[int, int]
+    ) -> None:
         """The shard differs from its index from sample ``position`` on: every sample not
-        served is named in one report entry (raised under ``on_error="raise"``)."""
+        served is named in one report entry (raised under ``on_error="raise"``). Only those
+        still ``wanted`` (global numbers) were lost: after a resume, the shard's samples served
+        before the checkpoint were not."""
         entry = self.index.shards[k]
-        lost = entry.keys[position:]
+        first = int(self._starts[k])
+        after = range(position, entry.nsamples)
+        lost = [entry.keys[p] for p in after if first + p in wanted]
         unserved = ""
         if lost:  # (none lost: the shard has a sample beyond those the index lists)
             named = f"key {lost[0]}" if len(lost) == 1 else f"keys {lost[0]}..{lost[-1]}"
+            if len(lost) < len(after):
+                named += ", those still due"
             unserved = f"; {len(lost)} samples not served ({named})"
         error = ShardError(
             self.urls[k],

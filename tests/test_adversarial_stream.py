@@ -1,0 +1,504 @@
+"""An adversarial pass on ShardStream's batch reads and their seams (RELIABILITY.md, "The
+stream's batch reads: an adversarial pass"): damaged shards under both reads and several ranks,
+a worker left without a readable sample, resume states from other data or other batchers, bad
+arguments and config values, resume after a consumed shard went missing. The reference is
+written here: every shard's members read with ``tarfile`` and ``numpy.load``."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.utils.data import DataLoader
+
+from hetload.config import ConfigError, build_loader
+from hetload.data import ShardStream
+from hetload.data.batchers import fixed_batches, token_batches
+from hetload.samplers.bucket_sampler import ResumeError
+from hetload.shards import ShardError, ShardIndex
+from hetload.shards.writer import write_shards
+
+# ------------------------------------------------------------------ data and the reference
+
+
+def write(root: Path, n: int, max_count: int, seed: int = 0, rows: int | None = None) -> None:
+    """``n`` samples (``label`` = position) in shards of ``max_count``; ``rows`` fixes every
+    sample's verts rows (then shards of equal counts have equal byte sizes)."""
+    rng = np.random.default_rng(seed)
+    samples = []
+    for i in range(n):
+        k = rows if rows is not None else int(rng.integers(1, 40))
+        samples.append({"verts": rng.standard_normal((k, 3)).astype(np.float32), "label": i})
+    write_shards(samples, root, max_count=max_count)
+
+
+def reference(root: Path) -> dict[str, np.ndarray]:
+    """``{key: verts}`` of every sample of every shard the index lists, by ``tarfile``."""
+    out = {}
+    for entry in ShardIndex.load(root).shards:
+        with tarfile.open(root / entry.url) as tar:
+            for member in tar.getmembers():
+                key, _, suffix = member.name.partition(".")
+                if suffix == "verts.npy":
+                    out[key] = np.load(io.BytesIO(tar.extractfile(member).read()))
+    return out
+
+
+def named(report, key: str) -> bool:
+    """Whether a report entry names sample ``key``, alone or in a range ``keys a..b``."""
+    for entry in report:
+        text = f"{entry.source} {entry.reason}"
+        if key in text:
+            return True
+        if any(a <= key <= b for a, b in re.findall(r"keys (\d+)\.\.(\d+)", text)):
+            return True
+    return False
+
+
+def serve(root, world: int, workers: int = 0, **kwargs) -> tuple[list[list], list]:
+    """Every rank's batches (lists of sample dicts) and the reports of all ranks."""
+    ranks, report = [], []
+    for rank in range(world):
+        stream = ShardStream(root, rank=rank, world_size=world, collate_fn=None, **kwargs)
+        loader = DataLoader(stream, batch_size=None, num_workers=workers) if workers else stream
+        ranks.append(list(loader))
+        report += list(stream.report)
+    return ranks, report
+
+
+def assert_served_once_or_reported(ranks: list[list], report: list, want: dict) -> None:
+    """The stream's promise under on_error="skip": every sample served is the bytes its shard
+    holds; a sample served again is marked is_repeat; every sample not served is named in the
+    report; every rank steps the same number of times."""
+    fresh: Counter = Counter()
+    for batches in ranks:
+        for batch in batches:
+            assert batch, "an empty batch"
+            for sample in batch:
+                key = f"{int(sample['label']):09d}"
+                assert np.asarray(sample["verts"]).tobytes() == want[key].tobytes(), key
+                fresh[key] += not sample["is_repeat"]
+    assert max(fresh.values(), default=0) <= 1, "a sample served twice unmarked"
+    unserved = [key for key in want if not fresh[key] and not named(report, key)]
+    assert not unserved, f"lost without a report: {unserved}"
+    assert len({len(batches) for batches in ranks}) == 1, "ranks step unequally"
+
+
+# ------------------------------------------------------------------ damaged shards
+
+KINDS = [
+    "missing",
+    "folder",
+    "fifo",
+    "cut at a header",
+    "cut mid-member",
+    "cut at the end",
+    "npy header",
+    "appended",
+    "index rows",
+    "index size",
+    "same-size other shard",
+    "listed twice",
+]
+
+
+def damage(root: Path, kind: str, k: int, p: int) -> list[str] | None:
+    """Damage shard ``k`` (at its sample ``p``) as ``kind`` says; returns the URLs to stream
+    where the damage is in the list of URLs (else ``None``: the index's)."""
+    index = ShardIndex.load(root)
+    entry = index.shards[k]
+    path = root / entry.url
+    blob = path.read_bytes()
+    first = min(int(column[p]) for column in entry.offset.values() if column[p] >= 0)
+    other = (k + 1) % len(index.shards)
+    if kind == "missing":
+        path.unlink()
+    elif kind == "folder":
+        path.unlink()
+        path.mkdir()
+    elif kind == "fifo":
+        path.unlink()
+        os.mkfifo(path)
+    elif kind == "cut at a header":
+        path.write_bytes(blob[: first - 512])
+    elif kind == "cut mid-member":
+        path.write_bytes(blob[: first + 3])
+    elif kind == "cut at the end":
+        path.write_bytes(blob[:-1024])  # the tar's two end blocks
+    elif kind == "npy header":
+        at = int(entry.offset["verts.npy"][p]) + 12
+        path.write_bytes(blob[:at] + b"((((((" + blob[at + 6 :])
+    elif kind == "appended":
+        path.write_bytes(blob + b"x" * 700)
+    elif kind in ("index rows", "index size"):
+        data = json.loads((root / "index.json").read_text())
+        shard = data["shardlist"][k]
+        if kind == "index rows":
+            shard["rows"]["verts"][p] += 1
+        else:
+            shard["members"]["verts.npy"]["size"][p] -= 4  # (more would leave the sample)
+        (root / "index.json").write_text(json.dumps(data))
+    elif kind == "same-size other shard":
+        shutil.copy(root / index.shards[other].url, path)
+    elif kind == "listed twice":
+        urls = index.shard_urls()
+        urls[k] = urls[other]
+        return urls
+    return None
+
+
+@settings(max_examples=36)
+@given(
+    kind=st.sampled_from(KINDS),
+    n=st.integers(4, 16),
+    per_shard=st.integers(1, 5),
+    world=st.integers(1, 3),
+    at=st.floats(0, 1, exclude_max=True),
+    batch_size=st.integers(1, 4),
+    seed=st.integers(0, 3),
+)
+def test_damaged_shards_lose_only_their_samples_each_reported(
+    tmp_path_factory, kind, n, per_shard, world, at, batch_size, seed
+):
+    """Regression: a rank (or worker) whose every shard was damaged raised "no sample could be
+    read" under on_error="skip", stopping the job; it now borrows a substitute."""
+    root = tmp_path_factory.mktemp("damaged")
+    same_size = kind in ("same-size other shard", "listed twice")
+    # at least 2 shards: one damaged, one readable (with none readable it is a named error)
+    per_shard = n // 2 if same_size else min(per_shard, n // 2)
+    write(root, n, per_shard, seed=seed, rows=7 if same_size else None)
+    want = reference(root)
+    index = ShardIndex.load(root)
+    shards = len(index.shards)
+    world = min(world, shards)  # (every rank needs a shard)
+    k = int(at * shards)
+    urls = damage(root, kind, k, int(at * 1000) % index.shards[k].nsamples)
+    source = urls if urls is not None else root
+    options = {"index": root} if urls is not None else {}
+    for reads in ("batch", "sequential"):
+        ranks, report = serve(
+            source, world, batch_size=batch_size, seed=seed, on_error="skip", reads=reads, **options
+        )
+        assert_served_once_or_reported(ranks, report, want)
+        assert report, f"{kind}: nothing reported"
+
+
+@pytest.mark.parametrize("reads", ["batch", "sequential"])
+def test_a_worker_without_a_readable_sample_borrows_one_and_says_so(tmp_path, reads):
+    write(tmp_path, n=8, max_count=4)
+    want = reference(tmp_path)
+    (tmp_path / "shard-000001.tar").unlink()
+    stream = ShardStream(
+        tmp_path, batch_size=2, shuffle=False, on_error="skip", reads=reads, collate_fn=None
+    )
+    planned = stream.num_batches(num_workers=2)
+    batches = list(DataLoader(stream, batch_size=None, num_workers=2))
+    assert len(batches) == planned  # the rank keeps its step count
+    assert_served_once_or_reported([batches], list(stream.report), want)
+    served = sorted(int(s["label"]) for b in batches for s in b if not s["is_repeat"])
+    assert served == [0, 1, 2, 3]
+    stand_ins = [b for b in batches if all(s["is_repeat"] for s in b)]
+    # worker 1's two batches: the first readable sample of the other shards, marked
+    assert [[int(s["label"]) for s in b] for b in stand_ins] == [[0], [0]]
+    notes = [e.reason for e in stream.report if "stands in" in e.reason]
+    assert len(notes) == 2
+    assert all("borrowed from" in r and "shard-000000.tar" in r for r in notes)
+    # with every shard gone nothing can stand in: a named error, not a hang
+    (tmp_path / "shard-000000.tar").unlink()
+    with pytest.raises(ShardError, match="no sample could be read"):
+        list(ShardStream(tmp_path, batch_size=2, on_error="skip", reads=reads))
+
+
+def test_a_key_in_two_shards_is_refused_when_the_index_loads(tmp_path):
+    write(tmp_path, n=6, max_count=3)
+    data = json.loads((tmp_path / "index.json").read_text())
+    data["shardlist"][1]["keys"][0] = data["shardlist"][0]["keys"][0]
+    (tmp_path / "index.json").write_text(json.dumps(data))
+    with pytest.raises(ShardError, match="000000000"):
+        ShardStream(tmp_path, batch_size=2)
+
+
+def test_an_empty_shard_is_read_as_empty_by_both_reads(tmp_path):
+    """A shard of 0 samples (a tar of its end blocks, listed in the index) even as the only
+    shard of a rank: that rank repeats a sample, marked, and no sample is lost."""
+    write(tmp_path, n=6, max_count=3)
+    with tarfile.open(tmp_path / "empty.tar", "w", format=tarfile.USTAR_FORMAT):
+        pass
+    blob = (tmp_path / "empty.tar").read_bytes()
+    data = json.loads((tmp_path / "index.json").read_text())
+    empty = {"json": {"offset": [], "size": []}}
+    data["shardlist"].insert(
+        1,
+        {
+            **{"url": "empty.tar", "nsamples": 0, "filesize": len(blob)},
+            **{"sha256": hashlib.sha256(blob).hexdigest(), "keys": [], "start": [], "end": []},
+            **{"members": empty, "rows": {}},
+        },
+    )
+    (tmp_path / "index.json").write_text(json.dumps(data))
+    want = reference(tmp_path)
+    got = {}
+    for reads in ("batch", "sequential"):
+        ranks, report = serve(tmp_path, 3, batch_size=2, shuffle=False, reads=reads)
+        assert_served_once_or_reported(ranks, report, want)
+        # the rank dealt the empty shard has nothing to serve: it repeats a sample, marked
+        assert any(all(s["is_repeat"] for b in batches for s in b) for batches in ranks)
+        got[reads] = [[[int(s["label"]) for s in b] for b in r] for r in ranks]
+    assert got["batch"] == got["sequential"]
+
+
+# ------------------------------------------------------------------ resume states
+
+
+def labels(stream) -> list[list[int]]:
+    return [batch["label"].tolist() for batch in stream]
+
+
+def planned(stream) -> list[list[int]]:
+    """Epoch 0's batches of the stream's plan, as sample numbers."""
+    (batches,) = stream.plan(epoch=0).streams[0]
+    return [batches.batch(b).tolist() for b in range(len(batches))]
+
+
+def test_a_state_of_other_data_with_the_same_counts_and_sizes_is_refused(tmp_path):
+    """Regression: the fingerprint held the per-shard counts and the sizes only, so a state of
+    one dataset of fixed-size samples (point clouds of 1024 points) resumed on another, and an
+    index with its shards reordered resumed on other samples (some twice, some never)."""
+    write(tmp_path / "a", n=12, max_count=4, seed=0, rows=16)
+    write(tmp_path / "b", n=12, max_count=4, seed=1, rows=16)
+    shutil.copytree(tmp_path / "a", tmp_path / "reordered")
+    data = json.loads((tmp_path / "reordered" / "index.json").read_text())
+    data["shardlist"].reverse()
+    (tmp_path / "reordered" / "index.json").write_text(json.dumps(data))
+    a = ShardStream(tmp_path / "a", batch_size=3, seed=2)
+    whole = labels(a)
+    state = a.state_dict(step=2, num_workers=0)
+    for other in ("b", "reordered"):
+        stream = ShardStream(tmp_path / other, batch_size=3, seed=2)
+        assert planned(stream) == planned(a)  # the same plan: only the data differs
+        with pytest.raises(ResumeError, match="other shards"):
+            stream.load_state_dict(state)
+    # the same shards moved elsewhere (the same index, other URLs): resumed
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    urls = []
+    for entry in ShardIndex.load(tmp_path / "a").shards:
+        shutil.copy(tmp_path / "a" / entry.url, moved / entry.url)
+        urls.append(str(moved / entry.url))
+    resumed = ShardStream(urls, index=tmp_path / "a", batch_size=3, seed=2)
+    resumed.load_state_dict(state)
+    assert labels(resumed) == whole[2:]
+
+
+def groups(items, n: int):
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def by_partial(n: int):
+    return functools.partial(lambda items, size_fn, seed, n: groups(items, n), n=n)
+
+
+def by_lambda(n: int):
+    return lambda items, size_fn, seed: groups(items, n)
+
+
+class Every:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __call__(self, items, size_fn, seed):
+        return groups(items, self.n)
+
+
+@pytest.mark.parametrize("make", [by_partial, by_lambda, Every])
+def test_a_state_of_a_batcher_of_ones_own_with_other_settings_is_refused(tmp_path, make):
+    """Regression: a batcher not made by hetload was described by its qualified name only, so
+    two partials, lambdas or instances with other settings had one fingerprint and a state of
+    one resumed on the other's batches (samples skipped or served twice, no record)."""
+    write(tmp_path, n=12, max_count=4)
+    state = ShardStream(tmp_path, batcher=make(2)).state_dict(step=2, num_workers=0)
+    with pytest.raises(ResumeError, match="batcher"):
+        ShardStream(tmp_path, batcher=make(3)).load_state_dict(state)
+    again = ShardStream(tmp_path, batcher=make(2))  # the same settings: resumed
+    again.load_state_dict(state)
+    assert [len(b) for b in labels(again)] == [2, 2, 2, 2]
+
+
+def test_a_batcher_that_refuses_the_probe_has_a_stable_fingerprint(tmp_path):
+    """The probe's error text enters the fingerprint without object addresses (they differ
+    from process to process, and every rank must agree)."""
+    write(tmp_path, n=6, max_count=3)
+
+    def picky(items, size_fn, seed):
+        for item in items:
+            if size_fn(item) > 1000:
+                raise ValueError(f"too large for {object()}")
+            yield [item]
+
+    first = ShardStream(tmp_path, batcher=picky).fingerprint
+    assert ShardStream(tmp_path, batcher=picky).fingerprint == first
+    assert len(labels(ShardStream(tmp_path, batcher=picky))) == 6
+
+
+@pytest.mark.parametrize("reads", ["batch", "sequential"])
+def test_a_resumed_epoch_does_not_report_what_was_served_before_the_checkpoint(tmp_path, reads):
+    """Regression (batch reads): after a resume every shard of the worker was checked, so a
+    shard consumed before the checkpoint and then removed was reported as "4 samples not
+    served" and, under on_error="raise", stopped the resumed job. Only the shards with samples
+    still due are checked, and only those samples are counted lost."""
+    write(tmp_path, n=12, max_count=4)
+    kwargs = {"batch_size": 2, "shuffle": False, "reads": reads}
+    whole = labels(ShardStream(tmp_path, **kwargs))
+    state = ShardStream(tmp_path, **kwargs).state_dict(step=2, num_workers=0)  # shard 0 served
+    (tmp_path / "shard-000000.tar").unlink()
+    resumed = ShardStream(tmp_path, **kwargs)  # on_error="raise"
+    resumed.load_state_dict(state)
+    assert labels(resumed) == whole[2:]
+    # shard 1 half served, then cut short at its sample 5: samples 6 and 7 are lost, not 5
+    state = ShardStream(tmp_path, **kwargs).state_dict(step=3, num_workers=0)
+    entry = ShardIndex.load(tmp_path).shards[1]
+    path = tmp_path / entry.url
+    path.write_bytes(path.read_bytes()[: entry.start[1] + 700])
+    resumed = ShardStream(tmp_path, on_error="skip", **kwargs)
+    resumed.load_state_dict(state)
+    got = [x for batch in labels(resumed) for x in batch]
+    assert 6 not in got and 7 not in got and set(got) >= {8, 9, 10, 11}
+    text = " ".join(e.reason for e in resumed.report)
+    assert "2 samples not served (keys 000000006..000000007, those still due)" in text
+    assert "keys 000000005" not in text and "(key 000000005" not in text  # served before
+
+
+@settings(max_examples=10)
+@given(
+    n=st.integers(4, 20),
+    per_shard=st.integers(1, 5),
+    worlds=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    workers=st.tuples(st.sampled_from([0, 2]), st.sampled_from([0, 2])),
+    stop=st.floats(0, 1),
+    reads=st.sampled_from(["batch", "sequential"]),
+    lose=st.booleans(),
+    seed=st.integers(0, 3),
+)
+def test_stop_anywhere_resume_anywhere_serves_the_uninterrupted_epoch(
+    tmp_path_factory, n, per_shard, worlds, workers, stop, reads, lose, seed
+):
+    """Stop after any step (0, mid-shard, the epoch's end) at (W, K), resume at (W', K'),
+    with or without a missing shard: the fresh samples of both parts are those of the
+    uninterrupted run (each once), and at the same (W, K) the very same batches."""
+    root = tmp_path_factory.mktemp("resume")
+    write(root, n, per_shard, seed=seed)
+    shards = len(ShardIndex.load(root).shards)
+    (w1, w2), (k1, k2) = (min(w, shards) for w in worlds), workers
+    if lose and shards > 1:
+        (root / ShardIndex.load(root).shards[seed % shards].url).unlink()
+    kwargs = {"max_tokens": 60, "buffer_size": 4, "seed": seed, "reads": reads}
+    kwargs["on_error"] = "skip"
+
+    def run(world, k, state=None, steps=None):
+        out = []
+        for rank in range(world):
+            stream = ShardStream(root, rank=rank, world_size=world, **kwargs)
+            if state is not None:
+                stream.load_state_dict(state)
+            loader = DataLoader(stream, batch_size=None, num_workers=k) if k else stream
+            got = []
+            for batch in loader:
+                if steps is not None and len(got) == steps:
+                    break
+                got.append(list(zip(batch["label"].tolist(), batch["is_repeat"].tolist())))
+            out.append(got)
+        return out, stream
+
+    whole, _ = run(w1, k1)
+    steps = int(stop * len(whole[0]))
+    first, stream = run(w1, k1, steps=steps)
+    state = stream.state_dict(step=steps, num_workers=k1)
+    rest, _ = run(w2, k2, state=state)
+    assert len({len(r) for r in rest}) == 1  # the ranks step equally after the resume
+
+    def fresh(ranks):
+        return Counter(x for r in ranks for b in r for x, again in b if not again)
+
+    assert fresh(first) + fresh(rest) == fresh(whole)
+    assert all(c == 1 for c in (fresh(first) + fresh(rest)).values())
+    if (w1, k1) == (w2, k2) and not lose:
+        assert [a + b for a, b in zip(first, rest)] == whole
+
+
+# ------------------------------------------------------------------ arguments and config
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"max_tokens": 100, "buffer_size": 1}, "buffer_size"),
+        ({"max_tokens": 100, "buffer_size": 2.5}, "buffer_size"),
+        ({"max_tokens": 100, "buffer_size": True}, "buffer_size"),
+        ({"max_tokens": 100, "buffer_size": "64"}, "buffer_size"),
+        ({"max_tokens": 1.5}, "max_tokens"),
+        ({"max_tokens": True}, "max_tokens"),
+        ({"max_tokens": "100"}, "max_tokens"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"batch_size": 2.5}, "batch_size"),
+        ({"batch_size": True}, "batch_size"),
+        ({"batch_size": 2, "buffer_size": 64}, "buffer_size"),
+        ({"batcher": fixed_batches(2), "buffer_size": 64}, "buffer_size"),
+    ],
+)
+def test_bad_batching_arguments_are_refused_on_construction_naming_them(tmp_path, kwargs, name):
+    """Regression: int() cut 1.5 to 1 and True to 1 and read "100" as 100; buffer_size 1 or 0
+    was refused only when the first epoch was planned (naming the shards, not the argument);
+    a buffer_size beside batch_size or a batcher was ignored without a word."""
+    write(tmp_path, n=4, max_count=2)
+    with pytest.raises(ValueError, match=rf"ShardStream: {name}"):
+        ShardStream(tmp_path, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: token_batches(1.5),
+        lambda: token_batches(100, buffer_size=1),
+        lambda: token_batches(100, oversize="bogus"),
+        lambda: fixed_batches(True),
+        lambda: fixed_batches(2.0),
+    ],
+)
+def test_bad_batcher_settings_are_refused_when_the_batcher_is_made(make):
+    with pytest.raises(ValueError, match=r"max_tokens|buffer_size|oversize|batch_size"):
+        make()
+
+
+def test_the_stream_keys_of_a_config(tmp_path):
+    """Regression: sampler.buffer_size 1 passed the config's check (min 1) and failed when
+    the first epoch was planned, without naming the key."""
+    write(tmp_path, n=8, max_count=2)
+    base = {"dataset": {"type": "ShardStream", "urls": str(tmp_path)}}
+    with pytest.raises(ConfigError, match=r"sampler\.buffer_size: expected an integer >= 2"):
+        build_loader({**base, "sampler": {"max_tokens": 100, "buffer_size": 1}})
+    with pytest.raises(ConfigError, match=r"dataset\.reads: expected one of: batch, sequential"):
+        build_loader({"dataset": {**base["dataset"], "reads": "random"}})
+    for reads, buffer in (("batch", 32_768), ("sequential", 2048)):
+        dataset = {**base["dataset"], "reads": reads}
+        sampler = {"max_tokens": 100, "buffer_size": None}
+        stream = build_loader({"dataset": dataset, "sampler": sampler}).dataset
+        assert stream.reads == reads and stream.batcher.buffer_size == buffer
