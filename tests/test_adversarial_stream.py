@@ -72,8 +72,10 @@ def serve(root, world: int, workers: int = 0, **kwargs) -> tuple[list[list], lis
     ranks, report = [], []
     for rank in range(world):
         stream = ShardStream(root, rank=rank, world_size=world, collate_fn=None, **kwargs)
+        planned = stream.num_batches(workers)
         loader = DataLoader(stream, batch_size=None, num_workers=workers) if workers else stream
         ranks.append(list(loader))
+        assert len(ranks[-1]) == planned, "a rank stepped other than planned"
         report += list(stream.report)
     return ranks, report
 
@@ -167,10 +169,11 @@ def damage(root: Path, kind: str, k: int, p: int) -> list[str] | None:
     world=st.integers(1, 3),
     at=st.floats(0, 1, exclude_max=True),
     batch_size=st.integers(1, 4),
+    even=st.sampled_from(["exact", "pad"]),
     seed=st.integers(0, 3),
 )
 def test_damaged_shards_lose_only_their_samples_each_reported(
-    tmp_path_factory, kind, n, per_shard, world, at, batch_size, seed
+    tmp_path_factory, kind, n, per_shard, world, at, batch_size, even, seed
 ):
     """Regression: a rank (or worker) whose every shard was damaged raised "no sample could be
     read" under on_error="skip", stopping the job; it now borrows a substitute."""
@@ -189,7 +192,14 @@ def test_damaged_shards_lose_only_their_samples_each_reported(
     options = {"index": root} if urls is not None else {}
     for reads in ("batch", "sequential"):
         ranks, report = serve(
-            source, world, batch_size=batch_size, seed=seed, on_error="skip", reads=reads, **options
+            source,
+            world,
+            batch_size=batch_size,
+            seed=seed,
+            on_error="skip",
+            reads=reads,
+            even=even,
+            **options,
         )
         assert_served_once_or_reported(ranks, report, want)
         assert report, f"{kind}: nothing reported"
@@ -219,6 +229,19 @@ def test_a_worker_without_a_readable_sample_borrows_one_and_says_so(tmp_path, re
     (tmp_path / "shard-000000.tar").unlink()
     with pytest.raises(ShardError, match="no sample could be read"):
         list(ShardStream(tmp_path, batch_size=2, on_error="skip", reads=reads))
+
+
+@pytest.mark.parametrize("reads", ["batch", "sequential"])
+def test_ranks_and_workers_outnumbering_the_shards_with_one_shard_gone(tmp_path, reads):
+    """2 ranks x 2 DataLoader workers over 3 shards, one of them missing: some workers hold
+    nothing, one holds only the missing shard; every rank steps as planned, and every sample
+    is served once or reported (the skips found in the workers reach the report)."""
+    write(tmp_path, n=9, max_count=3)
+    want = reference(tmp_path)
+    (tmp_path / "shard-000002.tar").unlink()
+    ranks, report = serve(tmp_path, 2, workers=2, batch_size=2, on_error="skip", reads=reads)
+    assert_served_once_or_reported(ranks, report, want)
+    assert any("shard-000002.tar" in entry.source for entry in report)
 
 
 def test_a_key_in_two_shards_is_refused_when_the_index_loads(tmp_path):
@@ -502,3 +525,48 @@ def test_the_stream_keys_of_a_config(tmp_path):
         sampler = {"max_tokens": 100, "buffer_size": None}
         stream = build_loader({"dataset": dataset, "sampler": sampler}).dataset
         assert stream.reads == reads and stream.batcher.buffer_size == buffer
+
+
+# ------------------------------------------------------------------ edge sizes
+
+SIZES = [3, 50, 7, 9, 200, 4, 5, 6, 30, 2]  # samples 1 and 4 exceed a budget of 40
+
+
+def write_sizes(root: Path) -> None:
+    samples = [{"verts": np.zeros((n, 3), np.float32), "label": i} for i, n in enumerate(SIZES)]
+    write_shards(samples, root, max_count=3)
+
+
+def test_a_sample_larger_than_the_budget_is_refused_on_construction_naming_it(tmp_path):
+    """Regression: refused only when the first epoch was planned, as "sample #2 of size [200]"
+    (its place in one worker's stream), naming neither its key nor its shard."""
+    write_sizes(tmp_path)
+    for budget in (40, 1):  # (1: a budget smaller than any sample)
+        with pytest.raises(
+            ValueError, match=r"sample 00000000\d of \S+shard-00000\d\.tar has size"
+        ):
+            ShardStream(tmp_path, max_tokens=budget)
+
+
+@pytest.mark.parametrize("oversize", ["skip", "alone"])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_oversized_samples_and_drop_last_by_both_reads(tmp_path, oversize, drop_last):
+    write_sizes(tmp_path)
+    got = {}
+    for reads in ("batch", "sequential"):
+        batcher = token_batches(40, buffer_size=2, oversize=oversize, drop_last=drop_last)
+        stream = ShardStream(tmp_path, batcher=batcher, seed=1, reads=reads)
+        dropped = stream.stats()["dropped"]
+        batches = labels(stream)
+        got[reads] = batches
+        served = [x for b in batches for x in b]
+        assert len(served) == len(set(served)) == len(SIZES) - dropped
+        for batch in batches:  # the budget holds, but for a sample served alone
+            assert len(batch) * max(SIZES[x] for x in batch) <= 40 or len(batch) == 1
+        if oversize == "skip":
+            assert not {1, 4} & set(served)
+        elif not drop_last:
+            assert [1] in batches and [4] in batches
+        if dropped:  # the plan's note counts the samples left out
+            assert f"{dropped} of {len(SIZES)} samples are not served" in stream.report[0].reason
+    assert got["batch"] == got["sequential"]

@@ -74,6 +74,16 @@ class _Tokens:
         """The dry run on a stream's sizes, in numpy (the same batches as ``__call__``)."""
         return self._stage(seed).plan_positions(sizes)
 
+    def never_fit(self, sizes: np.ndarray) -> np.ndarray:
+        """int64 positions of ``sizes`` that no batch can take under ``oversize="error"``
+        (the dry run would refuse them); none under ``"skip"`` / ``"alone"`` or a cost of
+        one's own (a sample's cost alone is its size under ``"padded"`` and ``"sum"``)."""
+        if self.options.get("oversize", "error") != "error":
+            return np.zeros(0, dtype=np.int64)
+        if self.options.get("cost", "padded") not in ("padded", "sum"):
+            return np.zeros(0, dtype=np.int64)
+        return np.flatnonzero(np.asarray(sizes) > self.max_tokens).astype(np.int64)
+
 
 def _identity_size(size: int) -> int:
     return size

@@ -258,6 +258,7 @@ class ShardStream(PlannedStream, BatchReads, SequentialReads, IterableDataset):
         # int32 while it fits: 4 bytes per sample held by every rank and worker
         fits = flat.size == 0 or int(flat.max()) < 2**31
         self._flat_sizes = flat.astype(np.int32) if fits else flat
+        _check_fit(self.batcher, flat, self.index, self.urls, self._starts)
         # what the plan depends on besides (seed, epoch): a state from other data is refused
         batches = describe(self.batcher, self._flat_sizes)
         self.fingerprint = fingerprint(
@@ -397,6 +398,26 @@ class ShardStream(PlannedStream, BatchReads, SequentialReads, IterableDataset):
             f"ShardStream({len(self.urls)} shards, rank {self.rank}/{self.world_size}, "
             f"epoch {self.epoch}, even={self.even!r})"
         )
+
+
+def _check_fit(
+    batcher: Batcher, sizes: np.ndarray, index: ShardIndex, urls: list[str], starts: np.ndarray
+) -> None:
+    """A sample that fits no batch of ``batcher`` (larger than a ``token_batches`` budget under
+    ``oversize="error"``) is refused now, naming its key and shard, not when the first epoch is
+    planned (where the bucketer knows only its place in a worker's stream)."""
+    never_fit = getattr(batcher, "never_fit", None)
+    large = np.zeros(0, dtype=np.int64) if never_fit is None else never_fit(sizes)
+    if not large.size:
+        return
+    g = int(large[0])
+    k = int(np.searchsorted(starts, g, side="right")) - 1
+    raise ValueError(
+        f"ShardStream: sample {index.columns.keys[g]} of {urls[k]} has size {int(sizes[g])}, "
+        f"more than {batcher!r} takes in a batch alone ({large.size} samples do); raise "
+        "max_tokens, or pass batcher=token_batches(max_tokens, buffer_size, oversize='skip' "
+        "or 'alone')"
+    )
 
 
 def _world(rank: int | None, world_size: int | None) -> tuple[int, int]:
