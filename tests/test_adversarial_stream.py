@@ -244,6 +244,21 @@ def test_ranks_and_workers_outnumbering_the_shards_with_one_shard_gone(tmp_path,
     assert any("shard-000002.tar" in entry.source for entry in report)
 
 
+@pytest.mark.parametrize("scheme", ["pipe:cat ", "file://"])
+def test_a_rank_whose_only_shard_is_gone_borrows_through_urls_too(tmp_path, scheme):
+    """URLs and pipe: commands (read by WebDataset): the rank whose one shard is gone borrows
+    the first readable sample of the others, as local shards do (it raised, stopping the job)."""
+    write(tmp_path, n=8, max_count=4)
+    want = reference(tmp_path)
+    index = ShardIndex.load(tmp_path)
+    urls = [f"{scheme}{tmp_path / entry.url}" for entry in index.shards]
+    (tmp_path / "shard-000001.tar").unlink()
+    ranks, report = serve(urls, 2, index=index, batch_size=2, shuffle=False, on_error="skip")
+    assert_served_once_or_reported(ranks, report, want)
+    assert [[int(s["label"]) for s in b] for b in ranks[1]] == [[0], [0]]
+    assert any("borrowed from" in entry.reason for entry in report)
+
+
 def test_a_key_in_two_shards_is_refused_when_the_index_loads(tmp_path):
     write(tmp_path, n=6, max_count=3)
     data = json.loads((tmp_path / "index.json").read_text())

@@ -13,6 +13,7 @@ found unreadable here are not reported (the worker that owns them reports them).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -35,9 +36,33 @@ def borrow(stream: Any, own: list[int]) -> tuple[int, str, dict[str, Any]] | Non
     outside ``own``, in index order, or ``None`` (none among :data:`MAX_BORROW_TRIES`).
 
     ``stream`` is the :class:`~hetload.data.ShardStream` (its ``index``, ``urls``, ``fields``,
-    ``size_field`` and ``_starts``); each candidate is read by ``ShardDataset``'s per-sample
-    path with a private ``on_error="skip"`` policy and its rows checked against the index.
+    ``size_field`` and ``_starts``). A local shard's candidates are read by ``ShardDataset``'s
+    per-sample path with a private ``on_error="skip"`` policy; a URL or ``pipe:`` shard's by
+    WebDataset's tar reader from its start, stopping at its first error or difference from the
+    index. Each candidate's rows are checked against the index.
     """
+    tries = [MAX_BORROW_TRIES]
+    mine = set(own)
+    for k, entry in enumerate(stream.index.shards):
+        if k in mine or entry.nsamples == 0:
+            continue
+        url = stream.urls[k]
+        if is_url(url):
+            found = _first_streamed(stream, k, tries)
+        elif _intact(url, entry.filesize):
+            found = _first_local(stream, k, tries)
+        else:
+            continue
+        if found is not None:
+            return found
+        if tries[0] <= 0:
+            return None
+    return None
+
+
+def _first_local(stream: Any, k: int, tries: list[int]) -> tuple[int, str, dict] | None:
+    """The first readable sample of local shard ``k`` by per-sample reads (``tries[0]`` is
+    the budget of reads left, counted down)."""
     # (imported here: the sequential read imports this module)
     from hetload.data.stream_sequential import _check_rows
 
@@ -52,25 +77,62 @@ def borrow(stream: Any, own: list[int]) -> tuple[int, str, dict[str, Any]] | Non
         )
         quiet._urls = [url.removeprefix("file://") for url in stream.urls]
         stream.__dict__["_borrow_source"] = quiet
-    mine = set(own)
-    tries = 0
-    for k, entry in enumerate(stream.index.shards):
-        if k in mine or entry.nsamples == 0 or not _intact(stream.urls[k], entry.filesize):
+    entry, first = stream.index.shards[k], int(stream._starts[k])
+    for g in range(first, int(stream._starts[k + 1])):
+        if tries[0] <= 0:
+            return None
+        tries[0] -= 1
+        sample = quiet[g]
+        if sample is None:
             continue
-        for g in range(int(stream._starts[k]), int(stream._starts[k + 1])):
-            if tries == MAX_BORROW_TRIES:
+        key = quiet._keys[g]
+        try:
+            _check_rows(entry, g - first, sample, stream.urls[k], key)
+        except ShardError:
+            continue
+        return g, key, sample
+    return None
+
+
+def _first_streamed(stream: Any, k: int, tries: list[int]) -> tuple[int, str, dict] | None:
+    """The first readable sample of URL (or ``pipe:``) shard ``k``, read from its start by
+    WebDataset, stopping quietly at its first error or difference from the index."""
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    from hetload.data.stream_sequential import _check_rows, _entry_mismatch, _open
+    from hetload.shards.format import decode_sample
+
+    url, entry, first = stream.urls[k], stream.index.shards[k], int(stream._starts[k])
+    try:
+        handle = _open(url)
+    except Exception:  # (any failure to open: the owner of the shard reports it)
+        return None
+
+    def stop(exn: BaseException) -> bool:
+        return False  # WebDataset stops at the first error
+
+    try:
+        files = tar_file_expander([{"url": url, "stream": handle}], handler=stop)
+        for position, raw in enumerate(group_by_keys(files, lcase=False, handler=stop)):
+            if tries[0] <= 0:
                 return None
-            tries += 1
-            sample = quiet[g]
-            if sample is None:
-                continue
-            key = quiet._keys[g]
+            tries[0] -= 1
+            key = raw["__key__"]
+            members = {name: data for name, data in raw.items() if not name.startswith("__")}
+            if _entry_mismatch(entry, position, key, members) is not None:
+                return None  # the rest of the shard cannot be placed in the index
             try:
-                _check_rows(entry, g - int(stream._starts[k]), sample, stream.urls[k], key)
+                sample = decode_sample(members, url, key, stream.fields)
+                _check_rows(entry, position, sample, url, key)
             except ShardError:
                 continue
-            return g, key, sample
-    return None
+            return first + position, key, sample
+        return None
+    except Exception:  # a damaged tar WebDataset did not hand to the handler
+        return None
+    finally:
+        with contextlib.suppress(Exception):  # (a pipe: command's exit status: its owner's)
+            handle.close()
 
 
 def lent_from(stream: Any, g: int, own: list[int]) -> str:
