@@ -16,12 +16,14 @@ sample is reported under ``on_error`` and left out, and only it. A sample's byte
 the index and checked on their own, so one damaged sample does not cost the rest of its shard (the
 sequential read stops a shard at its first difference from the index, since it finds samples by
 walking the tar). A batch without a readable sample gets the stream's substitute (the last sample
-served, else the next readable one of the plan), marked ``is_repeat`` and named in the report.
+served, else the next readable one of the plan, else one borrowed from the other shards:
+:mod:`hetload.data.stream_borrow`), marked ``is_repeat`` and named in the report.
 
-Each worker checks its shards once before reading: a shard that cannot be opened is reported
-with the keys it loses; one whose byte size differs from the index is reported and still read,
-each of its samples checked where the index puts it. So nothing here holds samples, whatever the
-shards: a large bucketer buffer costs no memory (``ShardStream``'s ``buffer_size``).
+Each worker checks its shards once before reading (after a resume, those with samples still
+due): a shard that cannot be opened is reported with the keys it loses; one whose byte size
+differs from the index is reported and still read, each of its samples checked where the index
+puts it. So nothing here holds samples, whatever the shards: a large bucketer buffer costs no
+memory (``ShardStream``'s ``buffer_size``).
 """
 
 from __future__ import annotations
