@@ -146,7 +146,25 @@ def test_a_resumed_epoch_does_not_report_what_was_served_before_the_checkpoint(t
     assert "keys 000000005" not in text and "(key 000000005" not in text  # served before
 
 
-@settings(max_examples=10)
+@pytest.mark.parametrize("reads", ["batch", "sequential"])
+def test_resumed_where_only_unreadable_batches_are_due(tmp_path, reads):
+    """Regression: resumed after its readable samples were served, a worker whose batches
+    still due are all unreadable raised "no sample could be read" under on_error="skip": the
+    index's first readable sample now stands in, marked."""
+    write(tmp_path, n=4, max_count=1)
+    kwargs = {"batch_size": 1, "shuffle": False, "reads": reads, "on_error": "skip"}
+    state = ShardStream(tmp_path, **kwargs).state_dict(step=3, num_workers=0)
+    (tmp_path / "shard-000003.tar").unlink()
+    resumed = ShardStream(tmp_path, **kwargs)
+    resumed.load_state_dict(state)
+    batches = list(resumed)
+    assert [b["label"].tolist() for b in batches] == [[0]]
+    assert batches[0]["is_repeat"].tolist() == [True]
+    reasons = " ".join(e.reason for e in resumed.report)
+    assert "000000003" in reasons and "sample 000000000 stands in" in reasons
+
+
+@settings(max_examples=12)
 @given(
     n=st.integers(4, 20),
     per_shard=st.integers(1, 5),
@@ -155,21 +173,26 @@ def test_a_resumed_epoch_does_not_report_what_was_served_before_the_checkpoint(t
     stop=st.floats(0, 1),
     reads=st.sampled_from(["batch", "sequential"]),
     lose=st.booleans(),
+    even=st.sampled_from(["exact", "pad"]),
     seed=st.integers(0, 3),
 )
 def test_stop_anywhere_resume_anywhere_serves_the_uninterrupted_epoch(
-    tmp_path_factory, n, per_shard, worlds, workers, stop, reads, lose, seed
+    tmp_path_factory, n, per_shard, worlds, workers, stop, reads, lose, even, seed
 ):
     """Stop after any step (0, mid-shard, the epoch's end) at (W, K), resume at (W', K'),
     with or without a missing shard: the fresh samples of both parts are those of the
-    uninterrupted run (each once), and at the same (W, K) the very same batches."""
+    uninterrupted run (each once), and at the same (W, K) the very same batches.
+
+    Regression: resumed after its readable samples were served, a worker whose batches still
+    due were all unreadable raised "no sample could be read" under on_error="skip" (the
+    substitute was looked for among the samples due and the other workers' shards only)."""
     root = tmp_path_factory.mktemp("resume")
     write(root, n, per_shard, seed=seed)
     shards = len(ShardIndex.load(root).shards)
     (w1, w2), (k1, k2) = (min(w, shards) for w in worlds), workers
     if lose and shards > 1:
         (root / ShardIndex.load(root).shards[seed % shards].url).unlink()
-    kwargs = {"max_tokens": 60, "buffer_size": 4, "seed": seed, "reads": reads}
+    kwargs = {"max_tokens": 60, "buffer_size": 4, "seed": seed, "reads": reads, "even": even}
     kwargs["on_error"] = "skip"
 
     def run(world, k, state=None, steps=None):

@@ -121,8 +121,8 @@ class ShardStream(PlannedStream, BatchReads, SequentialReads, IterableDataset):
             and record it in :attr:`report` (shared by the DataLoader workers), with the keys
             of the samples not served and the batches repeated to keep ranks in step (a batch
             with no readable sample gets a substitute, marked ``is_repeat``: the last sample
-            served, else the next readable one; a worker with none at all borrows one from the
-            other shards, :mod:`hetload.data.stream_borrow`).
+            served, else the next readable one; a worker with none due borrows the index's first
+            readable one, :mod:`hetload.data.stream_borrow`).
         reads: how local shards are read. ``"batch"`` (default): each planned batch by one
             positioned read per sample straight into the batch buffer, located and checked by
             the index (:mod:`hetload.data.stream_batch_read`; one copy, a damaged sample costs

@@ -16,7 +16,7 @@ sample is reported under ``on_error`` and left out, and only it. A sample's byte
 the index and checked on their own, so one damaged sample does not cost the rest of its shard (the
 sequential read stops a shard at its first difference from the index, since it finds samples by
 walking the tar). A batch without a readable sample gets the stream's substitute (the last sample
-served, else the next readable one of the plan, else one borrowed from the other shards:
+served, else the next readable one of the plan, else the index's first readable one:
 :mod:`hetload.data.stream_borrow`), marked ``is_repeat`` and named in the report.
 
 Each worker checks its shards once before reading (after a resume, those with samples still
@@ -228,8 +228,8 @@ class BatchReads:
     ) -> tuple[int, str, dict[str, Any]]:
         """The sample that stands in for batch ``b``, as the sequential read picks it: the
         last one served, else the next readable one in reading order after the batch's last
-        sample (among those the batches from ``b`` on serve), else one borrowed from the other
-        shards (:mod:`hetload.data.stream_borrow`)."""
+        sample (among those the batches from ``b`` on serve), else the index's first readable
+        one (:mod:`hetload.data.stream_borrow`)."""
         seq, pos, lo, hi = stream.seq, stream.pos, stream.lo, stream.hi
         due = int(pos[lo[b] : hi[b]].max())
         wanted = np.zeros(seq.shape[0], dtype=bool)
@@ -242,8 +242,8 @@ class BatchReads:
             if sample is not None:
                 return g, source._keys[g], sample
             skipped.add(g)
-        # nothing of this worker's is readable: one sample of the other shards stands in
-        borrowed = borrow(self, shards)
+        # nothing due of this worker's is readable: the index's first readable sample stands in
+        borrowed = borrow(self, skipped)
         if borrowed is None:
             raise ShardError(
                 ", ".join(self.urls[k] for k in shards),

@@ -1,14 +1,15 @@
-"""A substitute from outside a worker's shards, for :class:`~hetload.data.ShardStream`.
+"""A borrowed substitute for :class:`~hetload.data.ShardStream`.
 
 A planned batch with no readable sample gets a substitute so that the rank keeps its step
 count (the DDP ranks step together): the last sample the worker served, else the next readable
-one of its own plan. Where a worker has no readable sample at all (its only shard missing,
-truncated to its first header, a folder, a FIFO...) it would have nothing to stand in, and under
-``on_error="skip"`` one damaged shard would stop the whole job. Then the substitute is borrowed:
-the first readable sample of the other shards, in index order. The choice depends only on the
-index and on which files are readable, so every worker in that situation makes the same one; it
-is marked ``is_repeat`` and named in the report like any substitute. Samples of other shards
-found unreadable here are not reported (the worker that owns them reports them).
+one of its own plan. Where neither exists (the worker's only shard missing, cut at its first
+header, a folder, a FIFO...; or, after a resume, every batch still due unreadable while the
+worker's readable samples were served before the checkpoint) it would have nothing to stand in,
+and under ``on_error="skip"`` one damaged shard would stop the whole job. Then the substitute is
+borrowed: the first readable sample of the index, in index order. The choice depends only on
+the index and on which files are readable, so every worker in that situation makes the same
+one; it is marked ``is_repeat`` and named in the report like any substitute. Samples found
+unreadable here are not reported (the worker that reads them reports them).
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ __all__ = ["MAX_BORROW_TRIES", "borrow", "lent_from"]
 MAX_BORROW_TRIES = 256
 
 
-def borrow(stream: Any, own: list[int]) -> tuple[int, str, dict[str, Any]] | None:
+def borrow(stream: Any, exclude: set[int]) -> tuple[int, str, dict[str, Any]] | None:
     """``(global number, key, sample)`` of the first readable sample of ``stream``'s shards
-    outside ``own``, in index order, or ``None`` (none among :data:`MAX_BORROW_TRIES`).
+    in index order, passing over the numbers in ``exclude`` (known unreadable), or ``None``
+    (none among :data:`MAX_BORROW_TRIES`). The worker's own shards count too: after a resume
+    its samples served before the checkpoint may be the only readable ones.
 
     ``stream`` is the :class:`~hetload.data.ShardStream` (its ``index``, ``urls``, ``fields``,
     ``size_field`` and ``_starts``). A local shard's candidates are read by ``ShardDataset``'s
@@ -42,15 +45,14 @@ def borrow(stream: Any, own: list[int]) -> tuple[int, str, dict[str, Any]] | Non
     index. Each candidate's rows are checked against the index.
     """
     tries = [MAX_BORROW_TRIES]
-    mine = set(own)
     for k, entry in enumerate(stream.index.shards):
-        if k in mine or entry.nsamples == 0:
+        if entry.nsamples == 0:
             continue
         url = stream.urls[k]
         if is_url(url):
-            found = _first_streamed(stream, k, tries)
+            found = _first_streamed(stream, k, tries, exclude)
         elif _intact(url, entry.filesize):
-            found = _first_local(stream, k, tries)
+            found = _first_local(stream, k, tries, exclude)
         else:
             continue
         if found is not None:
@@ -60,7 +62,9 @@ def borrow(stream: Any, own: list[int]) -> tuple[int, str, dict[str, Any]] | Non
     return None
 
 
-def _first_local(stream: Any, k: int, tries: list[int]) -> tuple[int, str, dict] | None:
+def _first_local(
+    stream: Any, k: int, tries: list[int], exclude: set[int]
+) -> tuple[int, str, dict] | None:
     """The first readable sample of local shard ``k`` by per-sample reads (``tries[0]`` is
     the budget of reads left, counted down)."""
     # (imported here: the sequential read imports this module)
@@ -79,6 +83,8 @@ def _first_local(stream: Any, k: int, tries: list[int]) -> tuple[int, str, dict]
         stream.__dict__["_borrow_source"] = quiet
     entry, first = stream.index.shards[k], int(stream._starts[k])
     for g in range(first, int(stream._starts[k + 1])):
+        if g in exclude:
+            continue
         if tries[0] <= 0:
             return None
         tries[0] -= 1
@@ -94,7 +100,9 @@ def _first_local(stream: Any, k: int, tries: list[int]) -> tuple[int, str, dict]
     return None
 
 
-def _first_streamed(stream: Any, k: int, tries: list[int]) -> tuple[int, str, dict] | None:
+def _first_streamed(
+    stream: Any, k: int, tries: list[int], exclude: set[int]
+) -> tuple[int, str, dict] | None:
     """The first readable sample of URL (or ``pipe:``) shard ``k``, read from its start by
     WebDataset, stopping quietly at its first error or difference from the index."""
     from webdataset.tariterators import group_by_keys, tar_file_expander
@@ -121,6 +129,8 @@ def _first_streamed(stream: Any, k: int, tries: list[int]) -> tuple[int, str, di
             members = {name: data for name, data in raw.items() if not name.startswith("__")}
             if _entry_mismatch(entry, position, key, members) is not None:
                 return None  # the rest of the shard cannot be placed in the index
+            if first + position in exclude:
+                continue
             try:
                 sample = decode_sample(members, url, key, stream.fields)
                 _check_rows(entry, position, sample, url, key)
@@ -141,7 +151,7 @@ def lent_from(stream: Any, g: int, own: list[int]) -> str:
     k = int(np.searchsorted(stream._starts, g, side="right")) - 1
     if k in own:
         return ""
-    return f", borrowed from {stream.urls[k]}: no sample of this worker's shards is readable"
+    return f", borrowed from {stream.urls[k]}: no sample due in this worker's shards is readable"
 
 
 def _intact(url: str, expected: int) -> bool:

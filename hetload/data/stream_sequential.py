@@ -56,7 +56,7 @@ class SequentialReads:
         held: dict[int, tuple[str, Any] | None] = {}
         spare: list[tuple[str, Any]] = []  # the last sample served: a substitute
         waiting = [False]
-        lent = ""  # where a substitute borrowed from another worker's shards comes from
+        lent = ""  # where a borrowed substitute comes from (stream_borrow)
         b = skip
 
         def emit(frontier: int) -> Iterator[Any]:
@@ -110,8 +110,8 @@ class SequentialReads:
             frontier = max(frontier, end)
             yield from emit(frontier)
         if b < n:
-            # nothing of this worker's is readable: one sample of the other shards stands in
-            borrowed = borrow(self, shards)
+            # nothing due of this worker's is readable: the index's first readable sample stands in
+            borrowed = borrow(self, set())
             if borrowed is None:
                 names = ", ".join(self.urls[k] for k in shards)
                 raise ShardError(
