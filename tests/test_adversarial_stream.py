@@ -341,3 +341,42 @@ def test_oversized_samples_and_drop_last_by_both_reads(tmp_path, oversize, drop_
         if dropped:  # the plan's note counts the samples left out
             assert f"{dropped} of {len(SIZES)} samples are not served" in stream.report[0].reason
     assert got["batch"] == got["sequential"]
+
+
+@pytest.mark.parametrize("reads", ["batch", "sequential"])
+@pytest.mark.parametrize("change", ["cut", "renamed over", "grown"])
+def test_a_shard_changed_between_the_plan_and_the_read(tmp_path, reads, change):
+    """After the first batch (the worker's checks done, a chunk or descriptor maybe open), a
+    shard is cut, renamed over by another of its size, or grown: every sample served is the
+    bytes the shard held, once, or reported."""
+    write(tmp_path, n=16, max_count=8, rows=7)
+    want = reference(tmp_path)
+    index = ShardIndex.load(tmp_path)
+    stream = ShardStream(
+        tmp_path, batch_size=2, shuffle=False, reads=reads, on_error="skip", collate_fn=None
+    )
+    batches = iter(stream)
+    served = [next(batches)]
+    path = tmp_path / index.shards[0].url
+    if change == "cut":
+        os.truncate(path, index.shards[0].start[5])
+    elif change == "renamed over":
+        shutil.copy(tmp_path / index.shards[1].url, tmp_path / "new.tar")
+        os.replace(tmp_path / "new.tar", path)
+    else:
+        with open(path, "ab") as f:
+            f.write(b"\0" * 4096)
+    served += list(batches)
+    assert_served_once_or_reported([served], list(stream.report), want)
+
+
+def test_an_epoch_of_a_single_batch(tmp_path):
+    write(tmp_path, n=7, max_count=3)
+    for reads in ("batch", "sequential"):
+        (batch,) = labels(ShardStream(tmp_path, batch_size=100, shuffle=False, reads=reads))
+        assert batch == list(range(7))
+        ranks = [
+            labels(ShardStream(tmp_path, batch_size=100, rank=r, world_size=2)) for r in (0, 1)
+        ]
+        assert [len(r) for r in ranks] == [1, 1]
+        assert sorted(x for r in ranks for b in r for x in b) == list(range(7))
