@@ -118,6 +118,31 @@ def test_a_batcher_that_refuses_the_probe_has_a_stable_fingerprint(tmp_path):
     assert len(labels(ShardStream(tmp_path, batcher=picky))) == 6
 
 
+def padded_plus(extra: int):
+    """A cost function of one's own, made anew by each call (another object, another address)."""
+
+    def cost(count, maxes, sums):
+        return count * (maxes + extra)
+
+    return cost
+
+
+def test_a_token_batcher_with_a_cost_function_resumes_and_tells_settings_apart(tmp_path):
+    """Regression: the fingerprint held ``repr(token_batches(..., cost=fn))``, the function's
+    address included: every process (every rank, every restart) had another fingerprint, so no
+    state resumed; and two costs of one name with other settings were not told apart."""
+    write(tmp_path, n=12, max_count=4)
+    state = ShardStream(tmp_path, batcher=token_batches(120, cost=padded_plus(0))).state_dict(
+        step=1, num_workers=0
+    )
+    again = ShardStream(tmp_path, batcher=token_batches(120, cost=padded_plus(0)))
+    again.load_state_dict(state)  # another function object, the same cost: resumed
+    with pytest.raises(ResumeError, match="batcher"):
+        ShardStream(tmp_path, batcher=token_batches(120, cost=padded_plus(30))).load_state_dict(
+            state
+        )
+
+
 @pytest.mark.parametrize("reads", ["batch", "sequential"])
 def test_a_resumed_epoch_does_not_report_what_was_served_before_the_checkpoint(tmp_path, reads):
     """Regression (batch reads): after a resume every shard of the worker was checked, so a

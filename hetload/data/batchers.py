@@ -116,17 +116,33 @@ def check_count(value: Any, name: str, least: int, where: str = "") -> int:
 
 
 def describe(batcher: Batcher, sizes: np.ndarray | None = None) -> str:
-    """What a plan's batches depend on in ``batcher`` (part of a stream's resume fingerprint):
-    the settings of the batchers made here; for another, its qualified name and the batches it
-    cuts from a probe (``sizes``, then a fixed spread of sizes from 1 to 2**20), since its
-    settings are not known here: two ``functools.partial`` s, lambdas or instances of one class
-    with other settings cut other batches, so a state of one is not resumed on the other's plan.
+    """What a plan's batches depend on in ``batcher`` (part of a stream's resume fingerprint),
+    the same text in every process (no object address):
+
+    - the settings of the batchers made here, a function among them (a ``cost``) by its
+      qualified name and the batches the batcher cuts from a probe;
+    - for another batcher, its qualified name and the batches it cuts from a probe (``sizes``,
+      then a fixed spread of sizes from 1 to 2**20), since its settings are not known here: two
+      ``functools.partial`` s, lambdas or instances of one class with other settings cut other
+      batches, so a state of one is not resumed on the other's plan.
     """
-    if isinstance(batcher, (_Fixed, _Tokens)):
+    if isinstance(batcher, _Fixed):
         return repr(batcher)
-    kind = batcher if callable(batcher) and hasattr(batcher, "__qualname__") else type(batcher)
-    name = f"{getattr(kind, '__module__', '')}.{kind.__qualname__}"
-    return f"{name} cutting {_probe_digest(batcher, sizes)}"
+    if isinstance(batcher, _Tokens):
+        options = "".join(f", {k}={_stable(v)}" for k, v in sorted(batcher.options.items()))
+        text = f"token_batches({batcher.max_tokens}, buffer_size={batcher.buffer_size}{options})"
+        if any(callable(v) for v in batcher.options.values()):
+            text += f" cutting {_probe_digest(batcher, sizes)}"
+        return text
+    return f"{_stable(batcher)} cutting {_probe_digest(batcher, sizes)}"
+
+
+def _stable(value: Any) -> str:
+    """``repr(value)``, a callable by its qualified name (its repr holds its address)."""
+    if not callable(value):
+        return repr(value)
+    kind = value if hasattr(value, "__qualname__") else type(value)
+    return f"{getattr(kind, '__module__', '')}.{kind.__qualname__}"
 
 
 #: the sizes a batcher of its own is probed with besides the data's first ones: 1 to 2**20
@@ -135,14 +151,16 @@ _PROBE_DATA = 256  # of the data's sizes, the first these many
 
 
 def _probe_digest(batcher: Batcher, sizes: np.ndarray | None) -> str:
-    """8 hex digits over the batches ``batcher`` cuts from the probe (seed 0), or over the
-    error it raises there (its message names what it refused, e.g. a budget)."""
+    """8 hex digits over the batches ``batcher`` cuts (seed 0) from the data's first sizes and
+    from a spread of sizes, each run on its own: an error one raises (a size beyond a budget)
+    enters as its message, which names what it refused, without object addresses."""
     head = [] if sizes is None else np.asarray(sizes[:_PROBE_DATA], dtype=np.int64).tolist()
-    table = head + _PROBE.tolist() + head[::-1]
-    try:
-        groups = batcher(range(len(table)), table.__getitem__, 0)
-        text = repr([list(map(int, group)) for group in groups])
-    except Exception as exc:  # a batcher of the user's: any error it raises
-        # (without object addresses, which differ from process to process)
-        text = re.sub(r" at 0x[0-9a-fA-F]+", "", f"{type(exc).__name__}: {exc}")
-    return f"{zlib.crc32(text.encode()):08x}"
+    texts = []
+    for table in (head + head[::-1], _PROBE.tolist()):
+        try:
+            groups = batcher(range(len(table)), table.__getitem__, 0)
+            texts.append(repr([list(map(int, group)) for group in groups]))
+        except Exception as exc:  # a batcher of the user's: any error it raises
+            # (without object addresses, which differ from process to process)
+            texts.append(re.sub(r" at 0x[0-9a-fA-F]+", "", f"{type(exc).__name__}: {exc}"))
+    return f"{zlib.crc32('|'.join(texts).encode()):08x}"

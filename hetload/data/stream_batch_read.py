@@ -80,15 +80,15 @@ class BatchReads:
         shard that cannot be opened loses all; one shorter than the index says, the samples
         past its end; the others of a shard whose size differs are still read, each checked
         where the index puts it. ``due`` (sorted global numbers; ``None``: all): the samples
-        the worker still serves after a resume; a shard without one is not checked, and only
-        they are counted lost (those served before the checkpoint were not lost)."""
+        the worker still serves (after a resume, in an elastic segment); a shard without one is
+        not checked, and only they are counted lost (those served before were not lost)."""
         lost: set[int] = set()
         for k in shards:
             lo, hi = int(self._starts[k]), int(self._starts[k + 1])
             if due is not None:
                 mine = due[np.searchsorted(due, lo) : np.searchsorted(due, hi)]
                 if not mine.size:
-                    continue  # every sample of it was served before the checkpoint
+                    continue  # no sample of it is due (served before, or left out)
             url, entry = self.urls[k], self.index.shards[k]
             first = 0  # the first sample lost
             try:
@@ -133,11 +133,9 @@ class BatchReads:
         n = len(stream)
         spare: int | None = None  # the last sample served: a substitute
         # samples found unreadable (reported once) this epoch: left out of their batches
-        due = None
-        if 0 < skip < n:  # resumed: the samples of the batches still to serve
-            parts = [stream.pos[stream.lo[b] : stream.hi[b]] for b in range(skip, n)]
-            due = np.unique(stream.seq[np.concatenate(parts)]).astype(np.int64)
-        skipped = self._open_shards(shards, due) if skip < n else set()
+        # the samples of the batches still to serve (a resumed or elastic segment's shards may
+        # hold samples served before; the batcher may leave some out): only they can be lost
+        skipped = self._open_shards(shards, _due(stream, skip)) if skip < n else set()
         for b in range(skip, n):
             numbers = stream.batch(b).tolist()
             repeat = bool(stream.repeat[b])
@@ -251,3 +249,14 @@ class BatchReads:
                 f"no sample could be read, but {who} owes {len(stream) - b} batches",
             )
         return borrowed
+
+
+def _due(stream: Any, skip: int) -> np.ndarray:
+    """int64 sorted global numbers of the samples batches ``skip:`` of ``stream`` serve."""
+    m = stream.pos.shape[0]
+    mark = np.zeros(m + 1, dtype=np.int64)
+    # each batch is a contiguous run of ``pos``: mark the runs, then read them off
+    np.add.at(mark, stream.lo[skip:], 1)
+    np.add.at(mark, stream.hi[skip:], -1)
+    covered = np.cumsum(mark[:-1]) > 0
+    return np.unique(stream.seq[stream.pos[covered]]).astype(np.int64)

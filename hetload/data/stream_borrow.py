@@ -27,8 +27,8 @@ from hetload.shards.index import is_url
 
 __all__ = ["MAX_BORROW_TRIES", "borrow", "lent_from"]
 
-#: the most samples of other shards read to find a substitute (a systematic failure, such as
-#: every shard gone, is raised rather than searched through the whole index)
+#: the most samples read to find a borrowed substitute (a systematic failure, such as every
+#: shard gone, is raised rather than searched through the whole index)
 MAX_BORROW_TRIES = 256
 
 
