@@ -57,6 +57,7 @@ class SequentialReads:
         spare: list[tuple[str, Any]] = []  # the last sample served: a substitute
         waiting = [False]
         lent = ""  # where a borrowed substitute comes from (stream_borrow)
+        readable: set[int] = set()  # the global numbers of the samples due read and decoded
         b = skip
 
         def emit(frontier: int) -> Iterator[Any]:
@@ -103,6 +104,8 @@ class SequentialReads:
                 if a is None:
                     continue
                 held[a] = None if sample is None else (key, sample)
+                if sample is not None:
+                    readable.add(first + position)
                 if sample is not None and waiting[0]:
                     spare[:] = [(key, sample)]
                 frontier = max(frontier, a)
@@ -111,7 +114,8 @@ class SequentialReads:
             yield from emit(frontier)
         if b < n:
             # nothing due of this worker's is readable: the index's first readable sample stands in
-            borrowed = borrow(self, set())
+            # (not one of this worker's samples the walk could not serve: it is reported lost)
+            borrowed = borrow(self, set(arrival) - readable)
             if borrowed is None:
                 names = ", ".join(self.urls[k] for k in shards)
                 raise ShardError(
