@@ -230,7 +230,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
             only=("bucket",),
         ),
         "buffer_size": Key(
-            Either((Int(min=1),), nullable=True),
+            Either((Int(min=2),), nullable=True),  # (the bucketer sorts at least 2)
             None,
             "look-ahead of the streaming bucketer, in samples (ShardStream; null: 32768 where it "
             "reads local shards batch by batch, which holds no sample, else 2048)",

@@ -32,7 +32,13 @@ import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
 from hetload.collate import collate
-from hetload.data.batchers import Batcher, describe, fixed_batches, token_batches
+from hetload.data.batchers import (
+    Batcher,
+    check_count,
+    describe,
+    fixed_batches,
+    token_batches,
+)
 from hetload.data.stream_batch_read import READS, BatchReads, Reads
 from hetload.data.stream_plan import (
     EVEN,
@@ -113,7 +119,10 @@ class ShardStream(PlannedStream, BatchReads, SequentialReads, IterableDataset):
             (byte size, sample keys, member names and sizes, rows, sample count: a shard is
             read up to its first difference): ``"raise"``, or skip it (``"skip"``, ``"warn"``)
             and record it in :attr:`report` (shared by the DataLoader workers), with the keys
-            of the samples not served and the batches repeated to keep ranks in step.
+            of the samples not served and the batches repeated to keep ranks in step (a batch
+            with no readable sample gets a substitute, marked ``is_repeat``: the last sample
+            served, else the next readable one; a worker with none due borrows the index's first
+            readable one, :mod:`hetload.data.stream_borrow`).
         reads: how local shards are read. ``"batch"`` (default): each planned batch by one
             positioned read per sample straight into the batch buffer, located and checked by
             the index (:mod:`hetload.data.stream_batch_read`; one copy, a damaged sample costs
@@ -189,6 +198,19 @@ class ShardStream(PlannedStream, BatchReads, SequentialReads, IterableDataset):
         chosen = [x is not None for x in (batch_size, max_tokens, batcher)]
         if sum(chosen) != 1:
             raise ValueError("ShardStream: give exactly one of batch_size, max_tokens, batcher")
+        if buffer_size is not None and max_tokens is None:
+            raise ValueError(
+                "ShardStream: buffer_size is the look-ahead of the max_tokens bucketer; with "
+                "batch_size or batcher it would be ignored"
+            )
+        # ints, checked now (int() would cut 1.5 to 1; the bucketer would refuse only later)
+        where = "ShardStream: "
+        if batch_size is not None:
+            batch_size = check_count(batch_size, "batch_size", 1, where)
+        if max_tokens is not None:
+            max_tokens = check_count(max_tokens, "max_tokens", 1, where)
+        if buffer_size is not None:
+            buffer_size = check_count(buffer_size, "buffer_size", 2, where)
         if batcher is None:
             if buffer_size is None:
                 # a batch read holds no sample, so the buffer costs only the plan's sizes; the
@@ -239,11 +261,14 @@ class ShardStream(PlannedStream, BatchReads, SequentialReads, IterableDataset):
         # int32 while it fits: 4 bytes per sample held by every rank and worker
         fits = flat.size == 0 or int(flat.max()) < 2**31
         self._flat_sizes = flat.astype(np.int32) if fits else flat
+        _check_fit(self.batcher, flat, self.index, self.urls, self._starts)
         # what the plan depends on besides (seed, epoch): a state from other data is refused
+        batches = describe(self.batcher, self._flat_sizes)
         self.fingerprint = fingerprint(
             counts,
             self._flat_sizes,
-            f"{self.shuffle} {self.even} {self.size_field} {describe(self.batcher)}",
+            f"{self.shuffle} {self.even} {self.size_field} {batches}",
+            self.index,
         )
         self._plans: dict[tuple, Any] = {}
         self._resume: dict[str, Any] | None = None
@@ -368,6 +393,7 @@ class ShardStream(PlannedStream, BatchReads, SequentialReads, IterableDataset):
         # each process opens its own ShardDataset over the shards (handles, caches) when it reads
         state = super().__getstate__()
         state.pop("_by_index", None)
+        state.pop("_borrow_source", None)
         return state
 
     def __repr__(self) -> str:
@@ -375,6 +401,26 @@ class ShardStream(PlannedStream, BatchReads, SequentialReads, IterableDataset):
             f"ShardStream({len(self.urls)} shards, rank {self.rank}/{self.world_size}, "
             f"epoch {self.epoch}, even={self.even!r})"
         )
+
+
+def _check_fit(
+    batcher: Batcher, sizes: np.ndarray, index: ShardIndex, urls: list[str], starts: np.ndarray
+) -> None:
+    """A sample that fits no batch of ``batcher`` (larger than a ``token_batches`` budget under
+    ``oversize="error"``) is refused now, naming its key and shard, not when the first epoch is
+    planned (where the bucketer knows only its place in a worker's stream)."""
+    never_fit = getattr(batcher, "never_fit", None)
+    large = np.zeros(0, dtype=np.int64) if never_fit is None else never_fit(sizes)
+    if not large.size:
+        return
+    g = int(large[0])
+    k = int(np.searchsorted(starts, g, side="right")) - 1
+    raise ValueError(
+        f"ShardStream: sample {index.columns.keys[g]} of {urls[k]} has size {int(sizes[g])}, "
+        f"more than {batcher!r} takes in a batch alone ({large.size} samples do); raise "
+        "max_tokens, or pass batcher=token_batches(max_tokens, buffer_size, oversize='skip' "
+        "or 'alone')"
+    )
 
 
 def _world(rank: int | None, world_size: int | None) -> tuple[int, int]:

@@ -16,12 +16,14 @@ sample is reported under ``on_error`` and left out, and only it. A sample's byte
 the index and checked on their own, so one damaged sample does not cost the rest of its shard (the
 sequential read stops a shard at its first difference from the index, since it finds samples by
 walking the tar). A batch without a readable sample gets the stream's substitute (the last sample
-served, else the next readable one of the plan), marked ``is_repeat`` and named in the report.
+served, else the next readable one of the plan, else the index's first readable one:
+:mod:`hetload.data.stream_borrow`), marked ``is_repeat`` and named in the report.
 
-Each worker checks its shards once before reading: a shard that cannot be opened is reported
-with the keys it loses; one whose byte size differs from the index is reported and still read,
-each of its samples checked where the index puts it. So nothing here holds samples, whatever the
-shards: a large bucketer buffer costs no memory (``ShardStream``'s ``buffer_size``).
+Each worker checks its shards once before reading (after a resume, those with samples still
+due): a shard that cannot be opened is reported with the keys it loses; one whose byte size
+differs from the index is reported and still read, each of its samples checked where the index
+puts it. So nothing here holds samples, whatever the shards: a large bucketer buffer costs no
+memory (``ShardStream``'s ``buffer_size``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import numpy as np
 
 from hetload.data.batch_read import read_batch, read_stored
 from hetload.data.shard_dataset import ShardDataset
+from hetload.data.stream_borrow import borrow, lent_from
 from hetload.data.stream_sequential import _check_rows, _size_mismatch
 from hetload.guards import NotRegularFile, open_regular_fd
 from hetload.shards.format import ShardError
@@ -71,14 +74,21 @@ class BatchReads:
             self.__dict__["_by_index"] = source
         return source
 
-    def _open_shards(self, shards: list[int]) -> set[int]:
+    def _open_shards(self, shards: list[int], due: np.ndarray | None = None) -> set[int]:
         """Check each shard of ``shards`` once before reading, each problem one report entry
         (``on_error``) naming the samples it loses; returns the numbers of those samples. A
         shard that cannot be opened loses all; one shorter than the index says, the samples
         past its end; the others of a shard whose size differs are still read, each checked
-        where the index puts it."""
+        where the index puts it. ``due`` (sorted global numbers; ``None``: all): the samples
+        the worker still serves (after a resume, in an elastic segment); a shard without one is
+        not checked, and only they are counted lost (those served before were not lost)."""
         lost: set[int] = set()
         for k in shards:
+            lo, hi = int(self._starts[k]), int(self._starts[k + 1])
+            if due is not None:
+                mine = due[np.searchsorted(due, lo) : np.searchsorted(due, hi)]
+                if not mine.size:
+                    continue  # no sample of it is due (served before, or left out)
             url, entry = self.urls[k], self.index.shards[k]
             first = 0  # the first sample lost
             try:
@@ -96,12 +106,17 @@ class BatchReads:
                 if problem is None:
                     continue
                 first = int(np.searchsorted(np.asarray(entry.end, np.int64), size, side="right"))
-            keys = entry.keys[first:]
-            if len(keys):
-                named = f"key {keys[0]}" if len(keys) == 1 else f"keys {keys[0]}..{keys[-1]}"
-                problem += f"; {len(keys)} samples not served ({named})"
+            gone = np.arange(lo + first, hi)
+            if due is not None:
+                gone = np.intersect1d(gone, mine)
+            if gone.size:
+                a, b = entry.keys[int(gone[0]) - lo], entry.keys[int(gone[-1]) - lo]
+                named = f"key {a}" if gone.size == 1 else f"keys {a}..{b}"
+                if due is not None and gone.size < hi - lo - first:
+                    named += ", those still due"
+                problem += f"; {gone.size} samples not served ({named})"
             self.policy.handle(url, ShardError(url, None, problem))
-            lost.update(range(int(self._starts[k]) + first, int(self._starts[k + 1])))
+            lost.update(gone.tolist())
         return lost
 
     def _serve_batches(
@@ -118,7 +133,9 @@ class BatchReads:
         n = len(stream)
         spare: int | None = None  # the last sample served: a substitute
         # samples found unreadable (reported once) this epoch: left out of their batches
-        skipped = self._open_shards(shards) if skip < n else set()
+        # the samples of the batches still to serve (a resumed or elastic segment's shards may
+        # hold samples served before; the batcher may leave some out): only they can be lost
+        skipped = self._open_shards(shards, _due(stream, skip)) if skip < n else set()
         for b in range(skip, n):
             numbers = stream.batch(b).tolist()
             repeat = bool(stream.repeat[b])
@@ -132,7 +149,7 @@ class BatchReads:
                     self.policy.note(
                         f"{who} epoch {epoch}",
                         f"batch {b} of its plan has no readable sample; sample {items[0][1]} "
-                        "stands in for it (is_repeat=True)",
+                        f"stands in for it (is_repeat=True){lent_from(self, items[0][0], shards)}",
                     )
                     repeat = True
                 spare = items[-1][0]
@@ -209,7 +226,8 @@ class BatchReads:
     ) -> tuple[int, str, dict[str, Any]]:
         """The sample that stands in for batch ``b``, as the sequential read picks it: the
         last one served, else the next readable one in reading order after the batch's last
-        sample (among those the batches from ``b`` on serve)."""
+        sample (among those the batches from ``b`` on serve), else the index's first readable
+        one (:mod:`hetload.data.stream_borrow`)."""
         seq, pos, lo, hi = stream.seq, stream.pos, stream.lo, stream.hi
         due = int(pos[lo[b] : hi[b]].max())
         wanted = np.zeros(seq.shape[0], dtype=bool)
@@ -222,8 +240,23 @@ class BatchReads:
             if sample is not None:
                 return g, source._keys[g], sample
             skipped.add(g)
-        raise ShardError(
-            ", ".join(self.urls[k] for k in shards),
-            None,
-            f"no sample could be read, but {who} owes {len(stream) - b} batches",
-        )
+        # nothing due of this worker's is readable: the index's first readable sample stands in
+        borrowed = borrow(self, skipped)
+        if borrowed is None:
+            raise ShardError(
+                ", ".join(self.urls[k] for k in shards),
+                None,
+                f"no sample could be read, but {who} owes {len(stream) - b} batches",
+            )
+        return borrowed
+
+
+def _due(stream: Any, skip: int) -> np.ndarray:
+    """int64 sorted global numbers of the samples batches ``skip:`` of ``stream`` serve."""
+    m = stream.pos.shape[0]
+    mark = np.zeros(m + 1, dtype=np.int64)
+    # each batch is a contiguous run of ``pos``: mark the runs, then read them off
+    np.add.at(mark, stream.lo[skip:], 1)
+    np.add.at(mark, stream.hi[skip:], -1)
+    covered = np.cumsum(mark[:-1]) > 0
+    return np.unique(stream.seq[stream.pos[covered]]).astype(np.int64)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from hetload.data.stream_borrow import borrow, lent_from
 from hetload.data.stream_read import LocalShard
 from hetload.guards import open_regular, shown
 from hetload.shards.format import ShardError, decode_sample
@@ -55,6 +56,8 @@ class SequentialReads:
         held: dict[int, tuple[str, Any] | None] = {}
         spare: list[tuple[str, Any]] = []  # the last sample served: a substitute
         waiting = [False]
+        lent = ""  # where a borrowed substitute comes from (stream_borrow)
+        readable: set[int] = set()  # the global numbers of the samples due read and decoded
         b = skip
 
         def emit(frontier: int) -> Iterator[Any]:
@@ -78,7 +81,7 @@ class SequentialReads:
                     self.policy.note(
                         f"{who} epoch {epoch}",
                         f"batch {b} of its plan has no readable sample; sample "
-                        f"{spare[-1][0]} stands in for it (is_repeat=True)",
+                        f"{spare[-1][0]} stands in for it (is_repeat=True){lent}",
                     )
                     items, repeat = [spare[-1]], True
                 waiting[0] = False
@@ -101,6 +104,8 @@ class SequentialReads:
                 if a is None:
                     continue
                 held[a] = None if sample is None else (key, sample)
+                if sample is not None:
+                    readable.add(first + position)
                 if sample is not None and waiting[0]:
                     spare[:] = [(key, sample)]
                 frontier = max(frontier, a)
@@ -108,10 +113,18 @@ class SequentialReads:
             frontier = max(frontier, end)
             yield from emit(frontier)
         if b < n:
-            names = ", ".join(self.urls[k] for k in shards)
-            raise ShardError(
-                names, None, f"no sample could be read, but {who} owes {n - b} batches"
-            )
+            # nothing due of this worker's is readable: the index's first readable sample stands in
+            # (not one of this worker's samples the walk could not serve: it is reported lost)
+            borrowed = borrow(self, set(arrival) - readable)
+            if borrowed is None:
+                names = ", ".join(self.urls[k] for k in shards)
+                raise ShardError(
+                    names, None, f"no sample could be read, but {who} owes {n - b} batches"
+                )
+            g, key, sample = borrowed
+            spare[:] = [(key, sample)]
+            lent = lent_from(self, g, shards)
+            yield from emit(seq.shape[0])
 
     def _samples(
         self, k: int, wanted: Mapping[int, int], first: int
@@ -131,7 +144,7 @@ class SequentialReads:
             members = {name: data for name, data in raw.items() if not name.startswith("__")}
             problem = _entry_mismatch(entry, position, key, members)
             if problem is not None:
-                self._report_unserved(k, position, problem)
+                self._report_unserved(k, position, problem, wanted)
                 return
             position += 1
             if first + position - 1 not in wanted:
@@ -145,16 +158,24 @@ class SequentialReads:
                 continue
             yield position - 1, key, sample
         if position < entry.nsamples:
-            self._report_unserved(k, position, f"the shard ends after {position} samples")
+            self._report_unserved(k, position, f"the shard ends after {position} samples", wanted)
 
-    def _report_unserved(self, k: int, position: int, problem: str) -> None:
+    def _report_unserved(
+        self, k: int, position: int, problem: str, wanted: Mapping[int, int]
+    ) -> None:
         """The shard differs from its index from sample ``position`` on: every sample not
-        served is named in one report entry (raised under ``on_error="raise"``)."""
+        served is named in one report entry (raised under ``on_error="raise"``). Only those
+        still ``wanted`` (global numbers) were lost: after a resume, the shard's samples served
+        before the checkpoint were not."""
         entry = self.index.shards[k]
-        lost = entry.keys[position:]
+        first = int(self._starts[k])
+        after = range(position, entry.nsamples)
+        lost = [entry.keys[p] for p in after if first + p in wanted]
         unserved = ""
         if lost:  # (none lost: the shard has a sample beyond those the index lists)
             named = f"key {lost[0]}" if len(lost) == 1 else f"keys {lost[0]}..{lost[-1]}"
+            if len(lost) < len(after):
+                named += ", those still due"
             unserved = f"; {len(lost)} samples not served ({named})"
         error = ShardError(
             self.urls[k],

@@ -306,9 +306,10 @@ class PlannedStream:
                 f"ShardStream state version {shown(state['version'])} is not {_STATE_VERSION}"
             )
         if state["fingerprint"] != self.fingerprint:
+            what = _differs(state["fingerprint"], self.fingerprint)
             raise ResumeError(
-                "ShardStream state was saved for other shards, sizes or settings (shuffle, even, "
-                f"size_field, batcher): fingerprint {state['fingerprint']} != {self.fingerprint}"
+                f"ShardStream state was saved for {what}: fingerprint "
+                f"{shown(state['fingerprint'])} != {self.fingerprint}"
             )
         segments = state["segments"]
         if not isinstance(segments, (list, tuple)) or not segments:
@@ -338,11 +339,44 @@ class PlannedStream:
         self._resume["segments"] = [list(s) for s in segments]
 
 
-def fingerprint(counts: list[int], sizes: np.ndarray, settings: str) -> str:
-    """A short digest of what a plan depends on besides the seed and epoch."""
+def fingerprint(counts: list[int], sizes: np.ndarray, settings: str, index: Any = None) -> str:
+    """A short digest of what a plan depends on besides the seed and epoch:
+    ``"S:N:<data>:<plan>"``, ``data`` a digest of the shards the ``index`` describes (see
+    :func:`index_digest`), ``plan`` one of the per-shard counts, the sizes and ``settings``."""
     digest = zlib.crc32(np.asarray(counts, dtype=np.int64).tobytes())
     digest = zlib.crc32(np.ascontiguousarray(sizes).tobytes(), digest)
-    return f"{len(counts)}:{sizes.shape[0]}:{zlib.crc32(settings.encode(), digest):08x}"
+    data = "" if index is None else f"{index_digest(index)}:"
+    return f"{len(counts)}:{sizes.shape[0]}:{data}{zlib.crc32(settings.encode(), digest):08x}"
+
+
+def index_digest(index: Any) -> str:
+    """8 hex digits over what the index says of each shard's bytes: its byte size and sha256,
+    and every sample's key, in index order. Two datasets of the same counts and sizes (point
+    clouds of a fixed size) or one index with its shards reordered differ here, so a state of
+    one is not resumed on the other's samples; shards moved elsewhere (the same index, other
+    URLs) do not."""
+    heads = "\n".join(
+        f"{nsamples} {filesize} {sha256}" for _, nsamples, filesize, sha256 in index.heads()
+    )
+    digest = zlib.crc32(heads.encode())
+    columns = index.columns
+    digest = zlib.crc32(np.ascontiguousarray(columns.key_offsets, dtype=np.int64).tobytes(), digest)
+    digest = zlib.crc32(np.ascontiguousarray(columns.key_blob).tobytes(), digest)
+    return f"{digest:08x}"
+
+
+def _differs(saved: Any, mine: str) -> str:
+    """What differs between a saved fingerprint and this stream's, in words."""
+    ours = mine.split(":")
+    theirs = saved.split(":") if isinstance(saved, str) else []
+    if len(theirs) == len(ours) == 4:
+        if theirs[:3] != ours[:3]:
+            return (
+                "other shards (their count, sample keys, byte sizes or sha256 in the index: "
+                "other data, or shards rebuilt, replaced or reordered)"
+            )
+        return "other sizes or settings (shuffle, even, size_field, transform sizes, batcher)"
+    return "other shards, sizes or settings (shuffle, even, size_field, batcher)"
 
 
 def _is_int(value: Any) -> bool:
