@@ -49,6 +49,7 @@ from torch.utils.data import get_worker_info
 
 from hetload import local_pool
 from hetload.shm import Mapping, memfd
+from hetload.slots import choose_slot
 
 __all__ = ["ALIGN", "HEADER", "aligned", "batch_buffer", "carve", "ring_stats"]
 
@@ -60,8 +61,6 @@ ALIGN = 64
 HEADER = 64
 #: most segments a worker's ring holds (``HETLOAD_RING_SLOTS``)
 RING_SLOTS = 8
-# a segment grows by at least this factor, so batch-to-batch size jitter settles in a few steps
-_GROWTH = 1.25
 _PAGE = mmap.PAGESIZE
 
 
@@ -210,31 +209,15 @@ class Ring:
             return buffer
 
     def _pick(self, nbytes: int) -> Slot | None:
-        """The smallest free slot that fits (the first of equals), else an unused one, else the
-        largest free one regrown; one pass, and a slot that could not beat the best fit found
-        so far is not even tested for being free (this runs for every batch)."""
-        fit = unused = largest = None
-        for slot in self.slots:
-            if slot.map is None:  # free, and fits nothing (nbytes >= 1)
-                unused = unused or slot
-            elif fit is not None and slot.capacity >= fit.capacity:
-                continue
-            elif slot.free():
-                if slot.capacity >= nbytes:
-                    fit = slot
-                elif largest is None or slot.capacity > largest.capacity:
-                    largest = slot
-        if fit is not None:
-            return fit
-        # an unused slot first, else regrow the largest free one (sizes settle in a few steps)
-        slot = unused
-        if slot is None:
-            if largest is None:
-                return None
-            slot = largest
-            nbytes = max(nbytes, int(slot.capacity * _GROWTH))
-        self.created += 1
-        slot.grow(_round_up(nbytes, _PAGE), self.created)
+        """The smallest free slot that fits, else an unused one, else the largest free one
+        regrown (:func:`hetload.slots.choose_slot`: sizes settle in a few steps)."""
+        chosen = choose_slot(self.slots, nbytes, unused_first=True)
+        if chosen is None:
+            return None
+        slot, capacity = chosen
+        if slot.map is None or capacity > slot.capacity:
+            self.created += 1
+            slot.grow(_round_up(capacity, _PAGE), self.created)
         return slot
 
     def slot_of(self, storage: torch.UntypedStorage) -> Slot | None:

@@ -35,14 +35,14 @@ import threading
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 
+from hetload.slots import choose_slot
+
 __all__ = ["POOL_MIN", "POOL_SLOTS", "holds", "lend", "pool_stats", "release"]
 
 #: requests of fewer bytes are a plain ``torch.empty``
 POOL_MIN = 1 << 20
 #: most mappings a process keeps (``HETLOAD_POOL_SLOTS``)
 POOL_SLOTS = 8
-# a regrown mapping takes at least this factor more, so batch-to-batch size jitter settles fast
-_GROWTH = 1.25
 _FLAGS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
 
 
@@ -78,32 +78,19 @@ class _Pool:
             return buffer
 
     def _pick(self, nbytes: int) -> _Slot | None:
-        fit = unused = largest = None
-        for slot in self.slots:
-            if slot.map is None:
-                unused = unused or slot
-            elif (fit is None or slot.capacity < fit.capacity) and slot.free():
-                if slot.capacity >= nbytes:
-                    fit = slot
-                elif largest is None or slot.capacity > largest.capacity:
-                    largest = slot
-        if fit is not None:
-            return fit
         # a free mapping regrown before a new one: the pool holds more mappings only while
         # more batches are alive at once, not because batch sizes vary
-        slot = largest
-        if slot is not None:
-            nbytes = max(nbytes, int(slot.capacity * _GROWTH))
-        elif unused is not None:
-            slot = unused
-        else:
+        chosen = choose_slot(self.slots, nbytes, unused_first=False)
+        if chosen is None:
             return None
-        capacity = -(-nbytes // mmap.PAGESIZE) * mmap.PAGESIZE
-        # a new mapping before the old one is dropped: a failed mmap leaves the slot as it was
-        new = mmap.mmap(-1, capacity, flags=_FLAGS, prot=mmap.PROT_READ | mmap.PROT_WRITE)
-        # no tensor views the old mapping (the slot is free), so dropping it unmaps it
-        slot.map, slot.capacity, slot.live, slot.address = new, capacity, None, 0
-        self.created += 1
+        slot, capacity = chosen
+        if slot.map is None or capacity > slot.capacity:
+            capacity = -(-capacity // mmap.PAGESIZE) * mmap.PAGESIZE
+            # the new mapping first: a failed mmap leaves the slot as it was
+            new = mmap.mmap(-1, capacity, flags=_FLAGS, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+            # no tensor views the old mapping (the slot is free), so dropping it unmaps it
+            slot.map, slot.capacity, slot.live, slot.address = new, capacity, None, 0
+            self.created += 1
         return slot
 
     def release(self) -> int:

@@ -37,7 +37,7 @@ import numpy as np
 
 from hetload.data.batch_read import read_batch, read_stored
 from hetload.data.shard_dataset import ShardDataset
-from hetload.data.stream_borrow import borrow, lent_from
+from hetload.data.stream_borrow import borrow, index_source, lent_from
 from hetload.data.stream_sequential import _check_rows, _size_mismatch
 from hetload.guards import NotRegularFile, open_regular_fd
 from hetload.shards.format import ShardError
@@ -62,15 +62,7 @@ class BatchReads:
             return None
         source = self.__dict__.get("_by_index")
         if source is None:
-            source = ShardDataset(
-                self.index,
-                fields=self.fields,
-                size_field=self.size_field,
-                on_error=self.policy,  # the same report file
-                check=False,  # each shard is checked by the worker that reads it
-            )
-            # the stream's own shard URLs (they may differ from the index's folder)
-            source._urls = [url.removeprefix("file://") for url in self.urls]
+            source = index_source(self, self.policy)  # the same report file
             self.__dict__["_by_index"] = source
         return source
 

@@ -62,6 +62,21 @@ def borrow(stream: Any, exclude: set[int]) -> tuple[int, str, dict[str, Any]] | 
     return None
 
 
+def index_source(stream: Any, on_error: str) -> ShardDataset:
+    """A ``ShardDataset`` over the stream's index that reads the stream's own shard URLs (they
+    may differ from the index's folder), without checking shards up front (each is checked by
+    the worker that reads it)."""
+    source = ShardDataset(
+        stream.index,
+        fields=stream.fields,
+        size_field=stream.size_field,
+        on_error=on_error,
+        check=False,
+    )
+    source._urls = [url.removeprefix("file://") for url in stream.urls]
+    return source
+
+
 def _first_local(
     stream: Any, k: int, tries: list[int], exclude: set[int]
 ) -> tuple[int, str, dict] | None:
@@ -72,14 +87,7 @@ def _first_local(
 
     quiet = stream.__dict__.get("_borrow_source")
     if quiet is None:
-        quiet = ShardDataset(
-            stream.index,
-            fields=stream.fields,
-            size_field=stream.size_field,
-            on_error="skip",  # private: the owner of a damaged shard reports it
-            check=False,
-        )
-        quiet._urls = [url.removeprefix("file://") for url in stream.urls]
+        quiet = index_source(stream, "skip")  # private: the owner of a damaged shard reports it
         stream.__dict__["_borrow_source"] = quiet
     entry, first = stream.index.shards[k], int(stream._starts[k])
     for g in range(first, int(stream._starts[k + 1])):
