@@ -49,7 +49,7 @@ from torch.utils.data import get_worker_info
 
 from hetload import local_pool
 from hetload.shm import Mapping, memfd
-from hetload.slots import choose_slot
+from hetload.slots import Lender, choose_slot
 
 __all__ = ["ALIGN", "HEADER", "aligned", "batch_buffer", "carve", "ring_stats"]
 
@@ -180,33 +180,25 @@ class Slot:
         os.close(self.fd)
 
 
-class Ring:
+class Ring(Lender):
     """The slots of one worker process (see the module docstring)."""
 
     def __init__(self, max_slots: int) -> None:
-        self.slots = [Slot(i) for i in range(max_slots)]
+        # the lock: the queue's feeder thread reads slots while we lend
+        super().__init__([Slot(i) for i in range(max_slots)])
         self.pid = os.getpid()  # a forked child makes its own ring (_ring)
-        self.lends = self.created = self.fallbacks = 0
-        self.lock = threading.Lock()  # the queue's feeder thread reads slots while we lend
 
-    def lend(self, nbytes: int) -> torch.Tensor | None:
-        """``uint8 [nbytes]`` over a free slot's data, or ``None`` when every slot is busy."""
-        with self.lock:
-            slot = self._pick(nbytes)
-            if slot is None:
-                self.fallbacks += 1
-                return None
-            self.lends += 1
-            buffer = torch.frombuffer(
-                slot.map.buffer,  # type: ignore[union-attr]
-                dtype=torch.uint8,
-                count=nbytes,
-                offset=HEADER,
-            )
-            slot.live = StorageWeakRef(buffer.untyped_storage())
-            slot.lend = self.lends
-            slot.sent = False
-            return buffer
+    def _view(self, slot: Slot, nbytes: int) -> torch.Tensor:
+        return torch.frombuffer(
+            slot.map.buffer,  # type: ignore[union-attr]
+            dtype=torch.uint8,
+            count=nbytes,
+            offset=HEADER,
+        )
+
+    def _lent(self, slot: Slot, buffer: torch.Tensor) -> None:
+        slot.lend = self.lends
+        slot.sent = False
 
     def _pick(self, nbytes: int) -> Slot | None:
         """The smallest free slot that fits, else an unused one, else the largest free one

@@ -35,7 +35,7 @@ import threading
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 
-from hetload.slots import choose_slot
+from hetload.slots import Lender, choose_slot
 
 __all__ = ["POOL_MIN", "POOL_SLOTS", "holds", "lend", "pool_stats", "release"]
 
@@ -59,23 +59,15 @@ class _Slot:
         return self.live is None or self.live.expired()
 
 
-class _Pool:
+class _Pool(Lender):
     def __init__(self, slots: int) -> None:
-        self.slots = [_Slot() for _ in range(slots)]
-        self.lock = threading.Lock()  # ThreadedLoader collates in several threads
-        self.lends = self.created = self.fallbacks = 0
+        super().__init__([_Slot() for _ in range(slots)])  # ThreadedLoader lends from threads
 
-    def lend(self, nbytes: int) -> torch.Tensor | None:
-        with self.lock:
-            slot = self._pick(nbytes)
-            if slot is None:
-                self.fallbacks += 1
-                return None
-            self.lends += 1
-            buffer = torch.frombuffer(slot.map, dtype=torch.uint8, count=nbytes)
-            slot.live = StorageWeakRef(buffer.untyped_storage())
-            slot.address = buffer.data_ptr()
-            return buffer
+    def _view(self, slot: _Slot, nbytes: int) -> torch.Tensor:
+        return torch.frombuffer(slot.map, dtype=torch.uint8, count=nbytes)
+
+    def _lent(self, slot: _Slot, buffer: torch.Tensor) -> None:
+        slot.address = buffer.data_ptr()
 
     def _pick(self, nbytes: int) -> _Slot | None:
         # a free mapping regrown before a new one: the pool holds more mappings only while

@@ -5,9 +5,13 @@ and ``free()`` (no tensor of the batch it carried last is alive)."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
-__all__ = ["GROWTH", "choose_slot"]
+import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+
+__all__ = ["GROWTH", "Lender", "choose_slot"]
 
 #: a regrown slot takes at least this factor more, so batch-to-batch size jitter settles fast
 GROWTH = 1.25
@@ -36,3 +40,37 @@ def choose_slot(slots: list[Any], nbytes: int, *, unused_first: bool) -> tuple[A
     new = None if unused is None else (unused, nbytes)
     first, second = (new, regrown) if unused_first else (regrown, new)
     return first or second
+
+
+class Lender:
+    """What lending a slot is, for both pools: under the pool's lock, :meth:`_pick` a slot (made
+    or regrown as needed), view ``nbytes`` of it (:meth:`_view`) and remember that batch's
+    storage weakly, so the slot is free again once no tensor of the batch is alive. Counts
+    ``lends`` and ``fallbacks`` (every slot busy: the caller allocates plainly, never waits)."""
+
+    def __init__(self, slots: list[Any]) -> None:
+        self.slots = slots
+        self.lock = threading.Lock()
+        self.lends = self.created = self.fallbacks = 0
+
+    def lend(self, nbytes: int) -> torch.Tensor | None:
+        """``uint8 [nbytes]`` over a free slot, or ``None`` when every slot is busy."""
+        with self.lock:
+            slot = self._pick(nbytes)
+            if slot is None:
+                self.fallbacks += 1
+                return None
+            self.lends += 1
+            buffer = self._view(slot, nbytes)
+            slot.live = StorageWeakRef(buffer.untyped_storage())
+            self._lent(slot, buffer)
+            return buffer
+
+    def _pick(self, nbytes: int) -> Any:
+        raise NotImplementedError
+
+    def _view(self, slot: Any, nbytes: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _lent(self, slot: Any, buffer: torch.Tensor) -> None:
+        """What a pool records of a lend besides the storage (nothing by default)."""
