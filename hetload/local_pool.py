@@ -43,7 +43,9 @@ __all__ = ["POOL_MIN", "POOL_SLOTS", "holds", "lend", "pool_stats", "release"]
 POOL_MIN = 1 << 20
 #: most mappings a process keeps (``HETLOAD_POOL_SLOTS``)
 POOL_SLOTS = 8
-_FLAGS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+# private anonymous mappings (POSIX); without them the pool stays off
+_FLAGS = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
+_MAPPABLE = hasattr(mmap, "MAP_PRIVATE") and hasattr(mmap, "MAP_ANONYMOUS")
 
 
 class _Slot:
@@ -110,7 +112,7 @@ def _pool() -> _Pool | None:
         with _state_lock:
             if _state.pid != pid:
                 slots = _env_slots()
-                on = os.environ.get("HETLOAD_POOL", "1") != "0" and slots > 0
+                on = os.environ.get("HETLOAD_POOL", "1") != "0" and slots > 0 and _MAPPABLE
                 _state.pool = _Pool(slots) if on else None
                 _state.pid = pid
     return _state.pool
