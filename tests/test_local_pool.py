@@ -218,7 +218,7 @@ def test_a_forked_child_starts_an_empty_pool_and_cannot_touch_the_parents(fresh_
 
 def test_threaded_batch_reads_of_large_batches_all_held(fresh_pool, tmp_path):
     """The shard batch read takes its buffer from the pool too: four threads read batches of
-    ~1.3 MB, every batch held to the end (slots run out, later ones fall back), each equal to
+    ~3 MB, every batch held to the end (slots run out, later ones fall back), each equal to
     the plain collate of the per-sample reads."""
     from hetload.data import ShardDataset, ThreadedLoader
     from hetload.data.substitute import getitems
@@ -226,7 +226,7 @@ def test_threaded_batch_reads_of_large_batches_all_held(fresh_pool, tmp_path):
 
     write_shards(meshes(20, rows=6_000, count=48), tmp_path, max_count=12)
     ds = ShardDataset(tmp_path)
-    batches = [list(range(i, 48, 4)) for i in range(4)] * 3  # 12 samples (~1.3 MB) each
+    batches = [list(range(i, 48, 4)) for i in range(4)] * 3  # 12 samples (~3 MB) each
     got = list(ThreadedLoader(ds, batches, threads=4, prefetch=8))
     assert local_pool.pool_stats()["lends"] >= 8  # the batch reads went through the pool
     reference = ShardDataset(tmp_path)
