@@ -98,7 +98,7 @@ class _Pool(Lender):
 
 
 class _State:
-    pid = -1
+    made = False  # the pool was set up in this process (it may be off: pool None)
     pool: _Pool | None = None
 
 
@@ -106,15 +106,24 @@ _state = _State()
 _state_lock = threading.Lock()
 
 
+def _forked() -> None:
+    """A forked child starts without a pool (the parent's mappings are private copies there),
+    and with a lock no thread of the parent can hold."""
+    global _state, _state_lock
+    _state, _state_lock = _State(), threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def _pool() -> _Pool | None:
-    pid = os.getpid()
-    if _state.pid != pid:  # first use, or a child forked from a process that had a pool
+    if not _state.made:  # first use (the knobs are read then)
         with _state_lock:
-            if _state.pid != pid:
+            if not _state.made:
                 slots = _env_slots()
                 on = os.environ.get("HETLOAD_POOL", "1") != "0" and slots > 0 and _MAPPABLE
                 _state.pool = _Pool(slots) if on else None
-                _state.pid = pid
+                _state.made = True
     return _state.pool
 
 
@@ -147,19 +156,16 @@ def lend(nbytes: int) -> torch.Tensor:
 
 def holds(storage: torch.UntypedStorage) -> bool:
     """Whether ``storage`` is the batch a pooled mapping of this process is lent to."""
-    pool = _state.pool if _state.pid == os.getpid() else None
+    pool = _state.pool
     if pool is None:
         return False
     with pool.lock:
-        return any(
-            slot.address == storage.data_ptr() and slot.live is not None and not slot.free()
-            for slot in pool.slots
-        )
+        return any(slot.address == storage.data_ptr() and not slot.free() for slot in pool.slots)
 
 
 def release() -> int:
     """Unmap the pooled buffers no batch uses; returns their bytes."""
-    pool = _state.pool if _state.pid == os.getpid() else None
+    pool = _state.pool
     return 0 if pool is None else pool.release()
 
 
@@ -167,7 +173,7 @@ def pool_stats() -> dict[str, int]:
     """This process's counters: ``slots`` (mappings held), ``bytes`` (their size), ``lends``,
     ``created`` (mappings made or regrown), ``fallbacks`` (batches that got ``torch.empty``
     because every slot was busy)."""
-    pool = _state.pool if _state.pid == os.getpid() else None
+    pool = _state.pool
     if pool is None:
         return {"slots": 0, "bytes": 0, "lends": 0, "created": 0, "fallbacks": 0}
     with pool.lock:

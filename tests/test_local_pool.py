@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing  # registers torch's reductions with ForkingPickler
+from threads import run_threads
 
 import hetload as hl
 from hetload import local_pool
@@ -152,44 +153,34 @@ def test_pickled_and_shared_batches_stay_correct(fresh_pool):
 def test_threads_never_share_a_live_mapping(fresh_pool):
     """Four threads collate and hold batches: live batches never overlap in memory and each
     keeps its bytes (the pool's lock and weak references)."""
-    errors: list[BaseException] = []
     live: list[tuple[int, int]] = []
     lock = threading.Lock()
 
     def work(seed: int) -> None:
-        try:
-            kept = []
-            for k in range(6):
-                samples = meshes(100 * seed + k, rows=10_000)
-                batch = hl.collate(samples)
-                storage = batch["verts"].values.untyped_storage()
-                span = (storage.data_ptr(), storage.data_ptr() + storage.nbytes())
+        kept = []
+        for k in range(6):
+            samples = meshes(100 * seed + k, rows=10_000)
+            batch = hl.collate(samples)
+            storage = batch["verts"].values.untyped_storage()
+            span = (storage.data_ptr(), storage.data_ptr() + storage.nbytes())
+            with lock:
+                live.append(span)
+            kept.append((batch, samples, span))
+            if len(kept) > 2:
+                old, old_samples, old_span = kept.pop(0)
+                assert_batch(old, old_samples)
                 with lock:
-                    live.append(span)
-                kept.append((batch, samples, span))
-                if len(kept) > 2:
-                    old, old_samples, old_span = kept.pop(0)
-                    assert_batch(old, old_samples)
-                    with lock:
-                        live.remove(old_span)
-                with lock:
-                    spans = sorted(live)
-                    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans
-            for batch, samples, span in kept:
-                assert_batch(batch, samples)
-                with lock:  # before the batch is dropped: its memory may be lent again
-                    live.remove(span)
-            kept.clear()
-        except BaseException as exc:  # raised in the main thread below
-            errors.append(exc)
+                    live.remove(old_span)
+            with lock:
+                spans = sorted(live)
+                assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans
+        for batch, samples, span in kept:
+            assert_batch(batch, samples)
+            with lock:  # before the batch is dropped: its memory may be lent again
+                live.remove(span)
+        kept.clear()
 
-    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
+    run_threads(work, [(seed,) for seed in range(4)])
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")

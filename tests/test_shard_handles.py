@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import os
-import threading
 
 import numpy as np
 import pytest
+from threads import run_threads
 
 from hetload.data import ShardDataset
 from hetload.data.shard_handles import ShardHandles
@@ -67,26 +67,17 @@ def test_threads_reading_through_one_descriptor_each_with_max_open_1(tmp_path):
     samples = [{"verts": np.full((k + 1, 3), k, np.float32)} for k in range(24)]
     write_shards(samples, tmp_path, max_count=2)  # 12 shards
     ds = ShardDataset(tmp_path, max_open=1)
-    errors = []
 
     def read(seed: int) -> None:
         rng = np.random.default_rng(seed)
-        try:
-            for i in rng.integers(0, 24, size=150).tolist():
-                assert (ds[i]["verts"] == i).all()
-                batch = ds.__getitems__(rng.integers(0, 24, size=5).tolist())
-                for sample in batch:
-                    k = len(sample["verts"]) - 1
-                    assert (sample["verts"] == k).all()
-        except BaseException as exc:
-            errors.append(exc)
+        for i in rng.integers(0, 24, size=150).tolist():
+            assert (ds[i]["verts"] == i).all()
+            batch = ds.__getitems__(rng.integers(0, 24, size=5).tolist())
+            for sample in batch:
+                k = len(sample["verts"]) - 1
+                assert (sample["verts"] == k).all()
 
-    threads = [threading.Thread(target=read, args=(s,)) for s in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    run_threads(read, [(s,) for s in range(4)])  # raises the first thread's failure
     assert len(ds._handles) <= 1 and ds._handles._pins == {}
     ds.close()
 

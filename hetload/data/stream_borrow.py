@@ -163,12 +163,10 @@ def lent_from(stream: Any, g: int, own: list[int]) -> str:
 
 
 def _intact(url: str, expected: int) -> bool:
-    """Whether a shard can serve as a lender: a regular file of the index's size (a remote
-    one is taken as it comes; its per-sample read checks it)."""
+    """Whether a local shard can serve as a lender: a regular file of the index's size (URL
+    shards are read as they come, each sample checked: :func:`_first_streamed`)."""
     from hetload.data.stream_sequential import _size_mismatch
 
-    if is_url(url):
-        return True
     try:
         fd = open_regular_fd(url.removeprefix("file://"))
     except (OSError, NotRegularFile):
